@@ -1,0 +1,13 @@
+"""Errors a user can fix from the command line: `run.py` prints them as one line, without a traceback."""
+
+
+class UserError(Exception):
+    """Bad input or a missing prerequisite; the message says what to do."""
+
+
+class MissingInputError(UserError):
+    """A stage's inputs do not exist yet; the message names the stage to run first."""
+
+
+class StageBusyError(UserError):
+    """Another process is running the same stage of the same experiment."""

@@ -1,0 +1,117 @@
+"""The results registry: `<root>/results.json`, shared by every job that writes results.
+
+Shape (as med-s1 users know it)::
+
+    {"experiments": {"<slug>": {"description": ..., "config": {...},
+                                "results": {"curation": {...}, "training": {...}, "eval": {...}}}}}
+
+Many SLURM jobs finish at once, so every update takes an exclusive file lock, re-reads the file,
+changes one stage of one experiment, and atomically replaces the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+SECTIONS = ("curation", "training", "eval")
+# Names like api_key, hf_token, client_secret, db_password (but not max_new_tokens).
+SECRET_KEY = re.compile(r"(^|[_-])(api[_-]?key|token|secret|password|passwd|credentials?)$", re.IGNORECASE)
+REDACTED = "<redacted>"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def redacted(obj: Any) -> Any:
+    """A JSON-ready copy of `obj` (dataclass, dict, list) with every secret-named value replaced."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    if isinstance(obj, dict):
+        return {
+            key: (REDACTED if SECRET_KEY.search(str(key)) and value is not None else redacted(value))
+            for key, value in obj.items()
+        }
+    if isinstance(obj, (list, tuple)):
+        return [redacted(value) for value in obj]
+    return obj
+
+
+def load(path: Path) -> dict:
+    """The registry's contents ({"experiments": {}} when it does not exist yet)."""
+    path = Path(path)
+    if not path.exists():
+        return {"experiments": {}}
+    return json.loads(path.read_text())
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temp file beside `path`, fsync it, and rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def update(
+    path: Path,
+    slug: str,
+    section: str,
+    record: dict,
+    *,
+    description: str | None = None,
+    config: Any = None,
+) -> dict:
+    """Set `experiments[slug].results[section] = record` (under the lock) and return the entry."""
+    if section not in SECTIONS:
+        raise ValueError(f"unknown registry section {section!r}; valid: {', '.join(SECTIONS)}")
+    with _locked_entry(path, slug) as entry:
+        if description is not None:
+            entry["description"] = description
+        if config is not None:
+            entry["config"] = redacted(config)
+        entry.setdefault("results", {})[section] = redacted({**record, "timestamp": now()})
+    return entry
+
+
+@contextmanager
+def _locked_entry(path: Path, slug: str) -> Iterator[dict]:
+    """Lock the registry, re-read it, yield one experiment's entry to change, replace the file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        data = load(path)
+        entry = data.setdefault("experiments", {}).setdefault(slug, {"results": {}})
+        yield entry
+        write_json_atomic(path, data)
+
+
+JOB_STATES = ("queued", "running", "done", "failed")
+
+
+def record_job(path: Path, slug: str, stage: str, job: dict) -> None:
+    """Set `experiments[slug].jobs[stage]` (a scheduler job: id, state, log path, ...) under the lock."""
+    state = job.get("state")
+    if state not in JOB_STATES:
+        raise ValueError(f"unknown job state {state!r}; valid: {', '.join(JOB_STATES)}")
+    with _locked_entry(path, slug) as entry:
+        entry.setdefault("jobs", {})[stage] = redacted({**job, "updated_at": now()})

@@ -1,0 +1,125 @@
+"""Atomic stage outputs: work in a partial directory, rename it into place when complete.
+
+A stage writes into `<slug>/.<stage>.partial/` while it runs, under a file lock so two processes
+never run the same stage of the same experiment. Resumable work (checkpoints, prediction chunks)
+survives a crash there and is picked up by the next run with the same config; a run with another
+config (or `force=true`) starts that directory afresh. When the stage finishes, a marker holding the
+config hash and the stage's record is written and the directory is renamed to `<slug>/<stage>/`,
+so an output directory with a marker is always complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from meds1.config import Config
+from meds1.errors import MissingInputError, StageBusyError
+from meds1.paths import override_section, stage_dir, stage_sections, stage_slug
+from meds1.registry import now, redacted, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+MARKER = "_COMPLETE.json"
+PARTIAL_HASH = "_CONFIG_HASH"
+
+
+def config_hash(cfg: Config, stage: str) -> str:
+    """Hash of every config section that can change `stage`'s result (scheduler resources excluded)."""
+
+    def strip(obj):
+        if isinstance(obj, dict):
+            return {k: strip(v) for k, v in obj.items() if k != "resources"}
+        return obj
+
+    sections = sorted(stage_sections(cfg.stages, stage))
+    payload = {name: strip(redacted(getattr(cfg, name))) for name in sections}
+    payload["stage"] = stage
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_marker(directory: Path) -> dict | None:
+    marker = Path(directory) / MARKER
+    return json.loads(marker.read_text()) if marker.exists() else None
+
+
+class StageWorkspace:
+    """Where one stage of one experiment writes, and whether it has already finished."""
+
+    def __init__(self, cfg: Config, stage: str):
+        self.stage = stage
+        self.slug = stage_slug(cfg, stage)
+        self.final = stage_dir(cfg, stage)
+        self.partial = self.final.parent / f".{stage}.partial"
+        self.hash = config_hash(cfg, stage)
+        self.force = cfg.force
+        self._lock = FileLock(str(self.final.parent / f".{stage}.lock"))
+
+    def completed_record(self) -> dict | None:
+        """The stage's record if it finished with this config (and `force` is off), else None."""
+        marker = read_marker(self.final)
+        if self.force or marker is None or marker.get("config_hash") != self.hash:
+            return None
+        return marker["record"]
+
+    def __enter__(self) -> StageWorkspace:
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            raise StageBusyError(
+                f"stage {self.stage} of {self.slug} is being run by another process "
+                f"(lock {self._lock.lock_file})"
+            ) from None
+        hash_file = self.partial / PARTIAL_HASH
+        stale = self.partial.exists() and (
+            self.force or not hash_file.exists() or hash_file.read_text() != self.hash
+        )
+        if stale:
+            log.info("Discarding partial %s output from a different config or force=true", self.stage)
+            shutil.rmtree(self.partial)
+        elif self.partial.exists():
+            log.info("Resuming %s from %s", self.stage, self.partial)
+        self.partial.mkdir(parents=True, exist_ok=True)
+        hash_file.write_text(self.hash)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release()
+
+    @property
+    def path(self) -> Path:
+        """The directory to write into while the stage runs."""
+        return self.partial
+
+    def commit(self, record: dict) -> Path:
+        """Mark the work complete and move it into place; returns the final directory."""
+        write_json_atomic(
+            self.partial / MARKER, {"config_hash": self.hash, "finished_at": now(), "record": record}
+        )
+        (self.partial / PARTIAL_HASH).unlink()
+        if self.final.exists():
+            trash = self.final.with_name(f".{self.stage}.old")
+            shutil.rmtree(trash, ignore_errors=True)
+            self.final.rename(trash)
+            self.partial.rename(self.final)
+            shutil.rmtree(trash)
+        else:
+            self.partial.rename(self.final)
+        return self.final
+
+
+def require_complete(cfg: Config, stage: str, what: str) -> Path:
+    """The finished output directory of `stage`, or an error saying which command produces it."""
+    directory = stage_dir(cfg, stage)
+    if read_marker(directory) is None:
+        kept = [o for o in cfg.overrides if override_section(o) not in ("stage", "experiment", "force")]
+        command = " ".join(["python run.py", f"experiment={cfg.name}", f"stage={stage}", *kept])
+        raise MissingInputError(f"{what} not found at {directory}: run `{command}` first")
+    return directory

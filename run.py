@@ -1,0 +1,19 @@
+"""meds1 entry point: python run.py [experiment=NAME] [stage=curate|train|eval|all|report] [key=value ...]"""
+
+import hydra
+from omegaconf import DictConfig
+
+from meds1.cli import check_command_line, dispatch
+from meds1.config import register_configs
+
+register_configs()
+
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    dispatch(cfg)
+
+
+if __name__ == "__main__":
+    check_command_line()
+    main()
