@@ -1,0 +1,101 @@
+"""Selection of the training subset from the rows that passed the filters.
+
+`s1` diversity sampling, as med-s1 used it, with its defects fixed:
+1. take the rows whose CoT is at least `long_cot_tokens` long -- a seeded random n of them if there
+   are more than n (the original added them all, so more than n rows could come out);
+2. until n rows are chosen: pick a specialty (uniformly while fewer than `uniform_fraction * n` rows
+   are chosen, then in proportion to `specialty_weights`, default weight 1), and within it an
+   unchosen row with probability proportional to 2^-rank, rank 0 = the longest CoT left; a
+   specialty is dropped once empty.
+Every method returns exactly min(n, pool) positions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+METHODS = ("s1", "random", "all")
+UNLABELED = "Unlabeled"
+
+
+def select(
+    pool: pd.DataFrame,
+    method: str,
+    n: int,
+    seed: int,
+    *,
+    specialty_column: str = "specialty",
+    long_cot_tokens: int = 1000,
+    uniform_fraction: float = 0.7,
+    specialty_weights: dict[str, float] | None = None,
+) -> np.ndarray:
+    """Positions (0..len(pool)-1) of the chosen rows, in the order they were chosen."""
+    rng = np.random.default_rng(seed)
+    if method == "all" or n >= len(pool):
+        return np.arange(len(pool))
+    if method == "random":
+        return rng.choice(len(pool), size=n, replace=False)
+    if method == "s1":
+        specialties = pool[specialty_column].fillna(UNLABELED).astype(str).to_numpy()
+        return s1_sample(
+            pool["cot_tokens"].to_numpy(),
+            specialties,
+            n,
+            rng,
+            long_cot_tokens,
+            uniform_fraction,
+            specialty_weights,
+        )
+    raise ValueError(f"unknown selection method {method!r}; valid: {', '.join(METHODS)}")
+
+
+def s1_sample(
+    cot_tokens: np.ndarray,
+    specialties: np.ndarray,
+    n: int,
+    rng: np.random.Generator,
+    long_cot_tokens: int,
+    uniform_fraction: float,
+    specialty_weights: dict[str, float] | None,
+) -> np.ndarray:
+    long_rows = np.flatnonzero(cot_tokens >= long_cot_tokens)
+    if len(long_rows) > n:
+        long_rows = rng.choice(long_rows, size=n, replace=False)
+    chosen = list(long_rows)
+    taken = np.zeros(len(cot_tokens), dtype=bool)
+    taken[long_rows] = True
+
+    # Per specialty, unchosen rows sorted by CoT length ascending: rank r is at position len-1-r.
+    groups: dict[str, list[int]] = {}
+    for position in np.argsort(cot_tokens, kind="stable"):
+        if not taken[position]:
+            groups.setdefault(specialties[position], []).append(int(position))
+    names = sorted(groups)
+    weights = specialty_weights or {}
+    uniform_picks = int(uniform_fraction * n)
+
+    while len(chosen) < n and names:
+        if len(chosen) < uniform_picks:
+            name = names[rng.integers(len(names))]
+        else:
+            w = np.array([weights.get(s, 1.0) for s in names], dtype=float)
+            name = (
+                names[rng.choice(len(names), p=w / w.sum())]
+                if w.sum() > 0
+                else names[rng.integers(len(names))]
+            )
+        rows = groups[name]
+        rank = _rank_by_halving(rng, len(rows))
+        chosen.append(rows.pop(len(rows) - 1 - rank))
+        if not rows:
+            names.remove(name)
+    return np.asarray(chosen, dtype=np.int64)
+
+
+def _rank_by_halving(rng: np.random.Generator, size: int) -> int:
+    """A rank in [0, size) with P(r) proportional to 2^-r (geometric draws, rejected past the end)."""
+    while True:
+        rank = int(rng.geometric(0.5)) - 1
+        if rank < size:
+            return rank

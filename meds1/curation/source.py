@@ -1,0 +1,71 @@
+"""Load curation rows from a local file or a hub dataset onto the canonical columns."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import pandas as pd
+
+from meds1.config import SourceConfig
+from meds1.curation import REQUIRED_COLUMNS
+from meds1.errors import UserError
+from meds1.paths import resolve_data_path
+
+log = logging.getLogger(__name__)
+
+READERS = {
+    ".parquet": pd.read_parquet,
+    ".jsonl": lambda p: pd.read_json(p, lines=True),
+    ".json": pd.read_json,
+}
+
+
+def load_source(source: SourceConfig) -> pd.DataFrame:
+    """Rows with at least Question, Complex_CoT, Response (extra columns kept) and a `row_id`."""
+    if source.path:
+        frame = _read_file(source.path)
+        origin = source.path
+    elif source.name:
+        frame = _read_hub(source)
+        origin = f"{source.name}:{source.config}:{source.split}@{source.revision}"
+    else:
+        raise UserError("curation.source needs a `path` (local file) or a `name` (hub dataset)")
+    frame = frame.rename(columns=dict(source.columns))
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise UserError(
+            f"source {origin} lacks column(s) {', '.join(missing)}; "
+            f"it has {', '.join(map(str, frame.columns))}. "
+            f"Map them with curation.source.columns (now {dict(source.columns)}), "
+            "e.g. 'curation.source.columns={question: Question}'"
+        )
+    if frame.empty:
+        raise UserError(f"source {origin} has no rows")
+    frame = frame.reset_index(drop=True)
+    frame.insert(0, "row_id", range(len(frame)))
+    log.info("Loaded %d rows from %s", len(frame), origin)
+    return frame
+
+
+def _read_file(path: str) -> pd.DataFrame:
+    file = resolve_data_path(path)
+    if not file.exists():
+        raise UserError(f"curation.source.path {path} does not exist")
+    reader = READERS.get(file.suffix.lower())
+    if reader is None:
+        raise UserError(f"unsupported source file type {file.suffix!r}; valid: {', '.join(READERS)}")
+    return reader(file)
+
+
+def _read_hub(source: SourceConfig) -> pd.DataFrame:
+    from datasets import load_dataset
+
+    dataset = load_dataset(source.name, source.config, split=source.split, revision=source.revision)
+    return dataset.to_pandas()
+
+
+def fingerprint(frame: pd.DataFrame) -> str:
+    """A content hash of the canonical columns, so caches know exactly which rows they describe."""
+    hashed = pd.util.hash_pandas_object(frame[list(REQUIRED_COLUMNS)].astype("string"), index=False)
+    return hashlib.sha256(hashed.to_numpy().tobytes()).hexdigest()[:16]

@@ -1,0 +1,1 @@
+"""Eval parts: suite loading, prompts, answer extraction, scoring."""

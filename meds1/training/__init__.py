@@ -1,0 +1,1 @@
+"""SFT wiring (TRL SFTTrainer) and batch-size arithmetic."""
