@@ -1,0 +1,92 @@
+"""Shared fixtures: composed configs pointed at temp dirs, and the real rows in ../shared/data."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from meds1.config import Config, compose
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("MEDS1_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory) -> Path:
+    """One cache for the whole session, so the tiny model is built once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def make_config(tmp_path, model_cache):
+    """compose(overrides) with outputs under this test's tmp_path and the session's model cache."""
+
+    def _make(*overrides: str) -> Config:
+        return compose([*overrides, f"paths.root={tmp_path / 'out'}", f"paths.cache={model_cache}"])
+
+    return _make
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent (set MEDS1_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(model_cache) -> Path:
+    from meds1.config import ModelConfig
+    from meds1.models import model_path
+
+    return Path(model_path(ModelConfig(name="tiny", path="tiny", build="tiny"), str(model_cache)))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def openai_server(tiny_model_dir, tmp_path_factory):
+    """A real OpenAI-compatible server (`transformers serve`) for the tiny model on 127.0.0.1.
+
+    Yields (base_url, model_name, process); stopped by its PID at the end of the session.
+    """
+    if shutil.which("transformers") is None:
+        pytest.skip("`transformers` CLI not found (pip install 'transformers[serving]')")
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "serve.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            ["transformers", "serve", str(tiny_model_dir), "--port", str(port), "--host", "127.0.0.1"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"transformers serve did not come up:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+    yield f"{base}/v1", str(tiny_model_dir), process
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()

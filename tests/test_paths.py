@@ -1,0 +1,69 @@
+import pytest
+
+from meds1.paths import make_slug, resolve_data_path, result_overrides, safe_name, stage_dir, stage_sections
+
+
+def test_stage_and_launcher_overrides_do_not_change_the_slug(make_config):
+    a = make_config("experiment=random-1k", "stage=curate")
+    b = make_config("experiment=random-1k", "stage=train", "force=true", "hydra/launcher=local")
+    for stage in ("curate", "train", "eval"):
+        assert stage_dir(a, stage) == stage_dir(b, stage)
+    assert stage_dir(a, "curate").parent.name == "random-1k"
+
+
+def test_sample_size_sweep_gets_separate_slugs(make_config):
+    dirs = {
+        stage_dir(make_config("experiment=random-1k", f"curation.n_samples={n}"), "train") for n in (1, 2, 3)
+    }
+    assert len(dirs) == 3
+
+
+def test_trainer_override_shares_curation_but_not_training(make_config):
+    a = make_config("experiment=random-1k", "trainer.learning_rate=1e-5")
+    b = make_config("experiment=random-1k", "trainer.learning_rate=2e-5")
+    assert stage_dir(a, "curate") == stage_dir(b, "curate")
+    assert stage_dir(a, "train") != stage_dir(b, "train")
+
+
+def test_eval_override_reuses_training(make_config):
+    a = make_config("experiment=random-1k")
+    b = make_config("experiment=random-1k", "eval.max_new_tokens=64")
+    assert stage_dir(a, "train") == stage_dir(b, "train")
+    assert stage_dir(a, "eval") != stage_dir(b, "eval")
+
+
+def test_base_experiment_eval_ignores_curation_and_trainer():
+    assert stage_sections(["eval"], "eval") == {"model", "seed", "eval", "inference"}
+    assert result_overrides(["trainer.learning_rate=1", "model=tiny", "paths.root=/x"], {"model"}) == [
+        "model=tiny"
+    ]
+
+
+def test_slug_is_name_plus_sorted_result_overrides(make_config):
+    cfg = make_config("experiment=random-1k", "seed=1", "curation.n_samples=500", "stage=curate")
+    assert stage_dir(cfg, "curate").parent.name == "random-1k__curation.n_samples=500__seed=1"
+    assert make_slug("a", ["b=1"]) == "a__b=1"
+
+
+@pytest.mark.parametrize(
+    "hostile", ["../../etc/passwd", "/abs/path", "a/../../b", "..", "x" * 400, "a b;rm -rf ~", ""]
+)
+def test_hostile_names_stay_one_safe_directory(hostile, tmp_path):
+    name = safe_name(hostile)
+    assert name and "/" not in name and ".." not in name and len(name) <= 120
+    assert not name.startswith(".")
+    assert (tmp_path / name).resolve().parent == tmp_path.resolve()
+
+
+def test_long_slugs_stay_distinct():
+    assert safe_name("x" * 300 + "1") != safe_name("x" * 300 + "2")
+
+
+def test_hostile_override_value_cannot_escape_root(make_config, tmp_path):
+    cfg = make_config("experiment=demo", "curation.source.path=../../../../etc/x")
+    directory = stage_dir(cfg, "curate")
+    assert directory.resolve().is_relative_to((tmp_path / "out").resolve())
+
+
+def test_package_data_paths_resolve():
+    assert resolve_data_path("pkg://meds1/data/demo_eval.json").is_file()

@@ -1,0 +1,84 @@
+import pytest
+
+from meds1.errors import MissingInputError, StageBusyError
+from meds1.workspace import MARKER, StageWorkspace, config_hash, read_marker, require_complete
+
+
+def test_commit_moves_complete_output_into_place(make_config):
+    cfg = make_config("experiment=random-1k")
+    with StageWorkspace(cfg, "curate") as ws:
+        (ws.path / "data.txt").write_text("rows")
+        assert not ws.final.exists()
+        ws.commit({"n": 1})
+    assert (ws.final / "data.txt").read_text() == "rows"
+    assert read_marker(ws.final)["record"] == {"n": 1}
+    assert not ws.partial.exists()
+    assert StageWorkspace(cfg, "curate").completed_record() == {"n": 1}
+
+
+def test_force_or_other_config_means_not_complete(make_config):
+    cfg = make_config("experiment=random-1k")
+    with StageWorkspace(cfg, "curate") as ws:
+        ws.commit({"n": 1})
+    assert (
+        StageWorkspace(make_config("experiment=random-1k", "force=true"), "curate").completed_record() is None
+    )
+    changed = make_config("experiment=random-1k")
+    changed.curation.long_cot_tokens = 5  # e.g. an edited experiment file: same slug, other config
+    assert StageWorkspace(changed, "curate").completed_record() is None
+
+
+def test_interrupted_stage_leaves_no_complete_output_and_resumes(make_config):
+    cfg = make_config("experiment=random-1k")
+    with pytest.raises(RuntimeError), StageWorkspace(cfg, "curate") as ws:
+        (ws.path / "chunk-0").write_text("done")
+        raise RuntimeError("killed")
+    assert not ws.final.exists() and read_marker(ws.final) is None
+    with StageWorkspace(cfg, "curate") as again:
+        assert (again.path / "chunk-0").read_text() == "done"  # same config: resume
+    with StageWorkspace(make_config("experiment=random-1k", "force=true"), "curate") as fresh:
+        assert not (fresh.path / "chunk-0").exists()  # force: restart clean
+
+
+def test_partial_from_another_config_is_discarded(make_config):
+    cfg = make_config("experiment=random-1k")
+    with pytest.raises(RuntimeError), StageWorkspace(cfg, "curate") as ws:
+        (ws.path / "chunk-0").write_text("old")
+        raise RuntimeError
+    cfg.curation.long_cot_tokens = 5
+    with StageWorkspace(cfg, "curate") as ws:
+        assert not (ws.path / "chunk-0").exists()
+
+
+def test_recommit_replaces_previous_output(make_config):
+    cfg = make_config("experiment=random-1k", "force=true")
+    for n in (1, 2):
+        with StageWorkspace(cfg, "curate") as ws:
+            (ws.path / f"only-{n}").touch()
+            ws.commit({"n": n})
+    assert sorted(p.name for p in ws.final.iterdir()) == [MARKER, "only-2"]
+
+
+def test_second_process_on_same_stage_is_refused(make_config):
+    cfg = make_config("experiment=random-1k")
+    with StageWorkspace(cfg, "curate"), pytest.raises(StageBusyError), StageWorkspace(cfg, "curate"):
+        pass
+
+
+def test_missing_input_names_the_stage_to_run(make_config):
+    cfg = make_config("experiment=random-1k", "curation.n_samples=5", "stage=train")
+    with pytest.raises(
+        MissingInputError,
+        match=r"run `python run.py experiment=random-1k stage=curate "
+        r"curation.n_samples=5 paths.root=.*` first",
+    ):
+        require_complete(cfg, "curate", "curated dataset")
+
+
+def test_config_hash_ignores_resources_and_paths(make_config):
+    a = make_config("experiment=random-1k")
+    b = make_config("experiment=random-1k", "trainer.resources.gpus=4", "paths.root=/elsewhere")
+    assert config_hash(a, "train") == config_hash(b, "train")
+    assert config_hash(a, "train") != config_hash(
+        make_config("experiment=random-1k", "trainer.num_epochs=1"), "train"
+    )
