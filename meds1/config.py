@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -156,7 +157,8 @@ class Config:
     stage: str = "all"
     seed: int = 42
     force: bool = False
-    dry_run: bool = False
+    dry_run: bool = False  # print the plan (on SLURM: jobs, resources, dependencies, paths); run nothing
+    wait: bool = False  # hydra/launcher=slurm: block until the jobs end (default: return once queued)
     overrides: list[str] = field(default_factory=list)  # the command line's overrides; set by run.py
     paths: PathsConfig = field(default_factory=PathsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -166,9 +168,38 @@ class Config:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
 
 
+@dataclass
+class SlurmLauncherConfig:
+    """`hydra/launcher=slurm`: site settings for every job; GPUs, tasks and nodes come from each stage.
+
+    Names follow hydra-submitit-launcher's `submitit_slurm`. Per-stage resources live with the stage
+    (`trainer.resources`, `inference.resources`, `curation.resources`); `per_stage` adds or overrides
+    sbatch parameters for one stage only, e.g. `{curate: {partition: cpu}}`.
+    """
+
+    _target_: str = "hydra_plugins.meds1_launcher.launcher.ChainedSlurmLauncher"
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    exclude: str | None = None
+    comment: str | None = None
+    additional_parameters: dict[str, Any] = field(default_factory=dict)  # any other sbatch flag
+    per_stage: dict[str, dict[str, Any]] = field(default_factory=dict)
+    setup: list[str] = field(default_factory=list)  # lines run before the job (module load, env activation)
+    python: str | None = None  # the job's python command; default: this interpreter (the installed package)
+    submitit_folder: str | None = None  # default: <paths.root>/logs/slurm/%j
+    signal_delay_s: int = 120  # SLURM signals the job this long before its time limit (to checkpoint)
+    max_num_timeout: int = 3  # requeues after time-out/preemption (train and eval resume)
+    array_parallelism: int = 256
+    stderr_to_stdout: bool = False
+    poll_s: float = 10.0  # wait=true: seconds between status checks
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="meds1_schema", node=Config)
+    cs.store(group="hydra/launcher", name="slurm_schema", node=SlurmLauncherConfig)
     for group, schema in [
         ("paths", PathsConfig),
         ("model", ModelConfig),

@@ -8,7 +8,8 @@ command-line overrides that can change *that stage's* result, so:
 - `-m trainer.learning_rate=1e-5,2e-5` shares one curate output and trains twice;
 - `stage=eval eval.max_new_tokens=512` evaluates the already-trained model into a new slug.
 
-Overrides of settings that cannot change results (stage, force, paths, launcher, ...) never enter a slug.
+Overrides of settings that cannot change results (stage, force, paths, launcher, a stage's scheduler
+`resources`, ...) never enter a slug.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ RESULT_NEUTRAL = frozenset(
         "stage",
         "force",
         "dry_run",
+        "wait",
         "overrides",
         "paths",
         "hydra",
@@ -72,7 +74,7 @@ def result_overrides(overrides: list[str], sections: set[str]) -> list[str]:
     kept = []
     for override in overrides:
         section = override_section(override)
-        if section in RESULT_NEUTRAL:
+        if section in RESULT_NEUTRAL or ".resources" in override_key(override):  # scheduler requests
             continue
         if section in sections or section not in known:
             kept.append(override)

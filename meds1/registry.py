@@ -110,8 +110,28 @@ JOB_STATES = ("queued", "running", "done", "failed")
 
 def record_job(path: Path, slug: str, stage: str, job: dict) -> None:
     """Set `experiments[slug].jobs[stage]` (a scheduler job: id, state, log path, ...) under the lock."""
-    state = job.get("state")
-    if state not in JOB_STATES:
-        raise ValueError(f"unknown job state {state!r}; valid: {', '.join(JOB_STATES)}")
-    with _locked_entry(path, slug) as entry:
-        entry.setdefault("jobs", {})[stage] = redacted({**job, "updated_at": now()})
+    record_jobs(path, [(slug, stage, job)])
+
+
+def record_jobs(path: Path, jobs: list[tuple[str, str, dict]], *, merge: bool = False) -> None:
+    """`record_job` for many (slug, stage, job) under one lock, e.g. a whole sweep's submission.
+
+    With `merge`, each job's fields update the stage's record, and only while that record is of the same
+    job id: a job reporting on itself, or a status refresh, never overwrites a newer submission.
+    """
+    for _, _, job in jobs:
+        if (not merge or "state" in job) and job.get("state") not in JOB_STATES:
+            raise ValueError(f"unknown job state {job.get('state')!r}; valid: {', '.join(JOB_STATES)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        data = load(path)
+        for slug, stage, job in jobs:
+            entry = data.setdefault("experiments", {}).setdefault(slug, {"results": {}})
+            slots = entry.setdefault("jobs", {})
+            if merge:
+                if slots.get(stage, {}).get("job_id") != job.get("job_id"):
+                    continue
+                job = {**slots[stage], **job}
+            slots[stage] = redacted({**job, "updated_at": now()})
+        write_json_atomic(path, data)

@@ -1,4 +1,8 @@
-"""stage=all: the experiment's stages in order in this process, then the report."""
+"""stage=all: the experiment's stages in order, then the report.
+
+`steps(cfg)` is the chain, shared by the local run below and the SLURM launcher (which submits each
+step as a job that waits for the step before it with `afterok`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import dataclasses
 import importlib
 import logging
 
-from meds1.config import Config
+from meds1.config import STAGES, Config
 
 log = logging.getLogger(__name__)
 
@@ -18,13 +22,26 @@ def base_variant(cfg: Config) -> Config:
     )
 
 
+def steps(cfg: Config) -> list[tuple[Config, str]]:
+    """(config, stage) in run order: the experiment's stages, then the untrained model's eval if asked."""
+    chain = [(cfg, stage) for stage in cfg.stages]
+    if cfg.compare_base:
+        chain.append((base_variant(cfg), "eval"))
+    return chain
+
+
+def upstream(cfg: Config, stage: str) -> str | None:
+    """The stage whose output `stage` reads in this experiment (None for its first stage)."""
+    order = cfg.stages if stage in cfg.stages else list(STAGES)
+    index = order.index(stage)
+    return order[index - 1] if index > 0 else None
+
+
 def run(cfg: Config) -> dict:
     records = {}
-    for stage in cfg.stages:
-        log.info("=== %s: stage %s ===", cfg.name, stage)
-        records[stage] = importlib.import_module(f"meds1.stages.{stage}").run(cfg)
-    if cfg.compare_base:
-        log.info("=== %s: eval of the untrained model ===", cfg.name)
-        records["base_eval"] = importlib.import_module("meds1.stages.eval").run(base_variant(cfg))
+    for variant, stage in steps(cfg):
+        key = stage if variant is cfg else f"base_{stage}"
+        log.info("=== %s: stage %s ===", variant.name, stage)
+        records[key] = importlib.import_module(f"meds1.stages.{stage}").run(variant)
     importlib.import_module("meds1.stages.report").run(cfg)
     return records

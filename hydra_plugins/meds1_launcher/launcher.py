@@ -1,0 +1,38 @@
+"""`-m ... hydra/launcher=slurm`: every sweep point's chain goes to SLURM through meds1's own submission
+path, and the command returns once the jobs are queued.
+
+It extends hydra-submitit-launcher's `SlurmLauncher` (same config names, same submitit underneath) but
+replaces `launch`, which in the plugin runs each sweep point as one job and waits for all of them.
+Hydra imports every plugin module at start-up, so meds1 is imported only inside `launch`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+
+
+class ChainedSlurmLauncher(SlurmLauncher):
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from omegaconf import open_dict
+
+        from meds1.cli import exit_on_user_error
+        from meds1.config import SlurmLauncherConfig, to_config
+        from meds1.launch.submit import launch
+
+        assert self.config is not None and self.hydra_context is not None
+        configs = []
+        for overrides in job_overrides:
+            sweep = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            task_overrides = list(sweep.hydra.overrides.task)
+            with open_dict(sweep):
+                del sweep["hydra"]
+            configs.append(to_config(sweep, overrides=task_overrides))
+        steps = exit_on_user_error(launch, configs, SlurmLauncherConfig(**self.params))
+        jobs = [{"stage": s.stage, "slug": s.slug, "action": s.action, "job_id": s.job_id} for s in steps]
+        return [
+            JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=jobs)
+            for overrides in job_overrides
+        ]

@@ -1,0 +1,180 @@
+"""Submitting a plan to SLURM with plain submitit, and returning once the jobs are queued.
+
+Jobs are submitted stage by stage ("waves"). Within a wave, steps with the same sbatch parameters go
+out as one job array: a sweep's 30 trainings are one `sbatch`, each task waiting for its own curation
+with `--dependency=aftercorr:<curation array>` (or all for one shared job with `afterok:<id>`). So a
+30-point sweep is three sbatch calls, not ninety. Dependent jobs carry `--kill-on-invalid-dep=yes`, so
+when a stage fails SLURM cancels the rest of its chain instead of leaving it pending forever.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import subprocess
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from meds1 import registry
+from meds1.config import Config, SlurmLauncherConfig
+from meds1.errors import UserError
+from meds1.launch import status
+from meds1.launch.plan import QUEUED, SUBMIT, Step, format_plan, plan
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ArrayGroup:
+    """Steps submitted by one sbatch call (a job array when there are several)."""
+
+    steps: list[Step]
+    dependency: str | None  # e.g. "afterok:123", "aftercorr:124"
+
+
+def waves(steps: list[Step]) -> list[list[Step]]:
+    """Steps to submit, by how many submitted steps they wait for in a row (0: nothing to wait for)."""
+    depth: dict[int, int] = {}
+    grouped: dict[int, list[Step]] = defaultdict(list)
+    for step in steps:  # plan order: every step comes after the step it waits for
+        if step.action != SUBMIT:
+            continue
+        after = step.after
+        depth[id(step)] = depth[id(after)] + 1 if after is not None and after.action == SUBMIT else 0
+        grouped[depth[id(step)]].append(step)
+    return [grouped[d] for d in sorted(grouped)]
+
+
+def array_groups(wave: list[Step]) -> Iterator[ArrayGroup]:
+    """Split a wave into sbatch calls: same parameters and folder, and a dependency one flag can state."""
+    by_parameters: dict[str, list[Step]] = defaultdict(list)
+    for step in wave:
+        key = json.dumps([str(step.folder), step.parameters], sort_keys=True, default=str)
+        by_parameters[key].append(step)
+    for same in by_parameters.values():
+        fixed: dict[str | None, list[Step]] = defaultdict(list)
+        corresponding: dict[str, list[Step]] = defaultdict(list)
+        for step in same:
+            after_id = step.after.job_id if step.after is not None else None
+            if after_id is not None and "_" in after_id:  # a task of a job array
+                corresponding[after_id.split("_")[0]].append(step)
+            else:
+                fixed[after_id].append(step)
+        for after_id, steps in fixed.items():
+            yield ArrayGroup(steps, f"afterok:{after_id}" if after_id else None)
+        for array_id, steps in corresponding.items():
+            steps.sort(key=lambda s: int(s.after.job_id.split("_")[1]))
+            indices = [int(s.after.job_id.split("_")[1]) for s in steps]
+            if len(steps) > 1 and indices == list(range(len(steps))):
+                yield ArrayGroup(steps, f"aftercorr:{array_id}")
+            else:  # the tasks do not line up with the upstream array's: one job each
+                for step in steps:
+                    yield ArrayGroup([step], f"afterok:{step.after.job_id}")
+
+
+def submit_group(group: ArrayGroup, launcher: SlurmLauncherConfig) -> None:
+    """One sbatch call for the group's steps; sets each step's job id and log path."""
+    from submitit.slurm.slurm import SlurmExecutor
+
+    from meds1.launch.job import StageJob
+
+    first = group.steps[0]
+    executor = SlurmExecutor(first.folder, max_num_timeout=launcher.max_num_timeout, python=launcher.python)
+    parameters = dict(first.parameters)
+    if group.dependency:
+        parameters["dependency"] = group.dependency
+        parameters["additional_parameters"] = {
+            "kill-on-invalid-dep": "yes",
+            **parameters.get("additional_parameters", {}),
+        }
+    executor.update_parameters(**parameters)
+    try:
+        with executor.batch():
+            jobs = [executor.submit(StageJob(step.cfg, step.stage)) for step in group.steps]
+    except (subprocess.CalledProcessError, RuntimeError) as error:
+        detail = getattr(error, "stderr", None) or str(error)
+        lines = [line for line in str(detail).splitlines() if line.strip()]
+        raise UserError(f"sbatch refused the {first.stage} job(s): {lines[-1] if lines else error}") from None
+    for step, job in zip(group.steps, jobs, strict=True):
+        step.job_id = job.job_id
+        step.log_path = str(job.paths.stdout)
+
+
+def submit(steps: list[Step], launcher: SlurmLauncherConfig) -> int:
+    """Submit every SUBMIT step (after the steps it waits for) and record the jobs; returns sbatch calls."""
+    calls = 0
+    for wave in waves(steps):
+        for group in array_groups(wave):
+            submit_group(group, launcher)
+            calls += 1
+    submitted_at = registry.now()
+    by_registry: dict = defaultdict(list)
+    for step in steps:
+        if step.action == SUBMIT:
+            job = {
+                "job_id": step.job_id,
+                "state": "queued",
+                "log_path": step.log_path,
+                "submitted_at": submitted_at,
+                "config_hash": step.config_hash,
+                "after": step.after.job_id if step.after is not None else None,
+            }
+            by_registry[step.registry].append((step.slug, step.stage, job))
+    for path, jobs in by_registry.items():
+        registry.record_jobs(path, jobs)
+    return calls
+
+
+def launch(configs: list[Config], launcher: SlurmLauncherConfig) -> list[Step]:
+    """Plan the experiments' jobs, then print the plan (dry_run) or submit it; wait=true blocks until done."""
+    dry_run = any(cfg.dry_run for cfg in configs)
+    problem = status.cluster_problem()
+    if problem and not dry_run:
+        raise UserError(
+            f"hydra/launcher=slurm: no SLURM cluster reachable ({problem}); submit from a login node, add "
+            "dry_run=true to see the plan, or drop hydra/launcher=slurm to run here"
+        )
+    active = None if problem else status.active_jobs()
+    reports = [cfg for cfg in configs if cfg.stage == "report"]  # cheap: they run here, after submitting
+    steps = plan([cfg for cfg in configs if cfg.stage != "report"], launcher, set(active or ()))
+    if dry_run:
+        print(f"meds1 dry run: nothing submitted. Plan ({len(steps)} steps):")
+        print(format_plan(steps, submitted=False))
+        return steps
+    calls = submit(steps, launcher)
+    submitted = sum(step.action == SUBMIT for step in steps)
+    print(f"meds1: submitted {submitted} job(s) in {calls} sbatch call(s):")
+    print(format_plan(steps, submitted=True))
+    if any(cfg.wait for cfg in configs):
+        wait_for(steps, launcher, configs)
+    elif reports:
+        importlib.import_module("meds1.stages.report").run(reports[0])
+    else:
+        roots = sorted({str(step.cfg.paths.root) for step in steps})
+        print("The jobs run on their own: `squeue --me` lists them; for states and results run")
+        print("\n".join(f"  python run.py stage=report paths.root={root}" for root in roots))
+        print("(or add wait=true to block until they end).")
+    return steps
+
+
+def wait_for(steps: list[Step], launcher: SlurmLauncherConfig, configs: list[Config]) -> None:
+    """Block until the plan's jobs end; report each, then the results table; fail if any job failed."""
+    waiting = [step for step in steps if step.action in (SUBMIT, QUEUED)]
+    records = status.wait(
+        {step.job_id for step in waiting}, {step.registry for step in waiting}, launcher.poll_s
+    )
+    failed = []
+    for step in waiting:
+        record = records.get(step.job_id, {})
+        state = record.get("state", "unknown")
+        print(f"  {step.stage:<6} {step.slug}: job {step.job_id} {state}")
+        if state != "done":
+            failed.append(
+                f"{step.stage} of {step.slug} ({record.get('error') or state}; log {record.get('log_path')})"
+            )
+    if any(cfg.stage == "all" for cfg in configs):
+        importlib.import_module("meds1.stages.report").run(configs[0])
+    if failed:
+        raise UserError(f"{len(failed)} of {len(waiting)} job(s) failed: " + "; ".join(failed))
