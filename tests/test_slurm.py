@@ -45,6 +45,13 @@ def jobs(root: Path) -> dict[tuple[str, str], dict]:
     return {(slug, stage): job for slug, e in experiments.items() for stage, job in e.get("jobs", {}).items()}
 
 
+def wait_until(condition, timeout=180):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.5)
+
+
 def scontrol(job_id: str) -> dict[str, str]:
     out = subprocess.run(
         ["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, check=True
@@ -136,6 +143,17 @@ def test_demo_pipeline_as_a_chain_completes_into_the_registry(tmp_path):
     first = jobs(tmp_path)
     assert {job["state"] for job in first.values()} <= {"queued", "running"}, (first, returned_after)
 
+    # Preempt the untrained model's eval while it runs: it checkpoints, is requeued and finishes later.
+    base = next(key for key in first if key[0].startswith("demo-base"))
+    wait_until(lambda: jobs(tmp_path)[base]["state"] == "running")
+    base_job = first[base]["job_id"]
+    subprocess.run(["scancel", "--signal=USR2", base_job], check=True)
+    wait_until(lambda: jobs(tmp_path)[base].get("requeues") == 1)
+    wait_until(lambda: scontrol(base_job)["JobState"] == "PENDING")
+    subprocess.run(
+        ["scontrol", "update", f"JobId={base_job}", "StartTime=now"], check=True
+    )  # skip SLURM's delay
+
     waited = submit("stage=all", *shrink, "wait=true", f"paths.root={tmp_path}", timeout=900)
     assert waited.returncode == 0, waited.stdout[-3000:] + waited.stderr[-3000:]
     assert "submitted 0 job(s)" in waited.stdout and waited.stdout.count("(already queued)") >= 1
@@ -145,6 +163,7 @@ def test_demo_pipeline_as_a_chain_completes_into_the_registry(tmp_path):
         key: job["job_id"] for key, job in first.items()
     }
     assert all(job["state"] == "done" for job in records.values()), records
+    assert records[base]["requeues"] == 1 and scontrol(base_job)["Restarts"] == "1"
     experiments = json.loads((tmp_path / "results.json").read_text())["experiments"]
     trained = next(slug for slug, stage in records if stage == "train")
     evaluated = next(slug for slug, stage in records if stage == "eval" and not slug.startswith("demo-base"))

@@ -42,7 +42,8 @@ class StageJob(submitit.helpers.Checkpointable):
     def __init__(self, cfg: Config, stage: str):
         self.cfg = cfg
         self.stage = stage
-        self.requeued = False
+        self.requeued = False  # set while this run hands over to its requeued successor
+        self.requeues = 0
 
     def __call__(self) -> dict:
         logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stdout, force=True)
@@ -69,8 +70,9 @@ class StageJob(submitit.helpers.Checkpointable):
         if self.stage not in RESUMABLE_STAGES:
             return None
         self.requeued = True
+        self.requeues += 1
         log.warning("%s: requeued after time-out or preemption; resumes from its partial output", self.stage)
-        self.report(state="queued", note="requeued after time-out or preemption")
+        self.report(state="queued", requeues=self.requeues)
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
     def report(self, **fields) -> None:
