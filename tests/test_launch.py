@@ -334,3 +334,58 @@ def test_hydras_own_submitit_local_launcher_runs_a_stage(tmp_path):
     logs = sorted((tmp_path / "sweep" / ".submitit").glob("*/*_log.out"))
     assert len(logs) == 2
     assert all("meds1 results" in log.read_text() for log in logs)
+
+
+# --- sweeps ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        ["curation.n_samples=1", "model=tiny"],
+        [
+            "curation.n_samples=2",
+            "experiment=med-s1-1k",
+            "+curation.source.columns.q=Q",
+            "trainer.resources.gpus=3",
+        ],
+        ["+curation.specialty_weights.Cardiology=2.0", "seed=3"],
+    ],
+)
+def test_sweep_points_compose_exactly_as_hydra_composes_them(point):
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf, open_dict
+
+    from hydra_plugins.meds1_launcher.compose import SweepComposer
+    from meds1.config import CONF_DIR, register_configs
+
+    register_configs()
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONF_DIR)))
+    master = loader.load_configuration("config", overrides=["seed=1,2"], run_mode=RunMode.MULTIRUN)
+    composer = SweepComposer(loader, master)
+    composer.compose(["seed=9"])  # fill the cache with another point first
+    full = loader.load_sweep_config(master, point)
+    with open_dict(full):
+        del full["hydra"]
+    assert OmegaConf.to_container(composer.compose(point)) == OmegaConf.to_container(full)
+
+
+def test_a_multirun_dry_run_applies_each_points_overrides_on_top_of_its_experiment(tmp_path):
+    result = run_py(
+        "-m",
+        "hydra/launcher=slurm",
+        "dry_run=true",
+        "experiment=demo,med-s1-1k",
+        "curation.n_samples=5,7",
+        "trainer.resources.gpus=3",
+        f"paths.root={tmp_path}",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        env=no_slurm_env(),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    plans = result.stdout.split("\n  #")
+    med_train = next(p for p in plans if p.startswith("9 train  med-s1-1k__curation.n_samples=5"))
+    assert "tasks/node=3 gpus/node=3 cpus/task=2 mem=512GB time=720min" in med_train
+    assert result.stdout.count("would submit") == 13  # 4 points x 3 stages + the demo's shared base eval

@@ -13,23 +13,22 @@ from collections.abc import Sequence
 from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 
+from hydra_plugins.meds1_launcher.compose import SweepComposer
+
 
 class ChainedSlurmLauncher(SlurmLauncher):
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from omegaconf import open_dict
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
+        self.composer: SweepComposer | None = None
 
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from meds1.cli import exit_on_user_error
         from meds1.config import SlurmLauncherConfig, to_config
         from meds1.launch.submit import launch
 
         assert self.config is not None and self.hydra_context is not None
-        configs = []
-        for overrides in job_overrides:
-            sweep = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            task_overrides = list(sweep.hydra.overrides.task)
-            with open_dict(sweep):
-                del sweep["hydra"]
-            configs.append(to_config(sweep, overrides=task_overrides))
+        self.composer = self.composer or SweepComposer(self.hydra_context.config_loader, self.config)
+        configs = [to_config(self.composer.compose(o), overrides=list(o)) for o in job_overrides]
         steps = exit_on_user_error(launch, configs, SlurmLauncherConfig(**self.params))
         jobs = [{"stage": s.stage, "slug": s.slug, "action": s.action, "job_id": s.job_id} for s in steps]
         return [

@@ -1,0 +1,194 @@
+"""Launch speed: submitting a 30-point sweep (90 jobs) to SLURM, and composing + dispatching one stage.
+
+    python bench/bench_launch.py      # needs a reachable cluster for the sweep rows (scripts/slurm-local.sh)
+
+Sweep jobs are submitted held (`--hold`) and cancelled right after, so nothing runs. Baselines, measured
+in the same run: the same 90 jobs submitted one at a time through submitit (one sbatch per job, each
+waiting for its predecessor with afterok, one registry update per job); and for dispatch, Hydra alone
+printing the config (`--cfg job`) and the import of torch that dispatch avoids.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+POINTS = 30
+HOLD = {"hold": True}
+
+
+def _sweep_configs(root: Path):
+    from meds1.config import compose
+
+    return [
+        compose(["stage=all", "compare_base=false", f"curation.n_samples={n}", f"paths.root={root}"])
+        for n in range(1, POINTS + 1)
+    ]
+
+
+def _cancel(job_ids) -> None:
+    arrays = sorted({job_id.split("_")[0] for job_id in job_ids if job_id})
+    if arrays:
+        subprocess.run(["scancel", *arrays], check=True)
+
+
+def _submit_one_by_one(steps, launcher) -> None:
+    """The naive path: one executor, one sbatch per job, one registry update per job."""
+    from submitit.slurm.slurm import SlurmExecutor
+
+    from meds1 import registry
+    from meds1.launch.job import StageJob
+
+    executor = SlurmExecutor(steps[0].folder, max_num_timeout=launcher.max_num_timeout)
+    for step in steps:
+        parameters = dict(step.parameters)
+        if step.after is not None:
+            parameters["dependency"] = f"afterok:{step.after.job_id}"
+        executor.update_parameters(**parameters)
+        step.job_id = executor.submit(StageJob(step.cfg, step.stage)).job_id
+        job = {"job_id": step.job_id, "state": "queued", "config_hash": step.config_hash}
+        registry.record_job(step.registry, step.slug, step.stage, job)
+
+
+def sweep_in_process(root: Path) -> tuple[float, float, int]:
+    """(seconds with arrays, seconds one by one, sbatch calls with arrays) for 90 held jobs."""
+    from meds1.config import SlurmLauncherConfig
+    from meds1.launch.plan import plan
+    from meds1.launch.submit import submit
+
+    launcher = SlurmLauncherConfig(additional_parameters=HOLD)
+    timings = []
+    for name, submitter in (("arrays", submit), ("one_by_one", _submit_one_by_one)):
+        configs = _sweep_configs(root / name)
+        start = time.perf_counter()
+        steps = plan(configs, launcher)
+        calls = submitter(steps, launcher)
+        timings.append(time.perf_counter() - start)
+        assert len(steps) == 3 * POINTS and all(step.job_id for step in steps)
+        _cancel(step.job_id for step in steps)
+        if name == "arrays":
+            array_calls = calls
+    return timings[0], timings[1], array_calls
+
+
+def sweep_command_line(root: Path) -> float:
+    """Wall time of the user's command for a 30-point stage=all sweep (compose, plan, submit, record)."""
+    from meds1 import registry
+
+    command = [
+        sys.executable,
+        "run.py",
+        "-m",
+        "stage=all",
+        "compare_base=false",
+        f"curation.n_samples=range(1,{POINTS + 1})",
+        "hydra/launcher=slurm",
+        "+hydra.launcher.additional_parameters.hold=true",
+        f"paths.root={root}",
+        f"hydra.sweep.dir={root / 'multirun'}",
+    ]
+    start = time.perf_counter()
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True)
+    elapsed = time.perf_counter() - start
+    experiments = registry.load(root / "results.json")["experiments"]
+    job_ids = [job["job_id"] for e in experiments.values() for job in e.get("jobs", {}).values()]
+    assert len(job_ids) == 3 * POINTS, len(job_ids)
+    _cancel(job_ids)
+    return elapsed
+
+
+DISPATCH = """
+import sys, time
+start = time.perf_counter()
+from meds1.config import SlurmLauncherConfig, compose
+from meds1.launch.submit import launch
+cfg = compose(["experiment=med-s1-1k", "stage=curate", "dry_run=true", "paths.root={root}"])
+launch([cfg], SlurmLauncherConfig())
+elapsed = time.perf_counter() - start
+assert "torch" not in sys.modules, "dispatch imported torch"
+print(elapsed, file=sys.stderr)
+"""
+
+
+def _median_wall(command: list[str], runs: int = 3) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(command, cwd=REPO, check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def dispatch_timings(root: Path) -> tuple[float, float, float, float]:
+    """(in-process compose + dispatch, its command line, Hydra's --cfg job, `import torch`), medians."""
+    in_process = []
+    for _ in range(3):
+        done = subprocess.run(
+            [sys.executable, "-c", DISPATCH.format(root=root)],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        in_process.append(float(done.stderr.strip().splitlines()[-1]))
+    run = [sys.executable, "run.py", "experiment=med-s1-1k", "stage=curate", f"paths.root={root}"]
+    cli = _median_wall([*run, "hydra/launcher=slurm", "dry_run=true"])
+    hydra_only = _median_wall([*run, "--cfg", "job"])
+    torch_import = _median_wall([sys.executable, "-c", "import torch"])
+    return statistics.median(in_process), cli, hydra_only, torch_import
+
+
+def row(figure, ours, baseline, target, unit="s") -> dict:
+    ratio = ours / baseline if baseline else None
+    return {
+        "figure": figure,
+        "ours": ours,
+        "baseline": baseline,
+        "ratio": ratio,
+        "target": target,
+        "unit": unit,
+    }
+
+
+def run() -> list[dict]:
+    from meds1.launch.status import cluster_problem
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-launch-") as tmp:
+        root = Path(tmp)
+        in_process, cli, hydra_only, torch_import = dispatch_timings(root / "dispatch")
+        rows.append(
+            row("compose + dispatch one stage (dry run), in process", in_process, torch_import, "<= 1 s")
+        )
+        rows.append(
+            row("compose + dispatch one stage (dry run), command line", cli, hydra_only, "vs --cfg job")
+        )
+        problem = cluster_problem()
+        if problem:
+            print(f"bench_launch: sweep rows skipped, no SLURM cluster ({problem})", file=sys.stderr)
+            return rows
+        arrays, one_by_one, calls = sweep_in_process(root / "sweep")
+        rows.append(
+            row(f"submit {POINTS}-point sweep ({3 * POINTS} jobs), in process", arrays, one_by_one, "<= 10 s")
+        )
+        rows.append(row(f"sbatch calls for {3 * POINTS} jobs", calls, 3 * POINTS, "arrays", unit="calls"))
+        command_line = sweep_command_line(root / "cli")
+        rows.append(
+            row(
+                f"submit {POINTS}-point sweep ({3 * POINTS} jobs), command line",
+                command_line,
+                one_by_one,
+                "<= 10 s",
+            )
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    for result in run():
+        print(result)
