@@ -142,9 +142,7 @@ def test_sweep_points_share_the_stages_they_have_in_common(make_config):
 
 def test_single_stage_needs_its_input_complete_or_queued(make_config, tmp_path):
     cfg = make_config("experiment=demo", "stage=train")
-    with pytest.raises(
-        MissingInputError, match="needs the output of stage curate.*submit stage=curate first"
-    ):
+    with pytest.raises(MissingInputError, match="needs the output of stage curate.*run stage=curate first"):
         plan([cfg], SLURM)
     curate_hash = StageWorkspace(cfg, "curate").hash
     job = {"job_id": "41", "state": "queued", "config_hash": curate_hash, "submitted_at": registry.now()}

@@ -41,6 +41,8 @@ class Step:
     folder: Path | None = None  # submitit folder (`%j` = job id)
     job_id: str | None = None
     log_path: str | None = None
+    state: str | None = None  # once waited for: done or failed (see launch.status)
+    error: str | None = None
 
     @property
     def output(self) -> Path:
@@ -116,7 +118,7 @@ class Planner:
             if planned.job_id is None:
                 raise MissingInputError(
                     f"stage {stage} of {stage_slug(cfg, stage)} needs the output of stage {before}, which is "
-                    f"neither complete nor queued: submit stage={before} first, or stage=all for the chain"
+                    f"neither complete nor queued: run stage={before} first, or stage=all for the whole chain"
                 )
             self.steps[key] = planned
         return None if planned.action == COMPLETE else planned

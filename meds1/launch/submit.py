@@ -128,7 +128,10 @@ def submit(steps: list[Step], launcher: SlurmLauncherConfig) -> int:
 
 
 def launch(configs: list[Config], launcher: SlurmLauncherConfig) -> list[Step]:
-    """Plan the experiments' jobs, then print the plan (dry_run) or submit it; wait=true blocks until done."""
+    """Plan the experiments' jobs, then print the plan (dry_run) or submit it; wait=true blocks until done.
+
+    `stage=report` points are not jobs: the report runs here, after the rest is submitted (or waited for).
+    """
     dry_run = any(cfg.dry_run for cfg in configs)
     problem = status.cluster_problem()
     if problem and not dry_run:
@@ -137,44 +140,40 @@ def launch(configs: list[Config], launcher: SlurmLauncherConfig) -> list[Step]:
             "dry_run=true to see the plan, or drop hydra/launcher=slurm to run here"
         )
     active = None if problem else status.active_jobs()
-    reports = [cfg for cfg in configs if cfg.stage == "report"]  # cheap: they run here, after submitting
     steps = plan([cfg for cfg in configs if cfg.stage != "report"], launcher, set(active or ()))
     if dry_run:
         print(f"meds1 dry run: nothing submitted. Plan ({len(steps)} steps):")
         print(format_plan(steps, submitted=False))
         return steps
     calls = submit(steps, launcher)
-    submitted = sum(step.action == SUBMIT for step in steps)
-    print(f"meds1: submitted {submitted} job(s) in {calls} sbatch call(s):")
+    print(f"meds1: submitted {sum(s.action == SUBMIT for s in steps)} job(s) in {calls} sbatch call(s):")
     print(format_plan(steps, submitted=True))
-    if any(cfg.wait for cfg in configs):
-        wait_for(steps, launcher, configs)
-    elif reports:
-        importlib.import_module("meds1.stages.report").run(reports[0])
+    wait = any(cfg.wait for cfg in configs)
+    if wait:
+        wait_for(steps, launcher)
     else:
         roots = sorted({str(step.cfg.paths.root) for step in steps})
         print("The jobs run on their own: `squeue --me` lists them; for states and results run")
         print("\n".join(f"  python run.py stage=report paths.root={root}" for root in roots))
         print("(or add wait=true to block until they end).")
+    reports = [cfg for cfg in configs if cfg.stage == "report" or (wait and cfg.stage == "all")]
+    if reports:
+        importlib.import_module("meds1.stages.report").run(reports[0])
+    failed = [step for step in steps if step.state not in (None, "done")]
+    if failed:
+        raise UserError(
+            f"{len(failed)} of {sum(s.state is not None for s in steps)} job(s) failed: "
+            + "; ".join(f"{s.stage} of {s.slug} ({s.error}; log {s.log_path})" for s in failed)
+        )
     return steps
 
 
-def wait_for(steps: list[Step], launcher: SlurmLauncherConfig, configs: list[Config]) -> None:
-    """Block until the plan's jobs end; report each, then the results table; fail if any job failed."""
+def wait_for(steps: list[Step], launcher: SlurmLauncherConfig) -> None:
+    """Block until the plan's jobs end; set and print each one's final state."""
     waiting = [step for step in steps if step.action in (SUBMIT, QUEUED)]
-    records = status.wait(
-        {step.job_id for step in waiting}, {step.registry for step in waiting}, launcher.poll_s
-    )
-    failed = []
+    records = status.wait({s.job_id for s in waiting}, {s.registry for s in waiting}, launcher.poll_s)
     for step in waiting:
         record = records.get(step.job_id, {})
-        state = record.get("state", "unknown")
-        print(f"  {step.stage:<6} {step.slug}: job {step.job_id} {state}")
-        if state != "done":
-            failed.append(
-                f"{step.stage} of {step.slug} ({record.get('error') or state}; log {record.get('log_path')})"
-            )
-    if any(cfg.stage == "all" for cfg in configs):
-        importlib.import_module("meds1.stages.report").run(configs[0])
-    if failed:
-        raise UserError(f"{len(failed)} of {len(waiting)} job(s) failed: " + "; ".join(failed))
+        step.state, step.error = record.get("state", "unknown"), record.get("error")
+        step.log_path = step.log_path or record.get("log_path")
+        print(f"  {step.stage:<6} {step.slug}: job {step.job_id} {step.state}")
