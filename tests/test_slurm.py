@@ -176,3 +176,13 @@ def test_demo_pipeline_as_a_chain_completes_into_the_registry(tmp_path):
 
     again = submit("stage=all", *shrink, f"paths.root={tmp_path}")
     assert "submitted 0 job(s)" in again.stdout and again.stdout.count("complete, skipped") == 4
+
+
+def test_a_request_the_cluster_cannot_meet_is_refused_in_one_line(tmp_path):
+    result = submit("stage=curate", "curation.resources.gpus=16", f"paths.root={tmp_path}")
+    assert result.returncode == 1
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert (
+        "sbatch refused the curate job(s)" in lines[0] and "node configuration is not available" in lines[0]
+    )

@@ -9,7 +9,9 @@ when a stage fails SLURM cancels the rest of its chain instead of leaving it pen
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import json
 import logging
 import subprocess
@@ -90,12 +92,11 @@ def submit_group(group: ArrayGroup, launcher: SlurmLauncherConfig) -> None:
             **parameters.get("additional_parameters", {}),
         }
     executor.update_parameters(**parameters)
-    try:
-        with executor.batch():
+    try:  # submitit echoes sbatch's complaint to stderr; it goes into the one-line error instead
+        with contextlib.redirect_stderr(io.StringIO()), executor.batch():
             jobs = [executor.submit(StageJob(step.cfg, step.stage)) for step in group.steps]
     except (subprocess.CalledProcessError, RuntimeError) as error:
-        detail = getattr(error, "stderr", None) or str(error)
-        lines = [line for line in str(detail).splitlines() if line.strip()]
+        lines = [line for line in str(error).splitlines() if line.strip()]
         raise UserError(f"sbatch refused the {first.stage} job(s): {lines[-1] if lines else error}") from None
     for step, job in zip(group.steps, jobs, strict=True):
         step.job_id = job.job_id
@@ -103,27 +104,33 @@ def submit_group(group: ArrayGroup, launcher: SlurmLauncherConfig) -> None:
 
 
 def submit(steps: list[Step], launcher: SlurmLauncherConfig) -> int:
-    """Submit every SUBMIT step (after the steps it waits for) and record the jobs; returns sbatch calls."""
+    """Submit every SUBMIT step (after the steps it waits for), recording each sbatch call's jobs in the
+    registry as soon as they exist; returns the number of sbatch calls."""
     calls = 0
     for wave in waves(steps):
         for group in array_groups(wave):
-            submit_group(group, launcher)
+            submitted_at = registry.now()
+            try:
+                submit_group(group, launcher)
+            except UserError as error:
+                done = sum(step.job_id is not None for step in steps if step.action == SUBMIT)
+                if done:
+                    raise UserError(f"{error}; {done} job(s) submitted before it stay queued") from None
+                raise
             calls += 1
-    submitted_at = registry.now()
-    by_registry: dict = defaultdict(list)
-    for step in steps:
-        if step.action == SUBMIT:
-            job = {
-                "job_id": step.job_id,
-                "state": "queued",
-                "log_path": step.log_path,
-                "submitted_at": submitted_at,
-                "config_hash": step.config_hash,
-                "after": step.after.job_id if step.after is not None else None,
-            }
-            by_registry[step.registry].append((step.slug, step.stage, job))
-    for path, jobs in by_registry.items():
-        registry.record_jobs(path, jobs)
+            by_registry: dict = defaultdict(list)
+            for step in group.steps:
+                job = {
+                    "job_id": step.job_id,
+                    "state": "queued",
+                    "log_path": step.log_path,
+                    "submitted_at": submitted_at,
+                    "config_hash": step.config_hash,
+                    "after": step.after.job_id if step.after is not None else None,
+                }
+                by_registry[step.registry].append((step.slug, step.stage, job))
+            for path, jobs in by_registry.items():
+                registry.record_jobs(path, jobs)
     return calls
 
 
