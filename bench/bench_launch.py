@@ -103,15 +103,17 @@ def sweep_command_line(root: Path) -> float:
 
 
 DISPATCH = """
-import sys, time
+import contextlib, io, sys, time
 start = time.perf_counter()
 from meds1.config import SlurmLauncherConfig, compose
 from meds1.launch.submit import launch
 cfg = compose(["experiment=med-s1-1k", "stage=curate", "dry_run=true", "paths.root={root}"])
-launch([cfg], SlurmLauncherConfig())
-elapsed = time.perf_counter() - start
+composed = time.perf_counter()
+with contextlib.redirect_stdout(io.StringIO()):
+    launch([cfg], SlurmLauncherConfig())
+end = time.perf_counter()
 assert "torch" not in sys.modules, "dispatch imported torch"
-print(elapsed, file=sys.stderr)
+print(end - start, end - composed, file=sys.stderr)
 """
 
 
@@ -124,9 +126,10 @@ def _median_wall(command: list[str], runs: int = 3) -> float:
     return statistics.median(times)
 
 
-def dispatch_timings(root: Path) -> tuple[float, float, float, float]:
-    """(in-process compose + dispatch, its command line, Hydra's --cfg job, `import torch`), medians."""
-    in_process = []
+def dispatch_timings(root: Path) -> tuple[float, float, float, float, float]:
+    """Medians: (imports + compose + dispatch in process, dispatch alone, its command line, Hydra's
+    --cfg job, `import torch`)."""
+    whole, dispatch = [], []
     for _ in range(3):
         done = subprocess.run(
             [sys.executable, "-c", DISPATCH.format(root=root)],
@@ -135,12 +138,14 @@ def dispatch_timings(root: Path) -> tuple[float, float, float, float]:
             capture_output=True,
             text=True,
         )
-        in_process.append(float(done.stderr.strip().splitlines()[-1]))
+        total, alone = map(float, done.stderr.split()[-2:])
+        whole.append(total)
+        dispatch.append(alone)
     run = [sys.executable, "run.py", "experiment=med-s1-1k", "stage=curate", f"paths.root={root}"]
     cli = _median_wall([*run, "hydra/launcher=slurm", "dry_run=true"])
     hydra_only = _median_wall([*run, "--cfg", "job"])
     torch_import = _median_wall([sys.executable, "-c", "import torch"])
-    return statistics.median(in_process), cli, hydra_only, torch_import
+    return statistics.median(whole), statistics.median(dispatch), cli, hydra_only, torch_import
 
 
 def row(figure, ours, baseline, target, unit="s") -> dict:
