@@ -1,0 +1,3 @@
+"""Sending stages to SLURM: resources per stage (`resources`), what a command runs and what each step
+waits for (`plan`), submission in job arrays chained with afterok (`submit`), what a job runs (`job`),
+and job states from markers and the queue (`status`)."""
