@@ -18,34 +18,27 @@ from meds1.errors import MissingInputError, UserError
 from meds1.report import plots
 from meds1.report.experiments import experiments, load_registry
 from meds1.stages import report
-from tests.report_registry import SOURCES, SWEEP, TTS, build
-
-
-@pytest.fixture(scope="session")
-def registry_root(tmp_path_factory, model_cache):
-    """The fixture registry, built once; tests get a copy (`root`)."""
-    root = tmp_path_factory.mktemp("registry") / "out"
-    return build(lambda *overrides: compose([*overrides, f"paths.root={root}", f"paths.cache={model_cache}"]))
+from tests.report_registry import SOURCES, SWEEP, TTS
 
 
 @pytest.fixture
-def root(registry_root, tmp_path):
-    shutil.copytree(registry_root, tmp_path / "out")
+def root(report_registry, tmp_path):
+    shutil.copytree(report_registry, tmp_path / "out")
     return tmp_path / "out"
 
 
 @pytest.fixture(scope="module")
-def full_report(registry_root, tmp_path_factory, model_cache):
+def full_report(report_registry, tmp_path_factory, model_cache):
     """stage=report with default options, run once on a copy of the fixture registry."""
     root = tmp_path_factory.mktemp("full") / "out"
-    shutil.copytree(registry_root, root)
+    shutil.copytree(report_registry, root)
     result = report.run(compose(["stage=report", f"paths.root={root}", f"paths.cache={model_cache}"]))
     return root, result
 
 
 @pytest.fixture
-def data(registry_root):
-    return load_registry(registry_root / "results.json")
+def data(report_registry):
+    return load_registry(report_registry / "results.json")
 
 
 def run_report(make_config, *overrides):
