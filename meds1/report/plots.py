@@ -22,6 +22,7 @@ DPI = 100
 TOP_SPECIALTIES = 20
 FIRST_STAGE, LAST_STAGE = "quality", "selection"
 ALL_ROWS = "all rows"
+MAX_BARS = 10  # experiments or curated sets per bar chart; more are left out, with a note in the title
 CHART_NAMES = ("sample_efficiency", "per_source", "test_time_scaling", "curation_funnel", "specialties")
 
 
@@ -61,6 +62,14 @@ def _errorbar(ax, xs, ys, intervals, **style):
     low = [y - iv[0] if iv else 0.0 for y, iv in zip(ys, intervals, strict=True)]
     high = [iv[1] - y if iv else 0.0 for y, iv in zip(ys, intervals, strict=True)]
     return ax.errorbar(xs, ys, yerr=[low, high], capsize=3, **style)
+
+
+def _first(items: dict, what: str) -> tuple[dict, str]:
+    """At most MAX_BARS of `items`, and a title suffix saying how many were left out."""
+    if len(items) <= MAX_BARS:
+        return items, ""
+    kept = dict(list(items.items())[:MAX_BARS])
+    return kept, f" (first {MAX_BARS} of {len(items)} {what}; choose with report.experiments)"
 
 
 def _legend(ax) -> None:
@@ -112,9 +121,13 @@ def sample_efficiency(experiments: list[Experiment], metric: str) -> Chart | Non
 
 
 def per_source(experiments: list[Experiment], metric: str) -> Chart | None:
-    scored = [exp for exp in experiments if _score((exp.metrics or {}).get("overall"), metric)[0] is not None]
+    scored = {
+        e.slug: e for e in experiments if _score((e.metrics or {}).get("overall"), metric)[0] is not None
+    }
     if not scored:
         return None
+    scored, left_out = _first(scored, "experiments")
+    scored = list(scored.values())
     sources = sorted({s for exp in scored for s in (exp.metrics.get("per_source") or {})}) + ["overall"]
     width = 0.8 / len(scored)
     figure = _figure(max(10, 1.2 * len(sources) * max(1, len(scored) / 3)), 4.8)
@@ -131,7 +144,7 @@ def per_source(experiments: list[Experiment], metric: str) -> Chart | None:
     ax.set_xticks(range(len(sources)), sources, rotation=20, ha="right")
     ax.set_ylabel(_metric_label(metric))
     ax.set_ylim(0, 100)
-    title = "Accuracy per eval source"
+    title = "Accuracy per eval source" + left_out
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     _legend(ax)
@@ -193,7 +206,7 @@ def funnel_steps(stats: dict) -> list[tuple[str, int]]:
 
 def curation_funnel(experiments: list[Experiment]) -> Chart | None:
     funnels = {slug: funnel_steps(stats) for slug, stats in _curations(experiments).items()}
-    funnels = {slug: steps for slug, steps in funnels.items() if steps}
+    funnels, left_out = _first({slug: steps for slug, steps in funnels.items() if steps}, "curated sets")
     if not funnels:
         return None
     reasons = sorted({key for steps in funnels.values() for key, _ in steps[1:]}, key=_stage_rank)
@@ -214,7 +227,7 @@ def curation_funnel(experiments: list[Experiment]) -> Chart | None:
     ax.set_yticks(range(len(labels)), labels)
     ax.invert_yaxis()
     ax.set_xlabel("rows left after removing each reason (top to bottom)")
-    title = "Curation funnel: rows left after each filter"
+    title = "Curation funnel: rows left after each filter" + left_out
     ax.set_title(title)
     _legend(ax)
     return Chart("curation_funnel", title, series, _png(figure))
@@ -226,6 +239,7 @@ def specialties(experiments: list[Experiment]) -> Chart | None:
         for slug, stats in _curations(experiments).items()
         if stats.get("specialties")
     }
+    counts, left_out = _first(counts, "curated sets")
     if not counts:
         return None
     shares = {slug: {k: 100 * v / sum(c.values()) for k, v in c.items()} for slug, c in counts.items()}
@@ -254,7 +268,7 @@ def specialties(experiments: list[Experiment]) -> Chart | None:
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("share of selected rows (%)")
-    title = "Specialties of the selected rows"
+    title = "Specialties of the selected rows" + left_out
     ax.set_title(title)
     _legend(ax)
     return Chart("specialties", title, series, _png(figure))
