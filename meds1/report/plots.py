@@ -64,6 +64,12 @@ def _errorbar(ax, xs, ys, intervals, **style):
     return ax.errorbar(xs, ys, yerr=[low, high], capsize=3, **style)
 
 
+def _side_by_side(slots: int, index: int, count: int) -> tuple[list[float], float]:
+    """Positions of series `index` of `count` drawn side by side at slots 0..slots-1, and the bar width."""
+    width = 0.8 / count
+    return [slot - 0.4 + width * (index + 0.5) for slot in range(slots)], width
+
+
 def _first(items: dict, what: str) -> tuple[dict, str]:
     """At most MAX_BARS of `items`, and a title suffix saying how many were left out."""
     if len(items) <= MAX_BARS:
@@ -129,18 +135,20 @@ def per_source(experiments: list[Experiment], metric: str) -> Chart | None:
     scored, left_out = _first(scored, "experiments")
     scored = list(scored.values())
     sources = sorted({s for exp in scored for s in (exp.metrics.get("per_source") or {})}) + ["overall"]
-    width = 0.8 / len(scored)
     figure = _figure(max(10, 1.2 * len(sources) * max(1, len(scored) / 3)), 4.8)
     ax = figure.add_subplot()
     series = {}
     for i, exp in enumerate(scored):
         summaries = {**(exp.metrics.get("per_source") or {}), "overall": exp.metrics.get("overall")}
-        bars = [(j, source, *_score(summaries.get(source), metric)) for j, source in enumerate(sources)]
-        bars = [bar for bar in bars if bar[2] is not None]
-        positions = [j - 0.4 + width * (i + 0.5) for j, *_ in bars]
-        ax.bar(positions, [b[2] for b in bars], width, label=exp.slug)
-        _errorbar(ax, positions, [b[2] for b in bars], [b[3] for b in bars], fmt="none", color="black", lw=1)
-        series[exp.slug] = [(source, y) for _, source, y, _ in bars]
+        slots, width = _side_by_side(len(sources), i, len(scored))
+        bars = [
+            (x, source, *_score(summaries.get(source), metric))
+            for x, source in zip(slots, sources, strict=True)
+        ]
+        xs, names, ys, intervals = zip(*[bar for bar in bars if bar[2] is not None], strict=True)
+        ax.bar(xs, ys, width, label=exp.slug)
+        _errorbar(ax, xs, ys, intervals, fmt="none", color="black", lw=1)
+        series[exp.slug] = list(zip(names, ys, strict=True))
     ax.set_xticks(range(len(sources)), sources, rotation=20, ha="right")
     ax.set_ylabel(_metric_label(metric))
     ax.set_ylim(0, 100)
@@ -220,10 +228,11 @@ def curation_funnel(experiments: list[Experiment]) -> Chart | None:
             series[slug].append((label, rows))
     figure = _figure(10, 0.4 * len(labels) * max(1, len(series) / 2) + 1.5)
     ax = figure.add_subplot()
-    bar = 0.8 / len(series)
     for i, (slug, steps) in enumerate(series.items()):
-        positions = [j - 0.4 + bar * (i + 0.5) for j in range(len(labels))]
-        ax.bar_label(ax.barh(positions, [rows for _, rows in steps], bar, label=slug), fontsize=7, padding=2)
+        positions, height = _side_by_side(len(labels), i, len(series))
+        ax.bar_label(
+            ax.barh(positions, [rows for _, rows in steps], height, label=slug), fontsize=7, padding=2
+        )
     ax.set_yticks(range(len(labels)), labels)
     ax.invert_yaxis()
     ax.set_xlabel("rows left after removing each reason (top to bottom)")
@@ -256,15 +265,10 @@ def specialties(experiments: list[Experiment]) -> Chart | None:
     }
     figure = _figure(10, 0.3 * len(labels) * max(1, len(series) / 2) + 1.5)
     ax = figure.add_subplot()
-    bar = 0.8 / len(series)
     for i, (slug, points) in enumerate(series.items()):
-        positions = [j - 0.4 + bar * (i + 0.5) for j in range(len(labels))]
-        ax.barh(
-            positions,
-            [share for _, share in points],
-            bar,
-            label=f"{slug} ({sum(counts[slug].values())} rows)",
-        )
+        positions, height = _side_by_side(len(labels), i, len(series))
+        rows = sum(counts[slug].values())
+        ax.barh(positions, [share for _, share in points], height, label=f"{slug} ({rows} rows)")
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("share of selected rows (%)")
