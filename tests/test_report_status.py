@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 from pathlib import Path
 
+import pytest
 from filelock import FileLock
 from rich.console import Console
 
@@ -12,6 +13,7 @@ from meds1 import registry
 from meds1.paths import registry_path, stage_slug
 from meds1.report.experiments import load_registry
 from meds1.report.status import experiment_status, lock_is_held, statuses, to_rich
+from meds1.stages import report
 from meds1.workspace import StageWorkspace
 
 
@@ -148,3 +150,15 @@ def test_rich_view_names_every_state(make_config):
     text = console.export_text()
     for expected in ("done", "queued", "not run", "random-1k/curate", "/logs/4242.out"):
         assert expected in text
+
+
+def test_report_shows_a_first_run_before_any_result(make_config, capsys):
+    cfg = make_config("experiment=random-1k")
+    with pytest.raises(RuntimeError), StageWorkspace(cfg, "curate"):
+        raise RuntimeError("killed")
+    assert not (Path(cfg.paths.root) / "results.json").exists()
+    result = report.run(make_config("stage=report", "report.outputs=[]"))
+    assert result == {"experiments": 0, "files": []}
+    shown = capsys.readouterr().out
+    assert "No chosen experiment has eval results yet." in shown
+    assert "random-1k" in shown and "failed" in shown and "interrupted" in shown

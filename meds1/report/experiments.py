@@ -18,7 +18,7 @@ from meds1.errors import UserError
 from meds1.paths import STAGE_SECTIONS, make_slug, result_overrides, stage_sections
 
 NO_GROUP = "-"
-SECTION_OWNERS = {section: stage for stage, sections in STAGE_SECTIONS.items() for section in sections}
+RESULT_SECTIONS = {section for sections in STAGE_SECTIONS.values() for section in sections}
 
 
 @dataclass
@@ -53,20 +53,6 @@ def load_registry(path: Path) -> dict:
         raise UserError(f"results registry {path} has no 'experiments' object")
     data.setdefault("experiments", {})
     return data
-
-
-def slugs_on_disk(root: Path) -> set[str]:
-    """Experiment directories under `root` with a finished, partial or locked stage."""
-    found = set()
-    for directory in root.iterdir() if root.is_dir() else ():
-        if directory.is_dir() and any(
-            (directory / stage / "_COMPLETE.json").exists()
-            or (directory / f".{stage}.partial").exists()
-            or (directory / f".{stage}.lock").exists()
-            for stage in STAGES
-        ):
-            found.add(directory.name)
-    return found
 
 
 def choose(slugs: set[str], patterns: list[str]) -> list[str]:
@@ -120,10 +106,10 @@ def group_of(config: dict, group_by: str) -> str:
     """`group_by`'s value; "-" when absent or when it names a section the experiment does not use."""
     sections = used_sections(config)
     owner = group_by.split(".")[0]
-    if sections is not None and owner in SECTION_OWNERS and owner not in sections:
+    if sections is not None and owner in RESULT_SECTIONS and owner not in sections:
         return NO_GROUP
     value = config_value(config, group_by)
-    return NO_GROUP if value is None or value == {} else str(value)
+    return NO_GROUP if value in (None, {}) else str(value)
 
 
 def experiment(data: dict, slug: str, group_by: str) -> Experiment:

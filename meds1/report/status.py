@@ -114,6 +114,12 @@ def _has_trace(root: Path, slug: str, stage: str, entry: dict) -> bool:
     )
 
 
+def slugs_on_disk(root: Path) -> set[str]:
+    """Experiment directories under `root` holding a finished or partial stage."""
+    directories = [d for d in root.iterdir() if d.is_dir()] if root.is_dir() else []
+    return {d.name for d in directories if any(_has_trace(root, d.name, stage, {}) for stage in STAGES)}
+
+
 def experiment_status(root: Path, data: dict, slug: str) -> list[StageStatus]:
     """Every stage of one experiment. An upstream stage with no trace under the experiment's own slug
     is looked up where the recorded config puts it (e.g. the curation a learning-rate sweep shares)."""

@@ -47,7 +47,7 @@ def run(cfg: Config) -> dict:
     check_options(report)
     root = Path(cfg.paths.root)
     data = registry_view.load_registry(registry_path(cfg))
-    known = set(data["experiments"]) | registry_view.slugs_on_disk(root)
+    known = set(data["experiments"]) | status.slugs_on_disk(root)
     if not known:
         raise MissingInputError(
             f"nothing to report under {root}: no results.json and no experiment directories; "
@@ -61,8 +61,10 @@ def run(cfg: Config) -> dict:
     pivots = tables.pivots(rows, report.group_by)
     stage_status = status.statuses(root, data, slugs) if report.status else None
     console = Console(width=None if sys.stdout.isatty() else LOG_WIDTH)
-    for pivot in pivots:
+    for pivot in pivots if rows else ():
         console.print(tables.to_rich(pivot))
+    if not rows:
+        console.print("No chosen experiment has eval results yet.")
     if stage_status is not None:
         console.print(status.to_rich(stage_status, root))
 
