@@ -91,7 +91,7 @@ def test_scheduler_jobs_reconciled_with_markers(make_config):
     assert found[2] == ("running", "job 4242")
     assert found[3] == ("failed", "job 4242 ended without a completion marker")
     assert found[4] == ("done", "job 4242")
-    assert found[5] == ("failed", "job 4242 job failed")
+    assert found[5] == ("failed", "job 4242 failed")
     assert states(root, slugs[1])["train"] == ("not run", "")
 
 

@@ -114,6 +114,33 @@ def _budget(approach: str) -> int | None:
     return int(digits.group()) if digits else None
 
 
+def eval_records(name: str, evaluation: dict, results_file: Path, warnings: list[str]) -> dict:
+    """A med-s1 eval as meds1 eval records: one, or one per test-time-scaling approach (by approach)."""
+    summary = evaluation.get("summary") or (
+        _read_referenced(evaluation.get("summary_file"), results_file, warnings) or {}
+    ).get("summary")
+    if not summary:
+        warnings.append(f"{name}: eval has no summary; imported without eval metrics")
+        return {None: dict(evaluation)}
+    if not evaluation.get("test_time_scaling"):
+        return {None: {**evaluation, "metrics": metrics_from_medsone(summary)}}
+    tokens = evaluation.get("reasoning_tokens") or {}
+    return {
+        approach: {
+            **evaluation,
+            "metrics": {
+                **metrics_from_medsone(approach_summary),
+                "tts": {
+                    "budget": _budget(approach),
+                    "mean_thinking_tokens": tokens.get(approach),
+                    "approach": approach,
+                },
+            },
+        }
+        for approach, approach_summary in summary.items()
+    }
+
+
 def entries_from_medsone(name: str, entry: dict, results_file: Path, warnings: list[str]) -> dict[str, dict]:
     """meds1 registry entries (by slug) for one med-s1 experiment."""
     config = entry.get("config") or {}
@@ -140,36 +167,14 @@ def entries_from_medsone(name: str, entry: dict, results_file: Path, warnings: l
         converted["curation"] = {**curation, "stats": stats_from_medsone(stats, curation_config)}
     if training := results.get("training"):
         converted["training"] = dict(training)
-    evaluation = results.get("eval") or {}
-    summary = evaluation.get("summary") or (
-        _read_referenced(evaluation.get("summary_file"), results_file, warnings) or {}
-    ).get("summary")
     base = {"description": entry.get("description", ""), "config": ours, "results": converted}
-    if not evaluation:
+    if not results.get("eval"):
         return {name: base}
-    if not summary:
-        warnings.append(f"{name}: eval has no summary; imported without eval metrics")
-        return {name: {**base, "results": {**converted, "eval": dict(evaluation)}}}
-    if not evaluation.get("test_time_scaling"):
-        metrics = metrics_from_medsone(summary)
-        return {name: {**base, "results": {**converted, "eval": {**evaluation, "metrics": metrics}}}}
-
-    tokens = evaluation.get("reasoning_tokens") or {}
-    per_approach = {}
-    for approach, approach_summary in summary.items():
-        tts = {
-            "budget": _budget(approach),
-            "mean_thinking_tokens": tokens.get(approach),
-            "approach": approach,
-        }
-        per_approach[approach] = {
-            **evaluation,
-            "metrics": {**metrics_from_medsone(approach_summary), "tts": tts},
-        }
-    if len(per_approach) == 1:
-        return {name: {**base, "results": {**converted, "eval": next(iter(per_approach.values()))}}}
+    records = eval_records(name, results["eval"], results_file, warnings)
+    if len(records) == 1:
+        return {name: {**base, "results": {**converted, "eval": next(iter(records.values()))}}}
     split = {name: base} if converted else {}
-    for approach, record in per_approach.items():
+    for approach, record in records.items():
         override = f"eval.approach={approach}"
         split[make_slug(name, [override])] = {
             "description": f"{entry.get('description', '')} ({approach})".strip(),

@@ -88,7 +88,7 @@ def stage_status(
             return StageStatus(
                 name, stage, job["state"], job.get("updated_at"), job.get("log_path"), job_note
             )
-        reason = "ended without a completion marker" if job.get("state") == "done" else "job failed"
+        reason = "ended without a completion marker" if job.get("state") == "done" else "failed"
         return StageStatus(
             name, stage, "failed", job.get("updated_at"), job.get("log_path"), f"{job_note} {reason}"
         )
