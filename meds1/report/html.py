@@ -33,8 +33,9 @@ def _table(pivot: Pivot) -> str:
         '<tr class="result">' + "".join(f"<td>{escape(cell)}</td>" for cell in cells) + "</tr>"
         for cells in pivot.body
     )
-    title = escape(pivot.title)
-    return f"<h3>{title}</h3>\n<table><thead><tr>{header}</tr></thead><tbody>{rows}</tbody></table>"
+    note = f"<p>{escape(pivot.note)}</p>" if pivot.note else ""
+    table = f"<table><thead><tr>{header}</tr></thead><tbody>{rows}</tbody></table>"
+    return f"<h3>{escape(pivot.title)}</h3>\n{table}{note}"
 
 
 def _figure(chart: Chart) -> str:

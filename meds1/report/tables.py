@@ -46,6 +46,7 @@ class Pivot:
     title: str
     header: list[str]
     body: list[list[str]]
+    note: str = ""
 
 
 def _interval(summary: dict, key: str) -> tuple[float | None, float | None]:
@@ -127,23 +128,24 @@ def pivots(rows: list[SourceResult], group_by: str) -> list[Pivot]:
     for row in rows:
         by_experiment.setdefault(row.experiment, {})[row.source] = row
 
-    def pivot(title: str, cell, lead: list[str], lead_cells) -> Pivot:
+    def pivot(title: str, cell, lead: list[str], lead_cells, note: str = "") -> Pivot:
         body = []
         for experiment, cells in by_experiment.items():
             first = next(iter(cells.values()))
             body.append(
                 [experiment, *lead_cells(first), *(cell(cells[c]) if c in cells else "-" for c in columns)]
             )
-        return Pivot(title, ["experiment", *lead, *columns], body)
+        return Pivot(title, ["experiment", *lead, *columns], body, note)
 
     return [
         pivot("Strict accuracy, % [95% CI]", strict_cell, [group_by], lambda r: [r.group]),
         pivot("HuatuoGPT-compatible accuracy, %", huatuo_cell, [group_by], lambda r: [r.group]),
         pivot(
-            "Questions (unparseable share); overall = all questions pooled, i.e. weighted by questions",
+            "Questions (unparseable share)",
             count_cell,
             ["train rows"],
             lambda r: ["-" if r.train_samples is None else str(r.train_samples)],
+            note=f"{OVERALL}: all questions pooled, i.e. sources weighted by their number of questions",
         ),
     ]
 
@@ -155,12 +157,12 @@ def markdown(tables: list[Pivot]) -> str:
         lines.append("| " + " | ".join(table.header) + " |")
         lines.append("|" + "|".join(["---", *["---:"] * (len(table.header) - 1)]) + "|")
         lines += ["| " + " | ".join(cells) + " |" for cells in table.body]
-        lines.append("")
+        lines += ["", table.note, ""] if table.note else [""]
     return "\n".join(lines)
 
 
 def to_rich(table: Pivot) -> Table:
-    rich_table = Table(title=table.title)
+    rich_table = Table(title=table.title, caption=table.note or None)
     for i, name in enumerate(table.header):
         justify = "left" if i < 2 else "right"
         rich_table.add_column(name, style="bold" if i == 0 else None, justify=justify, overflow="fold")
