@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
+from meds1 import registry
 from meds1.config import STAGES
 from meds1.errors import UserError
 from meds1.paths import STAGE_SECTIONS, make_slug, result_overrides, stage_sections
@@ -43,10 +44,8 @@ class Experiment:
 
 def load_registry(path: Path) -> dict:
     """The registry ({"experiments": {}} when absent); a damaged file is a one-line error."""
-    if not path.exists():
-        return {"experiments": {}}
     try:
-        data = json.loads(path.read_text())
+        data = registry.load(path)
     except json.JSONDecodeError as error:
         raise UserError(f"results registry {path} is not valid JSON ({error})") from None
     if not isinstance(data, dict) or not isinstance(data.get("experiments", {}), dict):

@@ -45,8 +45,8 @@ def check_group_by(group_by: str, chosen: list[registry_view.Experiment]) -> Non
 def run(cfg: Config) -> dict:
     report = cfg.report
     check_options(report)
-    root = Path(cfg.paths.root)
-    data = registry_view.load_registry(registry_path(cfg))
+    root, registry_file = Path(cfg.paths.root), registry_path(cfg)
+    data = registry_view.load_registry(registry_file)
     known = set(data["experiments"]) | status.slugs_on_disk(root)
     if not known:
         raise MissingInputError(
@@ -69,7 +69,7 @@ def run(cfg: Config) -> dict:
         console.print(status.to_rich(stage_status, root))
 
     out = Path(report.out_dir).expanduser().resolve()
-    written = write_outputs(report, out, registry_path(cfg), chosen, rows, pivots, stage_status)
+    written = write_outputs(report, out, registry_file, chosen, rows, pivots, stage_status)
     if written:
         log.info("report: wrote %s", ", ".join(str(path) for path in written))
     return {"experiments": len(chosen), "files": [str(path) for path in written]}
@@ -90,20 +90,22 @@ def write_outputs(
     out.mkdir(parents=True, exist_ok=True)
     written = []
     if "markdown" in outputs:
+        (out / "results.md").write_text(tables.markdown(pivots))
         written.append(out / "results.md")
-        written[-1].write_text(tables.markdown(pivots))
     if "csv" in outputs:
+        tables.write_csv(rows, out / "results.csv")
         written.append(out / "results.csv")
-        tables.write_csv(rows, written[-1])
     charts = plots.charts(chosen, report.metric) if outputs & {"plots", "html"} else []
     if "plots" in outputs:
         for chart in charts:
+            (out / f"{chart.name}.png").write_bytes(chart.png)
             written.append(out / f"{chart.name}.png")
-            written[-1].write_bytes(chart.png)
         for stale in set(plots.CHART_NAMES) - {chart.name for chart in charts}:  # from an earlier report
             (out / f"{stale}.png").unlink(missing_ok=True)
     if "html" in outputs:
         generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        (out / "index.html").write_text(
+            html.render(pivots, charts, stage_status, str(registry_file), generated)
+        )
         written.append(out / "index.html")
-        written[-1].write_text(html.render(pivots, charts, stage_status, str(registry_file), generated))
     return written
