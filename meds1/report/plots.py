@@ -64,6 +64,20 @@ def _errorbar(ax, xs, ys, intervals, **style):
     return ax.errorbar(xs, ys, yerr=[low, high], capsize=3, **style)
 
 
+def _lines(ax, points: dict[str, list[tuple]]) -> dict[str, list[tuple]]:
+    """One line with 95% error bars per series of points (x, y, interval, label or None); the series drawn."""
+    series = {}
+    for name, series_points in sorted(points.items()):
+        series_points.sort(key=lambda point: point[0])
+        xs, ys, intervals, labels = zip(*series_points, strict=True)
+        _errorbar(ax, xs, ys, intervals, marker="o", label=name)
+        for x, y, label in zip(xs, ys, labels, strict=True):
+            if label is not None:
+                ax.annotate(str(label), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        series[name] = list(zip(xs, ys, strict=True))
+    return series
+
+
 def _side_by_side(slots: int, index: int, count: int) -> tuple[list[float], float]:
     """Positions of series `index` of `count` drawn side by side at slots 0..slots-1, and the bar width."""
     width = 0.8 / count
@@ -78,8 +92,14 @@ def _first(items: dict, what: str) -> tuple[dict, str]:
     return kept, f" (first {MAX_BARS} of {len(items)} {what}; choose with report.experiments)"
 
 
-def _legend(ax) -> None:
+def _chart(name: str, title: str, figure, series: dict, grid: str | None = None) -> Chart:
+    """Title, grid and legend (outside, on the right) on the figure's one plot, then the PNG."""
+    ax = figure.axes[0]
+    ax.set_title(title)
+    if grid:
+        ax.grid(axis=grid, alpha=0.3)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    return Chart(name, title, series, _png(figure))
 
 
 def _metric_label(metric: str) -> str:
@@ -87,27 +107,22 @@ def _metric_label(metric: str) -> str:
 
 
 def sample_efficiency(experiments: list[Experiment], metric: str) -> Chart | None:
-    points: dict[str, list[tuple[int, float, tuple | None]]] = {}
+    points: dict[str, list[tuple]] = {}  # group -> (train rows, accuracy, interval, None)
     references: dict[str, float] = {}
     for exp in experiments:
         y, interval = _score((exp.metrics or {}).get("overall"), metric)
         if y is None or exp.tts:
             continue
         if exp.train_samples:
-            points.setdefault(exp.group, []).append((exp.train_samples, y, interval))
+            points.setdefault(exp.group, []).append((exp.train_samples, y, interval, None))
         elif exp.curation_slug is None:
             references[exp.slug] = y
     if not points:
         return None
     figure = _figure(10, 4.8)
     ax = figure.add_subplot()
-    series = {}
-    for group, group_points in sorted(points.items()):
-        group_points.sort(key=lambda p: p[0])
-        xs, ys, intervals = zip(*group_points, strict=True)
-        _errorbar(ax, xs, ys, intervals, marker="o", label=group)
-        series[group] = list(zip(xs, ys, strict=True))
-    xs_all = [x for group_points in points.values() for x, _, _ in group_points]
+    series = _lines(ax, points)
+    xs_all = [point[0] for group_points in points.values() for point in group_points]
     span = (min(xs_all) * 0.8, max(xs_all) * 1.25)
     for slug, y in sorted(references.items()):
         ax.plot(span, (y, y), linestyle="--", label=f"{slug} (not fine-tuned)")
@@ -119,11 +134,9 @@ def sample_efficiency(experiments: list[Experiment], metric: str) -> Chart | Non
     ax.set_xlim(*span)
     ax.set_xlabel("training rows (selected by curation)")
     ax.set_ylabel(_metric_label(metric))
-    title = "Sample efficiency: accuracy vs training rows"
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    _legend(ax)
-    return Chart("sample_efficiency", title, series, _png(figure))
+    return _chart(
+        "sample_efficiency", "Sample efficiency: accuracy vs training rows", figure, series, grid="both"
+    )
 
 
 def per_source(experiments: list[Experiment], metric: str) -> Chart | None:
@@ -152,15 +165,11 @@ def per_source(experiments: list[Experiment], metric: str) -> Chart | None:
     ax.set_xticks(range(len(sources)), sources, rotation=20, ha="right")
     ax.set_ylabel(_metric_label(metric))
     ax.set_ylim(0, 100)
-    title = "Accuracy per eval source" + left_out
-    ax.set_title(title)
-    ax.grid(axis="y", alpha=0.3)
-    _legend(ax)
-    return Chart("per_source", title, series, _png(figure))
+    return _chart("per_source", "Accuracy per eval source" + left_out, figure, series, grid="y")
 
 
 def thinking_tokens(experiments: list[Experiment], metric: str) -> Chart | None:
-    points: dict[str, list[tuple[float, float, tuple | None, object]]] = {}
+    points: dict[str, list[tuple]] = {}  # model -> (thinking tokens, accuracy, interval, budget)
     for exp in experiments:
         y, interval = _score((exp.metrics or {}).get("overall"), metric)
         tokens = (exp.tts or {}).get("mean_thinking_tokens")
@@ -170,22 +179,11 @@ def thinking_tokens(experiments: list[Experiment], metric: str) -> Chart | None:
         return None
     figure = _figure(10, 4.8)
     ax = figure.add_subplot()
-    series = {}
-    for model, model_points in sorted(points.items()):
-        model_points.sort(key=lambda p: p[0])
-        xs, ys, intervals, budgets = zip(*model_points, strict=True)
-        _errorbar(ax, xs, ys, intervals, marker="o", label=model)
-        for x, y, budget in zip(xs, ys, budgets, strict=True):
-            if budget is not None:
-                ax.annotate(f"{budget}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-        series[model] = list(zip(xs, ys, strict=True))
+    series = _lines(ax, points)
     ax.set_xlabel("mean thinking tokens (labels: thinking budget)")
     ax.set_ylabel(_metric_label(metric))
     title = "Test-time scaling: accuracy vs thinking tokens"
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    _legend(ax)
-    return Chart("test_time_scaling", title, series, _png(figure))
+    return _chart("test_time_scaling", title, figure, series, grid="both")
 
 
 def _curations(experiments: list[Experiment]) -> dict[str, dict]:
@@ -236,10 +234,9 @@ def curation_funnel(experiments: list[Experiment]) -> Chart | None:
     ax.set_yticks(range(len(labels)), labels)
     ax.invert_yaxis()
     ax.set_xlabel("rows left after removing each reason (top to bottom)")
-    title = "Curation funnel: rows left after each filter" + left_out
-    ax.set_title(title)
-    _legend(ax)
-    return Chart("curation_funnel", title, series, _png(figure))
+    return _chart(
+        "curation_funnel", "Curation funnel: rows left after each filter" + left_out, figure, series
+    )
 
 
 def specialties(experiments: list[Experiment]) -> Chart | None:
@@ -272,10 +269,7 @@ def specialties(experiments: list[Experiment]) -> Chart | None:
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("share of selected rows (%)")
-    title = "Specialties of the selected rows" + left_out
-    ax.set_title(title)
-    _legend(ax)
-    return Chart("specialties", title, series, _png(figure))
+    return _chart("specialties", "Specialties of the selected rows" + left_out, figure, series)
 
 
 def charts(experiments: list[Experiment], metric: str) -> list[Chart]:
