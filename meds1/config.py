@@ -149,6 +149,18 @@ class InferenceConfig:
 
 
 @dataclass
+class ReportConfig:
+    """What `stage=report` shows (read by `meds1/report/`)."""
+
+    experiments: list[str] = field(default_factory=list)  # slugs or globs (`med-s1-*`); empty: all
+    group_by: str = "curation.method"  # config key whose value groups experiments into plot series
+    metric: str = "accuracy"  # what the plots show: accuracy (strict) | accuracy_huatuo
+    outputs: list[str] = field(default_factory=lambda: ["markdown", "csv", "plots", "html"])
+    out_dir: str = "${paths.root}/report"
+    status: bool = True  # print each experiment's stage status (not run/queued/running/done/failed)
+
+
+@dataclass
 class Config:
     name: str = MISSING  # the experiment's name, set by conf/experiment/<name>.yaml
     description: str = ""
@@ -166,6 +178,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
 
 @dataclass
@@ -207,6 +220,7 @@ def register_configs() -> None:
         ("trainer", TrainerConfig),
         ("eval", EvalConfig),
         ("inference", InferenceConfig),
+        ("report", ReportConfig),
     ]:
         cs.store(group=group, name=f"{group}_schema", node=schema)
 

@@ -34,6 +34,7 @@ RESULT_NEUTRAL = frozenset(
         "paths",
         "hydra",
         "experiment",
+        "report",
     }
 )
 # The config sections each stage reads, in addition to those of the stages before it.

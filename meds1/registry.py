@@ -24,6 +24,8 @@ from typing import Any
 
 from filelock import FileLock
 
+from meds1.errors import UserError
+
 SECTIONS = ("curation", "training", "eval")
 # Names like api_key, hf_token, client_secret, db_password (but not max_new_tokens).
 SECRET_KEY = re.compile(r"(^|[_-])(api[_-]?key|token|secret|password|passwd|credentials?)$", re.IGNORECASE)
@@ -93,16 +95,35 @@ def update(
     return entry
 
 
+def add_experiments(path: Path, entries: dict[str, dict], *, replace: bool = False) -> None:
+    """Add whole experiment entries (e.g. imported from med-s1) under the lock.
+
+    A slug the registry already has is an error unless `replace` is set.
+    """
+    with _locked(path) as data:
+        experiments = data.setdefault("experiments", {})
+        taken = sorted(set(entries) & set(experiments))
+        if taken and not replace:
+            raise UserError(f"{path} already has {', '.join(taken)} (replace them with --replace)")
+        experiments.update(redacted(entries))
+
+
 @contextmanager
-def _locked_entry(path: Path, slug: str) -> Iterator[dict]:
-    """Lock the registry, re-read it, yield one experiment's entry to change, replace the file."""
+def _locked(path: Path) -> Iterator[dict]:
+    """Lock the registry, re-read it, yield its contents to change, replace the file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         data = load(path)
-        entry = data.setdefault("experiments", {}).setdefault(slug, {"results": {}})
-        yield entry
+        yield data
         write_json_atomic(path, data)
+
+
+@contextmanager
+def _locked_entry(path: Path, slug: str) -> Iterator[dict]:
+    """Lock the registry, re-read it, yield one experiment's entry to change, replace the file."""
+    with _locked(path) as data:
+        yield data.setdefault("experiments", {}).setdefault(slug, {"results": {}})
 
 
 JOB_STATES = ("queued", "running", "done", "failed")

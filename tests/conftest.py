@@ -90,3 +90,13 @@ def openai_server(tiny_model_dir, tmp_path_factory):
         process.wait(10)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+@pytest.fixture(scope="session")
+def report_registry(tmp_path_factory, model_cache) -> Path:
+    """The output root of a results registry with sweeps, a shared curation and test-time-scaling runs
+    (see tests/report_registry.py), built once; copy it before changing anything under it."""
+    from tests.report_registry import build
+
+    root = tmp_path_factory.mktemp("report-registry") / "out"
+    return build(lambda *overrides: compose([*overrides, f"paths.root={root}", f"paths.cache={model_cache}"]))

@@ -4,7 +4,6 @@ import multiprocessing
 import pytest
 
 from meds1 import registry
-from meds1.stages.report import build_table
 
 
 def _writer(path, slug, section, index):
@@ -56,24 +55,3 @@ def test_secrets_are_never_written(tmp_path, monkeypatch, make_config):
     text = (tmp_path / "r.json").read_text()
     assert "sk-very-secret" not in text and "hf_abc" not in text
     assert json.loads(text)["experiments"]["a"]["config"]["inference"]["max_new_tokens"] == 5
-
-
-def test_report_table_lists_experiments_and_sources():
-    data = {
-        "experiments": {
-            "demo": {
-                "results": {
-                    "eval": {
-                        "metrics": {
-                            "overall": {"n": 2, "accuracy": 0.5, "unparseable": 0.0},
-                            "per_source": {"S": {"n": 2, "accuracy": 0.5, "unparseable": 0.0}},
-                        }
-                    }
-                }
-            },
-            "no-eval": {"results": {"curation": {}}},
-        }
-    }
-    table = build_table(data)
-    assert [c.header for c in table.columns] == ["experiment", "S", "overall"]
-    assert table.row_count == 1

@@ -1,0 +1,140 @@
+"""The registry as the report sees it: which experiments exist, which are chosen, and what each one is.
+
+A registry entry is keyed by a stage slug, so one experiment's stages may live in different entries:
+an eval-only override shares the trained model's entries, a learning-rate sweep shares one
+curation. `Experiment` links an entry to the curation it trained on, names the model it evaluated,
+and reads the `report.group_by` value from its recorded config.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+from meds1 import registry
+from meds1.config import STAGES
+from meds1.errors import UserError
+from meds1.paths import STAGE_SECTIONS, make_slug, result_overrides, stage_sections
+
+NO_GROUP = "-"
+RESULT_SECTIONS = {section for sections in STAGE_SECTIONS.values() for section in sections}
+
+
+@dataclass
+class Experiment:
+    slug: str
+    description: str
+    config: dict  # the resolved config recorded with the results ({} when unknown)
+    group: str  # the value of `report.group_by` ("-" when the experiment has none)
+    model: str  # what was evaluated: the slug without eval/inference overrides
+    metrics: dict | None  # eval metrics: overall, per_source, optional tts
+    curation: dict | None  # stats of the curated set this experiment trained on
+    curation_slug: str | None
+
+    @property
+    def train_samples(self) -> int | None:
+        return (self.curation or {}).get("selected_rows")
+
+    @property
+    def tts(self) -> dict | None:
+        return (self.metrics or {}).get("tts")
+
+
+def load_registry(path: Path) -> dict:
+    """The registry ({"experiments": {}} when absent); a damaged file is a one-line error."""
+    try:
+        data = registry.load(path)
+    except json.JSONDecodeError as error:
+        raise UserError(f"results registry {path} is not valid JSON ({error})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("experiments", {}), dict):
+        raise UserError(f"results registry {path} has no 'experiments' object")
+    data.setdefault("experiments", {})
+    return data
+
+
+def choose(slugs: set[str], patterns: list[str]) -> list[str]:
+    """The slugs matching any of `patterns` (exact names or globs), sorted; all when none given."""
+    if not patterns:
+        return sorted(slugs)
+    for pattern in patterns:
+        if not any(fnmatchcase(slug, pattern) for slug in slugs):
+            known = ", ".join(sorted(slugs)) or "none"
+            raise UserError(f"report.experiments: {pattern!r} matches no experiment; experiments: {known}")
+    return sorted(slug for slug in slugs if any(fnmatchcase(slug, p) for p in patterns))
+
+
+def config_value(config: dict, key: str):
+    """The value at a dotted `key` of a recorded config, or None."""
+    value = config
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def used_sections(config: dict) -> set[str] | None:
+    """Config sections that can change the experiment's final result (None when the config is unknown)."""
+    stages = config.get("stages")
+    if not config.get("name") or not stages or stages[-1] not in STAGES:
+        return None
+    return stage_sections(stages, stages[-1])
+
+
+def stage_slug_of(config: dict, stage: str) -> str | None:
+    """Where a recorded config puts `stage`'s outputs (see meds1.paths), or None when unknown."""
+    if used_sections(config) is None:
+        return None
+    sections = stage_sections(config["stages"], stage)
+    return make_slug(config["name"], result_overrides(config.get("overrides", []), sections))
+
+
+def evaluated_model(slug: str, config: dict) -> str:
+    """The slug of the evaluated model: the experiment's slug without eval and inference overrides."""
+    sections = used_sections(config)
+    if sections is None:
+        return config.get("name") or slug
+    return make_slug(
+        config["name"], result_overrides(config.get("overrides", []), sections - {"eval", "inference"})
+    )
+
+
+def group_of(config: dict, group_by: str) -> str:
+    """`group_by`'s value; "-" when absent or when it names a section the experiment does not use."""
+    sections = used_sections(config)
+    owner = group_by.split(".")[0]
+    if sections is not None and owner in RESULT_SECTIONS and owner not in sections:
+        return NO_GROUP
+    value = config_value(config, group_by)
+    return NO_GROUP if value in (None, {}) else str(value)
+
+
+def experiment(data: dict, slug: str, group_by: str) -> Experiment:
+    entries = data["experiments"]
+    entry = entries.get(slug, {})
+    config = entry.get("config") or {}
+    results = entry.get("results") or {}
+    curation_slug = slug if results.get("curation") else None
+    if curation_slug is None and "curate" in config.get("stages", []):
+        linked = stage_slug_of(config, "curate")
+        if linked and (entries.get(linked, {}).get("results") or {}).get("curation"):
+            curation_slug = linked
+    curation = entries[curation_slug]["results"]["curation"].get("stats") if curation_slug else None
+    return Experiment(
+        slug=slug,
+        description=entry.get("description", ""),
+        config=config,
+        group=group_of(config, group_by),
+        model=evaluated_model(slug, config),
+        metrics=(results.get("eval") or {}).get("metrics"),
+        curation=curation,
+        curation_slug=curation_slug,
+    )
+
+
+def experiments(data: dict, slugs: list[str], group_by: str) -> list[Experiment]:
+    """The chosen registry entries, ordered by group, then training rows, then slug."""
+    chosen = [experiment(data, slug, group_by) for slug in slugs if slug in data["experiments"]]
+    return sorted(chosen, key=lambda e: (e.group, e.train_samples is None, e.train_samples or 0, e.slug))

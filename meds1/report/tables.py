@@ -1,0 +1,171 @@
+"""The results tables: one row per experiment and eval source, pivoted for reading.
+
+`results.csv` is the tidy form (one line per experiment x source, every number unrounded); the
+Markdown file, the terminal and the HTML page show the same numbers as three pivots, experiments
+down and sources across: strict accuracy with its 95% interval, HuatuoGPT-compatible accuracy, and
+questions per source with the unparseable share. `overall` pools every question of the experiment,
+so it is the average over sources weighted by their number of questions (as the eval stage scores it).
+Metrics written before a field existed simply show "-" for it.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from rich.table import Table
+
+from meds1.report.experiments import Experiment
+
+OVERALL = "overall"
+
+
+@dataclass
+class SourceResult:
+    experiment: str
+    group: str
+    source: str  # an eval source, or "overall"
+    n: int | None
+    accuracy: float | None  # strict: the first confident answer
+    ci_low: float | None
+    ci_high: float | None
+    accuracy_std: float | None  # across eval.repeats runs
+    accuracy_huatuo: float | None  # HuatuoGPT-compatible: max of first/last match
+    huatuo_ci_low: float | None
+    huatuo_ci_high: float | None
+    unparseable: float | None
+    mean_output_tokens: float | None
+    train_samples: int | None
+    tts_budget: int | None
+    mean_thinking_tokens: float | None
+
+
+@dataclass
+class Pivot:
+    title: str
+    header: list[str]
+    body: list[list[str]]
+    note: str = ""
+
+
+def _interval(summary: dict, key: str) -> tuple[float | None, float | None]:
+    interval = summary.get(key)
+    if isinstance(interval, (list, tuple)) and len(interval) == 2:
+        return interval[0], interval[1]
+    return None, None
+
+
+def source_results(experiments: list[Experiment]) -> list[SourceResult]:
+    """Rows for every experiment with eval metrics: each source, then overall."""
+    rows = []
+    for exp in experiments:
+        if not exp.metrics:
+            continue
+        tts = exp.tts or {}
+        per_source = exp.metrics.get("per_source") or {}
+        for source, summary in [*sorted(per_source.items()), (OVERALL, exp.metrics.get(OVERALL) or {})]:
+            rows.append(
+                SourceResult(
+                    exp.slug,
+                    exp.group,
+                    source,
+                    summary.get("n"),
+                    summary.get("accuracy"),
+                    *_interval(summary, "ci95"),
+                    summary.get("accuracy_std"),
+                    summary.get("accuracy_huatuo"),
+                    *_interval(summary, "ci95_huatuo"),
+                    summary.get("unparseable"),
+                    summary.get("mean_output_tokens"),
+                    exp.train_samples,
+                    tts.get("budget"),
+                    tts.get("mean_thinking_tokens"),
+                )
+            )
+    return rows
+
+
+def write_csv(rows: list[SourceResult], path: Path) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[field.name for field in fields(SourceResult)])
+        writer.writeheader()
+        writer.writerows(asdict(row) for row in rows)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def strict_cell(row: SourceResult) -> str:
+    if row.accuracy is None:
+        return "-"
+    text = _pct(row.accuracy)
+    if row.accuracy_std is not None:
+        text += f" ±{100 * row.accuracy_std:.1f}"
+    if row.ci_low is not None:
+        text += f" [{_pct(row.ci_low)}, {_pct(row.ci_high)}]"
+    return text
+
+
+def huatuo_cell(row: SourceResult) -> str:
+    text = _pct(row.accuracy_huatuo)
+    if row.accuracy_huatuo is not None and row.huatuo_ci_low is not None:
+        text += f" [{_pct(row.huatuo_ci_low)}, {_pct(row.huatuo_ci_high)}]"
+    return text
+
+
+def count_cell(row: SourceResult) -> str:
+    n = "-" if row.n is None else str(row.n)
+    return n if row.unparseable is None else f"{n} ({100 * row.unparseable:.0f}%)"
+
+
+def pivots(rows: list[SourceResult], group_by: str) -> list[Pivot]:
+    """The three reading tables (see the module docstring)."""
+    sources = sorted({row.source for row in rows} - {OVERALL})
+    columns = [*sources, OVERALL]
+    by_experiment: dict[str, dict[str, SourceResult]] = {}
+    for row in rows:
+        by_experiment.setdefault(row.experiment, {})[row.source] = row
+
+    def pivot(title: str, cell, lead: list[str], lead_cells, note: str = "") -> Pivot:
+        body = []
+        for experiment, cells in by_experiment.items():
+            first = next(iter(cells.values()))
+            body.append(
+                [experiment, *lead_cells(first), *(cell(cells[c]) if c in cells else "-" for c in columns)]
+            )
+        return Pivot(title, ["experiment", *lead, *columns], body, note)
+
+    return [
+        pivot("Strict accuracy, % [95% CI]", strict_cell, [group_by], lambda r: [r.group]),
+        pivot("HuatuoGPT-compatible accuracy, %", huatuo_cell, [group_by], lambda r: [r.group]),
+        pivot(
+            "Questions (unparseable share)",
+            count_cell,
+            ["train rows"],
+            lambda r: ["-" if r.train_samples is None else str(r.train_samples)],
+            note=f"{OVERALL}: all questions pooled, i.e. sources weighted by their number of questions",
+        ),
+    ]
+
+
+def markdown(tables: list[Pivot]) -> str:
+    lines = ["# meds1 results", ""]
+    for table in tables:
+        lines += [f"## {table.title}", ""]
+        lines.append("| " + " | ".join(table.header) + " |")
+        lines.append("|" + "|".join(["---", *["---:"] * (len(table.header) - 1)]) + "|")
+        lines += ["| " + " | ".join(cells) + " |" for cells in table.body]
+        lines += ["", table.note, ""] if table.note else [""]
+    return "\n".join(lines)
+
+
+def to_rich(table: Pivot) -> Table:
+    rich_table = Table(title=table.title, caption=table.note or None)
+    for i, name in enumerate(table.header):
+        justify = "left" if i < 2 else "right"
+        rich_table.add_column(name, style="bold" if i == 0 else None, justify=justify, overflow="fold")
+    for cells in table.body:
+        rich_table.add_row(*cells)
+    return rich_table
