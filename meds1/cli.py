@@ -21,7 +21,17 @@ from meds1.errors import UserError
 
 log = logging.getLogger("meds1")
 
-GROUPS = ("experiment", "model", "curation", "trainer", "eval", "inference", "paths", "hydra/launcher")
+GROUPS = (
+    "experiment",
+    "model",
+    "curation",
+    "trainer",
+    "eval",
+    "inference",
+    "paths",
+    "report",
+    "hydra/launcher",
+)
 
 
 # hydra-submitit-launcher's own launchers (they act only with -m, and wait for their jobs).

@@ -319,6 +319,9 @@ def test_local_dry_run_runs_nothing(tmp_path):
 
 def test_hydras_own_submitit_local_launcher_runs_a_stage(tmp_path):
     """The cheap path Hydra tests its launcher with: each sweep point in a local submitit process."""
+    summary = {"n": 2, "accuracy": 0.5, "unparseable": 0.0}
+    metrics = {"overall": summary, "per_source": {"S": summary}}
+    registry.update(tmp_path / "results.json", "swept-experiment", "eval", {"metrics": metrics})
     result = run_py(
         "-m",
         "hydra/launcher=submitit_local",
@@ -331,7 +334,7 @@ def test_hydras_own_submitit_local_launcher_runs_a_stage(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     logs = sorted((tmp_path / "sweep" / ".submitit").glob("*/*_log.out"))
     assert len(logs) == 2
-    assert all("meds1 results" in log.read_text() for log in logs)
+    assert all("swept-experiment" in log.read_text() for log in logs)
 
 
 # --- sweeps ----------------------------------------------------------------------------------------
