@@ -103,10 +103,11 @@ class FSDPConfig:
     """Fully Sharded Data Parallel across the training processes (transformers/accelerate FSDP)."""
 
     enabled: bool = False  # FSDP2 (torch fully_shard), one transformer layer per unit
-    reshard_after_forward: bool = True  # true = full shard (ZeRO-3); false keeps params gathered (ZeRO-2-like)
-    layer_classes: list[str] = field(default_factory=list)  # layers to wrap; empty = the model's decoder layer
+    reshard_after_forward: bool = True  # true = full shard (ZeRO-3); false = params stay gathered (ZeRO-2)
+    layer_classes: list[str] = field(default_factory=list)  # layers to wrap; [] = the model's decoder layer
     cpu_offload: bool = False
-    checkpoint_format: str = "sharded"  # sharded (one file per rank, fast) | full; the final model is always full
+    # Checkpoints: sharded (one file per rank, fast) | full. The final model is always saved full.
+    checkpoint_format: str = "sharded"
 
 
 @dataclass

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+NODELIST_VARS = ("SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST", "SLURM_NODELIST")
 DEFAULT_PORT_BASE = 29500
 
 
@@ -89,7 +90,7 @@ def detect(environ: Mapping[str, str] | None = None) -> DistributedEnv:
     tasks = int(env.get("SLURM_STEP_NUM_TASKS", env.get("SLURM_NTASKS", "1")))
     if "SLURM_PROCID" in env and tasks > 1:
         nodes = int(env.get("SLURM_STEP_NUM_NODES", env.get("SLURM_NNODES", "1")))
-        nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+        nodelist = next((env[k] for k in NODELIST_VARS if env.get(k)), None)
         if "MASTER_ADDR" in env:
             master = env["MASTER_ADDR"]
         elif nodes == 1:

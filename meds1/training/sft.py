@@ -59,9 +59,10 @@ def check_options(trainer: TrainerConfig, world_size: int) -> None:
         )
     for name in trainer.report_to:
         if name not in REPORTERS:
-            raise UserError(f"unknown trainer.report_to {name!r}; valid: {', '.join(REPORTERS)} (or [] for none)")
+            valid = ", ".join(REPORTERS)
+            raise UserError(f"unknown trainer.report_to {name!r}; valid: {valid} (or [] for none)")
         if not any(find_spec(module) for module in REPORTERS[name]):
-            raise UserError(f"trainer.report_to={name} needs `pip install {name}`; or remove it from report_to")
+            raise UserError(f"trainer.report_to={name} needs `pip install {name}` (or drop it)")
     import torch
 
     if trainer.liger_kernel and (not torch.cuda.is_available() or find_spec("liger_kernel") is None):
@@ -185,7 +186,7 @@ def build_trainer(
     checkpoints: Path,
     seed: int,
     world_size: int = 1,
-    callbacks: tuple = (),
+    callbacks: list | None = None,
 ):
     """An SFTTrainer on prompt/completion rows (see `split_validation`) configured from the recipe."""
     import torch
@@ -203,7 +204,7 @@ def build_trainer(
         train_dataset=train_rows,
         eval_dataset=eval_rows,
         processing_class=tokenizer,
-        callbacks=list(callbacks),
+        callbacks=callbacks,
     )
 
 
@@ -252,7 +253,7 @@ def train_sft(
     with PreemptionGuard() as guard:
         stopper = stop_on_signal_callback(guard)
         trainer = build_trainer(
-            trainer_cfg, model, tokenizer, train_rows, eval_rows, checkpoints, seed, env.world_size, (stopper,)
+            trainer_cfg, model, tokenizer, train_rows, eval_rows, checkpoints, seed, env.world_size, [stopper]
         )
         start_step, tokens_before = 0, 0
         if resume:
