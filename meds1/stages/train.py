@@ -9,6 +9,7 @@ does not divide, unavailable option, missing input) is raised on every rank befo
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shutil
 
@@ -26,19 +27,21 @@ log = logging.getLogger(__name__)
 
 
 def load_formatted(cfg: Config):
-    """The curated conversations (in memory, so the curate stage's directory stays untouched)."""
+    """The curated conversations (memory-mapped; training maps them in memory, leaving curate/ untouched)."""
     from datasets import load_from_disk
 
     directory = require_complete(cfg, "curate", "curated dataset") / "formatted"
     rerun = f"{stage_command(cfg, 'curate')} force=true"
-    try:
-        dataset = load_from_disk(str(directory), keep_in_memory=True)
-    except FileNotFoundError:
-        raise MissingInputError(f"curated dataset {directory} is missing: run `{rerun}`") from None
+    state = directory / "state.json"
+    if not state.exists():
+        raise MissingInputError(f"curated dataset {directory} is missing: run `{rerun}`")
+    empty = UserError(f"the curated dataset {directory} has no rows: run `{rerun}` that keep rows")
+    # `datasets` saves an empty dataset with no data files, and cannot load that back.
+    if not json.loads(state.read_text()).get("_data_files"):
+        raise empty
+    dataset = load_from_disk(str(directory))
     if len(dataset) == 0:
-        raise UserError(
-            f"the curated dataset {directory} has no rows: run `{rerun}` with settings that select rows"
-        )
+        raise empty
     return dataset
 
 

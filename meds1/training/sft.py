@@ -155,9 +155,9 @@ def load_model(model_path: str, revision: str | None, dtype: str, attn_implement
 
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_path, revision=revision)
         model = AutoModelForCausalLM.from_pretrained(model_path, revision=revision, dtype=dtype, **extra)
-    except OSError as error:
+        tokenizer = AutoTokenizer.from_pretrained(model_path, revision=revision)
+    except (OSError, ValueError) as error:
         reason = str(error).strip().splitlines()[0]
         raise UserError(f"cannot load model {model_path!r} (model.path): {reason}") from None
     return model, tokenizer
@@ -165,7 +165,8 @@ def load_model(model_path: str, revision: str | None, dtype: str, attn_implement
 
 def split_validation(dataset, fraction: float, seed: int):
     """(train rows, validation rows or None), as prompt/completion pairs."""
-    dataset = dataset.map(split_prompt_completion, remove_columns=dataset.column_names)
+    # In memory: no cache files next to the curated dataset (it belongs to the curate stage).
+    dataset = dataset.map(split_prompt_completion, remove_columns=dataset.column_names, keep_in_memory=True)
     if fraction <= 0:
         return dataset, None
     held_out = math.ceil(len(dataset) * fraction)
