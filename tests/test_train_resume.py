@@ -1,13 +1,17 @@
 """Training that is killed, preempted or spread over two processes ends where an uninterrupted run ends.
 
+Two processes run as torchrun starts them, then as SLURM starts tasks (SLURM_* variables, no torchrun).
+
 The tiny model on 40 curated demo rows, global batch 4, 2 epochs: 20 optimizer steps, a checkpoint every 3.
 """
 
 import json
 import math
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -147,7 +151,35 @@ def torchrun(overrides: list[str]) -> subprocess.Popen:
     )
 
 
-def test_two_processes_stop_together_resume_and_agree(setup):
+def free_job_id() -> int:
+    """A SLURM job id whose derived rendezvous port (29500 + id % 20000) is free here."""
+    for job_id in range(random.randrange(20000), 20000 * 2):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", 29500 + job_id % 20000))
+            except OSError:
+                continue
+        return job_id
+    raise RuntimeError("no free port")
+
+
+def slurm_tasks(overrides: list[str], n: int = 2) -> list[subprocess.Popen]:
+    """What `srun --ntasks=n` starts on one node: n copies of the command, told apart by SLURM_* variables."""
+    job = {"SLURM_JOB_ID": str(free_job_id()), "SLURM_NTASKS": str(n), "SLURM_NNODES": "1"}
+    job["SLURM_JOB_NODELIST"] = "localhost"
+    return [
+        subprocess.Popen(
+            [sys.executable, "run.py", "stage=train", *overrides],
+            cwd=REPO,
+            env={**SINGLE_THREAD, **job, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for rank in range(n)
+    ]
+
+
+def test_two_processes_stop_together_then_resume_as_slurm_tasks(setup):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cfg, overrides = setup
@@ -167,15 +199,15 @@ def test_two_processes_stop_together_resume_and_agree(setup):
     # Both ranks saved the same step: each wrote its own RNG state into that checkpoint.
     assert (checkpoint / "rng_state_0.pth").exists() and (checkpoint / "rng_state_1.pth").exists()
 
-    second = torchrun(overrides)
-    output = second.communicate(timeout=900)[0].decode()
-    assert second.returncode == 0, output[-3000:]
+    tasks = slurm_tasks(overrides)
+    outputs = [task.communicate(timeout=900)[0].decode() for task in tasks]
+    assert [task.returncode for task in tasks] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     results = json.loads((Path(cfg.paths.root) / "results.json").read_text())
     metrics = results["experiments"][stage_slug(cfg, "train")]["results"]["training"]["metrics"]
-    assert metrics["world_size"] == 2 and metrics["launcher"] == "torchrun"
+    assert metrics["world_size"] == 2 and metrics["launcher"] == "slurm"
     assert metrics["per_device_batch_size"] == 2 and metrics["gradient_accumulation_steps"] == 1
     assert metrics["resumed_from"] == stopped_at and metrics["global_step"] == STEPS
-    assert metrics["ranks_agree"] is True and metrics["loss_is_finite"]
+    assert metrics["ranks_agree"] is True and metrics["loss_is_finite"] and metrics["segments"] == 2
 
     model_dir = stage_dir(cfg, "train") / "model"
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
