@@ -206,3 +206,22 @@ def test_model_that_cannot_be_loaded_is_named(make_config, tmp_path):
     fake_curate_output(missing, [chat])
     with pytest.raises(UserError, match="model path /no/such/model does not exist"):
         train.run(missing)
+
+
+@pytest.mark.slow
+def test_validation_split_reports_an_eval_loss(make_config):
+    import torch
+
+    from tests.test_train_masking import conversations
+
+    overrides = ["trainer.validation_fraction=0.2", "trainer.max_steps=2", "trainer.eval_steps=1"]
+    cfg = make_config("experiment=demo", "stage=train", "trainer.logging_steps=1", *overrides)
+    fake_curate_output(cfg, conversations("huatuo", None, n=10))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        metrics = train.run(cfg)["metrics"]
+    finally:
+        torch.set_num_threads(threads)
+    assert (metrics["rows"], metrics["validation_rows"]) == (8, 2)
+    assert metrics["global_step"] == 2 and 0 < metrics["eval_loss"] < 20

@@ -45,9 +45,9 @@ def demo_rows(n: int = 6) -> list[dict]:
     return [r for r in rows if r.get("Question") and r.get("Complex_CoT") and r.get("Response")][:n]
 
 
-def conversations(layout: str, system: str | None) -> list[list[dict]]:
+def conversations(layout: str, system: str | None, n: int = 6) -> list[list[dict]]:
     out = []
-    for row in demo_rows():
+    for row in demo_rows(n):
         messages = [{"role": "system", "content": system}] if system else []
         messages.append({"role": "user", "content": row["Question"]})
         content = LAYOUTS[layout].format(cot=row["Complex_CoT"], response=row["Response"])
