@@ -9,7 +9,7 @@ from meds1.config import Resources, compose
 from meds1.errors import MissingInputError, UserError
 from meds1.stages import train
 from meds1.training import distributed
-from meds1.training.distributed import DistributedEnv, detect, first_host, planned_world_size
+from meds1.training.distributed import DistributedEnv, detect, first_host, planned_world_size, tasks_per_node
 from meds1.training.sft import check_options, derive_batch_sizes, last_checkpoint, sft_arguments
 
 
@@ -76,7 +76,7 @@ def test_single_process_outside_a_launcher():
 
 
 def test_planned_world_size_is_one_task_per_gpu():
-    assert planned_world_size(Resources(gpus=8, nodes=2)) == 16
+    assert planned_world_size(Resources(gpus=8, nodes=2)) == 16 and tasks_per_node(Resources(gpus=8)) == 8
     assert planned_world_size(Resources(gpus=0, nodes=1)) == 1
     cfg = compose(["experiment=med-s1-1k"])
     world = planned_world_size(cfg.trainer.resources)

@@ -53,9 +53,14 @@ class DistributedEnv:
         return self.world_size > 1
 
 
+def tasks_per_node(resources: Resources) -> int:
+    """SLURM tasks to start on each node for training: one per GPU (one for a CPU run)."""
+    return max(resources.gpus, 1)
+
+
 def planned_world_size(resources: Resources) -> int:
-    """Training processes a scheduler should start for these resources: one task per GPU on every node."""
-    return max(resources.gpus, 1) * max(resources.nodes, 1)
+    """Training processes a scheduler starts for these resources: one task per GPU on every node."""
+    return tasks_per_node(resources) * max(resources.nodes, 1)
 
 
 def first_host(nodelist: str) -> str:
