@@ -7,6 +7,7 @@ import pytest
 
 from meds1.config import Resources, compose
 from meds1.errors import MissingInputError, UserError
+from meds1.paths import stage_dir
 from meds1.stages import train
 from meds1.training import distributed
 from meds1.training.distributed import DistributedEnv, detect, first_host, planned_world_size, tasks_per_node
@@ -209,12 +210,13 @@ def test_model_that_cannot_be_loaded_is_named(make_config, tmp_path):
 
 
 @pytest.mark.slow
-def test_validation_split_reports_an_eval_loss(make_config):
+def test_validation_split_reports_an_eval_loss_to_tensorboard(make_config):
     import torch
 
     from tests.test_train_masking import conversations
 
     overrides = ["trainer.validation_fraction=0.2", "trainer.max_steps=2", "trainer.eval_steps=1"]
+    overrides.append("trainer.report_to=[tensorboard]")
     cfg = make_config("experiment=demo", "stage=train", "trainer.logging_steps=1", *overrides)
     fake_curate_output(cfg, conversations("huatuo", None, n=10))
     threads = torch.get_num_threads()
@@ -225,3 +227,4 @@ def test_validation_split_reports_an_eval_loss(make_config):
         torch.set_num_threads(threads)
     assert (metrics["rows"], metrics["validation_rows"]) == (8, 2)
     assert metrics["global_step"] == 2 and 0 < metrics["eval_loss"] < 20
+    assert list((stage_dir(cfg, "train") / "reports").rglob("events.out.tfevents.*"))
