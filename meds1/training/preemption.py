@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import threading
 from types import FrameType
 
 from meds1.training.distributed import any_rank
@@ -53,6 +54,9 @@ class PreemptionGuard:
         self.received = signum
 
     def __enter__(self) -> PreemptionGuard:
+        if threading.current_thread() is not threading.main_thread():
+            log.warning("training outside the main thread: SIGUSR2/SIGTERM will not checkpoint first")
+            return self
         for signum in self.signals:
             self.previous[signum] = signal.signal(signum, self._record)
         return self
