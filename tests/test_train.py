@@ -1,5 +1,8 @@
 """Training settings: batch arithmetic, process placement, SFT/FSDP arguments, and bad input."""
 
+import os
+import signal
+import time
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -11,6 +14,7 @@ from meds1.paths import stage_dir
 from meds1.stages import train
 from meds1.training import distributed
 from meds1.training.distributed import DistributedEnv, detect, first_host, planned_world_size, tasks_per_node
+from meds1.training.preemption import Preempted, PreemptionGuard
 from meds1.training.sft import check_options, derive_batch_sizes, last_checkpoint, sft_arguments
 
 
@@ -143,6 +147,26 @@ def test_unusable_options_are_refused(override, message):
 def test_missing_reporter_package_is_named():
     with pytest.raises(UserError, match="report_to=wandb needs `pip install wandb`"):
         check_options(compose(["experiment=demo", "trainer.report_to=[wandb]"]).trainer, world_size=1)
+
+
+def test_guard_records_a_signal_and_restores_the_handlers():
+    before = signal.getsignal(signal.SIGUSR2)
+    with PreemptionGuard() as guard:
+        assert guard.agreed_signal() == 0
+        os.kill(os.getpid(), signal.SIGUSR2)
+        time.sleep(0.01)  # Python runs the handler between bytecodes
+        assert guard.agreed_signal() == signal.SIGUSR2
+    assert signal.getsignal(signal.SIGUSR2) is before
+
+
+def test_hand_over_calls_the_previous_handler_or_exits_with_128_plus_the_signal():
+    calls = []
+    with pytest.raises(SystemExit) as stop:
+        Preempted(signal.SIGUSR2, 6, lambda signum, frame: calls.append(signum)).hand_over()
+    assert calls == [signal.SIGUSR2] and stop.value.code == 128 + signal.SIGUSR2
+    with pytest.raises(SystemExit) as stop:
+        Preempted(signal.SIGTERM, 6, signal.SIG_DFL).hand_over()
+    assert stop.value.code == 143
 
 
 def test_last_checkpoint_ignores_incomplete_ones(tmp_path):
