@@ -215,7 +215,7 @@ def fake_curate_output(cfg, rows: list) -> None:
 def test_empty_curated_dataset_names_the_curate_command(make_config):
     cfg = make_config("experiment=demo", "stage=train")
     fake_curate_output(cfg, [])
-    with pytest.raises(UserError, match=r"has no rows: run `python run.py experiment=demo stage=curate"):
+    with pytest.raises(UserError, match=r"no rows: change curation settings, run `python run.py experiment"):
         train.run(cfg)
 
 

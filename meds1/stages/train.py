@@ -35,7 +35,7 @@ def load_formatted(cfg: Config):
     state = directory / "state.json"
     if not state.exists():
         raise MissingInputError(f"curated dataset {directory} is missing: run `{rerun}`")
-    empty = UserError(f"the curated dataset {directory} has no rows: run `{rerun}` that keep rows")
+    empty = UserError(f"the curated dataset {directory} has no rows: change curation settings, run `{rerun}`")
     # `datasets` saves an empty dataset with no data files, and cannot load that back.
     if not json.loads(state.read_text()).get("_data_files"):
         raise empty
