@@ -46,7 +46,7 @@ def curated_root(tmp_path_factory, model_cache) -> Path:
 
 
 @pytest.fixture
-def setup(curated_root, tmp_path, model_cache):
+def fresh_run(curated_root, tmp_path, model_cache):
     """(config, command-line overrides) for a fresh output root that already holds the curated rows.
 
     Training runs on one thread per process: on a small shared CI machine, a tiny model trains several
@@ -87,8 +87,8 @@ def assert_not_complete(cfg) -> None:
     assert not final.exists() and not (final.parent / ".train.partial" / "_COMPLETE.json").exists()
 
 
-def test_killed_run_resumes_from_its_last_checkpoint(setup):
-    cfg, overrides = setup
+def test_killed_run_resumes_from_its_last_checkpoint(fresh_run):
+    cfg, overrides = fresh_run
     process = subprocess.Popen(
         [sys.executable, "run.py", "stage=train", *overrides],
         cwd=REPO,
@@ -115,8 +115,8 @@ class HandedOver(Exception):
     """Raised by the handler installed before training, standing in for submitit's requeue handler."""
 
 
-def test_signal_checkpoints_then_hands_over_to_the_previous_handler(setup):
-    cfg, _ = setup
+def test_signal_checkpoints_then_hands_over_to_the_previous_handler(fresh_run):
+    cfg, _ = fresh_run
 
     def previous_handler(signum, frame):
         raise HandedOver(signum)
@@ -179,10 +179,10 @@ def slurm_tasks(overrides: list[str], n: int = 2) -> list[subprocess.Popen]:
     ]
 
 
-def test_two_processes_stop_together_then_resume_as_slurm_tasks(setup):
+def test_two_processes_stop_together_then_resume_as_slurm_tasks(fresh_run):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    cfg, overrides = setup
+    cfg, overrides = fresh_run
     first = torchrun(overrides)
     try:
         wait_for_checkpoint(cfg, first)
