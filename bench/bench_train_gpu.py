@@ -33,7 +33,8 @@ MEASURED_STEPS = 10
 PEAK_BF16_FLOPS = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12, "L40S": 362e12}
 TARGET = ">= 6000 tokens/s/GPU on 8xH100"
 REPO = Path(__file__).resolve().parent.parent
-SHARED_SFT = REPO.parent / "shared" / "data" / "sft" / "huatuogpt-o1_demo_data.json"
+SHARED_DATA = Path(os.environ.get("MEDS1_SHARED_DATA", REPO.parent / "shared" / "data"))
+SHARED_SFT = SHARED_DATA / "sft" / "huatuogpt-o1_demo_data.json"
 
 
 def peak_flops(device_name: str) -> float:
@@ -93,6 +94,8 @@ def measure(overrides: list[str]) -> dict | None:
             if state.global_step == WARMUP_STEPS:
                 self.start = (time.perf_counter(), state.num_input_tokens_seen)
             self.end = (time.perf_counter(), state.num_input_tokens_seen)
+            control.should_save = False  # no checkpoint at the last step: only throughput is measured
+            return control
 
     with distributed.process_group(env), tempfile.TemporaryDirectory() as work:
         path = distributed.on_main(lambda: model_path(cfg.model, cfg.paths.cache), env)
