@@ -100,7 +100,22 @@ class CurationConfig:
 
 
 @dataclass
+class FSDPConfig:
+    """Fully Sharded Data Parallel across the training processes (transformers/accelerate FSDP)."""
+
+    enabled: bool = False  # FSDP2 (torch fully_shard), one transformer layer per unit
+    reshard_after_forward: bool = True  # true = full shard (ZeRO-3); false = params stay gathered (ZeRO-2)
+    layer_classes: list[str] = field(default_factory=list)  # layers to wrap; [] = the model's decoder layer
+    cpu_offload: bool = False
+    # Checkpoints: sharded (one file per rank, fast) | full. The final model is always saved full.
+    checkpoint_format: str = "sharded"
+
+
+@dataclass
 class TrainerConfig:
+    """One SFT recipe. `global_batch_size` (rows, or packed blocks with `packing`) is the optimisation
+    setting; per-device batch and gradient accumulation are derived from the number of processes."""
+
     recipe: str = MISSING
     learning_rate: float = MISSING
     num_epochs: float = MISSING
@@ -111,10 +126,22 @@ class TrainerConfig:
     lr_scheduler: str = "cosine"
     block_size: int = MISSING
     bf16: bool = True
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: bool = True  # activation checkpointing (FSDP's own when fsdp.enabled)
     save_steps: int = 500
+    save_total_limit: int | None = 2  # checkpoints kept while training (all are removed once it is complete)
     logging_steps: int = 10
     max_steps: int = -1
+    validation_fraction: float = 0.0  # share of rows held out for an eval loss (0 = none, s1-size sets)
+    eval_steps: int | None = None  # evaluate every N steps when validation_fraction > 0 (default: save_steps)
+    # Best-fit packing of rows into blocks of block_size tokens, padding-free: no pad tokens are computed and
+    # packed rows never attend to each other. global_batch_size then counts blocks, not rows.
+    packing: bool = False
+    liger_kernel: bool = False  # Liger's fused Triton kernels (CUDA + the liger-kernel package)
+    attn_implementation: str | None = None  # e.g. sdpa, flash_attention_2; null = the model's default
+    report_to: list[str] = field(default_factory=list)  # tensorboard and/or wandb; logs under train/
+    fsdp: FSDPConfig = field(default_factory=FSDPConfig)
+    # What a scheduler gives this stage: `gpus` per node and `nodes`; one process (task) per GPU, so the
+    # world size is gpus x nodes (see meds1.training.distributed.planned_world_size).
     resources: Resources = field(default_factory=Resources)
 
 

@@ -115,11 +115,15 @@ class StageWorkspace:
         return self.final
 
 
+def stage_command(cfg: Config, stage: str) -> str:
+    """The command line that runs `stage` of this experiment with the same overrides."""
+    kept = [o for o in cfg.overrides if override_section(o) not in ("stage", "experiment", "force")]
+    return " ".join(["python run.py", f"experiment={cfg.name}", f"stage={stage}", *kept])
+
+
 def require_complete(cfg: Config, stage: str, what: str) -> Path:
     """The finished output directory of `stage`, or an error saying which command produces it."""
     directory = stage_dir(cfg, stage)
     if read_marker(directory) is None:
-        kept = [o for o in cfg.overrides if override_section(o) not in ("stage", "experiment", "force")]
-        command = " ".join(["python run.py", f"experiment={cfg.name}", f"stage={stage}", *kept])
-        raise MissingInputError(f"{what} not found at {directory}: run `{command}` first")
+        raise MissingInputError(f"{what} not found at {directory}: run `{stage_command(cfg, stage)}` first")
     return directory

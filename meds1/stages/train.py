@@ -1,46 +1,86 @@
-"""stage=train: fine-tune the model on the curated conversations; save it with its tokenizer."""
+"""stage=train: fine-tune the model on the curated conversations; save it with its tokenizer.
+
+Run it as one process, or as one process per GPU (`torchrun --nproc_per_node=N run.py stage=train ...`, or
+N SLURM tasks that each call this same `run(cfg)`). Rank 0 alone takes the stage's lock, prepares its
+partial directory, commits it and writes the registry; every rank trains. A settings error (batch that
+does not divide, unavailable option, missing input) is raised on every rank before any GPU work.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import shutil
 
 from meds1 import registry
 from meds1.config import Config
+from meds1.errors import MissingInputError, UserError
 from meds1.models import model_path
 from meds1.paths import registry_path
-from meds1.training.sft import train_sft
-from meds1.workspace import StageWorkspace, require_complete
+from meds1.training import distributed
+from meds1.training.preemption import Preempted
+from meds1.training.sft import check_options, derive_batch_sizes, train_sft
+from meds1.workspace import StageWorkspace, require_complete, stage_command
 
 log = logging.getLogger(__name__)
 
 
+def load_formatted(cfg: Config):
+    """The curated conversations (memory-mapped; training maps them in memory, leaving curate/ untouched)."""
+    from datasets import load_from_disk
+
+    directory = require_complete(cfg, "curate", "curated dataset") / "formatted"
+    rerun = f"{stage_command(cfg, 'curate')} force=true"
+    state = directory / "state.json"
+    if not state.exists():
+        raise MissingInputError(f"curated dataset {directory} is missing: run `{rerun}`")
+    empty = UserError(f"the curated dataset {directory} has no rows: change curation settings, run `{rerun}`")
+    # `datasets` saves an empty dataset with no data files, and cannot load that back.
+    if not json.loads(state.read_text()).get("_data_files"):
+        raise empty
+    dataset = load_from_disk(str(directory))
+    if len(dataset) == 0:
+        raise empty
+    return dataset
+
+
 def run(cfg: Config) -> dict:
+    env = distributed.detect()
+    derive_batch_sizes(cfg.trainer.global_batch_size, cfg.trainer.per_device_batch_size, env.world_size)
+    check_options(cfg.trainer, env.world_size)
     workspace = StageWorkspace(cfg, "train")
     if (record := workspace.completed_record()) is not None:
         log.info("train: %s is complete for this config; skipping (force=true reruns it)", workspace.final)
         return record
-    curated = require_complete(cfg, "curate", "curated dataset")
-    base = model_path(cfg.model, cfg.paths.cache)
-    with workspace:
-        metrics = train_sft(
-            cfg.trainer,
-            base,
-            cfg.model.revision,
-            cfg.model.dtype,
-            curated / "formatted",
-            workspace.path,
-            cfg.seed,
+    dataset = load_formatted(cfg)
+    try:
+        with distributed.process_group(env), contextlib.ExitStack() as held:
+            base = distributed.on_main(lambda: model_path(cfg.model, cfg.paths.cache), env)
+            partial = distributed.on_main(lambda: held.enter_context(workspace).path, env)
+            metrics = train_sft(
+                cfg.trainer, base, cfg.model.revision, cfg.model.dtype, dataset, partial, cfg.seed, env
+            )
+            record = {"model_path": str(workspace.final / "model"), "base_model": base, "metrics": metrics}
+            distributed.on_main(lambda: _commit(cfg, workspace, record), env)
+    except Preempted as stop:
+        log.warning("train: %s; the next run resumes from it", stop)
+        stop.hand_over()
+    if env.is_main:
+        log.info(
+            "train: %d steps, loss %.3f -> %.3f, %.0f tokens/s on %d process(es)",
+            metrics["global_step"],
+            metrics["first_loss"] or float("nan"),
+            metrics["last_loss"] or float("nan"),
+            metrics["tokens_per_second"] or 0,
+            metrics["world_size"],
         )
-        record = {"model_path": str(workspace.final / "model"), "base_model": base, "metrics": metrics}
-        workspace.commit(record)
+    return record
+
+
+def _commit(cfg: Config, workspace: StageWorkspace, record: dict) -> None:
+    final = workspace.commit(record)
+    shutil.rmtree(final / "checkpoints", ignore_errors=True)
     registry.update(
         registry_path(cfg), workspace.slug, "training", record, description=cfg.description, config=cfg
     )
-    log.info(
-        "train: %d steps, loss %.3f -> %.3f, %.0f tokens/s",
-        metrics["global_step"],
-        metrics["first_loss"] or float("nan"),
-        metrics["last_loss"] or float("nan"),
-        metrics["tokens_per_second"] or 0,
-    )
-    return record

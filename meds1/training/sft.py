@@ -1,21 +1,35 @@
-"""Supervised fine-tuning with TRL's SFTTrainer: loss on the assistant turn only, resumable.
+"""Supervised fine-tuning with TRL's SFTTrainer: loss on the assistant turn only, resumable, distributed.
 
 The formatted dataset holds whole conversations; each becomes a prompt (every turn before the last)
 and a completion (the final assistant turn), so TRL masks the prompt out of the loss whatever the
-model's chat template looks like.
+model's chat template looks like (tests/test_train_masking.py checks the labels it builds).
+
+The same function runs in one process or in each of N (torchrun or SLURM tasks, see `distributed`):
+the HF Trainer shards the data, averages gradients (DDP) or shards the model (FSDP2), and writes
+checkpoints from rank 0. A signal (SIGUSR2/SIGTERM) makes every rank stop at the same step after a
+checkpoint (see `preemption`); a rerun resumes from the last complete checkpoint.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
+import time
+from importlib.util import find_spec
 from pathlib import Path
 
 from meds1.config import TrainerConfig
 from meds1.errors import UserError
+from meds1.training import distributed
+from meds1.training.preemption import PreemptionGuard, stop_on_signal_callback
 
 log = logging.getLogger(__name__)
+
+REPORTERS = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
+CHECKPOINT_FORMATS = {"sharded": "SHARDED_STATE_DICT", "full": "FULL_STATE_DICT"}
+SEGMENTS = "segments.jsonl"  # one line per training run of this stage (first run, resumes after requeue)
 
 
 def derive_batch_sizes(
@@ -37,12 +51,98 @@ def derive_batch_sizes(
     return per_device, per_rank // per_device
 
 
+def check_options(trainer: TrainerConfig, world_size: int) -> None:
+    """Reject settings that cannot work here before any model is loaded or GPU touched."""
+    if not 0 <= trainer.validation_fraction < 1:
+        raise UserError(
+            f"trainer.validation_fraction={trainer.validation_fraction} must be in [0, 1) (0 = no validation)"
+        )
+    for name in trainer.report_to:
+        if name not in REPORTERS:
+            valid = ", ".join(REPORTERS)
+            raise UserError(f"unknown trainer.report_to {name!r}; valid: {valid} (or [] for none)")
+        if not any(find_spec(module) for module in REPORTERS[name]):
+            raise UserError(f"trainer.report_to={name} needs `pip install {name}` (or drop it)")
+    import torch
+
+    if trainer.liger_kernel and (not torch.cuda.is_available() or find_spec("liger_kernel") is None):
+        raise UserError(
+            "trainer.liger_kernel=true needs CUDA GPUs and `pip install liger-kernel`; "
+            "set trainer.liger_kernel=false here"
+        )
+    if trainer.fsdp.enabled and not torch.cuda.is_available():
+        raise UserError(
+            "trainer.fsdp.enabled=true needs CUDA GPUs (accelerate shards on GPUs only); "
+            "set trainer.fsdp.enabled=false to train CPU processes with DDP"
+        )
+    if trainer.fsdp.enabled and world_size < 2:
+        raise UserError(
+            "trainer.fsdp.enabled=true needs several processes (torchrun --nproc_per_node=N run.py ..., or "
+            "one SLURM task per GPU); this is a single process"
+        )
+    if trainer.fsdp.checkpoint_format not in CHECKPOINT_FORMATS:
+        raise UserError(
+            f"unknown trainer.fsdp.checkpoint_format {trainer.fsdp.checkpoint_format!r}; "
+            f"valid: {', '.join(CHECKPOINT_FORMATS)}"
+        )
+
+
+def sft_arguments(
+    trainer: TrainerConfig, checkpoints: Path, per_device: int, accumulation: int, seed: int
+) -> dict:
+    """Keyword arguments of TRL's SFTConfig for this recipe."""
+    fsdp = trainer.fsdp
+    args = dict(
+        output_dir=str(checkpoints),
+        learning_rate=trainer.learning_rate,
+        num_train_epochs=trainer.num_epochs,
+        max_steps=trainer.max_steps,
+        per_device_train_batch_size=per_device,
+        per_device_eval_batch_size=per_device,
+        gradient_accumulation_steps=accumulation,
+        weight_decay=trainer.weight_decay,
+        warmup_steps=trainer.warmup_ratio,  # a value below 1 is a fraction of the total steps
+        lr_scheduler_type=trainer.lr_scheduler,
+        max_length=trainer.block_size,
+        packing=trainer.packing,
+        packing_strategy="bfd",  # whole rows only; implies padding-free batches with per-row positions
+        bf16=trainer.bf16,
+        # Under FSDP, activation checkpointing is FSDP's own (no extra all-gather in the backward pass).
+        activation_checkpointing=trainer.gradient_checkpointing and not fsdp.enabled,
+        save_strategy="steps",
+        save_steps=trainer.save_steps,
+        save_total_limit=trainer.save_total_limit,
+        logging_steps=trainer.logging_steps,
+        include_num_input_tokens_seen="non_padding",
+        report_to=list(trainer.report_to) or "none",
+        use_liger_kernel=trainer.liger_kernel,
+        ddp_find_unused_parameters=False,  # every parameter of a causal LM gets a gradient each step
+        seed=seed,
+    )
+    if trainer.validation_fraction > 0:
+        args.update(eval_strategy="steps", eval_steps=trainer.eval_steps or trainer.save_steps)
+    if fsdp.enabled:
+        args["fsdp"] = True
+        args["fsdp_config"] = {
+            "version": 2,
+            "reshard_after_forward": fsdp.reshard_after_forward,
+            "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+            # Empty: transformers wraps the model's `_no_split_modules` (its decoder layer class).
+            "transformer_layer_cls_to_wrap": list(fsdp.layer_classes) or None,
+            "activation_checkpointing": trainer.gradient_checkpointing,
+            "cpu_offload": fsdp.cpu_offload,
+            "state_dict_type": CHECKPOINT_FORMATS[fsdp.checkpoint_format],
+        }
+    return args
+
+
 def split_prompt_completion(example: dict) -> dict:
     messages = example["messages"]
     return {"prompt": messages[:-1], "completion": messages[-1:]}
 
 
 def last_checkpoint(checkpoints: Path) -> Path | None:
+    """The newest checkpoint whose trainer state was written (the Trainer writes it last)."""
     steps = [
         (int(p.name.split("-")[-1]), p) for p in checkpoints.glob("checkpoint-*") if p.name[11:].isdigit()
     ]
@@ -50,81 +150,176 @@ def last_checkpoint(checkpoints: Path) -> Path | None:
     return max(complete)[1] if complete else None
 
 
+def load_model(model_path: str, revision: str | None, dtype: str, attn_implementation: str | None):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_path, revision=revision, dtype=dtype, **extra)
+        tokenizer = AutoTokenizer.from_pretrained(model_path, revision=revision)
+    except (OSError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0]
+        raise UserError(f"cannot load model {model_path!r} (model.path): {reason}") from None
+    return model, tokenizer
+
+
+def split_validation(dataset, fraction: float, seed: int):
+    """(train rows, validation rows or None), as prompt/completion pairs."""
+    # In memory: no cache files next to the curated dataset (it belongs to the curate stage).
+    dataset = dataset.map(split_prompt_completion, remove_columns=dataset.column_names, keep_in_memory=True)
+    if fraction <= 0:
+        return dataset, None
+    held_out = math.ceil(len(dataset) * fraction)
+    if held_out >= len(dataset):
+        raise UserError(
+            f"trainer.validation_fraction={fraction} leaves no training rows out of {len(dataset)}"
+        )
+    split = dataset.train_test_split(test_size=held_out, seed=seed)
+    return split["train"], split["test"]
+
+
+def build_trainer(
+    trainer_cfg: TrainerConfig,
+    model,
+    tokenizer,
+    train_rows,
+    eval_rows,
+    checkpoints: Path,
+    seed: int,
+    world_size: int = 1,
+    callbacks: list | None = None,
+):
+    """An SFTTrainer on prompt/completion rows (see `split_validation`) configured from the recipe."""
+    import torch
+    from trl import SFTConfig, SFTTrainer
+
+    per_device, accumulation = derive_batch_sizes(
+        trainer_cfg.global_batch_size, trainer_cfg.per_device_batch_size, world_size
+    )
+    arguments = sft_arguments(trainer_cfg, checkpoints, per_device, accumulation, seed)
+    # Without CUDA, accelerate runs several processes as MULTI_CPU (gloo) only when told it is on CPU.
+    args = SFTConfig(**arguments, use_cpu=not torch.cuda.is_available())
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_rows,
+        eval_dataset=eval_rows,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+
+
+def _weights_checksum(model) -> list[float]:
+    """Sum and sum of squares of every weight: equal on every rank when the replicas are in sync."""
+    import torch
+
+    total = torch.zeros(2, dtype=torch.float64)
+    for param in model.parameters():
+        data = param.detach().double()
+        total += torch.stack([data.sum(), data.pow(2).sum()]).cpu()
+    return total.tolist()
+
+
+def _record_segment(out: Path, segment: dict) -> list[dict]:
+    """Append this run's segment (rank 0) and return every segment of the stage so far."""
+    path = out / SEGMENTS
+    with path.open("a") as f:
+        f.write(json.dumps(segment) + "\n")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def train_sft(
     trainer_cfg: TrainerConfig,
     model_path: str,
     revision: str | None,
     dtype: str,
-    dataset_dir: Path,
+    dataset,
     out: Path,
     seed: int,
+    env: distributed.DistributedEnv | None = None,
 ) -> dict:
-    """Train on `dataset_dir`, resuming from the last checkpoint under `out`; save the model to out/model."""
+    """Train on `dataset`, resuming from the last checkpoint under `out`; rank 0 saves out/model.
+
+    Raises `Preempted` (on every rank, after a checkpoint) if a SIGUSR2/SIGTERM arrived during training.
+    """
     import torch
-    from datasets import load_from_disk
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
 
-    dataset = load_from_disk(str(dataset_dir))
-    if len(dataset) == 0:
-        raise UserError(f"the curated dataset {dataset_dir} is empty: rerun stage=curate with other settings")
-    dataset = dataset.map(split_prompt_completion, remove_columns=dataset.column_names)
-
-    world_size = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-    per_device, accumulation = derive_batch_sizes(
-        trainer_cfg.global_batch_size, trainer_cfg.per_device_batch_size, world_size
-    )
+    env = env or distributed.DistributedEnv()
     checkpoints = out / "checkpoints"
-    resume = last_checkpoint(checkpoints)
-    args = SFTConfig(
-        output_dir=str(checkpoints),
-        learning_rate=trainer_cfg.learning_rate,
-        num_train_epochs=trainer_cfg.num_epochs,
-        max_steps=trainer_cfg.max_steps,
-        per_device_train_batch_size=per_device,
-        gradient_accumulation_steps=accumulation,
-        weight_decay=trainer_cfg.weight_decay,
-        warmup_steps=trainer_cfg.warmup_ratio,
-        lr_scheduler_type=trainer_cfg.lr_scheduler,
-        max_length=trainer_cfg.block_size,
-        bf16=trainer_cfg.bf16,
-        gradient_checkpointing=trainer_cfg.gradient_checkpointing,
-        save_strategy="steps",
-        save_steps=trainer_cfg.save_steps,
-        logging_steps=trainer_cfg.logging_steps,
-        include_num_input_tokens_seen="non_padding",
-        report_to="none",
-        seed=seed,
-    )
-    tokenizer = AutoTokenizer.from_pretrained(model_path, revision=revision)
-    model = AutoModelForCausalLM.from_pretrained(model_path, revision=revision, dtype=dtype)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    resume = distributed.on_main(lambda: last_checkpoint(checkpoints), env)
     if resume:
         log.info("train: resuming from %s", resume)
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    train_rows, eval_rows = split_validation(dataset, trainer_cfg.validation_fraction, seed)
+    model, tokenizer = load_model(model_path, revision, dtype, trainer_cfg.attn_implementation)
+    with PreemptionGuard() as guard:
+        stopper = stop_on_signal_callback(guard)
+        trainer = build_trainer(
+            trainer_cfg, model, tokenizer, train_rows, eval_rows, checkpoints, seed, env.world_size, [stopper]
+        )
+        start_step, tokens_before = 0, 0
+        if resume:
+            resumed_state = json.loads((resume / "trainer_state.json").read_text())
+            start_step = resumed_state["global_step"]
+            tokens_before = resumed_state.get("num_input_tokens_seen") or 0
+        started = time.monotonic()
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        runtime = time.monotonic() - started
+    state = trainer.state
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    segment = {
+        "from_step": start_step,
+        "to_step": state.global_step,
+        "runtime_s": round(runtime, 2),
+        "world_size": env.world_size,
+        "device": device,
+    }
+    segments = distributed.on_main(lambda: _record_segment(out, segment), env)
+    if stopper.signum:
+        raise guard.preempted(stopper.signum, stopper.step)
 
+    if trainer.is_fsdp_enabled:  # gather the shards into one HF checkpoint, loadable by vLLM
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     final = out / "model"
     trainer.save_model(str(final))
-    tokenizer.save_pretrained(str(final))
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    if env.is_main:
+        tokenizer.save_pretrained(str(final))
+        reports = checkpoints / "runs"
+        if reports.exists():
+            shutil.move(str(reports), str(out / "reports"))
+    replicated = env.is_distributed and not trainer.is_fsdp_enabled
+    checksums = distributed.gather(_weights_checksum(model)) if replicated else []
 
-    state = trainer.state
-    losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
-    runtime = result.metrics.get("train_runtime", 0.0)
-    tokens = int(state.num_input_tokens_seen or 0)
+    logs = state.log_history
+    losses = [entry["loss"] for entry in logs if "loss" in entry]
+    eval_losses = [entry["eval_loss"] for entry in logs if "eval_loss" in entry]
+    tokens = int(state.num_input_tokens_seen or 0) - int(tokens_before)
+    gpu_seconds = sum(s["runtime_s"] * s["world_size"] for s in segments if s["device"] == "cuda")
     return {
         "train_loss": result.training_loss,
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
+        "min_loss": min(losses) if losses else None,
+        "eval_loss": eval_losses[-1] if eval_losses else None,
+        "loss_is_finite": all(math.isfinite(x) for x in losses),
         "global_step": state.global_step,
         "epochs": trainer_cfg.num_epochs,
+        "rows": len(train_rows),
+        "validation_rows": len(eval_rows) if eval_rows is not None else 0,
+        "packed_blocks": len(trainer.train_dataset) if trainer_cfg.packing else None,
         "tokens": tokens,
         "tokens_per_second": round(tokens / runtime, 1) if runtime else None,
+        "tokens_per_second_per_device": round(tokens / runtime / env.world_size, 1) if runtime else None,
         "train_runtime_s": round(runtime, 2),
-        "world_size": world_size,
-        "per_device_batch_size": per_device,
-        "gradient_accumulation_steps": accumulation,
-        "resumed_from": int(resume.name.split("-")[-1]) if resume else None,
-        "rows": len(dataset),
-        "loss_is_finite": all(math.isfinite(x) for x in losses),
+        "total_runtime_s": round(sum(s["runtime_s"] for s in segments), 2),
+        "gpu_hours": round(gpu_seconds / 3600, 4),
+        "device": device,
+        "world_size": env.world_size,
+        "launcher": env.launcher,
+        "per_device_batch_size": trainer.args.per_device_train_batch_size,
+        "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
+        "fsdp": trainer.is_fsdp_enabled,
+        "packing": trainer_cfg.packing,
+        "resumed_from": start_step if resume else None,
+        "segments": len(segments),
+        "ranks_agree": all(c == checksums[0] for c in checksums) if checksums else None,
     }

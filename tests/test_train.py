@@ -1,0 +1,254 @@
+"""Training settings: batch arithmetic, process placement, SFT/FSDP arguments, and bad input."""
+
+import os
+import signal
+import time
+from importlib.util import find_spec
+from pathlib import Path
+
+import pytest
+
+from meds1.config import Resources, compose
+from meds1.errors import MissingInputError, UserError
+from meds1.paths import stage_dir
+from meds1.stages import train
+from meds1.training import distributed
+from meds1.training.distributed import DistributedEnv, detect, first_host, planned_world_size, tasks_per_node
+from meds1.training.preemption import Preempted, PreemptionGuard
+from meds1.training.sft import check_options, derive_batch_sizes, last_checkpoint, sft_arguments
+
+
+@pytest.mark.parametrize(
+    ("global_batch", "per_device", "world", "expected"),
+    [(16, 1, 8, (1, 2)), (16, 4, 1, (4, 4)), (128, 2, 8, (2, 8)), (4, 4, 2, (2, 1)), (16, 1, 16, (1, 1))],
+)
+def test_derived_batch_keeps_the_global_batch(global_batch, per_device, world, expected):
+    per, accumulation = derive_batch_sizes(global_batch, per_device, world)
+    assert (per, accumulation) == expected
+    assert per * accumulation * world == global_batch
+
+
+def test_batch_that_does_not_divide_is_refused():
+    with pytest.raises(UserError, match="global_batch_size=16 is not divisible by the world size 3"):
+        derive_batch_sizes(16, 1, 3)
+    with pytest.raises(UserError, match="per_device_batch_size=3 does not divide"):
+        derive_batch_sizes(16, 3, 2)
+
+
+@pytest.mark.parametrize(
+    ("nodelist", "host"),
+    [("gpu07", "gpu07"), ("gpu[07-09,12],cpu1", "gpu07"), ("r[1-2]-n[03-04]", "r1-n03"), ("a,b[1-2]", "a")],
+)
+def test_first_host_of_a_slurm_node_list(nodelist, host):
+    assert first_host(nodelist) == host
+
+
+def test_torchrun_variables_win():
+    env = detect(
+        {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2", "SLURM_PROCID": "0"}
+    )
+    assert (env.rank, env.world_size, env.local_rank, env.local_world_size) == (3, 4, 1, 2)
+    assert env.launcher == "torchrun" and not env.is_main and env.is_distributed
+
+
+def test_slurm_tasks_on_several_nodes():
+    env = detect(
+        {
+            "SLURM_PROCID": "9",
+            "SLURM_NTASKS": "16",
+            "SLURM_LOCALID": "1",
+            "SLURM_NNODES": "2",
+            "SLURM_JOB_NODELIST": "gpu[07-08]",
+            "SLURM_JOB_ID": "123456",
+        }
+    )
+    assert (env.rank, env.world_size, env.local_rank, env.local_world_size) == (9, 16, 1, 8)
+    assert env.master_addr == "gpu07" and env.master_port == 29500 + 123456 % 20000
+    assert env.launcher == "slurm"
+
+
+def test_slurm_single_node_and_overrides():
+    base = {"SLURM_PROCID": "0", "SLURM_NTASKS": "8", "SLURM_LOCALID": "0", "SLURM_NNODES": "1"}
+    assert detect(base).master_addr == "127.0.0.1" and detect(base).is_main
+    pinned = detect({**base, "MASTER_ADDR": "10.0.0.5", "MASTER_PORT": "40000"})
+    assert (pinned.master_addr, pinned.master_port) == ("10.0.0.5", 40000)
+
+
+def test_single_process_outside_a_launcher():
+    assert detect({}) == DistributedEnv()
+    # A batch script's own shell (one task) is not a distributed run.
+    assert not detect({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}).is_distributed
+
+
+def test_planned_world_size_is_one_task_per_gpu():
+    assert planned_world_size(Resources(gpus=8, nodes=2)) == 16 and tasks_per_node(Resources(gpus=8)) == 8
+    assert planned_world_size(Resources(gpus=0, nodes=1)) == 1
+    cfg = compose(["experiment=med-s1-1k"])
+    world = planned_world_size(cfg.trainer.resources)
+    assert derive_batch_sizes(cfg.trainer.global_batch_size, cfg.trainer.per_device_batch_size, world)
+
+
+def test_on_main_without_a_process_group_just_runs():
+    assert distributed.on_main(lambda: 7, DistributedEnv()) == 7
+    with pytest.raises(UserError, match="boom"):
+        distributed.on_main(lambda: (_ for _ in ()).throw(UserError("boom")), DistributedEnv())
+
+
+def test_sft_arguments_from_a_gpu_recipe():
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from trl import SFTConfig
+
+    cfg = compose(["experiment=med-s1-1k", "trainer.fsdp.layer_classes=[LlamaDecoderLayer]"])
+    arguments = sft_arguments(cfg.trainer, Path("/tmp/ckpt"), 1, 2, seed=1)
+    args = SFTConfig(**arguments, use_cpu=True)
+    assert args.per_device_train_batch_size == 1 and args.gradient_accumulation_steps == 2
+    assert args.bf16 and not args.activation_checkpointing  # FSDP checkpoints activations itself
+    assert args.learning_rate == 1e-5 and args.max_length == 32768 and args.report_to == []
+    plugin_args = args.fsdp_plugin_args
+    assert plugin_args["fsdp_version"] == 2 and plugin_args["reshard_after_forward"] is True
+    assert plugin_args["activation_checkpointing"] is True
+    assert plugin_args["state_dict_type"] == "SHARDED_STATE_DICT"
+    plugin = FullyShardedDataParallelPlugin(**plugin_args)  # accelerate accepts every key
+    assert plugin.transformer_cls_names_to_wrap == ["LlamaDecoderLayer"]
+    assert plugin.auto_wrap_policy is not None
+
+
+def test_sft_arguments_for_packing_and_validation():
+    cfg = compose(["experiment=demo", "trainer.packing=true", "trainer.validation_fraction=0.1"])
+    arguments = sft_arguments(cfg.trainer, Path("/tmp/ckpt"), 4, 1, seed=1)
+    assert arguments["packing"] and arguments["packing_strategy"] == "bfd"
+    assert arguments["eval_strategy"] == "steps" and arguments["eval_steps"] == cfg.trainer.save_steps
+    assert "fsdp" not in arguments and arguments["activation_checkpointing"] is False
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.validation_fraction=1.0", r"validation_fraction=1.0 must be in \[0, 1\)"),
+        ("trainer.report_to=[mlflowx]", "unknown trainer.report_to 'mlflowx'; valid: tensorboard, wandb"),
+        ("trainer.liger_kernel=true", "liger_kernel=true needs CUDA GPUs and `pip install liger-kernel`"),
+        ("trainer.fsdp.enabled=true", "fsdp.enabled=true needs CUDA GPUs"),
+        (
+            "trainer.fsdp.checkpoint_format=zip",
+            "unknown trainer.fsdp.checkpoint_format 'zip'; valid: sharded, full",
+        ),
+    ],
+)
+def test_unusable_options_are_refused(override, message):
+    import torch
+
+    if torch.cuda.is_available() and ("liger" in override or "fsdp.enabled" in override):
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(UserError, match=message):
+        check_options(compose(["experiment=demo", override]).trainer, world_size=2)
+
+
+@pytest.mark.skipif(find_spec("wandb") is not None, reason="wandb is installed")
+def test_missing_reporter_package_is_named():
+    with pytest.raises(UserError, match="report_to=wandb needs `pip install wandb`"):
+        check_options(compose(["experiment=demo", "trainer.report_to=[wandb]"]).trainer, world_size=1)
+
+
+def test_guard_records_a_signal_and_restores_the_handlers():
+    before = signal.getsignal(signal.SIGUSR2)
+    with PreemptionGuard() as guard:
+        assert guard.agreed_signal() == 0
+        os.kill(os.getpid(), signal.SIGUSR2)
+        time.sleep(0.01)  # Python runs the handler between bytecodes
+        assert guard.agreed_signal() == signal.SIGUSR2
+    assert signal.getsignal(signal.SIGUSR2) is before
+
+
+def test_hand_over_calls_the_previous_handler_or_exits_with_128_plus_the_signal():
+    calls = []
+    with pytest.raises(SystemExit) as stop:
+        Preempted(signal.SIGUSR2, 6, lambda signum, frame: calls.append(signum)).hand_over()
+    assert calls == [signal.SIGUSR2] and stop.value.code == 128 + signal.SIGUSR2
+    with pytest.raises(SystemExit) as stop:
+        Preempted(signal.SIGTERM, 6, signal.SIG_DFL).hand_over()
+    assert stop.value.code == 143
+
+
+def test_last_checkpoint_ignores_incomplete_ones(tmp_path):
+    for step, complete in [(3, True), (6, True), (9, False)]:
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-x").mkdir()
+    assert last_checkpoint(tmp_path).name == "checkpoint-6"
+    assert last_checkpoint(tmp_path / "none") is None
+
+
+def test_world_size_that_does_not_divide_fails_before_anything(make_config, monkeypatch):
+    import torch.distributed
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    cfg = make_config("experiment=demo", "stage=train")  # global batch 4; curate never ran
+    with pytest.raises(UserError, match="not divisible by the world size 3"):
+        train.run(cfg)
+    assert not torch.distributed.is_initialized()
+    assert not (Path(cfg.paths.root) / "demo").exists()
+
+
+def test_missing_curated_dataset_names_the_curate_command(make_config):
+    cfg = make_config("experiment=demo", "stage=train", "seed=3")
+    with pytest.raises(MissingInputError, match=r"run `python run.py experiment=demo stage=curate seed=3"):
+        train.run(cfg)
+
+
+def fake_curate_output(cfg, rows: list) -> None:
+    """A complete curate stage whose formatted dataset has `rows` conversations."""
+    from datasets import Dataset, Features, Value
+
+    from meds1.workspace import StageWorkspace
+
+    features = Features({"messages": [{"role": Value("string"), "content": Value("string")}]})
+    with StageWorkspace(cfg, "curate") as workspace:
+        Dataset.from_dict({"messages": rows}, features=features).save_to_disk(
+            str(workspace.path / "formatted")
+        )
+        workspace.commit({"stats": {"selected_rows": len(rows)}})
+
+
+def test_empty_curated_dataset_names_the_curate_command(make_config):
+    cfg = make_config("experiment=demo", "stage=train")
+    fake_curate_output(cfg, [])
+    with pytest.raises(UserError, match=r"no rows: change curation settings, run `python run.py experiment"):
+        train.run(cfg)
+
+
+def test_model_that_cannot_be_loaded_is_named(make_config, tmp_path):
+    not_a_model = tmp_path / "not-a-model"
+    not_a_model.mkdir()
+    chat = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    cfg = make_config("experiment=demo", "stage=train", "model.build=null", f"model.path={not_a_model}")
+    fake_curate_output(cfg, [chat])
+    with pytest.raises(UserError, match=f"cannot load model '{not_a_model}' \\(model.path\\)"):
+        train.run(cfg)
+    missing = make_config("experiment=demo", "stage=train", "model.build=null", "model.path=/no/such/model")
+    fake_curate_output(missing, [chat])
+    with pytest.raises(UserError, match="model path /no/such/model does not exist"):
+        train.run(missing)
+
+
+@pytest.mark.slow
+def test_validation_split_reports_an_eval_loss_to_tensorboard(make_config):
+    import torch
+
+    from tests.test_train_masking import conversations
+
+    overrides = ["trainer.validation_fraction=0.2", "trainer.max_steps=2", "trainer.eval_steps=1"]
+    overrides.append("trainer.report_to=[tensorboard]")
+    cfg = make_config("experiment=demo", "stage=train", "trainer.logging_steps=1", *overrides)
+    fake_curate_output(cfg, conversations("huatuo", None, n=10))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        metrics = train.run(cfg)["metrics"]
+    finally:
+        torch.set_num_threads(threads)
+    assert (metrics["rows"], metrics["validation_rows"]) == (8, 2)
+    assert metrics["global_step"] == 2 and 0 < metrics["eval_loss"] < 20
+    assert list((stage_dir(cfg, "train") / "reports").rglob("events.out.tfevents.*"))
