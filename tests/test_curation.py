@@ -9,6 +9,9 @@ from meds1.curation.sampling import select
 from meds1.curation.source import fingerprint, load_source
 from meds1.errors import UserError
 from meds1.models import load_tokenizer
+from tests.conftest import REPO
+
+DEMO = REPO / "meds1/data/demo_sft.jsonl"
 
 
 class WordTokenizer:
@@ -162,7 +165,7 @@ TRICKY_TEXTS = [
 
 def test_token_lengths_match_full_tokenization(model_cache):
     tokenizer = load_tokenizer(ModelConfig(name="tiny", path="tiny", build="tiny"), str(model_cache))
-    demo = pd.read_json("meds1/data/demo_sft.jsonl", lines=True)["Complex_CoT"].dropna().tolist()
+    demo = pd.read_json(DEMO, lines=True)["Complex_CoT"].dropna().tolist()
     texts = TRICKY_TEXTS * 20 + demo
     expected = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     assert token_lengths(texts, tokenizer, batch_size=64).tolist() == expected
@@ -176,7 +179,7 @@ def test_token_lengths_fall_back_when_pieces_do_not_add_up(caplog):
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
     bpe.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
     bpe.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.Strip(" ", 1, 0)])
-    corpus = pd.read_json("meds1/data/demo_sft.jsonl", lines=True)["Complex_CoT"].dropna().tolist()
+    corpus = pd.read_json(DEMO, lines=True)["Complex_CoT"].dropna().tolist()
     bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=500, special_tokens=["<unk>"]))
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="<unk>")
     texts = corpus[:50] + TRICKY_TEXTS
