@@ -36,7 +36,7 @@ def _piece_lengths(texts: list[str], tokenizer, batch_size: int) -> np.ndarray:
     lengths = np.zeros(len(texts), dtype=np.int64)
     for start in range(0, len(texts), batch_size):
         pieces = [PIECE_START.split(text) for text in texts[start : start + batch_size]]
-        new = list(dict.fromkeys(p for text_pieces in pieces for p in text_pieces if p not in counts))
+        new = list(set().union(*pieces).difference(counts))
         counts.update(zip(new, _tokenized_lengths(new, tokenizer, 8192).tolist(), strict=True))
         lengths[start : start + len(pieces)] = [sum(map(counts.__getitem__, p)) for p in pieces]
     return lengths

@@ -50,9 +50,9 @@ def run(cfg: Config) -> dict:
         )
 
         if curation.decontamination.enabled:
-            kept = rows[rows["filter_status"] == KEPT]
-            overlap = contaminated(kept[QUESTION].astype(str).tolist(), curation.decontamination)
-            remove(rows, kept.index[overlap], "decontamination", "eval_overlap")
+            questions = rows.loc[rows["filter_status"] == KEPT, QUESTION]
+            overlap = contaminated(questions.astype(str).tolist(), curation.decontamination)
+            remove(rows, questions.index[overlap], "decontamination", "eval_overlap")
 
         if curation.difficulty.enabled:
             judged, annotations["difficulty"] = annotate_difficulty(
@@ -134,8 +134,19 @@ def remove(rows: pd.DataFrame, index: pd.Index, stage: str, reason: str) -> None
     rows.loc[index, ["filter_status", "filter_stage", "filter_reason"]] = [REMOVED, stage, reason]
 
 
+STATS_COLUMNS = (
+    "filter_status",
+    "filter_stage",
+    "filter_reason",
+    "cot_tokens",
+    "verdict",
+    "specialty_status",
+)
+
+
 def curation_stats(rows: pd.DataFrame, curated: pd.DataFrame, cfg: Config, annotations: dict) -> dict:
     curation = cfg.curation
+    rows = rows[[c for c in STATS_COLUMNS if c in rows]]  # no long texts: cheap to filter
     removed = rows[rows["filter_status"] == REMOVED]
     reasons = removed.groupby(["filter_stage", "filter_reason"]).size()
     pool = rows[(rows["filter_status"] == KEPT) | (rows["filter_stage"] == "selection")]
