@@ -234,7 +234,7 @@ def openai_llm(openai_server, **overrides) -> LLMConfig:
 def test_llm_judge_and_labeler_through_a_real_openai_server(openai_server, tmp_path):
     """The tiny model's replies are noise: verdicts and labels are retried, then recorded as unparseable."""
     llm = openai_llm(openai_server, attempts=2)
-    backend = load_llm(llm, str(tmp_path))
+    backend = load_llm(llm, str(tmp_path), "judge")
     conversations = [[{"role": "user", "content": f"Is {x} the same as {x}? Yes or No."}] for x in ("A", "B")]
     for reply in ask(backend, conversations, parse_verdict, "Reply Yes or No.", llm, seed=0):
         assert reply.status in ("ok", "unparseable")
@@ -262,7 +262,7 @@ def test_llm_judge_and_labeler_through_a_real_openai_server(openai_server, tmp_p
         )
 
 
-def test_unreachable_judge_is_recorded_as_failed(tmp_path):
+def closed_port_llm(attempts: int = 2) -> LLMConfig:
     import socket
 
     with socket.socket() as s:  # a port nothing listens on
@@ -275,9 +275,48 @@ def test_unreachable_judge_is_recorded_as_failed(tmp_path):
         retry_backoff_s=0.01,
         timeout_s=5,
     )
-    llm = LLMConfig(inference=inference, attempts=2)
-    verdicts = judge_rows(
-        judged_rows(), JudgeConfig(method="llm", llm=llm), lambda: load_llm(llm, str(tmp_path)), 0
-    )
+    return LLMConfig(inference=inference, attempts=attempts)
+
+
+def test_unreachable_judge_is_recorded_as_failed(tmp_path):
+    llm = closed_port_llm()
+    backend = load_llm(llm, str(tmp_path), "judge")
+    verdicts = judge_rows(judged_rows(), JudgeConfig(method="llm", llm=llm), lambda: backend, 0)
     assert verdicts["verdict"].tolist() == ["failed", "failed", "no_answer"]
     assert "failed after 2 attempts" in verdicts["judge_reply"][0]
+
+
+def test_a_judge_that_fails_every_request_stops_the_run(tmp_path):
+    llm = closed_port_llm()
+    backend = load_llm(llm, str(tmp_path), "judge")
+    rows = pd.DataFrame(
+        {
+            "Question": ["q"] * 10,
+            "Response": ["r"] * 10,
+            "base_answer": ["a"] * 10,
+            "base_answer_error": [None] * 10,
+        }
+    )
+    with pytest.raises(
+        UserError, match="all 10 requests to the judge failed, e.g. failed after 2 attempts.*api_key"
+    ):
+        judge_rows(rows, JudgeConfig(method="llm", llm=llm), lambda: backend, 0)
+
+
+def test_an_endpoint_without_a_url_is_named_by_its_key(tmp_path):
+    with pytest.raises(UserError, match="curation.specialty.llm.inference.base_url is not set"):
+        load_llm(LLMConfig(), str(tmp_path), "curation.specialty.llm")
+
+
+def test_failed_annotations_are_computed_again_by_the_next_run(tmp_path):
+    cache = AnnotationCache(tmp_path, "verdicts", {"k": 1})
+    cache.write_chunk(pd.DataFrame({"row_id": [0, 1, 2], "verdict": ["correct", "failed", "incorrect"]}))
+    computed = []
+
+    def compute(ids):
+        computed.extend(ids)
+        return pd.DataFrame({"row_id": ids, "verdict": ["incorrect"] * len(ids)})
+
+    frame, info = annotate(cache, [0, 1, 2], compute, 10, "test", final=lambda c: c["verdict"] != "failed")
+    assert computed == [1] and (info["reused"], info["computed"]) == (2, 1)
+    assert frame["verdict"].tolist() == ["correct", "incorrect", "incorrect"]

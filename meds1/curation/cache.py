@@ -8,8 +8,8 @@ annotations already there and only selection reruns.
 Each key is a directory under `<paths.cache>/annotations/<kind>/<key>/` holding `spec.json` (what the
 key stands for) and parquet chunks of `row_id` + annotation columns. A chunk is written to a temp file
 and renamed, so a crash loses at most the chunk being computed; the next run annotates only the rows
-still missing. A file lock per key makes concurrent jobs of a sweep wait for one annotator instead of
-repeating its work.
+still missing, plus those whose request failed last time. A file lock per key makes concurrent jobs
+of a sweep wait for one annotator instead of repeating its work.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
@@ -72,15 +72,24 @@ def annotate(
     compute: Callable[[list[int]], pd.DataFrame],
     chunk_rows: int,
     desc: str,
+    final: Callable[[pd.DataFrame], pd.Series] | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Annotations for `row_ids` (in that order), computing only those not cached yet.
 
     `compute(ids)` returns a frame with a `row_id` column and the annotation columns for `ids`.
-    Returns the annotations and counts of rows reused from the cache and computed now.
+    `final(cached)` marks the cached rows worth keeping; the others (e.g. a request that failed)
+    are computed again. Returns the annotations and counts of rows reused and computed now.
     """
     wanted = pd.Index(row_ids, name="row_id")
-    with cache.lock:
+    try:
+        cache.lock.acquire(timeout=0)
+    except Timeout:
+        log.info("%s: another job is annotating into %s; waiting for it", desc, cache.dir)
+        cache.lock.acquire()
+    try:
         cached = cache.load()
+        if final is not None and len(cached):
+            cached = cached[final(cached).to_numpy(dtype=bool)]
         todo = [int(r) for r in wanted.difference(cached.index)]
         reused = len(wanted) - len(todo)
         if todo:
@@ -100,4 +109,6 @@ def annotate(
             cached = cache.load()
         elif len(wanted):
             log.info("%s: all %d rows reused from %s", desc, len(wanted), cache.dir)
+    finally:
+        cache.lock.release()
     return cached.loc[wanted], {"reused": reused, "computed": len(todo), "cache": str(cache.dir)}

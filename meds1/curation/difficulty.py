@@ -26,7 +26,7 @@ import pandas as pd
 from meds1.config import Config, DifficultyConfig, JudgeConfig
 from meds1.curation import QUESTION
 from meds1.curation.cache import AnnotationCache, annotate
-from meds1.curation.llm import FAILED, OK, UNPARSEABLE, ask, load_llm
+from meds1.curation.llm import FAILED, OK, UNPARSEABLE, ask, check_not_all_failed, load_llm
 from meds1.errors import UserError
 from meds1.inference import Sampling
 
@@ -145,6 +145,7 @@ def annotate_difficulty(
         ]
         sampling = Sampling(difficulty.max_new_tokens, temperature=difficulty.temperature, seed=cfg.seed)
         generations = base_model().generate(conversations, sampling)
+        check_not_all_failed(generations, "base model")
         return pd.DataFrame(
             {
                 "row_id": ids,
@@ -153,17 +154,33 @@ def annotate_difficulty(
             }
         )
 
-    answers, answers_info = annotate(answers_cache, by_id.index, compute_answers, chunk, "base-model answers")
+    answers, answers_info = annotate(
+        answers_cache,
+        by_id.index,
+        compute_answers,
+        chunk,
+        "base-model answers",
+        final=lambda cached: cached["base_answer_error"].isna(),
+    )
 
     judge = difficulty.judge
     verdicts_cache = AnnotationCache(cfg.paths.cache, "verdicts", verdicts_spec(judge, answers_cache.key))
-    judge_model = functools.cache(lambda: load_llm(judge.llm, cfg.paths.cache))
+    judge_model = functools.cache(
+        lambda: load_llm(judge.llm, cfg.paths.cache, "curation.difficulty.judge.llm")
+    )
 
     def compute_verdicts(ids: list[int]) -> pd.DataFrame:
         rows = by_id.loc[ids].join(answers)
         return judge_rows(rows, judge, judge_model if judge.method == "llm" else None, cfg.seed)
 
-    verdicts, verdicts_info = annotate(verdicts_cache, by_id.index, compute_verdicts, chunk, "judge verdicts")
+    verdicts, verdicts_info = annotate(
+        verdicts_cache,
+        by_id.index,
+        compute_verdicts,
+        chunk,
+        "judge verdicts",
+        final=lambda cached: ~cached["verdict"].isin([FAILED, NO_ANSWER]),
+    )
     annotations = answers.join(verdicts).loc[pool["row_id"]]
     annotations.index = pool.index
     return annotations, {"answers": answers_info, "verdicts": verdicts_info}
@@ -204,7 +221,7 @@ def judge_rows(rows: pd.DataFrame, judge: JudgeConfig, backend, seed: int) -> pd
         ]
         for i, result in zip(
             answered,
-            ask(backend(), conversations, parse_verdict, JUDGE_CORRECTION, judge.llm, seed),
+            ask(backend(), conversations, parse_verdict, JUDGE_CORRECTION, judge.llm, seed, "judge"),
             strict=True,
         ):
             verdict[i] = result.value if result.status == OK else result.status

@@ -25,7 +25,7 @@ from meds1.config import Config, SpecialtyConfig
 from meds1.curation import QUESTION
 from meds1.curation.cache import AnnotationCache, annotate
 from meds1.curation.embedding import embed, load_embedder, question_embeddings
-from meds1.curation.llm import OK, ask, load_llm
+from meds1.curation.llm import FAILED, OK, ask, load_llm
 from meds1.errors import UserError
 from meds1.paths import resolve_data_path
 
@@ -117,7 +117,7 @@ def annotate_specialties(
     by_id = pool.set_index("row_id")
 
     if specialty.method == "llm":
-        backend = functools.cache(lambda: load_llm(specialty.llm, cfg.paths.cache))
+        backend = functools.cache(lambda: load_llm(specialty.llm, cfg.paths.cache, "curation.specialty.llm"))
 
         def compute(ids: list[int]) -> pd.DataFrame:
             return label_with_llm(by_id.loc[ids, QUESTION], taxonomy, specialty, backend(), cfg.seed)
@@ -130,7 +130,14 @@ def annotate_specialties(
         def compute(ids: list[int]) -> pd.DataFrame:
             return label_with_embeddings(ids, vectors[position.loc[ids].to_numpy()], names(), taxonomy)
 
-    labels, info = annotate(cache, by_id.index, compute, cfg.curation.annotation_chunk, "specialty labels")
+    labels, info = annotate(
+        cache,
+        by_id.index,
+        compute,
+        cfg.curation.annotation_chunk,
+        "specialty labels",
+        final=lambda cached: cached["specialty_status"] != FAILED,
+    )
     labels = labels.loc[pool["row_id"], ["specialty", "specialty_status"]]
     labels.index = pool.index
     return labels, info
@@ -162,7 +169,13 @@ def label_with_llm(
         for q in questions
     ]
     replies = ask(
-        backend, conversations, lambda text: parse_specialty(text, taxonomy), CORRECTION, specialty.llm, seed
+        backend,
+        conversations,
+        lambda text: parse_specialty(text, taxonomy),
+        CORRECTION,
+        specialty.llm,
+        seed,
+        "specialty labeler",
     )
     return pd.DataFrame(
         {

@@ -58,7 +58,7 @@ def run(cfg: Config) -> dict:
             judged, annotations["difficulty"] = annotate_difficulty(
                 rows[rows["filter_status"] == KEPT], cfg, source
             )
-            rows = rows.join(judged)
+            rows = rows.drop(columns=[c for c in judged.columns if c in rows.columns]).join(judged)
             remove(rows, judged.index[judged["verdict"] == CORRECT], "difficulty", "base_model_correct")
             if curation.difficulty.drop_unjudged:
                 for verdict in UNJUDGED:
