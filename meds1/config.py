@@ -155,6 +155,7 @@ class DecontaminationConfig:
 
     enabled: bool = True
     suite: list[str] = field(default_factory=list)  # eval files; the YAML sets ${eval.suite}
+    columns: list[str] = field(default_factory=lambda: ["Question"])  # the row's texts compared
     ngram: int = 8  # word n-grams of the normalized text
     threshold: float = 0.5  # share of a question's n-grams found in one eval question
 

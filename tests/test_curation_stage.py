@@ -87,6 +87,7 @@ def test_n_larger_than_the_pool_selects_all_with_a_warning(small_source, make_co
         (["curation.format.layout=plain"], "unknown curation.format.layout 'plain'; valid: huatuo, s1"),
         (["curation.specialty.column=hint"], "curation.specialty.column 'hint' is not a source column"),
         (["curation.n_samples=-1"], "curation.n_samples must be >= 0"),
+        (["curation.decontamination.columns=[nope]"], r"curation.decontamination.columns \['nope'\] are not"),
     ],
 )
 def test_bad_settings_are_one_line_errors(overrides, message, make_config):
@@ -191,6 +192,7 @@ def test_real_rows_end_to_end(shared_data, make_config):
         "experiment=demo",
         f"curation.source.path={shared_data / 'sft' / 'huatuogpt-o1_demo_data.json'}",
         f"curation.decontamination.suite=[{suite}]",
+        "curation.decontamination.columns=[Question,question]",
         "curation.difficulty.enabled=true",
         "curation.difficulty.max_new_tokens=8",
         "curation.difficulty.judge.reference_column=Ground-True Answer",
@@ -204,6 +206,8 @@ def test_real_rows_end_to_end(shared_data, make_config):
     filtered = pd.read_parquet(record["filtered_path"])
     curated = pd.read_parquet(record["curated_path"])
     assert stats["total_rows"] == len(filtered) == 198
+    # 3 rows' source multiple-choice questions are MedQA test questions (their rephrased Question is not)
+    assert stats["removed"]["decontamination/eval_overlap"] == 3
     assert stats["selected_rows"] == len(curated) == 50
     assert (
         stats["pool_rows"] + sum(n for r, n in stats["removed"].items() if not r.startswith("selection"))

@@ -5,6 +5,8 @@ n-grams (8 by default, as s1 did). A training question overlaps an eval question
 `threshold` of its n-grams occur in that one eval question; a question shorter than n words is one
 n-gram, so only an exact (normalized) duplicate matches it. Counting per eval question, not over
 the whole suite, keeps boilerplate ("which of the following is the most likely ...") from adding up.
+`columns` picks the row's texts to compare (default `Question`; rows that also carry their source
+multiple-choice question, as HuatuoGPT-o1's do in `question`, should compare that too).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import unicodedata
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 
 from meds1.config import DecontaminationConfig
 from meds1.errors import UserError
@@ -62,19 +65,28 @@ def eval_questions(decontamination: DecontaminationConfig) -> list[str]:
     return [row["question"] for row in rows]
 
 
-def contaminated(questions: list[str], decontamination: DecontaminationConfig) -> np.ndarray:
-    """A boolean mask over `questions`: True where the question overlaps an eval question."""
+def contaminated(rows: pd.DataFrame, decontamination: DecontaminationConfig) -> np.ndarray:
+    """A boolean mask over `rows`: True where any of the compared columns overlaps an eval question."""
+    mask = np.zeros(len(rows), dtype=bool)
     if not decontamination.suite:
         log.warning("decontamination: no eval files configured (curation.decontamination.suite); skipped")
-        return np.zeros(len(questions), dtype=bool)
+        return mask
+    missing = [c for c in decontamination.columns if c not in rows.columns]
+    if missing:
+        raise UserError(
+            f"curation.decontamination.columns {missing} are not source columns; "
+            f"valid: {', '.join(map(str, rows.columns))}"
+        )
     reference = eval_questions(decontamination)
-    scores = overlap_scores(questions, reference, decontamination.ngram)
-    mask = scores >= decontamination.threshold
+    for column in decontamination.columns:
+        texts = rows[column].fillna("").astype(str).tolist()
+        mask |= overlap_scores(texts, reference, decontamination.ngram) >= decontamination.threshold
     log.info(
-        "decontamination: %d of %d questions overlap one of %d eval questions (%d-grams, threshold %.2f)",
+        "decontamination: %d of %d rows overlap one of %d eval questions (%s; %d-grams, threshold %.2f)",
         int(mask.sum()),
-        len(questions),
+        len(rows),
         len(reference),
+        ", ".join(decontamination.columns),
         decontamination.ngram,
         decontamination.threshold,
     )

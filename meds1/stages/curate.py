@@ -15,7 +15,6 @@ import pandas as pd
 
 from meds1 import registry
 from meds1.config import Config
-from meds1.curation import QUESTION
 from meds1.curation.decontamination import contaminated
 from meds1.curation.difficulty import CORRECT, UNJUDGED, annotate_difficulty, check_prompts
 from meds1.curation.embedding import question_embeddings
@@ -50,9 +49,9 @@ def run(cfg: Config) -> dict:
         )
 
         if curation.decontamination.enabled:
-            questions = rows.loc[rows["filter_status"] == KEPT, QUESTION]
-            overlap = contaminated(questions.astype(str).tolist(), curation.decontamination)
-            remove(rows, questions.index[overlap], "decontamination", "eval_overlap")
+            kept = rows.index[rows["filter_status"] == KEPT]
+            overlap = contaminated(rows.loc[kept], curation.decontamination)
+            remove(rows, kept[overlap], "decontamination", "eval_overlap")
 
         if curation.difficulty.enabled:
             judged, annotations["difficulty"] = annotate_difficulty(
