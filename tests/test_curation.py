@@ -2,12 +2,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from meds1.config import FormatConfig, SourceConfig
+from meds1.config import FormatConfig, ModelConfig, SourceConfig
 from meds1.curation.formatting import to_messages
 from meds1.curation.quality import quality_filter, token_lengths
 from meds1.curation.sampling import select
 from meds1.curation.source import fingerprint, load_source
 from meds1.errors import UserError
+from meds1.models import load_tokenizer
+from tests.conftest import REPO
+
+DEMO = REPO / "meds1/data/demo_sft.jsonl"
 
 
 class WordTokenizer:
@@ -25,9 +29,9 @@ def rows(**columns) -> pd.DataFrame:
 
 def test_quality_filter_records_each_reason():
     frame = rows(
-        Question=["q1", None, "  ", "q4", "q5"],
-        Complex_CoT=["a b c", "x", "y", "", " ".join(["w"] * 1024)],
-        Response=["r", "r", "r", "r", "r"],
+        Question=["q1", None, "  ", "q4", "q5", "q6", 7],
+        Complex_CoT=["a b c", "x", "y", "", " ".join(["w"] * 1024), ["not", "text"], "z"],
+        Response=["r", "r", "r", "r", "r", "r", "r"],
     )
     out = quality_filter(frame, WordTokenizer(), [1024])
     assert out["filter_reason"].tolist() == [
@@ -36,16 +40,15 @@ def test_quality_filter_records_each_reason():
         "missing_Question",
         "missing_Complex_CoT",
         "cot_truncated",
+        "not_text_Complex_CoT",
+        "not_text_Question",
     ]
-    assert out["filter_status"].tolist() == ["kept", "removed", "removed", "removed", "removed"]
-    assert out["cot_tokens"].tolist() == [3, 1, 1, 0, 1024]
+    assert out["filter_status"].tolist() == ["kept"] + ["removed"] * 6
+    assert out["cot_tokens"].tolist() == [3, 1, 1, 0, 1024, 0, 1]
     assert len(out) == len(frame)
 
 
 def test_cot_lengths_exclude_special_tokens(tmp_path, model_cache):
-    from meds1.config import ModelConfig
-    from meds1.models import load_tokenizer
-
     tokenizer = load_tokenizer(ModelConfig(name="tiny", path="tiny", build="tiny"), str(model_cache))
     texts = ["The patient has a fever.", "", "Hemoglobin is low"] * 700
     lengths = token_lengths(texts, tokenizer, batch_size=256)
@@ -117,7 +120,7 @@ def test_s1_weights_are_honoured():
 
 
 def test_unknown_method_is_an_error():
-    with pytest.raises(ValueError, match="valid: s1, random, all"):
+    with pytest.raises(UserError, match="valid: s1, random, all, embedding-diversity"):
         select(pool(10, ["a"]), "best", 5, seed=0)
 
 
@@ -146,3 +149,128 @@ def test_messages_use_the_configured_layout():
     messages = to_messages("Q?", "think", "answer", FormatConfig(system_prompt="sys"))
     assert [m["role"] for m in messages] == ["system", "user", "assistant"]
     assert messages[2]["content"] == "## Thinking\n\nthink\n\n## Final Response\n\nanswer"
+
+
+TRICKY_TEXTS = [
+    "Plain words, with punctuation; and (parentheses).",
+    "Double  spaces   and\ttabs\nnew lines\n\n  indented text",
+    "Numbers 12345 mg/dL, 3.5x10^9/L and 98.6°F — en dashes – and ‘quotes’.",
+    "Ünïcödé naïve café β-blockers → α2 agonists",
+    "Don't it's we're they'll I'd: contractions",
+    "   leading and trailing spaces   ",
+    "<|eot_id|> special token text in the middle <|begin_of_text|> here",
+    "",
+]
+
+
+def test_token_lengths_match_full_tokenization(model_cache):
+    tokenizer = load_tokenizer(ModelConfig(name="tiny", path="tiny", build="tiny"), str(model_cache))
+    demo = pd.read_json(DEMO, lines=True)["Complex_CoT"].dropna().tolist()
+    texts = TRICKY_TEXTS * 20 + demo
+    expected = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    assert token_lengths(texts, tokenizer, batch_size=64).tolist() == expected
+
+
+def test_token_lengths_fall_back_when_pieces_do_not_add_up(caplog):
+    """Llama-2's tokenizer.json: spaces become "▁", one is prepended, BPE runs over the whole text."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    bpe.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.Strip(" ", 1, 0)])
+    corpus = pd.read_json(DEMO, lines=True)["Complex_CoT"].dropna().tolist()
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=500, special_tokens=["<unk>"]))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="<unk>")
+    texts = corpus[:50] + TRICKY_TEXTS
+    expected = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    with caplog.at_level("INFO", logger="meds1.curation.quality"):
+        assert token_lengths(texts, tokenizer).tolist() == expected
+    assert "tokenizing every text in full" in caplog.text
+
+
+def embedded_pool(n_per_cluster: int, centers: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    middles = rng.normal(size=(centers, 8)) * 10
+    points = np.concatenate([m + rng.normal(size=(n_per_cluster, 8)) for m in middles])
+    return pd.DataFrame({"cot_tokens": np.arange(len(points))}), points.astype(np.float32)
+
+
+@pytest.mark.parametrize("n", [0, 1, 30, 99, 200, 500])
+def test_embedding_diversity_returns_min_n_pool_distinct_rows(n):
+    frame, vectors = embedded_pool(40, 5)
+    chosen = select(frame, "embedding-diversity", n, seed=0, embeddings=vectors)
+    assert len(chosen) == min(n, len(frame)) == len(set(chosen.tolist()))
+
+
+def test_embedding_diversity_spreads_over_clusters_and_takes_outliers_first():
+    frame, vectors = embedded_pool(100, 4)  # 4 well separated blobs of 100
+    vectors[7] += 50.0  # one far outlier
+    chosen = select(
+        frame,
+        "embedding-diversity",
+        40,
+        seed=1,
+        embeddings=vectors,
+        cluster_fraction=0.1,
+        outlier_fraction=0.05,
+    )
+    assert chosen[0] == 7
+    blob = chosen // 100
+    assert np.bincount(blob, minlength=4).min() >= 8  # round-robin: every blob gets about a quarter
+    again = select(
+        frame,
+        "embedding-diversity",
+        40,
+        seed=1,
+        embeddings=vectors,
+        cluster_fraction=0.1,
+        outlier_fraction=0.05,
+    )
+    assert chosen.tolist() == again.tolist()
+
+
+def test_source_rejects_malformed_files_and_unknown_hub_datasets(tmp_path):
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(UserError, match="could not read curation.source.path"):
+        load_source(SourceConfig(path=str(broken)))
+    with pytest.raises(UserError, match=r"unsupported source file type '\.csv'"):
+        (tmp_path / "rows.csv").write_text("a,b\n")
+        load_source(SourceConfig(path=str(tmp_path / "rows.csv")))
+    with pytest.raises(UserError, match="could not load hub dataset .*revision abc123"):
+        load_source(SourceConfig(name=str(tmp_path / "no-such-dataset"), revision="abc123"))
+    with pytest.raises(UserError, match="needs a `path`"):
+        load_source(SourceConfig())
+
+
+def test_source_keeps_a_user_row_id_column(tmp_path):
+    file = tmp_path / "rows.parquet"
+    pd.DataFrame(
+        {"row_id": [7, 9], "Question": ["a", "b"], "Complex_CoT": ["c", "d"], "Response": ["e", "f"]}
+    ).to_parquet(file)
+    frame = load_source(SourceConfig(path=str(file)))
+    assert frame["row_id"].tolist() == [0, 1] and frame["source_row_id"].tolist() == [7, 9]
+
+
+def test_s1_layout_uses_think_answer_markers():
+    messages = to_messages("Q?", " think \n", " B. Iron ", FormatConfig(layout="s1"))
+    assert messages[-1]["content"] == "<|im_start|>think\nthink\n<|im_start|>answer\nAnswer: B. Iron"
+    already = to_messages("Q?", "t", "Answer: C", FormatConfig(layout="s1"))
+    assert already[-1]["content"].endswith("<|im_start|>answer\nAnswer: C")
+    custom = to_messages(
+        "Q?", "t", "r", FormatConfig(layout="s1", assistant_template="<think>{cot}</think>{response}")
+    )
+    assert custom[-1]["content"] == "<think>t</think>r"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "message"),
+    [
+        (FormatConfig(layout="chatml"), "unknown curation.format.layout 'chatml'; valid: huatuo, s1"),
+        (FormatConfig(assistant_template="{thinking}"), "bad placeholder .*valid: {cot}, {response}"),
+    ],
+)
+def test_bad_layouts_are_user_errors(fmt, message):
+    with pytest.raises(UserError, match=message):
+        to_messages("q", "c", "r", fmt)

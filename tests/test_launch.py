@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -60,12 +59,19 @@ def test_eval_runs_on_the_inference_backends_resources_in_one_task(make_config):
 
 
 def test_curate_uses_its_own_resources_unless_it_runs_a_local_model(make_config):
-    cfg = make_config("experiment=med-s1-1k", "inference.resources.gpus=2", "curation.resources.gpus=0")
+    cfg = make_config(
+        "experiment=med-s1-1k",
+        "inference.resources.gpus=2",
+        "curation.resources.gpus=0",
+        "curation.difficulty.enabled=false",
+    )
     assert stage_resources(cfg, "curate") == cfg.curation.resources
     assert "gpus_per_node" not in sbatch_parameters(cfg, "curate", SLURM)
-    cfg.curation.difficulty = SimpleNamespace(enabled=True)  # the curation helper's difficulty filter
-    assert stage_resources(cfg, "curate") == cfg.inference.resources
+    cfg.curation.difficulty.enabled = True  # the base model answers every question in the curate job
+    assert stage_resources(cfg, "curate").gpus == 2
+    assert sbatch_parameters(cfg, "curate", SLURM)["gpus_per_node"] == 2
     cfg.inference.backend = "openai"  # a remote endpoint needs no GPU in the job
+    cfg.curation.difficulty.judge.method = "match"
     assert stage_resources(cfg, "curate") == cfg.curation.resources
 
 

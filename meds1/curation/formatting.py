@@ -1,4 +1,11 @@
-"""Turn curated rows into chat conversations (the `formatted/` dataset the trainer reads)."""
+"""Turn curated rows into chat conversations (the `formatted/` dataset the trainer reads).
+
+The assistant turn's layout (`curation.format.layout`):
+- `huatuo`: "## Thinking\\n\\n{cot}\\n\\n## Final Response\\n\\n{response}" (HuatuoGPT-o1, med-s1);
+- `s1`: s1's markers, "<|im_start|>think\\n{cot}\\n<|im_start|>answer\\nAnswer: {response}" (s1 adds
+  "Answer: " unless the response already has it), which s1-style budget forcing looks for.
+`curation.format.assistant_template` ("{cot}", "{response}") replaces the layout when set.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +13,38 @@ import pandas as pd
 
 from meds1.config import FormatConfig
 from meds1.curation import COT, QUESTION, RESPONSE
+from meds1.errors import UserError
+
+LAYOUTS = {
+    "huatuo": "## Thinking\n\n{cot}\n\n## Final Response\n\n{response}",
+    "s1": "<|im_start|>think\n{cot}\n<|im_start|>answer\n{response}",
+}
+
+
+def assistant_template(fmt: FormatConfig) -> str:
+    if fmt.assistant_template is not None:
+        template = fmt.assistant_template
+        try:
+            template.format(cot="", response="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise UserError(
+                f"curation.format.assistant_template has a bad placeholder ({exc}); "
+                "valid: {cot}, {response}"
+            ) from None
+        return template
+    if fmt.layout not in LAYOUTS:
+        raise UserError(f"unknown curation.format.layout {fmt.layout!r}; valid: {', '.join(LAYOUTS)}")
+    return LAYOUTS[fmt.layout]
 
 
 def to_messages(question: str, cot: str, response: str, fmt: FormatConfig) -> list[dict[str, str]]:
+    template = assistant_template(fmt)
+    if fmt.assistant_template is None and fmt.layout == "s1":
+        cot, response = cot.strip(), response.strip()
+        response = response if "Answer:" in response else f"Answer: {response}"
     messages = [{"role": "system", "content": fmt.system_prompt}] if fmt.system_prompt else []
     messages.append({"role": "user", "content": question})
-    messages.append(
-        {"role": "assistant", "content": fmt.assistant_template.format(cot=cot, response=response)}
-    )
+    messages.append({"role": "assistant", "content": template.format(cot=cot, response=response)})
     return messages
 
 

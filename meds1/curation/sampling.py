@@ -7,6 +7,11 @@
    are chosen, then in proportion to `specialty_weights`, default weight 1), and within it an
    unchosen row with probability proportional to 2^-rank, rank 0 = the longest CoT left; a
    specialty is dropped once empty.
+`embedding-diversity` (med-s1's variant): k-means over the question embeddings with
+`cluster_fraction * n` clusters; the `outlier_fraction * n` rows farthest from their centroid are
+taken first, then the clusters are visited round-robin (in a seeded random order each round),
+taking a random unchosen row from each until n rows are chosen.
+
 Every method returns exactly min(n, pool) positions.
 """
 
@@ -15,7 +20,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-METHODS = ("s1", "random", "all")
+from meds1.errors import UserError
+
+METHODS = ("s1", "random", "all", "embedding-diversity")
 UNLABELED = "Unlabeled"
 
 
@@ -29,8 +36,13 @@ def select(
     long_cot_tokens: int = 1000,
     uniform_fraction: float = 0.7,
     specialty_weights: dict[str, float] | None = None,
+    embeddings: np.ndarray | None = None,
+    cluster_fraction: float = 0.1,
+    outlier_fraction: float = 0.1,
 ) -> np.ndarray:
     """Positions (0..len(pool)-1) of the chosen rows, in the order they were chosen."""
+    if method not in METHODS:
+        raise UserError(f"unknown curation.method {method!r}; valid: {', '.join(METHODS)}")
     rng = np.random.default_rng(seed)
     if method == "all" or n >= len(pool):
         return np.arange(len(pool))
@@ -47,7 +59,9 @@ def select(
             uniform_fraction,
             specialty_weights,
         )
-    raise ValueError(f"unknown selection method {method!r}; valid: {', '.join(METHODS)}")
+    if embeddings is None or len(embeddings) != len(pool):
+        raise ValueError("embedding-diversity needs one embedding per pool row")
+    return diversity_sample(embeddings, n, rng, cluster_fraction, outlier_fraction, seed)
 
 
 def s1_sample(
@@ -99,3 +113,34 @@ def _rank_by_halving(rng: np.random.Generator, size: int) -> int:
         rank = int(rng.geometric(0.5)) - 1
         if rank < size:
             return rank
+
+
+def diversity_sample(
+    embeddings: np.ndarray,
+    n: int,
+    rng: np.random.Generator,
+    cluster_fraction: float,
+    outlier_fraction: float,
+    seed: int,
+) -> np.ndarray:
+    try:
+        from sklearn.cluster import KMeans
+    except ImportError:
+        raise UserError("embedding-diversity needs scikit-learn: pip install 'meds1[embed]'") from None
+    k = min(len(embeddings), max(1, round(cluster_fraction * n)))
+    kmeans = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(embeddings)
+    labels = kmeans.labels_
+    distance = np.linalg.norm(embeddings - kmeans.cluster_centers_[labels], axis=1)
+    outliers = np.argsort(-distance, kind="stable")[: min(n, int(outlier_fraction * n))]
+    taken = np.zeros(len(embeddings), dtype=bool)
+    taken[outliers] = True
+    chosen = [int(i) for i in outliers]
+
+    members = [rng.permutation(np.flatnonzero((labels == c) & ~taken)) for c in range(k)]
+    next_member = np.zeros(k, dtype=np.int64)
+    while len(chosen) < n:
+        active = [c for c in range(k) if next_member[c] < len(members[c])]
+        for c in rng.permutation(active)[: n - len(chosen)]:
+            chosen.append(int(members[c][next_member[c]]))
+            next_member[c] += 1
+    return np.asarray(chosen, dtype=np.int64)

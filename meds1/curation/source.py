@@ -28,7 +28,7 @@ def load_source(source: SourceConfig) -> pd.DataFrame:
         origin = source.path
     elif source.name:
         frame = _read_hub(source)
-        origin = f"{source.name}:{source.config}:{source.split}@{source.revision}"
+        origin = f"{source.name}:{source.data_files or source.config}:{source.split}@{source.revision}"
     else:
         raise UserError("curation.source needs a `path` (local file) or a `name` (hub dataset)")
     frame = frame.rename(columns=dict(source.columns))
@@ -42,7 +42,7 @@ def load_source(source: SourceConfig) -> pd.DataFrame:
         )
     if frame.empty:
         raise UserError(f"source {origin} has no rows")
-    frame = frame.reset_index(drop=True)
+    frame = frame.reset_index(drop=True).rename(columns={"row_id": "source_row_id"})
     frame.insert(0, "row_id", range(len(frame)))
     log.info("Loaded %d rows from %s", len(frame), origin)
     return frame
@@ -55,13 +55,32 @@ def _read_file(path: str) -> pd.DataFrame:
     reader = READERS.get(file.suffix.lower())
     if reader is None:
         raise UserError(f"unsupported source file type {file.suffix!r}; valid: {', '.join(READERS)}")
-    return reader(file)
+    try:
+        return reader(file)
+    except ValueError as exc:  # malformed JSON / parquet
+        raise UserError(f"could not read curation.source.path {path}: {str(exc).splitlines()[0]}") from None
 
 
 def _read_hub(source: SourceConfig) -> pd.DataFrame:
+    """The hub dataset at the pinned revision (a commit sha: the hub's files change under a branch)."""
     from datasets import load_dataset
 
-    dataset = load_dataset(source.name, source.config, split=source.split, revision=source.revision)
+    if source.revision is None:
+        log.warning("curation.source.revision is not pinned: %s may change under you", source.name)
+    try:
+        dataset = load_dataset(
+            source.name,
+            source.config,
+            data_files=source.data_files,
+            split=source.split,
+            revision=source.revision,
+        )
+    except Exception as exc:  # network, auth, unknown name/config/split/revision: all say the same to a user
+        raise UserError(
+            f"could not load hub dataset {source.name} (config {source.config}, files {source.data_files}, "
+            f"split {source.split}, revision {source.revision}): {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
     return dataset.to_pandas()
 
 

@@ -11,14 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from meds1.config import Config, InferenceConfig, Resources, SlurmLauncherConfig
-
-# Backends that run the model inside the job (so the job needs its GPUs); `openai` calls an endpoint.
-LOCAL_BACKENDS = ("hf", "vllm")
-# Curation steps that may run a model. They come with the curation helper's config
-# (`curation.<step>.enabled`, optionally `curation.<step>.inference`); read defensively until then.
-CURATION_MODEL_STEPS = ("difficulty", "labeler")
-
+from meds1.config import Config, Resources, SlurmLauncherConfig
+from meds1.curation.resources import curate_resources
 
 # sbatch parameters submitit knows by name (the rest go through `additional_parameters`).
 SUBMITIT_NAMES = frozenset(
@@ -42,25 +36,13 @@ SUBMITIT_NAMES = frozenset(
 )
 
 
-def curation_inference(cfg: Config) -> InferenceConfig | None:
-    """The inference config a curation step runs locally, if any step does."""
-    for name in CURATION_MODEL_STEPS:
-        step = getattr(cfg.curation, name, None)
-        if step is not None and getattr(step, "enabled", False):
-            inference = getattr(step, "inference", None) or cfg.inference
-            if inference.backend in LOCAL_BACKENDS:
-                return inference
-    return None
-
-
 def stage_resources(cfg: Config, stage: str) -> Resources:
     if stage == "train":
         return cfg.trainer.resources
     if stage == "eval":
         return cfg.inference.resources
     if stage == "curate":
-        inference = curation_inference(cfg)
-        return inference.resources if inference is not None else cfg.curation.resources
+        return curate_resources(cfg)
     raise ValueError(f"stage {stage!r} runs no job; valid: curate, train, eval")
 
 

@@ -1,4 +1,10 @@
-"""stage=curate: load rows, filter, select, format; write filtered/curated parquet and formatted/."""
+"""stage=curate: load rows, filter (quality, eval overlap, difficulty), label, select, format.
+
+Writes `filtered.parquet` (every row with `filter_status/filter_stage/filter_reason` and its
+annotations), `curated.parquet` (the selected rows) and `formatted/` (chat dataset for training).
+Expensive annotations come from the annotation cache (`meds1/curation/cache.py`), so reruns,
+sweeps and other experiments over the same source only compute what is missing.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,16 @@ import pandas as pd
 
 from meds1 import registry
 from meds1.config import Config
-from meds1.curation.formatting import format_rows
+from meds1.curation.decontamination import contaminated
+from meds1.curation.difficulty import CORRECT, UNJUDGED, annotate_difficulty, check_prompts
+from meds1.curation.embedding import question_embeddings
+from meds1.curation.formatting import assistant_template, format_rows
 from meds1.curation.quality import KEPT, REMOVED, quality_filter
-from meds1.curation.sampling import select
+from meds1.curation.sampling import METHODS, select
 from meds1.curation.source import fingerprint, load_source
+from meds1.curation.specialty import LABELED, annotate_specialties
+from meds1.curation.specialty import check_config as check_specialty
+from meds1.errors import UserError
 from meds1.models import load_tokenizer
 from meds1.paths import registry_path
 from meds1.workspace import StageWorkspace
@@ -25,31 +37,56 @@ def run(cfg: Config) -> dict:
     if (record := workspace.completed_record()) is not None:
         log.info("curate: %s is complete for this config; skipping (force=true reruns it)", workspace.final)
         return record
+    check_config(cfg)
     curation = cfg.curation
+    annotations: dict[str, dict] = {}
     with workspace:
         rows = load_source(curation.source)
+        source = fingerprint(rows)
         tokenizer = load_tokenizer(cfg.model, cfg.paths.cache)
         rows = quality_filter(
             rows, tokenizer, curation.quality.truncated_cot_tokens, curation.tokenize_batch_size
         )
 
+        if curation.decontamination.enabled:
+            kept = rows.index[rows["filter_status"] == KEPT]
+            overlap = contaminated(rows.loc[kept], curation.decontamination)
+            remove(rows, kept[overlap], "decontamination", "eval_overlap")
+
+        if curation.difficulty.enabled:
+            judged, annotations["difficulty"] = annotate_difficulty(
+                rows[rows["filter_status"] == KEPT], cfg, source
+            )
+            rows = rows.drop(columns=[c for c in judged.columns if c in rows.columns]).join(judged)
+            remove(rows, judged.index[judged["verdict"] == CORRECT], "difficulty", "base_model_correct")
+            if curation.difficulty.drop_unjudged:
+                for verdict in UNJUDGED:
+                    remove(
+                        rows, judged.index[judged["verdict"] == verdict], "difficulty", f"verdict_{verdict}"
+                    )
+
         pool = rows[rows["filter_status"] == KEPT]
+        if curation.specialty.method != "none":
+            labels, annotations["specialty"] = annotate_specialties(pool, cfg, source)
+            rows = rows.drop(columns=[c for c in labels.columns if c in rows.columns]).join(labels)
+            pool = rows[rows["filter_status"] == KEPT]
+
+        embeddings = None
+        if curation.method == "embedding-diversity":
+            embeddings, annotations["embeddings"] = question_embeddings(pool, cfg, source)
         chosen = select(
             pool,
             curation.method,
             curation.n_samples,
             cfg.seed,
-            specialty_column=curation.specialty_column,
             long_cot_tokens=curation.long_cot_tokens,
             uniform_fraction=curation.uniform_fraction,
             specialty_weights=dict(curation.specialty_weights),
+            embeddings=embeddings,
+            cluster_fraction=curation.cluster_fraction,
+            outlier_fraction=curation.outlier_fraction,
         )
-        not_chosen = pool.index.difference(pool.index[chosen])
-        rows.loc[not_chosen, ["filter_status", "filter_stage", "filter_reason"]] = [
-            REMOVED,
-            "selection",
-            "not_selected",
-        ]
+        remove(rows, pool.index.difference(pool.index[chosen]), "selection", "not_selected")
         curated = pool.iloc[chosen]
 
         out = workspace.path
@@ -57,13 +94,13 @@ def run(cfg: Config) -> dict:
         curated.to_parquet(out / "curated.parquet", index=False)
         format_rows(curated, curation.format, tokenizer).save_to_disk(str(out / "formatted"))
 
-        stats = curation_stats(rows, curated, cfg)
+        stats = curation_stats(rows, curated, cfg, annotations)
         final = workspace.final
         record = {
             "dataset_path": str(final / "formatted"),
             "filtered_path": str(final / "filtered.parquet"),
             "curated_path": str(final / "curated.parquet"),
-            "source_fingerprint": fingerprint(rows),
+            "source_fingerprint": source,
             "stats": stats,
         }
         workspace.commit(record)
@@ -74,29 +111,77 @@ def run(cfg: Config) -> dict:
     return record
 
 
-def curation_stats(rows: pd.DataFrame, curated: pd.DataFrame, cfg: Config) -> dict:
+def check_config(cfg: Config) -> None:
+    """Settings that can be checked before any data or model is loaded."""
+    curation = cfg.curation
+    if curation.method not in METHODS:
+        raise UserError(f"unknown curation.method {curation.method!r}; valid: {', '.join(METHODS)}")
+    if curation.n_samples < 0:
+        raise UserError(f"curation.n_samples must be >= 0, not {curation.n_samples}")
+    check_specialty(curation.specialty)
+    if curation.method == "s1" and curation.specialty.method == "none":
+        raise UserError(
+            "curation.method=s1 samples across specialties: "
+            "set curation.specialty.method to llm, embedding or column"
+        )
+    if curation.difficulty.enabled:
+        check_prompts(curation.difficulty)
+    assistant_template(curation.format)
+
+
+def remove(rows: pd.DataFrame, index: pd.Index, stage: str, reason: str) -> None:
+    rows.loc[index, ["filter_status", "filter_stage", "filter_reason"]] = [REMOVED, stage, reason]
+
+
+STATS_COLUMNS = (
+    "filter_status",
+    "filter_stage",
+    "filter_reason",
+    "cot_tokens",
+    "verdict",
+    "specialty_status",
+)
+
+
+def curation_stats(rows: pd.DataFrame, curated: pd.DataFrame, cfg: Config, annotations: dict) -> dict:
+    curation = cfg.curation
+    rows = rows[[c for c in STATS_COLUMNS if c in rows]]  # no long texts: cheap to filter
     removed = rows[rows["filter_status"] == REMOVED]
     reasons = removed.groupby(["filter_stage", "filter_reason"]).size()
-    pool_size = int((rows["filter_stage"] != "quality").sum())
+    pool = rows[(rows["filter_status"] == KEPT) | (rows["filter_stage"] == "selection")]
     warnings = []
-    if cfg.curation.method != "all" and cfg.curation.n_samples > pool_size:
+    if curation.method != "all" and curation.n_samples > len(pool):
         warnings.append(
-            f"n_samples={cfg.curation.n_samples} exceeds the {pool_size} rows that passed the filters; "
+            f"n_samples={curation.n_samples} exceeds the {len(pool)} rows that passed the filters; "
             "selected all"
         )
-    lengths = curated["cot_tokens"].to_numpy()
-    specialty = cfg.curation.specialty_column
-    return {
+    stats = {
         "total_rows": len(rows),
-        "pool_rows": pool_size,
+        "pool_rows": len(pool),
         "selected_rows": len(curated),
-        "n_requested": cfg.curation.n_samples,
-        "method": cfg.curation.method,
+        "n_requested": curation.n_samples,
+        "method": curation.method,
         "removed": {f"{stage}/{reason}": int(n) for (stage, reason), n in reasons.items()},
-        "cot_tokens": _summary(lengths),
-        "specialties": curated[specialty].value_counts().to_dict() if specialty in curated else {},
+        "cot_tokens": _summary(curated["cot_tokens"].to_numpy()),
+        "pool_cot_tokens": _summary(pool["cot_tokens"].to_numpy()),
+        "specialties": curated["specialty"].value_counts().to_dict() if "specialty" in curated else {},
+        "annotations": annotations,
         "warnings": warnings,
     }
+    if "verdict" in rows:
+        verdicts = rows["verdict"].dropna().value_counts().to_dict()
+        stats["verdicts"] = verdicts
+        unjudged = {v: verdicts[v] for v in UNJUDGED if verdicts.get(v)}
+        if unjudged:
+            action = "dropped" if curation.difficulty.drop_unjudged else "kept in the pool"
+            warnings.append(f"difficulty: {unjudged} rows have no usable verdict; {action}")
+    if "specialty_status" in pool:
+        statuses = pool["specialty_status"].value_counts().to_dict()
+        stats["specialty_status"] = statuses
+        unlabeled = sum(n for status, n in statuses.items() if status != LABELED)
+        if unlabeled:
+            warnings.append(f"specialty: {unlabeled} of {len(pool)} pool rows are unlabeled ({statuses})")
+    return stats
 
 
 def _summary(values: np.ndarray) -> dict:
@@ -119,6 +204,15 @@ def log_summary(stats: dict) -> None:
         stats["method"],
     )
     for reason, count in stats["removed"].items():
-        log.info("  removed %-28s %d", reason, count)
+        log.info("  removed %-32s %d", reason, count)
+    if "verdicts" in stats:
+        log.info("  base-model verdicts: %s", stats["verdicts"])
+    for kind, info in stats["annotations"].items():
+        log.info("  %s annotations: %s", kind, info)
+    if stats["specialties"]:
+        top = sorted(stats["specialties"].items(), key=lambda item: -item[1])[:5]
+        log.info("  %d specialties selected; most: %s", len(stats["specialties"]), top)
+    if stats["cot_tokens"]:
+        log.info("  selected CoT tokens: %s", stats["cot_tokens"])
     for warning in stats["warnings"]:
         log.warning("curate: %s", warning)

@@ -1,0 +1,231 @@
+"""Difficulty filter: the base model answers each question, a judge compares it with the reference.
+
+Verdicts: `correct` (the row is removed, reason `base_model_correct`), `incorrect` (kept: hard),
+`unparseable` (the judge's reply did not end in Yes/No after every attempt), `failed` (the judge's
+request failed after the backend's retries) and `no_answer` (the base model's request failed). The
+last three are recorded as such, never silently counted as hard; `drop_unjudged` decides whether
+those rows stay in the pool.
+
+Judges:
+- `llm`: any model through an inference backend; its reply must end with the word Yes or No
+  ("Yes." and "**No**" count; "Yes, but ..." does not: the final word decides).
+- `match`: offline. An option letter ("The answer is C") on both sides is compared directly;
+  otherwise every content word of the reference's final answer must appear in the final answer of
+  the model's reply (after its last "answer is"/"Answer:", else its last paragraph).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+import unicodedata
+
+import pandas as pd
+
+from meds1.config import Config, DifficultyConfig, JudgeConfig
+from meds1.curation import QUESTION
+from meds1.curation.cache import AnnotationCache, annotate
+from meds1.curation.llm import FAILED, OK, UNPARSEABLE, ask, check_not_all_failed, load_llm
+from meds1.errors import UserError
+from meds1.inference import Sampling
+
+CORRECT, INCORRECT, NO_ANSWER = "correct", "incorrect", "no_answer"
+UNJUDGED = (UNPARSEABLE, FAILED, NO_ANSWER)
+JUDGES = ("llm", "match")
+JUDGE_CORRECTION = "Your reply did not end with a single word Yes or No. Reply with one word: Yes or No."
+
+
+def parse_verdict(reply: str) -> str | None:
+    """`correct`/`incorrect` from a reply whose final word is Yes/No; None otherwise."""
+    words = re.findall(r"[A-Za-z]+", reply)
+    last = words[-1].lower() if words else ""
+    return {"yes": CORRECT, "no": INCORRECT}.get(last)
+
+
+STOPWORDS = frozenset("a an the of and or is are be to in on with for by as its it this that".split())  # noqa: SIM905
+ANSWER_MARKER = re.compile(r"(?i:answer\s+is|answer\s*:)")
+OPTION_LETTER = re.compile(r"(?i:answer\s+is|answer\s*:)\s*:?\s*[(*]*([A-J])(?![A-Za-z0-9])")
+
+
+def _final_answer(text: str) -> str:
+    markers = list(ANSWER_MARKER.finditer(text))
+    if markers:
+        return text[markers[-1].end() :]
+    paragraphs = [p for p in re.split(r"\n\s*\n", text.strip()) if p.strip()]
+    return paragraphs[-1] if paragraphs else ""
+
+
+def _content_words(text: str) -> set[str]:
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
+    return {w for w in re.findall(r"[a-z0-9]+", ascii_text) if w not in STOPWORDS}
+
+
+def match_verdict(answer: str, reference: str) -> str:
+    """The offline `match` judge (see the module docstring)."""
+    letters = [OPTION_LETTER.findall(text) for text in (answer, reference)]
+    if letters[0] and letters[1]:
+        return CORRECT if letters[0][-1] == letters[1][-1] else INCORRECT
+    wanted = _content_words(_final_answer(reference))
+    if not answer.strip() or not wanted:
+        return UNPARSEABLE
+    return CORRECT if wanted <= _content_words(_final_answer(answer)) else INCORRECT
+
+
+def check_prompts(difficulty: DifficultyConfig) -> None:
+    """Fail before any inference if a prompt template names an unknown placeholder."""
+    for key, template, fields in [
+        ("curation.difficulty.prompt", difficulty.prompt, {"question"}),
+        ("curation.difficulty.judge.prompt", difficulty.judge.prompt, {"question", "answer", "reference"}),
+    ]:
+        try:
+            template.format(**dict.fromkeys(fields, ""))
+        except (KeyError, IndexError, ValueError) as exc:
+            raise UserError(
+                f"{key} has a bad placeholder ({exc}); "
+                f"valid: {', '.join('{' + f + '}' for f in sorted(fields))}"
+            ) from None
+    if difficulty.judge.method not in JUDGES:
+        raise UserError(
+            f"unknown curation.difficulty.judge.method {difficulty.judge.method!r}; "
+            f"valid: {', '.join(JUDGES)}"
+        )
+
+
+def answers_spec(cfg: Config, source_fingerprint: str) -> dict:
+    difficulty = cfg.curation.difficulty
+    spec = {
+        "source": source_fingerprint,
+        "model": dataclasses.asdict(cfg.model),
+        "prompt": difficulty.prompt,
+        "max_new_tokens": difficulty.max_new_tokens,
+        "temperature": difficulty.temperature,
+    }
+    if difficulty.temperature > 0:
+        spec["seed"] = cfg.seed
+    return spec
+
+
+def verdicts_spec(judge: JudgeConfig, answers_key: str) -> dict:
+    spec = {"answers": answers_key, "method": judge.method, "reference_column": judge.reference_column}
+    if judge.method == "llm":
+        llm = judge.llm
+        spec |= {
+            "model": dataclasses.asdict(llm.model),
+            "prompt": judge.prompt,
+            "max_new_tokens": llm.max_new_tokens,
+            "temperature": llm.temperature,
+            "attempts": llm.attempts,
+        }
+    return spec
+
+
+def annotate_difficulty(
+    pool: pd.DataFrame, cfg: Config, source_fingerprint: str
+) -> tuple[pd.DataFrame, dict]:
+    """Base answers and verdicts for every row of `pool` (cached), as columns indexed like `pool`."""
+    difficulty = cfg.curation.difficulty
+    check_prompts(difficulty)
+    reference = difficulty.judge.reference_column
+    if reference not in pool.columns:
+        raise UserError(
+            f"curation.difficulty.judge.reference_column {reference!r} is not a source column; "
+            f"valid: {', '.join(map(str, pool.columns))}"
+        )
+    by_id = pool.set_index("row_id")
+    chunk = cfg.curation.annotation_chunk
+
+    answers_cache = AnnotationCache(cfg.paths.cache, "answers", answers_spec(cfg, source_fingerprint))
+    base_model = functools.cache(lambda: _load_base_model(cfg))
+
+    def compute_answers(ids: list[int]) -> pd.DataFrame:
+        conversations = [
+            [{"role": "user", "content": difficulty.prompt.format(question=q)}]
+            for q in by_id.loc[ids, QUESTION]
+        ]
+        sampling = Sampling(difficulty.max_new_tokens, temperature=difficulty.temperature, seed=cfg.seed)
+        generations = base_model().generate(conversations, sampling)
+        check_not_all_failed(generations, "base model")
+        return pd.DataFrame(
+            {
+                "row_id": ids,
+                "base_answer": [g.text for g in generations],
+                "base_answer_error": [g.error for g in generations],
+            }
+        )
+
+    answers, answers_info = annotate(
+        answers_cache,
+        by_id.index,
+        compute_answers,
+        chunk,
+        "base-model answers",
+        final=lambda cached: cached["base_answer_error"].isna(),
+    )
+
+    judge = difficulty.judge
+    verdicts_cache = AnnotationCache(cfg.paths.cache, "verdicts", verdicts_spec(judge, answers_cache.key))
+    judge_model = functools.cache(
+        lambda: load_llm(judge.llm, cfg.paths.cache, "curation.difficulty.judge.llm")
+    )
+
+    def compute_verdicts(ids: list[int]) -> pd.DataFrame:
+        rows = by_id.loc[ids].join(answers)
+        return judge_rows(rows, judge, judge_model if judge.method == "llm" else None, cfg.seed)
+
+    verdicts, verdicts_info = annotate(
+        verdicts_cache,
+        by_id.index,
+        compute_verdicts,
+        chunk,
+        "judge verdicts",
+        final=lambda cached: ~cached["verdict"].isin([FAILED, NO_ANSWER]),
+    )
+    annotations = answers.join(verdicts).loc[pool["row_id"]]
+    annotations.index = pool.index
+    return annotations, {"answers": answers_info, "verdicts": verdicts_info}
+
+
+def _load_base_model(cfg: Config):
+    from meds1.inference import load_backend
+    from meds1.models import model_path
+
+    return load_backend(cfg.inference, cfg.model, model_path(cfg.model, cfg.paths.cache))
+
+
+def judge_rows(rows: pd.DataFrame, judge: JudgeConfig, backend, seed: int) -> pd.DataFrame:
+    """Verdicts for rows with `base_answer`, `base_answer_error`, the question and the reference.
+
+    `backend` is a callable returning the judge's backend (loaded only when needed); None for `match`.
+    """
+    verdict = pd.Series(NO_ANSWER, index=rows.index, dtype=object)
+    reply = pd.Series(None, index=rows.index, dtype=object)
+    answered = rows.index[rows["base_answer_error"].isna()]
+    references = rows[judge.reference_column].fillna("").astype(str)
+    if judge.method == "match":
+        for i in answered:
+            verdict[i] = match_verdict(rows.at[i, "base_answer"], references[i])
+    elif len(answered):
+        conversations = [
+            [
+                {
+                    "role": "user",
+                    "content": judge.prompt.format(
+                        question=rows.at[i, QUESTION],
+                        answer=rows.at[i, "base_answer"],
+                        reference=references[i],
+                    ),
+                }
+            ]
+            for i in answered
+        ]
+        for i, result in zip(
+            answered,
+            ask(backend(), conversations, parse_verdict, JUDGE_CORRECTION, judge.llm, seed, "judge"),
+            strict=True,
+        ):
+            verdict[i] = result.value if result.status == OK else result.status
+            reply[i] = result.text
+    return pd.DataFrame(
+        {"row_id": rows.index, "verdict": verdict.to_numpy(), "judge_reply": reply.to_numpy()}
+    )

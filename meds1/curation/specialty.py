@@ -1,0 +1,202 @@
+"""Specialty labels: one entry of the taxonomy per question.
+
+The taxonomy (`specialties.txt`, one name a line) holds the ABMS specialties and subspecialties plus
+a few buckets the ABMS list lacks but the source needs: basic sciences, dentistry, ethics/law and
+non-medical rows. Labelers:
+- `llm`: the taxonomy as a numbered list (001, 002, ...); the reply must end with `SPECIALTY: NNN`
+  for a number in the list, else it is asked again; still invalid (or failed) -> `Unlabeled`.
+- `embedding`: the specialty whose name is closest (cosine) to the question's embedding.
+- `column`: labels the user brings in a source column (`curation.specialty.column`).
+- `none`: no labels (selection methods other than s1 need none).
+`specialty_status` records how each label came about: labeled, unparseable, failed or missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import re
+
+import numpy as np
+import pandas as pd
+
+from meds1.config import Config, SpecialtyConfig
+from meds1.curation import QUESTION
+from meds1.curation.cache import AnnotationCache, annotate
+from meds1.curation.embedding import embed, load_embedder, question_embeddings
+from meds1.curation.llm import FAILED, OK, ask, load_llm
+from meds1.errors import UserError
+from meds1.paths import resolve_data_path
+
+UNLABELED = "Unlabeled"
+LABELED, MISSING = "labeled", "missing"
+LABELERS = ("llm", "embedding", "column", "none")
+SPECIALTY_CODE = re.compile(r"SPECIALTY:\s*(\d{3})[\s.*_)\]]*$")
+CORRECTION = (
+    'Your reply did not end with "SPECIALTY: NNN" for a number from the list. '
+    "Reply again, ending with SPECIALTY: followed by the three-digit number of one specialty in the list."
+)
+
+
+def load_taxonomy(path: str) -> list[str]:
+    file = resolve_data_path(path)
+    if not file.exists():
+        raise UserError(f"curation.specialty.taxonomy {path} does not exist")
+    names = [line.strip() for line in file.read_text().splitlines() if line.strip()]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if not names or duplicates:
+        problem = f"repeats {', '.join(duplicates)}" if duplicates else "is empty"
+        raise UserError(f"curation.specialty.taxonomy {path} {problem}; it needs one unique name a line")
+    if len(names) > 999:
+        raise UserError(
+            f"curation.specialty.taxonomy {path} has {len(names)} names; at most 999 fit NNN codes"
+        )
+    return names
+
+
+def numbered(taxonomy: list[str]) -> str:
+    return "\n".join(f"{i:03d}. {name}" for i, name in enumerate(taxonomy, start=1))
+
+
+def parse_specialty(reply: str, taxonomy: list[str]) -> str | None:
+    """The taxonomy name whose number ends the reply as `SPECIALTY: NNN`; None if absent or out of range."""
+    match = SPECIALTY_CODE.search(reply.strip())
+    if not match:
+        return None
+    number = int(match.group(1))
+    return taxonomy[number - 1] if 1 <= number <= len(taxonomy) else None
+
+
+def labels_spec(cfg: Config, taxonomy: list[str], source_fingerprint: str) -> dict:
+    specialty = cfg.curation.specialty
+    spec = {
+        "source": source_fingerprint,
+        "method": specialty.method,
+        "taxonomy": hashlib.sha256("\n".join(taxonomy).encode()).hexdigest()[:16],
+    }
+    if specialty.method == "llm":
+        llm = specialty.llm
+        spec |= {
+            "model": dataclasses.asdict(llm.model),
+            "prompt": specialty.prompt,
+            "max_new_tokens": llm.max_new_tokens,
+            "temperature": llm.temperature,
+            "attempts": llm.attempts,
+        }
+    else:
+        spec["embedding"] = cfg.curation.embedding.model
+    return spec
+
+
+def check_config(specialty: SpecialtyConfig) -> None:
+    if specialty.method not in LABELERS:
+        raise UserError(
+            f"unknown curation.specialty.method {specialty.method!r}; valid: {', '.join(LABELERS)}"
+        )
+    if specialty.method == "llm":
+        try:
+            specialty.prompt.format(question="", specialties="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise UserError(
+                f"curation.specialty.prompt has a bad placeholder ({exc}); "
+                "valid: {question}, {specialties}"
+            ) from None
+
+
+def annotate_specialties(
+    pool: pd.DataFrame, cfg: Config, source_fingerprint: str
+) -> tuple[pd.DataFrame, dict]:
+    """`specialty` and `specialty_status` for every pool row, as columns indexed like `pool`."""
+    specialty = cfg.curation.specialty
+    check_config(specialty)
+    if specialty.method == "column":
+        return column_labels(pool, specialty.column), {"column": specialty.column}
+    taxonomy = load_taxonomy(specialty.taxonomy)
+    cache = AnnotationCache(cfg.paths.cache, "specialties", labels_spec(cfg, taxonomy, source_fingerprint))
+    by_id = pool.set_index("row_id")
+
+    if specialty.method == "llm":
+        backend = functools.cache(lambda: load_llm(specialty.llm, cfg.paths.cache, "curation.specialty.llm"))
+
+        def compute(ids: list[int]) -> pd.DataFrame:
+            return label_with_llm(by_id.loc[ids, QUESTION], taxonomy, specialty, backend(), cfg.seed)
+
+    else:
+        vectors, _ = question_embeddings(pool, cfg, source_fingerprint)
+        position = pd.Series(np.arange(len(pool)), index=by_id.index)
+        names = functools.cache(lambda: embed(load_embedder(cfg.curation.embedding.model), taxonomy, 64))
+
+        def compute(ids: list[int]) -> pd.DataFrame:
+            return label_with_embeddings(ids, vectors[position.loc[ids].to_numpy()], names(), taxonomy)
+
+    labels, info = annotate(
+        cache,
+        by_id.index,
+        compute,
+        cfg.curation.annotation_chunk,
+        "specialty labels",
+        final=lambda cached: cached["specialty_status"] != FAILED,
+    )
+    labels = labels.loc[pool["row_id"], ["specialty", "specialty_status"]]
+    labels.index = pool.index
+    return labels, info
+
+
+def column_labels(pool: pd.DataFrame, column: str) -> pd.DataFrame:
+    if column not in pool.columns:
+        raise UserError(
+            f"curation.specialty.column {column!r} is not a source column; "
+            f"valid: {', '.join(map(str, pool.columns))}"
+        )
+    values = pool[column].astype("string").str.strip()
+    missing = values.isna() | (values == "")
+    return pd.DataFrame(
+        {
+            "specialty": values.where(~missing, UNLABELED).astype(object),
+            "specialty_status": np.where(missing, MISSING, LABELED),
+        },
+        index=pool.index,
+    )
+
+
+def label_with_llm(
+    questions: pd.Series, taxonomy: list[str], specialty: SpecialtyConfig, backend, seed: int
+) -> pd.DataFrame:
+    listing = numbered(taxonomy)
+    conversations = [
+        [{"role": "user", "content": specialty.prompt.format(question=q, specialties=listing)}]
+        for q in questions
+    ]
+    replies = ask(
+        backend,
+        conversations,
+        lambda text: parse_specialty(text, taxonomy),
+        CORRECTION,
+        specialty.llm,
+        seed,
+        "specialty labeler",
+    )
+    return pd.DataFrame(
+        {
+            "row_id": questions.index,
+            "specialty": [r.value if r.status == OK else UNLABELED for r in replies],
+            "specialty_status": [LABELED if r.status == OK else r.status for r in replies],
+            "specialty_reply": [r.text for r in replies],
+        }
+    )
+
+
+def label_with_embeddings(
+    ids: list[int], questions: np.ndarray, names: np.ndarray, taxonomy: list[str]
+) -> pd.DataFrame:
+    similarity = questions @ names.T
+    best = similarity.argmax(axis=1)
+    return pd.DataFrame(
+        {
+            "row_id": ids,
+            "specialty": [taxonomy[i] for i in best],
+            "specialty_status": LABELED,
+            "specialty_score": similarity[np.arange(len(ids)), best],
+        }
+    )

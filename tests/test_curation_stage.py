@@ -1,0 +1,230 @@
+"""stage=curate end to end: filters, annotation cache reuse and resume, bad config, resources, real rows."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from meds1.curation.cache import AnnotationCache
+from meds1.curation.difficulty import answers_spec, verdicts_spec
+from meds1.curation.resources import curate_resources
+from meds1.curation.source import fingerprint, load_source
+from meds1.errors import UserError
+from meds1.stages import curate
+from tests.conftest import REPO
+
+DEMO = REPO / "meds1/data/demo_sft.jsonl"
+
+
+@pytest.fixture
+def small_source(tmp_path):
+    """The first 9 complete demo rows, as a local jsonl source of its own (the annotation cache is
+    shared by the session, and a source's annotations are found by its content)."""
+    rows = pd.read_json(DEMO, lines=True).dropna().head(9)
+    rows["Question"] += f" ({tmp_path.name})"
+    file = tmp_path / "rows.jsonl"
+    rows.to_json(file, orient="records", lines=True)
+    return file
+
+
+def difficulty_overrides(source) -> list[str]:
+    return [
+        "experiment=demo",
+        f"curation.source.path={source}",
+        "curation.difficulty.enabled=true",
+        "curation.difficulty.max_new_tokens=3",
+        "curation.annotation_chunk=4",
+        "curation.long_cot_tokens=100000",
+    ]
+
+
+def test_decontamination_removes_near_duplicates_of_eval_questions(tmp_path, make_config):
+    evals = json.loads((REPO / "meds1/data/demo_eval.json").read_text())["DemoMedQA"]
+    rows = pd.read_json(DEMO, lines=True).dropna().head(6).reset_index(drop=True)
+    rows.loc[0, "Question"] = evals[3]["question"].upper().replace(",", " ;")  # same words, other surface
+    rows.loc[1, "Question"] = "Which of the following is the most likely diagnosis in this patient?"
+    file = tmp_path / "rows.jsonl"
+    rows.to_json(file, orient="records", lines=True)
+    record = curate.run(
+        make_config("experiment=demo", f"curation.source.path={file}", "curation.n_samples=3")
+    )
+    filtered = pd.read_parquet(record["filtered_path"])
+    assert filtered.loc[filtered["filter_stage"] == "decontamination", "row_id"].tolist() == [0]
+    assert set(filtered["filter_reason"].dropna()) == {"eval_overlap", "not_selected"}
+    assert record["stats"]["removed"]["decontamination/eval_overlap"] == 1
+
+
+def test_n_larger_than_the_pool_selects_all_with_a_warning(small_source, make_config):
+    record = curate.run(
+        make_config("experiment=demo", f"curation.source.path={small_source}", "curation.n_samples=50")
+    )
+    stats = record["stats"]
+    assert stats["selected_rows"] == stats["pool_rows"] == 9
+    assert stats["warnings"] == ["n_samples=50 exceeds the 9 rows that passed the filters; selected all"]
+    assert stats["specialty_status"] == {"labeled": 9}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["curation.specialty.method=none"], "curation.method=s1 samples across specialties"),
+        (
+            ["curation.specialty.method=magic"],
+            "unknown curation.specialty.method 'magic'; valid: llm, embedding",
+        ),
+        (
+            ["curation.method=best"],
+            "unknown curation.method 'best'; valid: s1, random, all, embedding-diversity",
+        ),
+        (
+            ["curation.difficulty.enabled=true", "curation.difficulty.judge.method=vibes"],
+            "unknown curation.difficulty.judge.method 'vibes'; valid: llm, match",
+        ),
+        (
+            ["curation.difficulty.enabled=true", "curation.difficulty.prompt='Q: {query}'"],
+            r"curation.difficulty.prompt has a bad placeholder \('query'\); valid: {question}",
+        ),
+        (["curation.format.layout=plain"], "unknown curation.format.layout 'plain'; valid: huatuo, s1"),
+        (["curation.specialty.column=hint"], "curation.specialty.column 'hint' is not a source column"),
+        (["curation.n_samples=-1"], "curation.n_samples must be >= 0"),
+        (["curation.decontamination.columns=[nope]"], r"curation.decontamination.columns \['nope'\] are not"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(overrides, message, make_config):
+    with pytest.raises(UserError, match=message):
+        curate.run(make_config("experiment=demo", *overrides))
+
+
+def test_decontamination_without_the_eval_suite_says_how_to_fix_it(make_config, tmp_path):
+    cfg = make_config("experiment=demo", f"curation.decontamination.suite=[{tmp_path}/missing.json]")
+    with pytest.raises(UserError, match="decontamination.enabled=false"):
+        curate.run(cfg)
+
+
+def test_curate_asks_for_the_gpus_of_the_models_it_runs_locally(make_config):
+    remote = make_config("experiment=med-s1-1k", "inference=openai")
+    assert curate_resources(remote).gpus == 0  # base model, judge and labeler all behind endpoints
+    local = make_config(
+        "experiment=med-s1-1k",
+        "inference=openai",
+        "curation.difficulty.judge.llm.inference.backend=vllm",
+        "curation.difficulty.judge.llm.inference.resources.gpus=4",
+        "curation.difficulty.judge.llm.inference.resources.time_min=90",
+    )
+    resources = curate_resources(local)
+    assert (resources.gpus, resources.time_min) == (4, local.curation.resources.time_min + 90)
+    base_on_gpu = make_config("experiment=med-s1-1k", "inference.resources.gpus=1")
+    assert curate_resources(base_on_gpu).gpus == 1  # the hf base model runs inside the job
+    off = make_config(
+        "experiment=med-s1-1k", "curation.difficulty.enabled=false", "curation.specialty.method=column"
+    )
+    assert curate_resources(off) == off.curation.resources
+
+
+@pytest.mark.slow
+def test_annotations_are_reused_across_experiments_and_judged_rows_removed(small_source, make_config):
+    base = difficulty_overrides(small_source)
+    cfg = make_config(*base, "curation.n_samples=4")
+    # Seed the verdict cache: rows 2 and 5 "answered correctly" by the base model (the tiny model never is).
+    rows = load_source(cfg.curation.source)
+    answers_key = AnnotationCache(cfg.paths.cache, "answers", answers_spec(cfg, fingerprint(rows))).key
+    verdicts = AnnotationCache(
+        cfg.paths.cache, "verdicts", verdicts_spec(cfg.curation.difficulty.judge, answers_key)
+    )
+    verdicts.write_chunk(
+        pd.DataFrame({"row_id": [2, 5], "verdict": ["correct"] * 2, "judge_reply": [None] * 2})
+    )
+
+    first = curate.run(cfg)["stats"]
+    assert first["annotations"]["difficulty"]["answers"]["computed"] == 9
+    assert first["annotations"]["difficulty"]["verdicts"] == {
+        **first["annotations"]["difficulty"]["verdicts"],
+        "reused": 2,
+        "computed": 7,
+    }
+    assert first["removed"]["difficulty/base_model_correct"] == 2
+    assert first["pool_rows"] == 7 and first["selected_rows"] == 4
+    assert sum(first["verdicts"].values()) == 9 and first["verdicts"]["correct"] == 2
+
+    # Another n, then another experiment (random selection): annotations reused, only selection reruns.
+    for extra in (
+        ["curation.n_samples=6"],
+        ["curation.n_samples=3", "curation.method=random", "curation.specialty.method=none"],
+    ):
+        stats = curate.run(make_config(*base, *extra))["stats"]
+        for kind in ("answers", "verdicts"):
+            assert stats["annotations"]["difficulty"][kind]["computed"] == 0
+            assert stats["annotations"]["difficulty"][kind]["reused"] == 9
+        assert stats["pool_rows"] == 7
+
+
+@pytest.mark.slow
+def test_an_interrupted_annotation_run_resumes_where_it_stopped(small_source, make_config, monkeypatch):
+    from meds1.inference.hf import HFBackend
+
+    generate = HFBackend.generate
+    calls = []
+
+    def crash_on_second_chunk(self, conversations, sampling):
+        calls.append(len(conversations))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return generate(self, conversations, sampling)
+
+    monkeypatch.setattr(HFBackend, "generate", crash_on_second_chunk)
+    cfg = make_config(*difficulty_overrides(small_source), "curation.n_samples=4")
+    with pytest.raises(KeyboardInterrupt):
+        curate.run(cfg)
+    monkeypatch.setattr(HFBackend, "generate", generate)
+    stats = curate.run(cfg)["stats"]
+    assert calls == [4, 4]
+    assert stats["annotations"]["difficulty"]["answers"]["reused"] == 4  # the first chunk survived the crash
+    assert stats["annotations"]["difficulty"]["answers"]["computed"] == 5
+    assert stats["selected_rows"] == 4
+
+
+@pytest.mark.slow
+def test_real_rows_end_to_end(shared_data, make_config):
+    """The 198 real HuatuoGPT-o1 rows: tiny base model (hf), match judge on the short gold answer,
+    embedding labels, decontamination against the real eval files, s1 layout."""
+    suite = ",".join(str(p) for p in sorted((shared_data / "eval").glob("*.json")))
+    common = [
+        "experiment=demo",
+        f"curation.source.path={shared_data / 'sft' / 'huatuogpt-o1_demo_data.json'}",
+        f"curation.decontamination.suite=[{suite}]",
+        "curation.decontamination.columns=[Question,question]",
+        "curation.difficulty.enabled=true",
+        "curation.difficulty.max_new_tokens=8",
+        "curation.difficulty.judge.reference_column=Ground-True Answer",
+        "curation.specialty.method=embedding",
+        "curation.format.layout=s1",
+        "curation.long_cot_tokens=600",
+        "inference.batch_size=64",
+    ]
+    record = curate.run(make_config(*common, "curation.n_samples=50"))
+    stats = record["stats"]
+    filtered = pd.read_parquet(record["filtered_path"])
+    curated = pd.read_parquet(record["curated_path"])
+    assert stats["total_rows"] == len(filtered) == 198
+    # 3 rows' source multiple-choice questions are MedQA test questions (their rephrased Question is not)
+    assert stats["removed"]["decontamination/eval_overlap"] == 3
+    assert stats["selected_rows"] == len(curated) == 50
+    assert (
+        stats["pool_rows"] + sum(n for r, n in stats["removed"].items() if not r.startswith("selection"))
+        == 198
+    )
+    judged = filtered["verdict"].notna()
+    assert sum(stats["verdicts"].values()) == judged.sum() > 150
+    assert (filtered.loc[filtered["filter_reason"] == "base_model_correct", "verdict"] == "correct").all()
+    taxonomy = set((REPO / "meds1/curation/specialties.txt").read_text().splitlines())
+    assert set(curated["specialty"]) <= taxonomy and len(set(curated["specialty"])) >= 5
+    assert (curated["filter_status"] == "kept").all() and curated["row_id"].is_unique
+    from datasets import load_from_disk
+
+    formatted = load_from_disk(record["dataset_path"])
+    assert len(formatted) == 50
+    assert formatted[0]["messages"][-1]["content"].startswith("<|im_start|>think\n")
+
+    again = curate.run(make_config(*common, "curation.n_samples=20", "curation.method=embedding-diversity"))
+    assert again["stats"]["selected_rows"] == 20
+    assert again["stats"]["annotations"]["embeddings"]["computed"] == 0  # the labeler's embeddings, reused
