@@ -157,7 +157,7 @@ def test_demo_pipeline_as_a_chain_completes_into_the_registry(tmp_path):
     waited = submit("stage=all", *shrink, "wait=true", f"paths.root={tmp_path}", timeout=900)
     assert waited.returncode == 0, waited.stdout[-3000:] + waited.stderr[-3000:]
     assert "submitted 0 job(s)" in waited.stdout and waited.stdout.count("(already queued)") >= 1
-    assert "meds1 results" in waited.stdout  # the report, once the chain ended
+    assert "Strict accuracy" in waited.stdout  # the report table, printed once the chain ended
     records = jobs(tmp_path)
     assert {(slug, stage): job["job_id"] for (slug, stage), job in records.items()} == {
         key: job["job_id"] for key, job in first.items()
