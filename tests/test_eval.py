@@ -43,6 +43,10 @@ TEN = {letter: f"Option number {i}" for i, letter in enumerate("ABCDEFGHIJ")}
         (TB, "It causes optic neuritis, so ethambutol.", "C"),
         (TB, "**Ethambutol** is the drug; unlike isoniazid it affects the eye.", "C"),
         (TB, "The answer is A. Later: the answer is C.", "A"),  # strict: the first confident statement
+        (TB, "Option C is correct: it causes optic neuritis.", "C"),
+        (TB, "(C) is the right answer, so the answer is C.", "C"),
+        (TB, "Option B is wrong; option C is correct.", "C"),
+        (LETTERY, "Vitamin C is correct for scurvy, so the answer is B.", "B"),
         # no confident commitment
         (TB, "", None),
         (TB, "   \n", None),

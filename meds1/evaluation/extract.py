@@ -4,8 +4,9 @@
 "## Final Response" heading or `</think>`, else the whole text) and takes the first confident
 statement, trying in order:
 
-1. an answer cue followed by a letter or an option's text: "The answer is C", "Answer: (c)",
-   "The correct answer is **C. Ethambutol**", "The answer is yes";
+1. an answer statement: a cue followed by a letter or an option's text ("The answer is C",
+   "Answer: (c)", "The correct answer is **C. Ethambutol**", "The answer is yes"), or an option
+   named correct ("Option C is correct", "(C) is the right answer"), whichever comes first;
 2. `\\boxed{C}` (or `\\boxed{Ethambutol}`);
 3. option lines such as "**C. Ethambutol**" or "(C)", when every such line names the same letter;
 4. an answer section that opens with exactly one option's text ("Yes, ..." / "Ethambutol.");
@@ -34,6 +35,12 @@ CUE = re.compile(
     r"best\s+(?:option|choice))\b\**\s*(?:(?:is|would\s+be|should\s+be)\s*:?|:|=)\s*\**\s*"
     r"(?:(?:therefore|thus|likely|probably|clearly|definitely)\s*,?\s*)?(?:(?:option|choice)\s+)?",
     re.IGNORECASE,
+)
+# "Option C is correct", "(C) is the right answer": a letter named as an option, then the verdict.
+VERDICT = re.compile(
+    r"(?:\b(?:option|choice)\s+\(?([A-Z])\)?|\(([A-Z])\)|^[ \t*]*([A-Z])\b[*]*)[ \t]+is[ \t]+(?:the[ \t]+)?"
+    r"(?:correct|right|best)\b",
+    re.IGNORECASE | re.MULTILINE,
 )
 MARKUP = " \t*_\"'`$"
 # A standalone letter: optionally bracketed, not followed by more word characters.
@@ -103,11 +110,19 @@ def _option_at(text: str, start: int, letters: dict[str, str]) -> str | None:
 
 
 def _from_cues(section: str, letters: dict[str, str]) -> str | None:
+    """The first answer statement: "answer is X" (letter or option text) or "option X is correct"."""
+    statements = []
     for cue in CUE.finditer(section):
         found = _letter_at(section, cue.end(), letters) or _option_at(section, cue.end(), letters)
         if found:
-            return found
-    return None
+            statements.append((cue.start(), found))
+            break
+    for verdict in VERDICT.finditer(section):
+        letter = next(group for group in verdict.groups() if group).upper()
+        if letter in letters:
+            statements.append((verdict.start(), letter))
+            break
+    return min(statements)[1] if statements else None
 
 
 def _from_boxed(section: str, letters: dict[str, str]) -> str | None:

@@ -28,6 +28,9 @@ class HFBackend:
         eos = self.model.generation_config.eos_token_id
         self.eos = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
 
+    def close(self) -> None:
+        """Nothing to free beyond what garbage collection does."""
+
     def render(self, conversation: Conversation) -> str:
         return render_chat(self.tokenizer, conversation)
 
