@@ -256,6 +256,13 @@ def test_bootstrap_interval_narrows_with_more_questions():
     assert width(400) < width(40) / 2
 
 
+def test_bootstrap_interval_agrees_with_the_normal_approximation():
+    rows = [_row("S", "The answer is A." if i % 2 else "The answer is B.", id=str(i)) for i in range(400)]
+    low, high = score(rows)["overall"]["ci95"]
+    half_width = 1.96 * (0.25 / 400) ** 0.5  # p = 0.5, n = 400
+    assert low == pytest.approx(0.5 - half_width, abs=0.01) and high == pytest.approx(0.5 + half_width, abs=0.01)
+
+
 def _write_jsonl(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 

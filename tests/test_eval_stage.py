@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -105,10 +106,7 @@ def test_budget_forcing_says_wait_when_the_model_stops_early(hf_backend):
     waited = [g for g in forced if "Wait" in g.text.split("## Final Response")[0]]
     assert waited and all(g.thinking_tokens < 30 for g in waited)
     no_ignore = budget_force(
-        hf_backend,
-        CONVERSATIONS,
-        Sampling(max_new_tokens=100),
-        config.__class__(**{**config.__dict__, "num_ignore": 0}),
+        hf_backend, CONVERSATIONS, Sampling(max_new_tokens=100), replace(config, num_ignore=0)
     )
     assert all("Wait" not in g.text for g in no_ignore)
     assert sum(g.thinking_tokens for g in no_ignore) < sum(g.thinking_tokens for g in forced)
