@@ -260,7 +260,8 @@ def test_bootstrap_interval_agrees_with_the_normal_approximation():
     rows = [_row("S", "The answer is A." if i % 2 else "The answer is B.", id=str(i)) for i in range(400)]
     low, high = score(rows)["overall"]["ci95"]
     half_width = 1.96 * (0.25 / 400) ** 0.5  # p = 0.5, n = 400
-    assert low == pytest.approx(0.5 - half_width, abs=0.01) and high == pytest.approx(0.5 + half_width, abs=0.01)
+    assert low == pytest.approx(0.5 - half_width, abs=0.01)
+    assert high == pytest.approx(0.5 + half_width, abs=0.01)
 
 
 def _write_jsonl(path, rows):
