@@ -151,3 +151,25 @@ def test_vllm_backend_says_how_to_install_it_where_vllm_is_missing():
         pass
     with pytest.raises(UserError, match=r"pip install -e '\.\[vllm\]'"):
         load_backend(InferenceConfig(backend="vllm"), ModelConfig(name="x", path="x"), "x")
+
+
+def test_vllm_engine_arguments_come_from_the_inference_config(monkeypatch):
+    from meds1.inference.vllm import _visible_gpus, engine_arguments
+
+    inference = InferenceConfig(
+        backend="vllm", tensor_parallel_size=2, max_model_len=None, engine_args={"max_num_seqs": 512}
+    )
+    arguments = engine_arguments("/models/x", ModelConfig(name="x", path="x", dtype="bfloat16"), inference)
+    assert arguments == {
+        "model": "/models/x",
+        "tokenizer": "/models/x",
+        "dtype": "bfloat16",
+        "tensor_parallel_size": 2,
+        "gpu_memory_utilization": 0.9,
+        "enable_prefix_caching": True,
+        "max_num_seqs": 512,
+    }
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    assert _visible_gpus(4) == ["4", "5", "6", "7"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert _visible_gpus(2) == ["0", "1"]
