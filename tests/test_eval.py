@@ -29,6 +29,7 @@ TEN = {letter: f"Option number {i}" for i, letter in enumerate("ABCDEFGHIJ")}
     [
         (TB, "The answer is C.", "C"),
         (TB, "**C. Ethambutol**", "C"),
+        (TB, "Option C: Ethambutol", "C"),
         (TB, "Answer: (c)", "C"),
         (TB, "so the final pick is \\boxed{C}", "C"),
         (TB, "$\\boxed{\\text{C}}$", "C"),

@@ -48,7 +48,7 @@ LETTER = re.compile(r"(?P<open>[(\[{]?)(?P<letter>[A-Za-z])(?P<close>[)\]}]?)(?!
 BOXED = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
 TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm)\{([^{}]*)\}")
 OPTION_LINE = re.compile(
-    r"^[ \t>*#-]*[*_]*[ \t]*(?:option[ \t]+)?[(\[]?([A-Z])(?:[)\].:]|[*_]*[ \t]*$)(.*)$", re.M
+    r"^[ \t>*#-]*[*_]*[ \t]*(?:[Oo]ption[ \t]+)?[(\[]?([A-Z])(?:[)\].:]|[*_]*[ \t]*$)(.*)$", re.M
 )
 
 
