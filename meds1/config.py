@@ -238,21 +238,45 @@ class TrainerConfig:
 
 
 @dataclass
+class BudgetForcingConfig:
+    """s1 budget forcing (`eval=tts`): cap the thinking, optionally extend it, then force an answer.
+
+    The answer starts with `think_start`; thinking stops at `think_end` (or end of turn) or after
+    `budget` tokens. While budget is left, the first `num_ignore` stops are overridden by appending
+    `ignore_str` and thinking on. Then `answer_prefix` is appended and the answer generated.
+    """
+
+    enabled: bool = False
+    budget: int = 1024  # thinking tokens
+    num_ignore: int = 0
+    ignore_str: str = "Wait"
+    think_start: str = "## Thinking\n\n"
+    think_end: str = "## Final Response"
+    answer_prefix: str = "\n\n## Final Response\n\n"
+    answer_max_tokens: int = 256
+    chunk_size: int = 1024  # questions per round trip; predictions are saved after each chunk
+
+
+@dataclass
 class EvalConfig:
-    suite: list[str] = MISSING  # eval files in HuatuoGPT's eval_data.json shape (or jsonl)
+    suite: list[str] = MISSING  # files, directories or hf://OWNER/NAME?split=... (meds1/evaluation/data.py)
     max_per_source: int | None = None
-    prompt: str = (
-        "Please answer the following multiple-choice question, ensuring your response concludes with "
-        "the correct option in the format: 'The answer is A.'.\n{question}\n{options}"
+    prompt: str = "Please answer the following multiple-choice question:\n{question}\n{options}"
+    strict: bool = False  # append strict_suffix (HuatuoGPT's --strict_prompt idea)
+    strict_suffix: str = (
+        "\nEnsure your response concludes with the correct option in the format: 'The answer is A.'."
     )
     max_new_tokens: int = 2048
     temperature: float = 0.0
     top_p: float = 1.0
+    repeats: int = 1  # independent runs with seeds seed, seed+1, ...; metrics report mean and spread
+    max_failures: int = 0  # generations that may still fail after retries (counted wrong) before eval stops
+    tts: BudgetForcingConfig = field(default_factory=BudgetForcingConfig)
 
 
 @dataclass
 class InferenceConfig:
-    backend: str = MISSING  # hf | openai
+    backend: str = MISSING  # hf | openai | vllm
     batch_size: int = 32  # hf: prompts per generate() call
     dtype: str = "auto"
     # openai: any OpenAI-compatible endpoint (a vLLM server, Gemini, transformers serve)
@@ -264,6 +288,13 @@ class InferenceConfig:
     retry_backoff_s: float = 1.0
     requests_per_minute: float | None = None
     timeout_s: float = 120.0
+    # vllm: offline engines on this node's GPUs (pip install -e ".[vllm]")
+    tensor_parallel_size: int = 1  # GPUs per engine
+    data_parallel_size: int = 1  # engines, each on its own tensor_parallel_size GPUs, sharing the prompts
+    max_model_len: int | None = None  # default: the model's
+    gpu_memory_utilization: float = 0.9
+    enable_prefix_caching: bool = True
+    engine_args: dict[str, Any] = field(default_factory=dict)  # any other vllm.LLM keyword argument
     resources: Resources = field(default_factory=Resources)
 
 

@@ -55,19 +55,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def openai_server(tiny_model_dir, tmp_path_factory):
-    """A real OpenAI-compatible server (`transformers serve`) for the tiny model on 127.0.0.1.
-
-    Yields (base_url, model_name, process); stopped by its PID at the end of the session.
-    """
-    if shutil.which("transformers") is None:
-        pytest.skip("`transformers` CLI not found (pip install 'transformers[serving]')")
+def start_openai_server(model_dir: Path, log: Path) -> tuple[str, subprocess.Popen]:
+    """Start `transformers serve` for `model_dir` on a free local port; (base_url, process) once healthy."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "serve.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            ["transformers", "serve", str(tiny_model_dir), "--port", str(port), "--host", "127.0.0.1"],
+            ["transformers", "serve", str(model_dir), "--port", str(port), "--host", "127.0.0.1"],
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "HF_HUB_OFFLINE": "1"},
@@ -84,7 +77,10 @@ def openai_server(tiny_model_dir, tmp_path_factory):
             process.kill()
             pytest.fail(f"transformers serve did not come up:\n{log.read_text()[-3000:]}")
         time.sleep(0.5)
-    yield f"{base}/v1", str(tiny_model_dir), process
+    return f"{base}/v1", process
+
+
+def stop_process(process: subprocess.Popen) -> None:
     process.terminate()
     try:
         process.wait(10)
@@ -100,3 +96,16 @@ def report_registry(tmp_path_factory, model_cache) -> Path:
 
     root = tmp_path_factory.mktemp("report-registry") / "out"
     return build(lambda *overrides: compose([*overrides, f"paths.root={root}", f"paths.cache={model_cache}"]))
+
+
+@pytest.fixture(scope="session")
+def openai_server(tiny_model_dir, tmp_path_factory):
+    """A real OpenAI-compatible server (`transformers serve`) for the tiny model on 127.0.0.1.
+
+    Yields (base_url, model_name, process); stopped by its PID at the end of the session.
+    """
+    if shutil.which("transformers") is None:
+        pytest.skip("`transformers` CLI not found (pip install 'transformers[serving]')")
+    base_url, process = start_openai_server(tiny_model_dir, tmp_path_factory.mktemp("server") / "serve.log")
+    yield base_url, str(tiny_model_dir), process
+    stop_process(process)

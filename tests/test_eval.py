@@ -1,31 +1,116 @@
+"""Eval parts without a model: suite loading, prompts, answer extraction, scoring, re-scoring."""
+
+import difflib
 import json
+import subprocess
+import sys
+from collections import Counter
 
 import pytest
 
+from meds1.config import EvalConfig
+from meds1.errors import UserError
 from meds1.evaluation.data import load_suite, question_id
-from meds1.evaluation.extract import extract_answer
+from meds1.evaluation.extract import _TextMatcher, extract_answer, huatuo_match
+from meds1.evaluation.predictions import read_predictions
 from meds1.evaluation.prompts import build_conversation
-from meds1.evaluation.scoring import score
+from meds1.evaluation.scoring import judge, score
+from tests.conftest import REPO
 
-OPTIONS = {"A": "Isoniazid", "B": "Rifampin", "C": "Ethambutol", "D": "Pyrazinamide"}
+TB = {"A": "Isoniazid", "B": "Rifampin", "C": "Ethambutol", "D": "Pyrazinamide"}
+LETTERY = {"A": "Vitamin B12", "B": "Vitamin C", "C": "Anti D", "D": "None of the above"}
+NESTED = {"A": "Rifampin", "B": "Rifampin and isoniazid", "C": "Ethambutol", "D": "Streptomycin"}
+PUBMED = {"A": "yes", "B": "no", "C": "maybe"}
+TEN = {letter: f"Option number {i}" for i, letter in enumerate("ABCDEFGHIJ")}
+
+
+@pytest.mark.parametrize(
+    ("options", "text", "expected"),
+    [
+        (TB, "The answer is C.", "C"),
+        (TB, "**C. Ethambutol**", "C"),
+        (TB, "Option C: Ethambutol", "C"),
+        (TB, "Answer: (c)", "C"),
+        (TB, "so the final pick is \\boxed{C}", "C"),
+        (TB, "$\\boxed{\\text{C}}$", "C"),
+        (TB, "\\boxed{Ethambutol}", "C"),
+        (TB, "## Thinking\nMaybe A? The answer is A\n## Final Response\n\nThe answer is C.", "C"),
+        (TB, "<think>the answer is A</think>\nThe answer is B", "B"),
+        (TB, "**Answer:** C", "C"),
+        (TB, "The answer is: **(C)**", "C"),
+        (TB, "The correct answer is **C. Ethambutol**", "C"),
+        (TB, "The answer is option C, because of optic neuritis.", "C"),
+        (TB, "The answer is ethambutol.", "C"),
+        (TB, "It causes optic neuritis, so ethambutol.", "C"),
+        (TB, "**Ethambutol** is the drug; unlike isoniazid it affects the eye.", "C"),
+        (TB, "The answer is A. Later: the answer is C.", "A"),  # strict: the first confident statement
+        (TB, "Option C is correct: it causes optic neuritis.", "C"),
+        (TB, "(C) is the right answer, so the answer is C.", "C"),
+        (TB, "Option B is wrong; option C is correct.", "C"),
+        (LETTERY, "Vitamin C is correct for scurvy, so the answer is B.", "B"),
+        # no confident commitment
+        (TB, "", None),
+        (TB, "   \n", None),
+        (TB, "I cannot tell.", None),
+        (TB, "The answer is Z.", None),
+        (TB, "The answer is a combination of all four drugs.", None),
+        (TB, "Isoniazid and ethambutol both cause neuropathy.", None),
+        (TB, "A. Isoniazid: liver\nB. Rifampin: orange urine\nC. Ethambutol: eyes", None),
+        (TB, "E. coli does not matter here.", None),
+        (TB, "None of the above.", None),  # not an option of this question
+        # an option's text holds another option's letter
+        (LETTERY, "Vitamin C", "B"),
+        (LETTERY, "The answer is Vitamin C.", "B"),
+        (LETTERY, "Anti D is the antibody to give.", "C"),
+        (LETTERY, "B. Vitamin C", "B"),
+        (LETTERY, "None of the above.", "D"),
+        (LETTERY, "The answer is none of the above", "D"),
+        # one option's text inside another's
+        (NESTED, "Rifampin and isoniazid are given together.", "B"),
+        (NESTED, "Only rifampin.", "A"),
+        # yes / no / maybe
+        (PUBMED, "Yes, the trial shows no harm.", "A"),
+        (PUBMED, "The answer is maybe", "C"),
+        (PUBMED, "The answer is B.", "B"),
+        (PUBMED, "## Final Response\n\nNo.", "B"),
+        # ten options: I and J are letters, "I think" is a pronoun
+        (TEN, "The answer is J.", "J"),
+        (TEN, "The answer is I.", "I"),
+        (TEN, "Answer: I think the answer is J", "J"),
+        (TEN, "**H. Option number 7**", "H"),
+    ],
+)
+def test_extraction(options, text, expected):
+    assert extract_answer(text, options) == expected
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("The answer is C.", "C"),
-        ("**C. Ethambutol**", "C"),
-        ("Answer: (c)", "C"),
-        ("so \\boxed{C}", "C"),
-        ("## Thinking\nMaybe A? The answer is A\n## Final Response\nThe answer is C.", "C"),
-        ("It causes optic neuritis, so ethambutol.", "C"),
-        ("", None),
-        ("I cannot tell.", None),
-        ("The answer is Z.", None),
+        ("The answer is C.", ("C", "C")),
+        ("the answer is A, no wait, the answer is B", ("A", "B")),
+        ("## Thinking\n\nanswer is A\n\n## Final Response\n\nanswer is D", ("D", "D")),
+        ("(B) seems likely but (C) fits better", ("B", "C")),
+        ("Vitamin C deficiency", ("C", "C")),  # their loose letter match: the case meds1's strict one avoids
+        ("ethambutol, then pyrazinamide", ("D", "D")),  # their option-text rule: both by latest position
+        ("the drug that hurts the liver is isoniazid", ("A", "A")),
     ],
 )
-def test_extraction(text, expected):
-    assert extract_answer(text, OPTIONS) == expected
+def test_huatuo_port_reads_answers_as_huatuogpt_does(text, expected):
+    assert huatuo_match(text, TB) == expected
+
+
+def test_huatuo_port_falls_back_to_the_most_similar_option():
+    assert huatuo_match("pyrazinamid", TB) == ("D", "D")
+    assert huatuo_match("", {"A": "x", "B": "y"}) == ("B", "B")  # ties go to the last option
+
+
+def test_text_matcher_gives_exactly_difflibs_ratios():
+    texts = ["short", "", "z" * 150 + "abc", " ".join(TB.values()) * 40, "the quick brown fox " * 30]
+    for text in texts:
+        for option in [*TB.values(), "fox", "a"]:
+            expected = difflib.SequenceMatcher(None, option, text).ratio()
+            assert _TextMatcher(None, option, text).ratio() == expected
 
 
 def test_suite_loads_every_shape_and_skips_bad_rows(tmp_path):
@@ -38,12 +123,48 @@ def test_suite_loads_every_shape_and_skips_bad_rows(tmp_path):
     assert skipped == {"missing_options": 1, "missing_answer": 1, "missing_question": 1}
 
 
+def test_suite_normalizes_options_and_answers(tmp_path):
+    ten = {"question": "Q", "options": [f"t{i}" for i in range(10)], "answer_idx": 9, "source": "S"}
+    lower = {"question": "Q2", "options": {"a": "x", "b": "y"}, "answer_idx": "b", "source": "S"}
+    holes = {"question": "Q3", "options": {"A": "x", "B": None, "C": "z"}, "answer_idx": "B", "source": "S"}
+    keys = {"question": "Q4", "options": {"1": "x", "2": "y"}, "answer_idx": "1", "source": "S"}
+    (tmp_path / "s.json").write_text(json.dumps([ten, lower, holes, keys, "not a row"]))
+    rows, skipped = load_suite([str(tmp_path / "s.json")])
+    assert rows[0]["options"]["J"] == "t9" and rows[0]["answer_idx"] == "J"
+    assert rows[1]["options"] == {"A": "x", "B": "y"} and rows[1]["answer_idx"] == "B"
+    assert skipped == {"missing_answer": 1, "option_keys_not_letters": 1, "not_an_object": 1}
+
+
+def test_suite_entries_may_be_directories_and_hub_datasets(tmp_path):
+    import pandas as pd
+
+    row = {"question": "Q", "options": {"A": "x", "B": "y"}, "answer_idx": "A"}
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "First.json").write_text(json.dumps([row]))
+    (tmp_path / "dir" / "Second.jsonl").write_text(json.dumps(row) + "\n")
+    hub = tmp_path / "hub" / "data"
+    hub.mkdir(parents=True)
+    pd.DataFrame([{**row, "options": ["x", "y"], "answer_idx": 1}]).to_parquet(hub / "test-00000.parquet")
+    rows, _ = load_suite([str(tmp_path / "dir"), f"hf://{tmp_path / 'hub'}?split=test&source=Hub"])
+    assert [(r["source"], r["answer_idx"]) for r in rows] == [("First", "A"), ("Second", "A"), ("Hub", "B")]
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [("missing.json", "does not exist"), ("hf://x/y?splitt=test", "unknown: splitt")],
+)
+def test_bad_suite_entries_are_one_line_errors(entry, message):
+    with pytest.raises(UserError, match=message):
+        load_suite([entry])
+
+
 def test_duplicate_questions_keep_distinct_stable_ids(tmp_path):
     row = {"question": "Q", "options": {"A": "x", "B": "y"}, "answer_idx": "A"}
     (tmp_path / "G.json").write_text(json.dumps({"G": [row] * 5}))
     rows, _ = load_suite([str(tmp_path / "G.json")])
     ids = [r["id"] for r in rows]
     assert len(set(ids)) == 5 and ids[0] == question_id("G", "Q", {"A": "x", "B": "y"})
+    assert ids == [r["id"] for r in load_suite([str(tmp_path / "G.json")])[0]]  # stable across loads
 
 
 def test_max_per_source(tmp_path):
@@ -54,34 +175,166 @@ def test_max_per_source(tmp_path):
 
 
 def test_real_eval_files_load_with_exact_counts(shared_data):
-    files = sorted(str(p) for p in (shared_data / "eval").glob("*.json"))
-    rows, skipped = load_suite(files)
-    counts = {}
-    for r in rows:
-        counts[r["source"]] = counts.get(r["source"], 0) + 1
-    assert counts == {
+    rows, skipped = load_suite([str(shared_data / "eval")])
+    assert Counter(r["source"] for r in rows) == {
         "MMLU-Pro_Medical_test": 1535,
         "MedMCQA_validation": 4183,
         "MedQA_USLME_test": 1273,
         "PubMedQA_test": 1000,
     }
     assert skipped == {}
+    assert len({r["id"] for r in rows}) == len(rows)  # MMLU-Pro repeats 95 questions: ids stay distinct
+    assert Counter(len(r["options"]) for r in rows if r["source"].startswith("MMLU"))[10] == 1215
 
 
-def test_prompt_lists_the_options():
-    conversation = build_conversation({"question": "Which?", "options": OPTIONS}, "{question}\n{options}")
-    assert conversation == [
-        {"role": "user", "content": "Which?\nA. Isoniazid\nB. Rifampin\nC. Ethambutol\nD. Pyrazinamide"}
+def test_prompt_is_huatuogpts_with_an_optional_strict_suffix():
+    row = {"question": "Which?", "options": TB}
+    assert build_conversation(row, EvalConfig(suite=[])) == [
+        {
+            "role": "user",
+            "content": "Please answer the following multiple-choice question:\nWhich?\n"
+            "A. Isoniazid\nB. Rifampin\nC. Ethambutol\nD. Pyrazinamide",
+        }
     ]
+    strict = build_conversation(row, EvalConfig(suite=[], strict=True))[0]["content"]
+    assert strict.endswith("in the format: 'The answer is A.'.")
+
+
+def _row(source, output, answer="A", **extra):
+    return judge({"source": source, "options": TB, "answer_idx": answer, "output": output, **extra})
 
 
 def test_scoring_keeps_unparseable_and_empty_in_the_denominator():
     predictions = [
-        {"source": "S", "extracted": "A", "correct": True},
-        {"source": "S", "extracted": None, "correct": False},
-        {"source": "T", "extracted": "B", "correct": False},
-        {"source": "T", "extracted": None, "correct": False},
+        _row("S", "The answer is A.", output_tokens=10),
+        _row("S", "", output_tokens=0),
+        _row("T", "The answer is B.", output_tokens=30),
+        _row("T", "no idea", output_tokens=20),
     ]
     metrics = score(predictions)
-    assert metrics["overall"] == {"n": 4, "accuracy": 0.25, "unparseable": 0.5}
-    assert metrics["per_source"]["S"] == {"n": 2, "accuracy": 0.5, "unparseable": 0.5}
+    overall = metrics["overall"]
+    assert (overall["n"], overall["accuracy"], overall["unparseable"]) == (4, 0.25, 0.5)
+    assert overall["mean_output_tokens"] == 15
+    assert metrics["per_source"]["S"]["accuracy"] == 0.5 and metrics["per_source"]["S"]["unparseable"] == 0.5
+    low, high = overall["ci95"]
+    assert 0 <= low <= overall["accuracy"] <= high <= 1
+    assert "accuracy_runs" not in overall
+
+
+def test_huatuo_accuracy_is_the_better_of_first_and_last_match():
+    predictions = [
+        _row("S", "The answer is A. no, the answer is B."),  # first right
+        _row("S", "The answer is C. no, the answer is A."),  # last right
+        _row("S", "The answer is A. yes, the answer is A."),  # both right
+        _row("S", ""),  # empty: wrong for them too (HuatuoGPT's own script drops it)
+    ]
+    summary = score(predictions)["overall"]
+    assert summary["accuracy"] == 0.5  # strict: first confident statement
+    assert summary["accuracy_huatuo"] == 0.5  # max(2/4 first, 2/4 last)
+    predictions.append(_row("S", "answer is D; answer is A"))
+    assert score(predictions)["overall"]["accuracy_huatuo"] == 0.6  # last: 3/5 beats first: 2/5
+
+
+def test_repeated_runs_report_mean_and_spread():
+    rows = []
+    for run, outputs in enumerate([["A", "A", "B", "B"], ["A", "B", "B", "B"], ["A", "A", "A", "B"]]):
+        rows += [_row("S", f"The answer is {o}.", id=f"q{i}", run=run) for i, o in enumerate(outputs)]
+    summary = score(rows)["overall"]
+    assert summary["n"] == 4
+    assert summary["accuracy_runs"] == [0.5, 0.25, 0.75]
+    assert summary["accuracy"] == pytest.approx(0.5)
+    assert summary["accuracy_std"] == pytest.approx(0.25)
+    low, high = summary["ci95"]
+    assert low <= 0.5 <= high
+
+
+def test_bootstrap_interval_narrows_with_more_questions():
+    def width(n):
+        rows = [_row("S", "The answer is A." if i % 2 else "The answer is B.", id=str(i)) for i in range(n)]
+        low, high = score(rows)["overall"]["ci95"]
+        return high - low
+
+    assert width(400) < width(40) / 2
+
+
+def test_bootstrap_interval_agrees_with_the_normal_approximation():
+    rows = [_row("S", "The answer is A." if i % 2 else "The answer is B.", id=str(i)) for i in range(400)]
+    low, high = score(rows)["overall"]["ci95"]
+    half_width = 1.96 * (0.25 / 400) ** 0.5  # p = 0.5, n = 400
+    assert low == pytest.approx(0.5 - half_width, abs=0.01)
+    assert high == pytest.approx(0.5 + half_width, abs=0.01)
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_score_cli_rescores_a_predictions_file(tmp_path):
+    rows = [
+        {
+            "question": "Q1",
+            "options": TB,
+            "answer_idx": "C",
+            "source": "S",
+            "output": "**C. Ethambutol**",
+            "x": 1,
+        },
+        {
+            "question": "Q2",
+            "options": TB,
+            "answer_idx": "A",
+            "source": "T",
+            "output": "no idea",
+            "extracted": "A",
+        },
+    ]
+    _write_jsonl(tmp_path / "p.jsonl", rows)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "meds1.evaluation.score",
+            str(tmp_path / "p.jsonl"),
+            "--out",
+            str(tmp_path / "o.jsonl"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert metrics["overall"]["n"] == 2 and metrics["overall"]["accuracy"] == 0.5
+    assert set(metrics["per_source"]) == {"S", "T"}
+    out = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert [(r["extracted"], r["correct"], r.get("x")) for r in out] == [("C", True, 1), (None, False, None)]
+
+
+def test_score_cli_names_the_bad_line(tmp_path):
+    _write_jsonl(tmp_path / "p.jsonl", [{"question": "Q", "options": TB, "answer_idx": "A", "source": "S"}])
+    result = subprocess.run(
+        [sys.executable, "-m", "meds1.evaluation.score", str(tmp_path / "p.jsonl")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "p.jsonl:1: missing field(s) output" in result.stderr and result.stdout == ""
+
+
+def test_a_line_cut_off_by_a_crash_is_dropped_and_the_file_repaired(tmp_path):
+    file = tmp_path / "predictions.jsonl"
+    file.write_text(
+        json.dumps({"id": "a", "run": 0})
+        + "\n"
+        + json.dumps({"id": "b", "run": 1})
+        + "\n"
+        + '{"id": "c", "ou'
+    )
+    assert set(read_predictions(file)) == {("a", 0), ("b", 1)}
+    assert file.read_text().endswith("}\n")  # appends now start on a fresh line
+    with file.open("a") as f:
+        f.write(json.dumps({"id": "c", "run": 0}) + "\n")
+    assert set(read_predictions(file)) == {("a", 0), ("b", 1), ("c", 0)}

@@ -1,46 +1,248 @@
-"""Extract the chosen option letter from a model's free-text answer.
+"""Which option a model's free-text answer commits to.
 
-The text after the last "## Final Response" heading (when present) is searched with patterns in
-order of confidence; the first pattern that finds a valid option letter decides. When no letter is
-found, an option's text quoted on its own (without its letter) is accepted if exactly one option's
-text appears. Otherwise the answer is unparseable (None).
+`extract_answer` is meds1's strict extractor. It reads the answer section (the text after the last
+"## Final Response" heading or `</think>`, else the whole text) and takes the first confident
+statement, trying in order:
+
+1. an answer statement: a cue followed by a letter or an option's text ("The answer is C",
+   "Answer: (c)", "The correct answer is **C. Ethambutol**", "The answer is yes"), or an option
+   named correct ("Option C is correct", "(C) is the right answer"), whichever comes first;
+2. `\\boxed{C}` (or `\\boxed{Ethambutol}`);
+3. option lines such as "**C. Ethambutol**" or "(C)", when every such line names the same letter;
+4. an answer section that opens with exactly one option's text ("Yes, ..." / "Ethambutol.");
+5. exactly one option's text mentioned in the answer section (a mention inside a longer option's
+   text does not count, so "Rifampin and isoniazid" is not also "Rifampin").
+
+A letter must stand alone: the "C" in "Vitamin C" or "Anti C" is never read as option C, a
+lowercase "a"/"i" followed by a word is an English word, and "I think" is a pronoun. Anything else
+is unparseable (None) and scores as wrong.
+
+`huatuo_match` is a faithful port of HuatuoGPT-o1's `match_choice` (evaluation/scorer.py), so that
+accuracies can be compared with published numbers; it always guesses (its last resort is the
+option most similar to the whole output).
 """
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections import Counter
 
-FINAL_HEADING = re.compile(r"#+\s*final\s+response", re.IGNORECASE)
-LETTER_PATTERNS = [
-    re.compile(r"answer\s+is\s*:?\s*\**\s*\(?([A-Za-z])\)?(?![A-Za-z])", re.IGNORECASE),
-    re.compile(r"answer\s*:\s*\**\s*\(?([A-Za-z])\)?(?![A-Za-z])", re.IGNORECASE),
-    re.compile(r"\\boxed\{\s*\(?([A-Za-z])\)?\s*\}"),
-    re.compile(r"^\s*\**\s*\(?([A-Z])[.):]", re.MULTILINE),
-    re.compile(r"\(([A-Za-z])\)"),
-]
+FINAL_HEADING = re.compile(r"#+[ \t]*final[ \t]+response\b[^\n]*", re.IGNORECASE)
+THINK_END = "</think>"
+CUE = re.compile(
+    r"\b(?:final\s+answer|correct\s+answer|best\s+answer|answer|correct\s+(?:option|choice)|"
+    r"best\s+(?:option|choice))\b\**\s*(?:(?:is|would\s+be|should\s+be)\s*:?|:|=)\s*\**\s*"
+    r"(?:(?:therefore|thus|likely|probably|clearly|definitely)\s*,?\s*)?(?:(?:option|choice)\s+)?",
+    re.IGNORECASE,
+)
+# "Option C is correct", "(C) is the right answer": a letter named as an option, then the verdict.
+VERDICT = re.compile(
+    r"(?:\b(?:option|choice)\s+\(?([A-Z])\)?|\(([A-Z])\)|^[ \t*]*([A-Z])\b[*]*)[ \t]+is[ \t]+(?:the[ \t]+)?"
+    r"(?:correct|right|best)\b",
+    re.IGNORECASE | re.MULTILINE,
+)
+MARKUP = " \t*_\"'`$"
+# A standalone letter: optionally bracketed, not followed by more word characters.
+LETTER = re.compile(r"(?P<open>[(\[{]?)(?P<letter>[A-Za-z])(?P<close>[)\]}]?)(?![\w'’-])")
+BOXED = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
+TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm)\{([^{}]*)\}")
+OPTION_LINE = re.compile(
+    r"^[ \t>*#-]*[*_]*[ \t]*(?:[Oo]ption[ \t]+)?[(\[]?([A-Z])(?:[)\].:]|[*_]*[ \t]*$)(.*)$", re.M
+)
 
 
-def final_section(text: str) -> str:
-    headings = list(FINAL_HEADING.finditer(text))
-    return text[headings[-1].end() :] if headings else text
+def answer_section(text: str) -> str:
+    """The part of an answer after its last "## Final Response" heading or `</think>`."""
+    start = 0
+    hash_mark = text.find("#")  # scanning from each "#" is ~20x faster than a regex search
+    while hash_mark != -1:
+        heading = FINAL_HEADING.match(text, hash_mark)
+        line_start = text.rfind("\n", 0, hash_mark) + 1
+        if heading and not text[line_start:hash_mark].strip(" \t"):
+            start = heading.end()
+        hash_mark = text.find("#", heading.end() if heading else hash_mark + 1)
+    think_end = text.rfind(THINK_END)
+    if think_end != -1:
+        start = max(start, think_end + len(THINK_END))
+    return text[start:]
 
 
-def extract_answer(text: str, options: dict[str, str]) -> str | None:
+def extract_answer(text: str | None, options: dict[str, str]) -> str | None:
     """The option letter the text commits to, or None when it cannot be told."""
     if not text or not text.strip():
         return None
-    focus = final_section(text)
-    letters = {letter.upper() for letter in options}
-    for pattern in LETTER_PATTERNS:
-        for match in pattern.finditer(focus):
-            letter = match.group(1).upper()
-            if letter in letters:
-                return letter
-    named = [
-        letter
-        for letter, option in options.items()
-        if option.strip() and re.search(rf"(?<!\w){re.escape(option.strip())}(?!\w)", focus, re.IGNORECASE)
-    ]
-    if len(named) == 1:
-        return named[0].upper()
+    section = answer_section(text)
+    letters = {letter.upper(): option for letter, option in options.items()}
+    for rule in (_from_cues, _from_boxed, _from_option_lines, _from_opening, _from_unique_mention):
+        found = rule(section, letters)
+        if found:
+            return found
     return None
+
+
+def _letter_at(text: str, start: int, letters: dict[str, str]) -> str | None:
+    """A standalone valid option letter at `text[start:]` (after markup), else None."""
+    while start < len(text) and text[start] in MARKUP:
+        start += 1
+    match = LETTER.match(text, start)
+    if not match:
+        return None
+    letter, after = match.group("letter"), text[match.end() : match.end() + 3]
+    bracketed = bool(match.group("open") or match.group("close"))
+    if not bracketed:
+        if letter.islower() and not (after[:1] in ".,;:*" or after.strip() == "" or letter not in "ai"):
+            return None
+        if letter == "I" and re.match(r"\s+[a-z]", after):
+            return None  # "I think ..."
+    letter = letter.upper()
+    return letter if letter in letters else None
+
+
+def _option_at(text: str, start: int, letters: dict[str, str]) -> str | None:
+    """The option whose text starts at `text[start:]` (after markup), longest text first."""
+    rest = text[start:].lstrip(MARKUP).lower()
+    for letter, option in sorted(letters.items(), key=lambda item: -len(item[1])):
+        body = option.strip().lower()
+        if len(body) > 1 and rest.startswith(body) and not rest[len(body) : len(body) + 1].isalnum():
+            return letter
+    return None
+
+
+def _from_cues(section: str, letters: dict[str, str]) -> str | None:
+    """The first answer statement: "answer is X" (letter or option text) or "option X is correct"."""
+    statements = []
+    for cue in CUE.finditer(section):
+        found = _letter_at(section, cue.end(), letters) or _option_at(section, cue.end(), letters)
+        if found:
+            statements.append((cue.start(), found))
+            break
+    for verdict in VERDICT.finditer(section):
+        letter = next(group for group in verdict.groups() if group).upper()
+        if letter in letters:
+            statements.append((verdict.start(), letter))
+            break
+    return min(statements)[1] if statements else None
+
+
+def _from_boxed(section: str, letters: dict[str, str]) -> str | None:
+    for box in BOXED.finditer(section):
+        content = TEXT_WRAPPER.sub(r"\1", box.group(1)).strip()
+        found = _letter_at(content, 0, letters) or _option_at(content, 0, letters)
+        if found:
+            return found
+    return None
+
+
+def _from_option_lines(section: str, letters: dict[str, str]) -> str | None:
+    named = set()
+    for line in OPTION_LINE.finditer(section):
+        letter, rest = line.group(1), line.group(2).strip(MARKUP)
+        if letter not in letters:
+            continue
+        # "E. coli ..." is a sentence, not option E: accept a bare letter, a capitalised
+        # continuation, or the option's own text.
+        if not rest or not rest[0].islower() or _option_at(rest, 0, {letter: letters[letter]}):
+            named.add(letter)
+    return named.pop() if len(named) == 1 else None
+
+
+def _from_opening(section: str, letters: dict[str, str]) -> str | None:
+    rest = section.lstrip(MARKUP + "\n#")
+    letter = _option_at(rest, 0, letters)
+    if letter is None:
+        return None
+    tail = rest.lstrip(MARKUP)[len(letters[letter].strip()) :]
+    # "Yes, ...", "Ethambutol." or "**Ethambutol** is ...": the opening is the answer itself.
+    return letter if tail[:1] in ("", ".", ",", ";", ":", "!", "\n", "*", "_", '"', "'", "`") else None
+
+
+def _from_unique_mention(section: str, letters: dict[str, str]) -> str | None:
+    lowered = section.lower()
+    spans = {letter: _mentions(lowered, option.strip().lower()) for letter, option in letters.items()}
+    inside = [s for found in spans.values() for s in found]
+
+    def standalone(span: tuple[int, int]) -> bool:
+        return not any(o != span and o[0] <= span[0] and span[1] <= o[1] for o in inside)
+
+    named = [letter for letter, found in spans.items() if any(standalone(s) for s in found)]
+    return named[0] if len(named) == 1 else None
+
+
+def _mentions(text: str, body: str) -> list[tuple[int, int]]:
+    """Spans of `body` in `text` as a whole phrase (not inside a longer word)."""
+    spans = []
+    if len(body) < 2:
+        return spans
+    start = text.find(body)
+    while start != -1:
+        end = start + len(body)
+        if not (start and text[start - 1].isalnum()) and not (end < len(text) and text[end].isalnum()):
+            spans.append((start, end))
+        start = text.find(body, start + 1)
+    return spans
+
+
+# --- HuatuoGPT-o1 compatibility (a port of evaluation/scorer.py: match_choice) ----------------------
+
+HUATUO_STRICT = re.compile(r"(answer is\s*?)([A-N])", re.S)
+
+
+def huatuo_match(text: str, options: dict[str, str]) -> tuple[str, str]:
+    """(first, last) option letters as HuatuoGPT-o1's scorer reads them; it never abstains."""
+    if "## Final Response\n\n" in text:
+        text = text.split("## Final Response\n\n")[-1]
+    matches = list(HUATUO_STRICT.finditer(text))
+    if matches:
+        return matches[0].group(2), matches[-1].group(2)
+    # Theirs: ([\u4e00-\u9fff]|is |是|项|\*|\W|\ |\(|为|^|'|\"|#)(?![aA] )([A..])(\W|[\u4e00-\u9fff]|$).
+    # Every alternative before the letter is a CJK or non-word character ("is " ends in one), so
+    # this equivalent class finds the same letters at the same ends, twice as fast.
+    letters = "ABCDEFGHIJKLMN"[: len(options)]
+    loose = re.compile(r"(?:[\W\u4e00-\u9fff]|^)(?![aA] )([" + letters + r"])(?:\W|[\u4e00-\u9fff]|$)", re.S)
+    matches = list(loose.finditer(text))
+    if matches:
+        return matches[0].group(1), matches[-1].group(1)
+    lowered = text.lower()
+    present = [opt for opt in options if options[opt].lower() in lowered]
+    if present:
+        last = max(present, key=lambda opt: lowered.rindex(options[opt].lower()))
+        # Their "first" also sorts by position descending; kept as is for comparability.
+        first = max(present, key=lambda opt: lowered.index(options[opt].lower()))
+        return first, last
+    matcher = _TextMatcher(None, "", lowered)  # the text's index is built once, reused per option
+    similarity = []
+    for option in options.values():
+        matcher.set_seq1(option.lower())
+        similarity.append(matcher.ratio())
+    best = max(range(len(similarity)), key=lambda i: (similarity[i], i))  # ties: the last, as theirs
+    letter = list(options)[best]
+    return letter, letter
+
+
+class _TextMatcher(difflib.SequenceMatcher):
+    """`difflib.SequenceMatcher` whose index of the second sequence is built from character counts.
+
+    Gives exactly difflib's ratios (same `b2j`, `bjunk`, `bpopular`) in a fraction of the time for
+    long texts: with autojunk most characters of a long text are "popular" and left out of the
+    index, so only the rare ones need their positions listed.
+    """
+
+    def _SequenceMatcher__chain_b(self):  # overrides difflib's private index builder
+        b = self.b
+        counts = Counter(b)
+        self.bjunk = set()
+        self.bpopular = set()
+        if self.autojunk and len(b) >= 200:
+            limit = len(b) // 100 + 1
+            self.bpopular = {char for char, count in counts.items() if count > limit}
+        self.b2j = {char: _positions(b, char) for char in counts if char not in self.bpopular}
+
+
+def _positions(text: str, char: str) -> list[int]:
+    found = []
+    position = text.find(char)
+    while position != -1:
+        found.append(position)
+        position = text.find(char, position + 1)
+    return found

@@ -1,26 +1,100 @@
-"""Accuracy per source and overall, with the share of unparseable answers."""
+"""Judge predictions and aggregate them per source and overall.
+
+Every question stays in the denominator: an empty, failed or unparseable answer is wrong. Each
+summary holds `n` (questions), `accuracy` (strict: meds1's extractor), `accuracy_huatuo`
+(HuatuoGPT-o1's scorer: the better of its first-match and last-match accuracies), `ci95` (a
+percentile bootstrap interval of strict accuracy, resampling questions), `unparseable` (share of
+answers the strict extractor could not read) and `mean_output_tokens`. With repeated runs (rows
+carry `run`), accuracies are means over runs, the interval resamples questions with their
+per-question mean over runs, and `accuracy_runs` / `accuracy_std` give the spread.
+"""
 
 from __future__ import annotations
 
+import statistics
 from collections import defaultdict
+
+import numpy as np
+
+from meds1.evaluation.extract import extract_answer, huatuo_match
+
+BOOTSTRAP_SAMPLES = 1000
+BOOTSTRAP_SEED = 0
+
+
+def judge(row: dict) -> dict:
+    """`row` with `extracted` (letter or None) and `correct` set from its `output`."""
+    extracted = extract_answer(row.get("output") or "", row["options"])
+    return {**row, "extracted": extracted, "correct": extracted == str(row["answer_idx"]).upper()}
+
+
+def huatuo_correct(row: dict) -> tuple[bool, bool]:
+    """(first-match correct, last-match correct) under HuatuoGPT-o1's scorer; empty output is wrong."""
+    output = row.get("output") or ""
+    if not output.strip():
+        return False, False
+    first, last = huatuo_match(output, row["options"])
+    answer = str(row["answer_idx"]).lower()
+    return first.lower() == answer, last.lower() == answer
 
 
 def score(predictions: list[dict]) -> dict:
-    """Metrics from prediction rows carrying `source`, `extracted` (letter or None) and `correct`.
+    """{"overall": S, "per_source": {source: S}} from judged prediction rows (see module doc)."""
+    marked = [(row, huatuo_correct(row)) for row in predictions]
+    by_source: dict[str, list] = defaultdict(list)
+    for row, marks in marked:
+        by_source[row["source"]].append((row, marks))
+    return {
+        "overall": summarize(marked),
+        "per_source": {source: summarize(rows) for source, rows in sorted(by_source.items())},
+    }
 
-    Empty or unparseable answers count as wrong; every question stays in the denominator.
+
+def summarize(marked: list[tuple[dict, tuple[bool, bool]]]) -> dict:
+    """The summary S of judged rows, each paired with its HuatuoGPT (first, last) correctness."""
+    if not marked:
+        return dict.fromkeys(
+            ("accuracy", "accuracy_huatuo", "ci95", "unparseable", "mean_output_tokens"), None
+        ) | {"n": 0}
+    rows = [row for row, _ in marked]
+    runs: dict[int, list] = defaultdict(list)
+    per_question: dict[str, list[bool]] = defaultdict(list)
+    for position, (row, marks) in enumerate(marked):
+        runs[int(row.get("run", 0))].append((row, marks))
+        per_question[str(row.get("id", position))].append(bool(row["correct"]))
+    accuracy_runs = [sum(bool(r["correct"]) for r, _ in run) / len(run) for _, run in sorted(runs.items())]
+    huatuo_runs = [_huatuo_accuracy([marks for _, marks in run]) for _, run in sorted(runs.items())]
+    question_means = np.array([sum(marks) / len(marks) for marks in per_question.values()])
+    summary = {
+        "n": len(per_question),
+        "accuracy": statistics.fmean(accuracy_runs),
+        "accuracy_huatuo": statistics.fmean(huatuo_runs),
+        "ci95": bootstrap_ci(question_means),
+        "unparseable": sum(r["extracted"] is None for r in rows) / len(rows),
+        "mean_output_tokens": statistics.fmean(float(r.get("output_tokens") or 0) for r in rows),
+    }
+    if len(runs) > 1:
+        summary["accuracy_runs"] = accuracy_runs
+        summary["accuracy_huatuo_runs"] = huatuo_runs
+        summary["accuracy_std"] = statistics.stdev(accuracy_runs)
+    return summary
+
+
+def _huatuo_accuracy(marks: list[tuple[bool, bool]]) -> float:
+    """HuatuoGPT-o1's per-source number: the better of first-match and last-match accuracy."""
+    first = sum(f for f, _ in marks) / len(marks)
+    last = sum(t for _, t in marks) / len(marks)
+    return max(first, last)
+
+
+def bootstrap_ci(values: np.ndarray, samples: int = BOOTSTRAP_SAMPLES) -> list[float]:
+    """95% percentile interval of the mean of `values`, resampled with a fixed seed.
+
+    Per-question scores take few distinct values (0/1, or k+1 levels over k runs), so a resample is
+    fully described by how many questions it draws at each level: a multinomial draw, which gives
+    exactly the bootstrap distribution of the mean without drawing n indices per resample.
     """
-    by_source: dict[str, list[dict]] = defaultdict(list)
-    for row in predictions:
-        by_source[row["source"]].append(row)
-    per_source = {source: _summary(rows) for source, rows in sorted(by_source.items())}
-    return {"overall": _summary(predictions), "per_source": per_source}
-
-
-def _summary(rows: list[dict]) -> dict:
-    n = len(rows)
-    if n == 0:
-        return {"n": 0, "accuracy": None, "unparseable": None}
-    correct = sum(bool(r["correct"]) for r in rows)
-    unparseable = sum(r["extracted"] is None for r in rows)
-    return {"n": n, "accuracy": correct / n, "unparseable": unparseable / n}
+    levels, counts = np.unique(values, return_counts=True)
+    draws = np.random.default_rng(BOOTSTRAP_SEED).multinomial(len(values), counts / len(values), size=samples)
+    low, high = np.percentile(draws @ levels / len(values), [2.5, 97.5])
+    return [float(low), float(high)]

@@ -1,12 +1,22 @@
 """Generation backends behind one small interface: conversations and sampling settings in, texts out.
 
-`hf` (transformers generate; CPU, the demo, small models) lives here; `vllm` and `openai` plug in
-the same way. Each backend applies the model's chat template with the generation prompt added.
+`load_backend(inference_cfg, model_cfg, path).generate(conversations, sampling)` returns one
+`Generation` per conversation, in order. Backends:
+
+- `hf`: transformers `generate()`, batched (CPU, the demo, small models);
+- `vllm`: offline vLLM engines on local GPUs, every prompt submitted at once (optional extra);
+- `openai`: any OpenAI-compatible endpoint (async, concurrency limit, retries, rate limit).
+
+`on_result(index, generation)`, when given, is called as each answer is ready, so callers can save
+work before the whole call returns. Local backends (hf, vllm) also `render` a conversation with the
+chat template and `complete` raw prompt texts (with per-prompt token limits and stop strings), which
+budget forcing needs. Call `close()` when done (vllm frees its GPUs).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from meds1.config import InferenceConfig, ModelConfig
@@ -21,6 +31,7 @@ class Sampling:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
+    stop: list[str] = field(default_factory=list)  # generation ends before the first of these strings
 
 
 @dataclass
@@ -29,13 +40,35 @@ class Generation:
     prompt_tokens: int
     output_tokens: int
     error: str | None = None  # set when the backend failed for this prompt (text is then "")
+    finish_reason: str | None = None  # "stop" (end of turn or a stop string) or "length"
+
+
+OnResult = Callable[[int, Generation], None]
 
 
 class Backend(Protocol):
-    def generate(self, conversations: list[Conversation], sampling: Sampling) -> list[Generation]: ...
+    def generate(
+        self, conversations: list[Conversation], sampling: Sampling, on_result: OnResult | None = None
+    ) -> list[Generation]: ...
+
+    def close(self) -> None: ...
 
 
-BACKENDS = ("hf", "openai")
+class LocalBackend(Backend, Protocol):
+    """A backend that holds the tokenizer, so it can continue raw text (budget forcing)."""
+
+    def render(self, conversation: Conversation) -> str: ...
+
+    def complete(
+        self,
+        prompts: list[str],
+        sampling: Sampling,
+        max_new_tokens: list[int] | None = None,
+        on_result: OnResult | None = None,
+    ) -> list[Generation]: ...
+
+
+BACKENDS = ("hf", "openai", "vllm")
 
 
 def load_backend(inference: InferenceConfig, model: ModelConfig, path: str) -> Backend:
@@ -48,4 +81,8 @@ def load_backend(inference: InferenceConfig, model: ModelConfig, path: str) -> B
         from meds1.inference.openai import OpenAIBackend
 
         return OpenAIBackend(path, inference)
+    if inference.backend == "vllm":
+        from meds1.inference.vllm import VLLMBackend
+
+        return VLLMBackend(path, model, inference)
     raise UserError(f"unknown inference backend {inference.backend!r}; valid: {', '.join(BACKENDS)}")

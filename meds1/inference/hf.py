@@ -7,7 +7,8 @@ import logging
 from tqdm.auto import tqdm
 
 from meds1.config import InferenceConfig, ModelConfig
-from meds1.inference import Conversation, Generation, Sampling
+from meds1.inference import Conversation, Generation, OnResult, Sampling
+from meds1.inference.chat import cut_at_stop, load_chat_tokenizer, render_chat
 
 log = logging.getLogger(__name__)
 
@@ -15,23 +16,38 @@ log = logging.getLogger(__name__)
 class HFBackend:
     def __init__(self, path: str, model: ModelConfig, inference: InferenceConfig):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         self.torch = torch
         self.batch_size = inference.batch_size
-        self.tokenizer = AutoTokenizer.from_pretrained(path, revision=model.revision, padding_side="left")
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer = load_chat_tokenizer(path, model.revision)
         dtype = inference.dtype if inference.dtype != "auto" else model.dtype
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = AutoModelForCausalLM.from_pretrained(path, revision=model.revision, dtype=dtype)
         self.model.to(self.device).eval()
+        eos = self.model.generation_config.eos_token_id
+        self.eos = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
+
+    def close(self) -> None:
+        """Nothing to free beyond what garbage collection does."""
 
     def render(self, conversation: Conversation) -> str:
-        return self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        return render_chat(self.tokenizer, conversation)
 
-    def generate(self, conversations: list[Conversation], sampling: Sampling) -> list[Generation]:
-        prompts = [self.render(c) for c in conversations]
+    def generate(
+        self, conversations: list[Conversation], sampling: Sampling, on_result: OnResult | None = None
+    ) -> list[Generation]:
+        return self.complete([self.render(c) for c in conversations], sampling, on_result=on_result)
+
+    def complete(
+        self,
+        prompts: list[str],
+        sampling: Sampling,
+        max_new_tokens: list[int] | None = None,
+        on_result: OnResult | None = None,
+    ) -> list[Generation]:
+        """Continue each raw prompt text (already rendered; no special tokens are added)."""
+        limits = max_new_tokens or [sampling.max_new_tokens] * len(prompts)
         encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
         results: list[Generation | None] = [None] * len(prompts)
@@ -39,43 +55,48 @@ class HFBackend:
         with tqdm(total=len(prompts), desc="generate", unit="prompt") as bar:
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
-                for i, generation in zip(
-                    batch, self._generate_batch([prompts[i] for i in batch], sampling), strict=True
-                ):
+                generations = self._generate_batch(
+                    [encoded[i] for i in batch], [limits[i] for i in batch], sampling
+                )
+                for i, generation in zip(batch, generations, strict=True):
                     results[i] = generation
+                    if on_result:
+                        on_result(i, generation)
                 bar.update(len(batch))
         return results
 
-    def _generate_batch(self, prompts: list[str], sampling: Sampling) -> list[Generation]:
-        inputs = self.tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt")
-        inputs = inputs.to(self.device)
+    def _generate_batch(
+        self, prompts: list[list[int]], limits: list[int], sampling: Sampling
+    ) -> list[Generation]:
+        inputs = self.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt").to(self.device)
         sample = sampling.temperature > 0
         with self.torch.inference_mode():
             out = self.model.generate(
                 **inputs,
-                max_new_tokens=sampling.max_new_tokens,
+                max_new_tokens=max(limits),
                 do_sample=sample,
                 temperature=sampling.temperature if sample else None,
                 top_p=sampling.top_p if sample else None,
                 pad_token_id=self.tokenizer.pad_token_id,
+                stop_strings=sampling.stop or None,
+                tokenizer=self.tokenizer if sampling.stop else None,
             )
-        new_tokens = out[:, inputs["input_ids"].shape[1] :]
-        prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
-        generations = []
-        for row, prompt_tokens in zip(new_tokens, prompt_lengths, strict=True):
-            ids = row.tolist()
-            output_tokens = _length_until_eos(ids, self.model.generation_config.eos_token_id)
-            text = self.tokenizer.decode(ids[:output_tokens], skip_special_tokens=True)
-            generations.append(
-                Generation(text=text, prompt_tokens=int(prompt_tokens), output_tokens=output_tokens)
-            )
-        return generations
+        new_tokens = out[:, inputs["input_ids"].shape[1] :].tolist()
+        return [
+            self._generation(ids[:limit], len(prompt), limit, sampling.stop)
+            for ids, prompt, limit in zip(new_tokens, prompts, limits, strict=True)
+        ]
 
-
-def _length_until_eos(ids: list[int], eos: int | list[int] | None) -> int:
-    """Number of generated tokens up to and including the first end-of-sequence token."""
-    stops = set(eos if isinstance(eos, list) else [eos])
-    for position, token in enumerate(ids):
-        if token in stops:
-            return position + 1
-    return len(ids)
+    def _generation(self, ids: list[int], prompt_tokens: int, limit: int, stop: list[str]) -> Generation:
+        """One row's answer: up to its end of turn, its own token limit, or its first stop string."""
+        length, ended = len(ids), False
+        for position, token in enumerate(ids):
+            if token in self.eos:
+                length, ended = position + 1, True
+                break
+            if token == self.tokenizer.pad_token_id:  # finished by a stop string; padding follows
+                length = position
+                break
+        text, stopped = cut_at_stop(self.tokenizer.decode(ids[:length], skip_special_tokens=True), stop)
+        finish = "stop" if ended or stopped or length < limit else "length"
+        return Generation(text=text, prompt_tokens=prompt_tokens, output_tokens=length, finish_reason=finish)

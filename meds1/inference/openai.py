@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from meds1.config import InferenceConfig
 from meds1.errors import UserError
-from meds1.inference import Conversation, Generation, Sampling
+from meds1.inference import Conversation, Generation, OnResult, Sampling
 
 log = logging.getLogger(__name__)
 
@@ -50,23 +50,32 @@ class OpenAIBackend:
         self.headers = {"Authorization": f"Bearer {inference.api_key}"} if inference.api_key else {}
         self.config = inference
 
-    def generate(self, conversations: list[Conversation], sampling: Sampling) -> list[Generation]:
-        return asyncio.run(self._generate_all(conversations, sampling))
+    def generate(
+        self, conversations: list[Conversation], sampling: Sampling, on_result: OnResult | None = None
+    ) -> list[Generation]:
+        return asyncio.run(self._generate_all(conversations, sampling, on_result))
 
-    async def _generate_all(self, conversations: list[Conversation], sampling: Sampling) -> list[Generation]:
+    def close(self) -> None:
+        """Nothing to free: each generate() call opens and closes its own connections."""
+
+    async def _generate_all(
+        self, conversations: list[Conversation], sampling: Sampling, on_result: OnResult | None
+    ) -> list[Generation]:
         semaphore = asyncio.Semaphore(self.config.max_concurrency)
         limiter = RateLimiter(self.config.requests_per_minute)
         timeout = httpx.Timeout(self.config.timeout_s, connect=min(10.0, self.config.timeout_s))
         async with httpx.AsyncClient(timeout=timeout, headers=self.headers) as client:
             with tqdm(total=len(conversations), desc="generate", unit="request") as bar:
 
-                async def one(conversation: Conversation) -> Generation:
+                async def one(index: int, conversation: Conversation) -> Generation:
                     async with semaphore:
                         generation = await self._request(client, limiter, conversation, sampling)
+                    if on_result:
+                        on_result(index, generation)
                     bar.update(1)
                     return generation
 
-                generations = await asyncio.gather(*(one(c) for c in conversations))
+                generations = await asyncio.gather(*(one(i, c) for i, c in enumerate(conversations)))
         failed = sum(g.error is not None for g in generations)
         if failed:
             log.warning("openai: %d of %d requests failed after retries", failed, len(generations))
@@ -83,6 +92,8 @@ class OpenAIBackend:
             "top_p": sampling.top_p,
             "seed": sampling.seed,
         }
+        if sampling.stop:
+            payload["stop"] = sampling.stop
         error = "no attempt made"
         for attempt in range(self.config.max_retries + 1):
             if attempt:
@@ -101,12 +112,16 @@ class OpenAIBackend:
                 return Generation("", 0, 0, error=f"HTTP {response.status_code}: {response.text[:200]}")
             try:
                 data = response.json()
-                text = data["choices"][0]["message"]["content"] or ""
+                choice = data["choices"][0]
+                text = choice["message"]["content"] or ""
             except (ValueError, KeyError, IndexError, TypeError) as exc:
                 error = f"malformed response: {exc!r}"
                 continue
             usage = data.get("usage") or {}
             return Generation(
-                text, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+                text,
+                int(usage.get("prompt_tokens", 0)),
+                int(usage.get("completion_tokens", 0)),
+                finish_reason=choice.get("finish_reason"),
             )
         return Generation("", 0, 0, error=f"failed after {self.config.max_retries + 1} attempts: {error}")

@@ -1,29 +1,35 @@
-"""stage=eval: generate answers to the eval suite, extract the chosen options, score them.
+"""stage=eval: answer the eval suite, extract the chosen options, score them per source and overall.
 
-Predictions are appended to the partial directory in chunks, one JSON line per question with a
-stable id, so an interrupted eval resumes and generates only the questions still missing.
+Each answer is appended to `predictions.jsonl` in the partial directory the moment it is ready,
+keyed by the question's stable id and the run, so a crashed or preempted eval resumes and generates
+only what is missing (answers whose generation failed are retried). With `eval.repeats=k` the suite
+is answered k times with seeds seed, seed+1, ...; with `eval.tts.enabled` (`eval=tts`) answers go
+through s1 budget forcing. Writes `predictions.jsonl`, `metrics.json`, a per-source table in the
+log, and the metrics into the registry.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
+import statistics
 
 from meds1 import registry
-from meds1.config import Config
+from meds1.config import Config, EvalConfig
+from meds1.errors import UserError
+from meds1.evaluation.budget_forcing import budget_force
 from meds1.evaluation.data import load_suite
-from meds1.evaluation.extract import extract_answer
+from meds1.evaluation.predictions import PredictionWriter, read_predictions, write_predictions
 from meds1.evaluation.prompts import build_conversation
-from meds1.evaluation.scoring import score
-from meds1.inference import Sampling, load_backend
+from meds1.evaluation.scoring import judge, score
+from meds1.inference import Generation, Sampling, load_backend
 from meds1.models import model_path
 from meds1.paths import registry_path
 from meds1.workspace import StageWorkspace, require_complete
 
 log = logging.getLogger(__name__)
 
-CHUNK = 256
+PREDICTIONS = "predictions.jsonl"
 
 
 def evaluated_model(cfg: Config) -> str:
@@ -33,17 +39,15 @@ def evaluated_model(cfg: Config) -> str:
     return model_path(cfg.model, cfg.paths.cache)
 
 
-def read_predictions(file: Path) -> dict[str, dict]:
-    if not file.exists():
-        return {}
-    rows = {}
-    for line in file.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:  # a line cut off by a crash
-            continue
-        rows[row["id"]] = row
-    return rows
+def check_settings(eval_cfg: EvalConfig, backend: str) -> None:
+    if eval_cfg.tts.enabled and backend not in ("hf", "vllm"):
+        raise UserError("eval.tts (budget forcing) continues raw text: use inference=hf or inference=vllm")
+    if eval_cfg.repeats < 1:
+        raise UserError(f"eval.repeats must be >= 1 (got {eval_cfg.repeats})")
+    if eval_cfg.max_new_tokens < 1:
+        raise UserError(f"eval.max_new_tokens must be >= 1 (got {eval_cfg.max_new_tokens})")
+    if eval_cfg.repeats > 1 and eval_cfg.temperature == 0:
+        log.warning("eval: %d repeats with temperature 0 differ only by nondeterminism", eval_cfg.repeats)
 
 
 def run(cfg: Config) -> dict:
@@ -51,23 +55,28 @@ def run(cfg: Config) -> dict:
     if (record := workspace.completed_record()) is not None:
         log.info("eval: %s is complete for this config; skipping (force=true reruns it)", workspace.final)
         return record
+    check_settings(cfg.eval, cfg.inference.backend)
     model = evaluated_model(cfg)
     rows, skipped = load_suite(list(cfg.eval.suite), cfg.eval.max_per_source)
+    runs = range(cfg.eval.repeats)
     with workspace:
-        file = workspace.path / "predictions.jsonl"
+        file = workspace.path / PREDICTIONS
         done = read_predictions(file)
-        todo = [row for row in rows if row["id"] not in done]
+        missing = [(run, row) for run in runs for row in rows if _needs_answer(done.get((row["id"], run)))]
         if done:
-            log.info("eval: resuming, %d of %d questions already answered", len(rows) - len(todo), len(rows))
-        if todo:
-            generate_into(file, todo, cfg, model)
+            total = len(rows) * len(runs)
+            log.info("eval: resuming, %d of %d answers already saved", total - len(missing), total)
+        if missing:
+            generate_missing(file, missing, cfg, model)
             done = read_predictions(file)
-        predictions = [done[row["id"]] for row in rows]
-        metrics = {**score(predictions), "skipped_rows": skipped, "model": model}
+        predictions = [done[(row["id"], run)] for run in runs for row in rows]
+        check_failures(predictions, cfg.eval.max_failures, file)
+        metrics = build_metrics(predictions, cfg, model, skipped)
+        write_predictions(file, predictions)
         (workspace.path / "metrics.json").write_text(json.dumps(metrics, indent=2))
         final = workspace.final
         record = {
-            "outputs_path": str(final / "predictions.jsonl"),
+            "outputs_path": str(final / PREDICTIONS),
             "metrics_path": str(final / "metrics.json"),
             "metrics": metrics,
         }
@@ -79,37 +88,116 @@ def run(cfg: Config) -> dict:
     return record
 
 
-def generate_into(file: Path, rows: list[dict], cfg: Config, model: str) -> None:
+def _needs_answer(prediction: dict | None) -> bool:
+    return prediction is None or bool(prediction.get("error"))
+
+
+def generate_missing(file, missing: list[tuple[int, dict]], cfg: Config, model: str) -> None:
+    """Answer every (run, question) in `missing`, appending each answer to `file` as it arrives."""
     backend = load_backend(cfg.inference, cfg.model, model)
-    sampling = Sampling(
-        max_new_tokens=cfg.eval.max_new_tokens,
-        temperature=cfg.eval.temperature,
-        top_p=cfg.eval.top_p,
-        seed=cfg.seed,
+    writer = PredictionWriter(file)
+    try:
+        for run in sorted({run for run, _ in missing}):
+            todo = [row for r, row in missing if r == run]
+            seed = cfg.seed + run
+            conversations = [build_conversation(row, cfg.eval) for row in todo]
+            sampling = Sampling(
+                max_new_tokens=cfg.eval.max_new_tokens,
+                temperature=cfg.eval.temperature,
+                top_p=cfg.eval.top_p,
+                seed=seed,
+            )
+            log.info("eval: run %d (seed %d): generating %d answers", run, seed, len(todo))
+
+            def save(
+                index: int, generation: Generation, todo=todo, conversations=conversations, run=run, seed=seed
+            ):
+                prompt = conversations[index][-1]["content"]
+                writer.write(prediction(todo[index], prompt, generation, run, seed))
+
+            if cfg.eval.tts.enabled:
+                budget_force(backend, conversations, sampling, cfg.eval.tts, on_result=save)
+            else:
+                backend.generate(conversations, sampling, on_result=save)
+    finally:
+        writer.close()
+        backend.close()
+
+
+def prediction(row: dict, prompt: str, generation: Generation, run: int, seed: int) -> dict:
+    """One predictions.jsonl line: the question, what the model saw and said, and its judgement."""
+    line = judge({**row, "run": run, "seed": seed, "prompt": prompt, "output": generation.text})
+    line.update(
+        prompt_tokens=generation.prompt_tokens,
+        output_tokens=generation.output_tokens,
+        finish_reason=generation.finish_reason,
+        error=generation.error,
     )
-    for start in range(0, len(rows), CHUNK):
-        chunk = rows[start : start + CHUNK]
-        conversations = [build_conversation(row, cfg.eval.prompt) for row in chunk]
-        generations = backend.generate(conversations, sampling)
-        with file.open("a") as f:
-            for row, conversation, generation in zip(chunk, conversations, generations, strict=True):
-                extracted = extract_answer(generation.text, row["options"])
-                prediction = {
-                    **row,
-                    "prompt": conversation[-1]["content"],
-                    "output": generation.text,
-                    "extracted": extracted,
-                    "correct": extracted == row["answer_idx"],
-                    "prompt_tokens": generation.prompt_tokens,
-                    "output_tokens": generation.output_tokens,
-                    "error": generation.error,
-                }
-                f.write(json.dumps(prediction, ensure_ascii=False) + "\n")
+    thinking = getattr(generation, "thinking_tokens", None)
+    if thinking is not None:
+        line["thinking_tokens"] = thinking
+    return line
+
+
+def check_failures(predictions: list[dict], allowed: int, file) -> None:
+    failed = [p for p in predictions if p.get("error")]
+    if len(failed) > allowed:
+        raise UserError(
+            f"eval: {len(failed)} of {len(predictions)} generations failed after retries "
+            f"(first: {failed[0]['error']}); answers so far are saved in {file}: rerun the same "
+            f"command to retry only the missing ones (eval.max_failures={allowed} tolerated)"
+        )
+    if failed:
+        log.warning(
+            "eval: %d generations failed; they count as wrong (eval.max_failures=%d)", len(failed), allowed
+        )
+
+
+def build_metrics(predictions: list[dict], cfg: Config, model: str, skipped: dict) -> dict:
+    metrics = {
+        **score(predictions),
+        "repeats": cfg.eval.repeats,
+        "seeds": [cfg.seed + run for run in range(cfg.eval.repeats)],
+        "failed": sum(bool(p.get("error")) for p in predictions),
+        "skipped_rows": skipped,
+        "model": model,
+    }
+    if cfg.eval.tts.enabled:
+        metrics["tts"] = {
+            "budget": cfg.eval.tts.budget,
+            "num_ignore": cfg.eval.tts.num_ignore,
+            "mean_thinking_tokens": statistics.fmean(p.get("thinking_tokens", 0) for p in predictions),
+        }
+    return metrics
 
 
 def log_table(metrics: dict) -> None:
-    log.info("eval: %-28s %6s %9s %12s", "source", "n", "accuracy", "unparseable")
+    log.info(
+        "eval: %-28s %6s %9s %15s %8s %12s %8s",
+        "source",
+        "n",
+        "accuracy",
+        "95% CI",
+        "huatuo",
+        "unparseable",
+        "tokens",
+    )
     for source, m in [*metrics["per_source"].items(), ("overall", metrics["overall"])]:
+        spread = f" ±{m['accuracy_std']:.3f}" if "accuracy_std" in m else ""
+        low, high = m["ci95"] or (0.0, 0.0)
         log.info(
-            "eval: %-28s %6d %9.3f %12.3f", source, m["n"], m["accuracy"] or 0.0, m["unparseable"] or 0.0
+            "eval: %-28s %6d %9.3f %15s %8.3f %12.3f %8.0f%s",
+            source,
+            m["n"],
+            m["accuracy"] or 0.0,
+            f"[{low:.3f}, {high:.3f}]",
+            m["accuracy_huatuo"] or 0.0,
+            m["unparseable"] or 0.0,
+            m["mean_output_tokens"] or 0.0,
+            spread,
+        )
+    if "tts" in metrics:
+        log.info(
+            "eval: budget forcing: budget %(budget)d, mean thinking tokens %(mean_thinking_tokens).1f",
+            metrics["tts"],
         )

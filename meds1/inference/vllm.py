@@ -1,0 +1,223 @@
+"""vLLM backend: offline engines on this node's GPUs, every prompt submitted at once.
+
+All prompts go to the engine in one go, so its scheduler keeps the GPU full until the last answer;
+each answer is handed to `on_result` the moment it finishes (the eval saves it then), so a crash
+loses only the answers still in flight. Prompts are rendered and tokenized here with the model's
+chat template (generation prompt included) and sent as token ids, so no second BOS is added.
+
+`inference.tensor_parallel_size` GPUs serve one engine; `inference.data_parallel_size` engines run in
+their own processes, each pinned to its own GPUs with CUDA_VISIBLE_DEVICES, and share the prompts
+round robin. vLLM is an optional extra (`pip install -e ".[vllm]"`), imported only here.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import queue
+import traceback
+from collections.abc import Callable, Iterator
+
+from tqdm.auto import tqdm
+
+from meds1.config import InferenceConfig, ModelConfig
+from meds1.errors import UserError
+from meds1.inference import Conversation, Generation, OnResult, Sampling
+from meds1.inference.chat import load_chat_tokenizer, render_chat
+
+log = logging.getLogger(__name__)
+
+Request = tuple[int, list[int], dict]  # (index, prompt token ids, SamplingParams keyword arguments)
+POLL_S = 10.0
+
+
+def engine_arguments(path: str, model: ModelConfig, inference: InferenceConfig) -> dict:
+    """Keyword arguments for `vllm.LLM` from the inference config (unset values left to vLLM)."""
+    arguments = {
+        "model": path,
+        "tokenizer": path,
+        "revision": model.revision,
+        "dtype": inference.dtype if inference.dtype != "auto" else model.dtype,
+        "tensor_parallel_size": inference.tensor_parallel_size,
+        "gpu_memory_utilization": inference.gpu_memory_utilization,
+        "enable_prefix_caching": inference.enable_prefix_caching,
+        "max_model_len": inference.max_model_len,
+        **inference.engine_args,
+    }
+    return {key: value for key, value in arguments.items() if value is not None}
+
+
+def stream_answers(llm, requests: list[Request], emit: Callable[[int, Generation], None]) -> None:
+    """Add every request to `llm`'s engine, then step it, emitting each answer as it finishes.
+
+    This is `vllm.LLM.generate`'s own loop (add all, step until done) with the answers handed
+    out as they finish rather than all at the end.
+    """
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+    from vllm.sampling_params import RequestOutputKind
+
+    engine = llm.llm_engine
+    max_len = engine.model_config.max_model_len
+    for index, ids, params in requests:
+        if len(ids) >= max_len:
+            error = f"prompt of {len(ids)} tokens does not fit max_model_len={max_len}"
+            emit(index, Generation("", len(ids), 0, error=error))
+            continue
+        params = {**params, "max_tokens": min(params["max_tokens"], max_len - len(ids))}
+        sampling = SamplingParams(**params, output_kind=RequestOutputKind.FINAL_ONLY)
+        engine.add_request(str(index), TokensPrompt(prompt_token_ids=ids), sampling)
+    while engine.has_unfinished_requests():
+        for output in engine.step():
+            if output.finished:
+                answer = output.outputs[0]
+                generation = Generation(
+                    text=answer.text,
+                    prompt_tokens=len(output.prompt_token_ids),
+                    output_tokens=len(answer.token_ids),
+                    finish_reason=answer.finish_reason,
+                )
+                emit(int(output.request_id), generation)
+
+
+def _engine_worker(rank: int, gpus: str, arguments: dict, jobs, results) -> None:
+    """One data-parallel engine in its own process, answering the request lists sent to `jobs`."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpus
+    try:
+        from vllm import LLM
+
+        llm = LLM(**arguments)
+        results.put((rank, "ready", None))
+        while (requests := jobs.get()) is not None:
+            stream_answers(llm, requests, lambda i, g: results.put((rank, "answer", (i, g))))
+            results.put((rank, "done", None))
+    except BaseException:
+        results.put((rank, "failed", traceback.format_exc()))
+
+
+class VLLMBackend:
+    def __init__(self, path: str, model: ModelConfig, inference: InferenceConfig):
+        try:
+            import vllm  # noqa: F401
+        except ImportError:
+            raise UserError(
+                "inference=vllm needs vLLM on a CUDA machine: pip install -e '.[vllm]' (or use inference=hf)"
+            ) from None
+        import torch
+
+        tp, dp = inference.tensor_parallel_size, inference.data_parallel_size
+        if tp < 1 or dp < 1:
+            raise UserError("inference.tensor_parallel_size and inference.data_parallel_size must be >= 1")
+        visible = _visible_gpus(torch.cuda.device_count())
+        if tp * dp > len(visible):
+            raise UserError(
+                f"inference.tensor_parallel_size x data_parallel_size = {tp} x {dp} GPUs, "
+                f"but {len(visible)} are visible"
+            )
+        self.tokenizer = load_chat_tokenizer(path, model.revision)
+        arguments = engine_arguments(path, model, inference)
+        self.llm = None
+        self.workers: list = []
+        if dp == 1:
+            from vllm import LLM
+
+            self.llm = LLM(**arguments)
+        else:
+            self._start_workers(arguments, [",".join(visible[k * tp : (k + 1) * tp]) for k in range(dp)])
+
+    def _start_workers(self, arguments: dict, gpu_sets: list[str]) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.results = context.Queue()
+        self.jobs = [context.Queue() for _ in gpu_sets]
+        for rank, gpus in enumerate(gpu_sets):
+            # Not a daemon: vLLM starts processes of its own inside each engine process.
+            worker = context.Process(
+                target=_engine_worker, args=(rank, gpus, arguments, self.jobs[rank], self.results)
+            )
+            worker.start()
+            self.workers.append(worker)
+        for _ in self._messages(expect="ready", engines=len(gpu_sets)):
+            pass
+        log.info("vllm: %d engines ready on GPUs %s", len(gpu_sets), gpu_sets)
+
+    def render(self, conversation: Conversation) -> str:
+        return render_chat(self.tokenizer, conversation)
+
+    def generate(
+        self, conversations: list[Conversation], sampling: Sampling, on_result: OnResult | None = None
+    ) -> list[Generation]:
+        return self.complete([self.render(c) for c in conversations], sampling, on_result=on_result)
+
+    def complete(
+        self,
+        prompts: list[str],
+        sampling: Sampling,
+        max_new_tokens: list[int] | None = None,
+        on_result: OnResult | None = None,
+    ) -> list[Generation]:
+        """Continue each raw prompt text (already rendered; no special tokens are added)."""
+        limits = max_new_tokens or [sampling.max_new_tokens] * len(prompts)
+        encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        params = {"temperature": sampling.temperature, "top_p": sampling.top_p, "seed": sampling.seed}
+        if sampling.stop:
+            params["stop"] = list(sampling.stop)
+        requests = [
+            (i, ids, {**params, "max_tokens": limit})
+            for i, (ids, limit) in enumerate(zip(encoded, limits, strict=True))
+        ]
+        results: list[Generation | None] = [None] * len(prompts)
+        with tqdm(total=len(prompts), desc="generate (vllm)", unit="prompt") as bar:
+
+            def emit(index: int, generation: Generation) -> None:
+                results[index] = generation
+                if on_result:
+                    on_result(index, generation)
+                bar.update(1)
+
+            if self.llm is not None:
+                stream_answers(self.llm, requests, emit)
+            else:
+                for rank, jobs in enumerate(self.jobs):
+                    jobs.put(requests[rank :: len(self.jobs)])
+                for index, generation in self._messages(expect="done", engines=len(self.jobs)):
+                    emit(index, generation)
+        return results
+
+    def _messages(self, expect: str, engines: int) -> Iterator[tuple[int, Generation]]:
+        """Answers from the engine processes until `engines` of them report `expect`."""
+        reported = 0
+        while reported < engines:
+            try:
+                rank, kind, payload = self.results.get(timeout=POLL_S)
+            except queue.Empty:
+                dead = [rank for rank, worker in enumerate(self.workers) if worker.exitcode is not None]
+                if dead:
+                    self.close()
+                    raise RuntimeError(f"vllm engine process(es) {dead} exited unexpectedly") from None
+                continue
+            if kind == "failed":
+                self.close()
+                raise RuntimeError(f"vllm engine {rank} failed:\n{payload}")
+            if kind == "answer":
+                yield payload
+            elif kind == expect:
+                reported += 1
+
+    def close(self) -> None:
+        """Stop the engines and free their GPUs."""
+        self.llm = None
+        for jobs, worker in zip(getattr(self, "jobs", []), self.workers, strict=False):
+            if worker.is_alive():
+                jobs.put(None)
+        for worker in self.workers:
+            worker.join(timeout=60)
+            if worker.is_alive():
+                worker.terminate()
+        self.workers = []
+
+
+def _visible_gpus(device_count: int) -> list[str]:
+    """GPU ids this process may use, as CUDA_VISIBLE_DEVICES names them."""
+    names = [n.strip() for n in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if n.strip()]
+    return names[:device_count] if names else [str(i) for i in range(device_count)]
