@@ -43,7 +43,8 @@ def test_eval_writes_predictions_metrics_table_and_registry(make_config, caplog)
     assert len(predictions) == 9 and len({p["id"] for p in predictions}) == 9
     for p in predictions:
         assert {"prompt", "output", "extracted", "correct", "prompt_tokens", "output_tokens"} <= set(p)
-        assert p["prompt"].startswith("Please answer the following multiple-choice question:")
+        options = "\n".join(f"{letter}. {text}" for letter, text in p["options"].items())
+        assert p["prompt"] == cfg.eval.prompt.format(question=p["question"], options=options)
         assert p["run"] == 0 and p["seed"] == cfg.seed and p["error"] is None
     metrics = json.loads((stage_dir(cfg, "eval") / "metrics.json").read_text())
     assert metrics == record["metrics"]
