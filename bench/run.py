@@ -169,7 +169,7 @@ def print_table(results: list[dict]) -> None:
             ratio = "-" if row["ratio"] is None else f"{row['ratio']:.3g}x"
             cells = [_number(row["ours"], row["unit"]), _number(row["baseline"], row["unit"]), ratio]
             table.add_row(name, row["figure"], *cells, row["target"], met, str(row.get("note", "")))
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)  # a log keeps the table readable
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import importlib
 import logging
+import os
 import sys
 import typing
 
@@ -156,6 +157,11 @@ def run_command(config: Config, hydra) -> dict | list:
             f"meds1 dry run: nothing run. Plan ({len(steps)} steps):\n{format_plan(steps, submitted=False)}"
         )
         return steps
+    if config.stage != "train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError(
+            f"stage={config.stage} runs in one process, but torchrun started {os.environ['WORLD_SIZE']}: "
+            "run only stage=train under torchrun (every process would repeat the other stages)"
+        )
     return importlib.import_module(f"meds1.stages.{config.stage}").run(config)
 
 

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -57,3 +58,17 @@ def test_run_py_fails_in_one_line_without_traceback(args, named):
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and named in lines[0]
+
+
+def test_only_train_runs_under_torchrun(tmp_path):
+    """Several processes (torchrun's WORLD_SIZE) share the train stage; any other stage would run N times."""
+    result = subprocess.run(
+        [sys.executable, "run.py", "stage=all", f"paths.root={tmp_path}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"},
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "run only stage=train under torchrun" in output
+    assert "Traceback" not in output and not (tmp_path / "demo").exists()  # only Hydra's logs

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from meds1.config import BudgetForcingConfig
 from meds1.errors import UserError
-from meds1.inference import Backend, Conversation, Generation, OnResult, Sampling
+from meds1.inference import Backend, Conversation, Generation, LocalBackend, OnResult, Sampling
 
 
 @dataclass
@@ -31,7 +31,7 @@ def budget_force(
     on_result: OnResult | None = None,
 ) -> list[ForcedGeneration]:
     """One forced answer per conversation; `on_result` is called after each chunk of questions."""
-    if not hasattr(backend, "complete"):
+    if not isinstance(backend, LocalBackend):
         raise UserError("eval.tts (budget forcing) continues raw text: use inference=hf or inference=vllm")
     if config.budget < 1 or config.num_ignore < 0 or config.chunk_size < 1:
         raise UserError("eval.tts needs budget >= 1, num_ignore >= 0 and chunk_size >= 1")

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from meds1.config import InferenceConfig, ModelConfig
 from meds1.errors import UserError
+from meds1.inference.chat import render_chat
 
 Conversation = list[dict[str, str]]
 
@@ -54,10 +55,19 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-class LocalBackend(Backend, Protocol):
-    """A backend that holds the tokenizer, so it can continue raw text (budget forcing)."""
+class LocalBackend:
+    """A backend that holds the model's tokenizer: it renders each chat itself (with the generation
+    prompt, see `chat.py`), so it can also continue raw text, which budget forcing needs."""
 
-    def render(self, conversation: Conversation) -> str: ...
+    tokenizer: Any
+
+    def render(self, conversation: Conversation) -> str:
+        return render_chat(self.tokenizer, conversation)
+
+    def generate(
+        self, conversations: list[Conversation], sampling: Sampling, on_result: OnResult | None = None
+    ) -> list[Generation]:
+        return self.complete([self.render(c) for c in conversations], sampling, on_result=on_result)
 
     def complete(
         self,
@@ -65,7 +75,9 @@ class LocalBackend(Backend, Protocol):
         sampling: Sampling,
         max_new_tokens: list[int] | None = None,
         on_result: OnResult | None = None,
-    ) -> list[Generation]: ...
+    ) -> list[Generation]:
+        """Continue each raw prompt text (already rendered; no special tokens are added)."""
+        raise NotImplementedError
 
 
 BACKENDS = ("hf", "openai", "vllm")

@@ -7,13 +7,13 @@ import logging
 from tqdm.auto import tqdm
 
 from meds1.config import InferenceConfig, ModelConfig
-from meds1.inference import Conversation, Generation, OnResult, Sampling
-from meds1.inference.chat import cut_at_stop, load_chat_tokenizer, render_chat
+from meds1.inference import Generation, LocalBackend, OnResult, Sampling
+from meds1.inference.chat import cut_at_stop, load_chat_tokenizer
 
 log = logging.getLogger(__name__)
 
 
-class HFBackend:
+class HFBackend(LocalBackend):
     def __init__(self, path: str, model: ModelConfig, inference: InferenceConfig):
         import torch
         from transformers import AutoModelForCausalLM
@@ -31,14 +31,6 @@ class HFBackend:
     def close(self) -> None:
         """Nothing to free beyond what garbage collection does."""
 
-    def render(self, conversation: Conversation) -> str:
-        return render_chat(self.tokenizer, conversation)
-
-    def generate(
-        self, conversations: list[Conversation], sampling: Sampling, on_result: OnResult | None = None
-    ) -> list[Generation]:
-        return self.complete([self.render(c) for c in conversations], sampling, on_result=on_result)
-
     def complete(
         self,
         prompts: list[str],
@@ -46,7 +38,6 @@ class HFBackend:
         max_new_tokens: list[int] | None = None,
         on_result: OnResult | None = None,
     ) -> list[Generation]:
-        """Continue each raw prompt text (already rendered; no special tokens are added)."""
         limits = max_new_tokens or [sampling.max_new_tokens] * len(prompts)
         encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))

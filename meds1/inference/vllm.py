@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 
 from meds1.config import InferenceConfig, ModelConfig
 from meds1.errors import UserError
-from meds1.inference import Conversation, Generation, OnResult, Sampling
-from meds1.inference.chat import load_chat_tokenizer, render_chat
+from meds1.inference import Generation, LocalBackend, OnResult, Sampling
+from meds1.inference.chat import load_chat_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def _engine_worker(rank: int, gpus: str, arguments: dict, jobs, results) -> None
         results.put((rank, "failed", traceback.format_exc()))
 
 
-class VLLMBackend:
+class VLLMBackend(LocalBackend):
     def __init__(self, path: str, model: ModelConfig, inference: InferenceConfig):
         try:
             import vllm  # noqa: F401
@@ -141,14 +141,6 @@ class VLLMBackend:
             pass
         log.info("vllm: %d engines ready on GPUs %s", len(gpu_sets), gpu_sets)
 
-    def render(self, conversation: Conversation) -> str:
-        return render_chat(self.tokenizer, conversation)
-
-    def generate(
-        self, conversations: list[Conversation], sampling: Sampling, on_result: OnResult | None = None
-    ) -> list[Generation]:
-        return self.complete([self.render(c) for c in conversations], sampling, on_result=on_result)
-
     def complete(
         self,
         prompts: list[str],
@@ -156,7 +148,6 @@ class VLLMBackend:
         max_new_tokens: list[int] | None = None,
         on_result: OnResult | None = None,
     ) -> list[Generation]:
-        """Continue each raw prompt text (already rendered; no special tokens are added)."""
         limits = max_new_tokens or [sampling.max_new_tokens] * len(prompts)
         encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         params = {"temperature": sampling.temperature, "top_p": sampling.top_p, "seed": sampling.seed}
