@@ -51,7 +51,9 @@ def tokens_per_second(packing: bool, cache: Path, work: Path) -> float:
             f"paths.cache={cache}",
         ]
     )
-    model, tokenizer = load_model(model_path(cfg.model, cfg.paths.cache), None, cfg.model.dtype, None)
+    model, tokenizer = load_model(
+        model_path(cfg.model, cfg.paths.cache), None, cfg.trainer.weights_dtype, None
+    )
     train_rows, _ = split_validation(conversations(), 0.0, cfg.seed)
 
     class Clock(TrainerCallback):

@@ -101,7 +101,7 @@ def measure(overrides: list[str]) -> dict | None:
     with distributed.process_group(env), tempfile.TemporaryDirectory() as work:
         path = distributed.on_main(lambda: model_path(cfg.model, cfg.paths.cache), env)
         model, tokenizer = load_model(
-            path, cfg.model.revision, cfg.model.dtype, cfg.trainer.attn_implementation
+            path, cfg.model.revision, cfg.trainer.weights_dtype, cfg.trainer.attn_implementation
         )
         config = model.config
         params = sum(p.numel() for p in model.parameters())

@@ -217,7 +217,10 @@ class TrainerConfig:
     warmup_ratio: float = 0.0
     lr_scheduler: str = "cosine"
     block_size: int = MISSING
-    bf16: bool = True
+    bf16: bool = True  # compute in bf16 (autocast, or FSDP's mixed precision)
+    # The weights the optimizer updates, and its state. float32 keeps small updates (lr 1e-5) that bf16
+    # weights would round away; the final model is saved in model.dtype for serving.
+    weights_dtype: str = "float32"
     gradient_checkpointing: bool = True  # activation checkpointing (FSDP's own when fsdp.enabled)
     save_steps: int = 500
     save_total_limit: int | None = 2  # checkpoints kept while training (all are removed once it is complete)

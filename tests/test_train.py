@@ -1,5 +1,6 @@
 """Training settings: batch arithmetic, process placement, SFT/FSDP arguments, and bad input."""
 
+import json
 import os
 import signal
 import time
@@ -129,6 +130,10 @@ def test_sft_arguments_for_packing_and_validation():
         ("trainer.liger_kernel=true", "liger_kernel=true needs CUDA GPUs and `pip install liger-kernel`"),
         ("trainer.fsdp.enabled=true", "fsdp.enabled=true needs CUDA GPUs"),
         (
+            "trainer.weights_dtype=fp8",
+            "unknown trainer.weights_dtype 'fp8'; valid: float32, bfloat16, float16",
+        ),
+        (
             "trainer.fsdp.checkpoint_format=zip",
             "unknown trainer.fsdp.checkpoint_format 'zip'; valid: sharded, full",
         ),
@@ -252,3 +257,25 @@ def test_validation_split_reports_an_eval_loss_to_tensorboard(make_config):
     assert (metrics["rows"], metrics["validation_rows"]) == (8, 2)
     assert metrics["global_step"] == 2 and 0 < metrics["eval_loss"] < 20
     assert list((stage_dir(cfg, "train") / "reports").rglob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_fp32_trained_weights_are_saved_in_the_model_dtype(make_config):
+    """The optimizer updates float32 weights; the saved model is in model.dtype, as vLLM will serve it."""
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    from tests.test_train_masking import conversations
+
+    cfg = make_config("experiment=demo", "stage=train", "model.dtype=bfloat16", "trainer.max_steps=2")
+    assert cfg.trainer.weights_dtype == "float32"
+    fake_curate_output(cfg, conversations("huatuo", None, n=4))
+    saved = Path(train.run(cfg)["model_path"])
+    assert json.loads((saved / "config.json").read_text())["dtype"] == "bfloat16"
+    [weights] = saved.glob("*.safetensors")
+    with safe_open(str(weights), "pt") as tensors:
+        dtypes = {str(tensors.get_tensor(name).dtype) for name in tensors.keys()}  # noqa: SIM118 (not a dict)
+    assert dtypes == {"torch.bfloat16"}
+    assert not list(saved.parent.glob("*.cast")) and (saved / "tokenizer_config.json").exists()
+    assert AutoModelForCausalLM.from_pretrained(saved, dtype="auto").dtype == torch.bfloat16

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 REPORTERS = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
 CHECKPOINT_FORMATS = {"sharded": "SHARDED_STATE_DICT", "full": "FULL_STATE_DICT"}
+WEIGHTS_DTYPES = ("float32", "bfloat16", "float16")
 SEGMENTS = "segments.jsonl"  # one line per training run of this stage (first run, resumes after requeue)
 
 
@@ -79,6 +80,10 @@ def check_options(trainer: TrainerConfig, world_size: int) -> None:
         raise UserError(
             "trainer.fsdp.enabled=true needs several processes (torchrun --nproc_per_node=N run.py ..., or "
             "one SLURM task per GPU); this is a single process"
+        )
+    if trainer.weights_dtype not in WEIGHTS_DTYPES:
+        raise UserError(
+            f"unknown trainer.weights_dtype {trainer.weights_dtype!r}; valid: {', '.join(WEIGHTS_DTYPES)}"
         )
     if trainer.fsdp.checkpoint_format not in CHECKPOINT_FORMATS:
         raise UserError(
@@ -228,17 +233,32 @@ def _record_segment(out: Path, segment: dict) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def save_in_dtype(model_dir: Path, dtype: str) -> None:
+    """Rewrite the saved model's weights and config in `dtype` (e.g. fp32-trained weights, served in bf16)."""
+    from transformers import AutoModelForCausalLM
+
+    cast = model_dir.with_name(f"{model_dir.name}.cast")
+    shutil.rmtree(cast, ignore_errors=True)
+    AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).save_pretrained(cast)
+    for weights in model_dir.glob("model*.safetensors*"):  # the shard names change with the size
+        weights.unlink()
+    for path in cast.iterdir():
+        path.replace(model_dir / path.name)
+    cast.rmdir()
+
+
 def train_sft(
     trainer_cfg: TrainerConfig,
     model_path: str,
     revision: str | None,
-    dtype: str,
+    save_dtype: str,
     dataset,
     out: Path,
     seed: int,
     env: distributed.DistributedEnv | None = None,
 ) -> dict:
-    """Train on `dataset`, resuming from the last checkpoint under `out`; rank 0 saves out/model.
+    """Train on `dataset`, resuming from the last checkpoint under `out`; rank 0 saves out/model in
+    `save_dtype` (the weights train in `trainer_cfg.weights_dtype`).
 
     Raises `Preempted` (on every rank, after a checkpoint) if a SIGUSR2/SIGTERM arrived during training.
     """
@@ -250,7 +270,9 @@ def train_sft(
     if resume:
         log.info("train: resuming from %s", resume)
     train_rows, eval_rows = split_validation(dataset, trainer_cfg.validation_fraction, seed)
-    model, tokenizer = load_model(model_path, revision, dtype, trainer_cfg.attn_implementation)
+    model, tokenizer = load_model(
+        model_path, revision, trainer_cfg.weights_dtype, trainer_cfg.attn_implementation
+    )
     with PreemptionGuard() as guard:
         stopper = stop_on_signal_callback(guard)
         trainer = build_trainer(
@@ -282,6 +304,8 @@ def train_sft(
     final = out / "model"
     trainer.save_model(str(final))
     if env.is_main:
+        if save_dtype not in ("auto", trainer_cfg.weights_dtype):
+            save_in_dtype(final, save_dtype)
         tokenizer.save_pretrained(str(final))
         reports = checkpoints / "runs"
         if reports.exists():
