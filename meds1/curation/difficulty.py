@@ -26,7 +26,7 @@ import pandas as pd
 from meds1.config import Config, DifficultyConfig, JudgeConfig
 from meds1.curation import QUESTION
 from meds1.curation.cache import AnnotationCache, annotate
-from meds1.curation.llm import FAILED, OK, UNPARSEABLE, ask, check_not_all_failed, load_llm
+from meds1.curation.llm import FAILED, OK, UNPARSEABLE, ask, check_not_all_failed, llm_spec, load_llm
 from meds1.errors import UserError
 from meds1.inference import Sampling
 
@@ -109,14 +109,7 @@ def answers_spec(cfg: Config, source_fingerprint: str) -> dict:
 def verdicts_spec(judge: JudgeConfig, answers_key: str) -> dict:
     spec = {"answers": answers_key, "method": judge.method, "reference_column": judge.reference_column}
     if judge.method == "llm":
-        llm = judge.llm
-        spec |= {
-            "model": dataclasses.asdict(llm.model),
-            "prompt": judge.prompt,
-            "max_new_tokens": llm.max_new_tokens,
-            "temperature": llm.temperature,
-            "attempts": llm.attempts,
-        }
+        spec |= llm_spec(judge.llm, judge.prompt)
     return spec
 
 

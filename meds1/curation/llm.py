@@ -10,6 +10,7 @@ does the run stop, with the error, rather than record thousands of failures.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,6 +38,17 @@ def load_llm(llm: LLMConfig, cache_dir: str, key: str) -> Backend:
     if llm.inference.backend == "openai" and not llm.inference.base_url:
         raise UserError(f"{key}.inference.base_url is not set (the endpoint serving {llm.model.path})")
     return load_backend(llm.inference, llm.model, model_path(llm.model, cache_dir))
+
+
+def llm_spec(llm: LLMConfig, prompt: str) -> dict:
+    """What decides an LLM's replies, for the annotation cache key."""
+    return {
+        "model": dataclasses.asdict(llm.model),
+        "prompt": prompt,
+        "max_new_tokens": llm.max_new_tokens,
+        "temperature": llm.temperature,
+        "attempts": llm.attempts,
+    }
 
 
 def check_not_all_failed(generations: list[Generation], what: str) -> None:

@@ -13,7 +13,6 @@ non-medical rows. Labelers:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import re
@@ -25,7 +24,7 @@ from meds1.config import Config, SpecialtyConfig
 from meds1.curation import QUESTION
 from meds1.curation.cache import AnnotationCache, annotate
 from meds1.curation.embedding import embed, load_embedder, question_embeddings
-from meds1.curation.llm import FAILED, OK, ask, load_llm
+from meds1.curation.llm import FAILED, OK, ask, llm_spec, load_llm
 from meds1.errors import UserError
 from meds1.paths import resolve_data_path
 
@@ -76,14 +75,7 @@ def labels_spec(cfg: Config, taxonomy: list[str], source_fingerprint: str) -> di
         "taxonomy": hashlib.sha256("\n".join(taxonomy).encode()).hexdigest()[:16],
     }
     if specialty.method == "llm":
-        llm = specialty.llm
-        spec |= {
-            "model": dataclasses.asdict(llm.model),
-            "prompt": specialty.prompt,
-            "max_new_tokens": llm.max_new_tokens,
-            "temperature": llm.temperature,
-            "attempts": llm.attempts,
-        }
+        spec |= llm_spec(specialty.llm, specialty.prompt)
     else:
         spec["embedding"] = cfg.curation.embedding.model
     return spec
