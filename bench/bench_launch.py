@@ -10,6 +10,7 @@ printing the config (`--cfg job`) and the import of torch that dispatch avoids.
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import sys
@@ -148,8 +149,9 @@ def dispatch_timings(root: Path) -> tuple[float, float, float, float, float]:
     return statistics.median(whole), statistics.median(dispatch), cli, hydra_only, torch_import
 
 
-def row(figure, ours, baseline, target, unit="s") -> dict:
-    ratio = ours / baseline if baseline else None
+def row(figure, ours, baseline, target, unit="s", speedup=False) -> dict:
+    """ratio: baseline / ours (how many times faster) with `speedup`, else ours / baseline (a share)."""
+    ratio = (baseline / ours if speedup else ours / baseline) if ours and baseline else None
     return {
         "figure": figure,
         "ours": ours,
@@ -167,34 +169,26 @@ def run() -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="bench-launch-") as tmp:
         root = Path(tmp)
         in_process, dispatch, cli, hydra_only, torch_import = dispatch_timings(root / "dispatch")
-        rows.append(
-            row("imports + compose + dispatch one stage (dry run)", in_process, torch_import, "<= 1 s")
-        )
+        figure = "imports + compose + dispatch one stage (dry run); baseline: `import torch` alone"
+        rows.append(row(figure, in_process, torch_import, "<= 1 s"))
         rows.append(row("dispatch alone: plan + print one stage", dispatch, in_process, "share of the above"))
-        rows.append(
-            row("compose + dispatch one stage (dry run), command line", cli, hydra_only, "vs --cfg job")
-        )
+        figure = "compose + dispatch one stage (dry run), command line; baseline: `--cfg job`"
+        rows.append(row(figure, cli, hydra_only, "report"))
         problem = cluster_problem()
         if problem:
             print(f"bench_launch: sweep rows skipped, no SLURM cluster ({problem})", file=sys.stderr)
             return rows
         arrays, one_by_one, calls = sweep_in_process(root / "sweep")
-        rows.append(
-            row(f"submit {POINTS}-point sweep ({3 * POINTS} jobs), in process", arrays, one_by_one, "<= 10 s")
-        )
-        rows.append(row(f"sbatch calls for {3 * POINTS} jobs", calls, 3 * POINTS, "arrays", unit="calls"))
+        sweep = f"submit a {POINTS}-point sweep ({3 * POINTS} jobs)"
+        baseline = "baseline: one sbatch per job through submitit"
+        rows.append(row(f"{sweep}, in process; {baseline}", arrays, one_by_one, "<= 10 s", speedup=True))
+        rows.append(row(f"sbatch calls for {3 * POINTS} jobs", calls, 3 * POINTS, "report", unit="calls"))
         command_line = sweep_command_line(root / "cli")
-        rows.append(
-            row(
-                f"submit {POINTS}-point sweep ({3 * POINTS} jobs), command line",
-                command_line,
-                one_by_one,
-                "<= 10 s",
-            )
-        )
+        figure = f"{sweep}, command line; {baseline}"
+        rows.append(row(figure, command_line, one_by_one, "<= 10 s", speedup=True))
     return rows
 
 
 if __name__ == "__main__":
     for result in run():
-        print(result)
+        print(json.dumps(result))
