@@ -13,7 +13,6 @@ import logging
 import numpy as np
 import pandas as pd
 
-from meds1 import registry
 from meds1.config import Config
 from meds1.curation.decontamination import contaminated
 from meds1.curation.difficulty import CORRECT, UNJUDGED, annotate_difficulty, check_prompts
@@ -26,7 +25,7 @@ from meds1.curation.specialty import LABELED, annotate_specialties
 from meds1.curation.specialty import check_config as check_specialty
 from meds1.errors import UserError
 from meds1.models import load_tokenizer
-from meds1.paths import registry_path
+from meds1.stages import record_result
 from meds1.workspace import StageWorkspace
 
 log = logging.getLogger(__name__)
@@ -104,9 +103,7 @@ def run(cfg: Config) -> dict:
             "stats": stats,
         }
         workspace.commit(record)
-    registry.update(
-        registry_path(cfg), workspace.slug, "curation", record, description=cfg.description, config=cfg
-    )
+    record_result(cfg, "curate", record)
     log_summary(stats)
     return record
 

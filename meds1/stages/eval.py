@@ -14,7 +14,6 @@ import json
 import logging
 import statistics
 
-from meds1 import registry
 from meds1.config import Config, EvalConfig
 from meds1.errors import UserError
 from meds1.evaluation.budget_forcing import budget_force
@@ -24,7 +23,7 @@ from meds1.evaluation.prompts import build_conversation
 from meds1.evaluation.scoring import judge, score
 from meds1.inference import Generation, Sampling, load_backend
 from meds1.models import model_path
-from meds1.paths import registry_path
+from meds1.stages import record_result
 from meds1.workspace import StageWorkspace, require_complete
 
 log = logging.getLogger(__name__)
@@ -81,9 +80,7 @@ def run(cfg: Config) -> dict:
             "metrics": metrics,
         }
         workspace.commit(record)
-    registry.update(
-        registry_path(cfg), workspace.slug, "eval", record, description=cfg.description, config=cfg
-    )
+    record_result(cfg, "eval", record)
     log_table(metrics)
     return record
 

@@ -13,11 +13,10 @@ import json
 import logging
 import shutil
 
-from meds1 import registry
 from meds1.config import Config
 from meds1.errors import MissingInputError, UserError
 from meds1.models import model_path
-from meds1.paths import registry_path
+from meds1.stages import record_result
 from meds1.training import distributed
 from meds1.training.preemption import Preempted
 from meds1.training.sft import check_options, derive_batch_sizes, train_sft
@@ -81,6 +80,4 @@ def run(cfg: Config) -> dict:
 def _commit(cfg: Config, workspace: StageWorkspace, record: dict) -> None:
     final = workspace.commit(record)
     shutil.rmtree(final / "checkpoints", ignore_errors=True)
-    registry.update(
-        registry_path(cfg), workspace.slug, "training", record, description=cfg.description, config=cfg
-    )
+    record_result(cfg, "train", record)
