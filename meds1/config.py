@@ -7,15 +7,50 @@ Stages receive the composed config as a `Config` object (`OmegaConf.to_object`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from meds1.errors import UserError
+
 STAGES = ("curate", "train", "eval")
 COMMANDS = (*STAGES, "all", "report")
+
+
+class Choice(StrEnum):
+    """Base of the string settings with a fixed set of values (`choices` makes them).
+
+    Members are named by their values, because OmegaConf reads a YAML or command-line string as a member
+    *name*; they compare, hash, format and JSON-serialize as their plain strings, so records, slugs and
+    config hashes are unchanged, and a bad value fails at compose naming the valid ones.
+    """
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+def choices(name: str, *values: str) -> type[Choice]:
+    return Choice(name, [(value, value) for value in values], module=__name__)
+
+
+Stage = choices("Stage", *STAGES)
+Command = choices("Command", *COMMANDS)
+ModelBuild = choices("ModelBuild", "tiny")
+InferenceBackend = choices("InferenceBackend", "hf", "openai", "vllm")
+CurationMethod = choices("CurationMethod", "s1", "random", "all", "embedding-diversity")
+JudgeMethod = choices("JudgeMethod", "llm", "match")
+SpecialtyMethod = choices("SpecialtyMethod", "llm", "embedding", "column", "none")
+FormatLayout = choices("FormatLayout", "huatuo", "s1")
+WeightsDtype = choices("WeightsDtype", "float32", "bfloat16", "float16")
+CheckpointFormat = choices("CheckpointFormat", "sharded", "full")
+Reporter = choices("Reporter", "tensorboard", "wandb")
+ReportMetric = choices("ReportMetric", "accuracy", "accuracy_huatuo")
+ReportOutput = choices("ReportOutput", "markdown", "csv", "plots", "html")
 
 
 @dataclass
@@ -54,7 +89,7 @@ class ModelConfig:
     path: str = MISSING  # hub id or local directory
     revision: str | None = None
     dtype: str = "bfloat16"
-    build: str | None = None  # "tiny": built locally under paths.cache, then loaded from there
+    build: ModelBuild | None = None  # tiny: built locally under paths.cache, then loaded from there
     tiny: TinyModelSpec = field(default_factory=TinyModelSpec)
 
 
@@ -82,7 +117,7 @@ def _remote_model() -> ModelConfig:
 
 
 def _openai_inference() -> InferenceConfig:
-    return InferenceConfig(backend="openai")
+    return InferenceConfig(backend=InferenceBackend.openai)
 
 
 @dataclass
@@ -102,7 +137,7 @@ class LLMConfig:
 
 @dataclass
 class JudgeConfig:
-    method: str = "llm"  # llm | match (offline normalized-answer matching)
+    method: JudgeMethod = JudgeMethod.llm  # match: offline normalized-answer matching
     llm: LLMConfig = field(default_factory=LLMConfig)
     prompt: str = (
         "You are an expert medical knowledge evaluator. Compare the model's answer to the correct answer "
@@ -130,7 +165,7 @@ class DifficultyConfig:
 class SpecialtyConfig:
     """One specialty label per question, from the taxonomy file."""
 
-    method: str = "llm"  # llm | embedding | column | none
+    method: SpecialtyMethod = SpecialtyMethod.llm
     column: str = "specialty"  # column: the source column holding the labels
     taxonomy: str = "pkg://meds1/curation/specialties.txt"
     llm: LLMConfig = field(default_factory=LLMConfig)
@@ -165,14 +200,16 @@ class DecontaminationConfig:
 class FormatConfig:
     """How a curated row becomes a chat conversation."""
 
-    layout: str = "huatuo"  # huatuo: "## Thinking / ## Final Response"; s1: s1's think/answer markers
+    layout: FormatLayout = (
+        FormatLayout.huatuo
+    )  # huatuo: "## Thinking / ## Final Response"; s1: s1's think/answer markers
     system_prompt: str | None = None
     assistant_template: str | None = None  # "{cot}"/"{response}" template; overrides `layout` when set
 
 
 @dataclass
 class CurationConfig:
-    method: str = "s1"  # s1 | random | all | embedding-diversity
+    method: CurationMethod = CurationMethod.s1
     n_samples: int = 1000
     source: SourceConfig = field(default_factory=SourceConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
@@ -200,7 +237,7 @@ class FSDPConfig:
     layer_classes: list[str] = field(default_factory=list)  # layers to wrap; [] = the model's decoder layer
     cpu_offload: bool = False
     # Checkpoints: sharded (one file per rank, fast) | full. The final model is always saved full.
-    checkpoint_format: str = "sharded"
+    checkpoint_format: CheckpointFormat = CheckpointFormat.sharded
 
 
 @dataclass
@@ -220,7 +257,7 @@ class TrainerConfig:
     bf16: bool = True  # compute in bf16 (autocast, or FSDP's mixed precision)
     # The weights the optimizer updates, and its state. float32 keeps small updates (lr 1e-5) that bf16
     # weights would round away; the final model is saved in model.dtype for serving.
-    weights_dtype: str = "float32"
+    weights_dtype: WeightsDtype = WeightsDtype.float32
     gradient_checkpointing: bool = True  # activation checkpointing (FSDP's own when fsdp.enabled)
     save_steps: int = 500
     save_total_limit: int | None = 2  # checkpoints kept while training (all are removed once it is complete)
@@ -233,7 +270,7 @@ class TrainerConfig:
     packing: bool = False
     liger_kernel: bool = False  # Liger's fused Triton kernels (CUDA + the liger-kernel package)
     attn_implementation: str | None = None  # e.g. sdpa, flash_attention_2; null = the model's default
-    report_to: list[str] = field(default_factory=list)  # tensorboard and/or wandb; logs under train/
+    report_to: list[Reporter] = field(default_factory=list)  # tensorboard and/or wandb; logs under train/
     fsdp: FSDPConfig = field(default_factory=FSDPConfig)
     # What a scheduler gives this stage: `gpus` per node and `nodes`; one process (task) per GPU, so the
     # world size is gpus x nodes (see meds1.training.distributed.planned_world_size).
@@ -279,7 +316,7 @@ class EvalConfig:
 
 @dataclass
 class InferenceConfig:
-    backend: str = MISSING  # hf | openai | vllm
+    backend: InferenceBackend = MISSING
     batch_size: int = 32  # hf: prompts per generate() call
     dtype: str = "auto"
     # openai: any OpenAI-compatible endpoint (a vLLM server, Gemini, transformers serve)
@@ -307,8 +344,8 @@ class ReportConfig:
 
     experiments: list[str] = field(default_factory=list)  # slugs or globs (`med-s1-*`); empty: all
     group_by: str = "curation.method"  # config key whose value groups experiments into plot series
-    metric: str = "accuracy"  # what the plots show: accuracy (strict) | accuracy_huatuo
-    outputs: list[str] = field(default_factory=lambda: ["markdown", "csv", "plots", "html"])
+    metric: ReportMetric = ReportMetric.accuracy  # what the plots show: accuracy (strict) or accuracy_huatuo
+    outputs: list[ReportOutput] = field(default_factory=lambda: list(ReportOutput))
     out_dir: str = "${paths.root}/report"
     status: bool = True  # print each experiment's stage status (not run/queued/running/done/failed)
 
@@ -317,9 +354,9 @@ class ReportConfig:
 class Config:
     name: str = MISSING  # the experiment's name, set by conf/experiment/<name>.yaml
     description: str = ""
-    stages: list[str] = field(default_factory=lambda: list(STAGES))
+    stages: list[Stage] = field(default_factory=lambda: list(Stage))
     compare_base: bool = False  # stage=all also evaluates the untrained model, as "<name>-base"
-    stage: str = "all"
+    stage: Command = Command.all
     seed: int = 42
     force: bool = False
     dry_run: bool = False  # print the plan (on SLURM: jobs, resources, dependencies, paths); run nothing
@@ -379,13 +416,83 @@ def register_configs() -> None:
 
 
 def to_config(cfg: DictConfig, overrides: list[str] | None = None) -> Config:
-    """Resolve a composed DictConfig into a typed `Config`, with absolute output paths."""
+    """Resolve a composed DictConfig into a typed, validated `Config`, with absolute output paths."""
     if overrides is not None:
         cfg.overrides = list(overrides)
     config: Config = OmegaConf.to_object(cfg)
     config.paths.root = str(Path(config.paths.root).expanduser().resolve())
     config.paths.cache = str(Path(config.paths.cache).expanduser().resolve())
+    validate(config)
     return config
+
+
+def validate(config: Config) -> None:
+    """Raise a UserError on the first setting that breaks a rule the types cannot state (a range, a
+    template's placeholders, settings that need each other), in the stages the experiment runs.
+
+    `to_config` runs it wherever a config is built, so a bad setting fails at compose: in `--cfg job`,
+    `dry_run=true` and before any job is submitted, not hours later when its stage starts.
+    """
+    problem = next(_problems(config), None)
+    if problem:
+        raise UserError(problem)
+
+
+def _problems(config: Config) -> Iterator[str]:
+    curation, trainer, eval_cfg = config.curation, config.trainer, config.eval
+    templates = []  # (key, template, its placeholders)
+    if Stage.curate in config.stages:
+        if curation.n_samples < 0:
+            yield f"curation.n_samples={curation.n_samples}: must be >= 0"
+        for name in ("uniform_fraction", "cluster_fraction", "outlier_fraction"):
+            if not 0 <= getattr(curation, name) <= 1:
+                yield f"curation.{name}={getattr(curation, name)}: must be in [0, 1]"
+        if curation.method == CurationMethod.s1 and curation.specialty.method == SpecialtyMethod.none:
+            yield (
+                "curation.method=s1 samples across specialties: "
+                "set curation.specialty.method to llm, embedding or column"
+            )
+        if curation.specialty.method == SpecialtyMethod.llm:
+            templates.append(
+                ("curation.specialty.prompt", curation.specialty.prompt, ("question", "specialties"))
+            )
+        if curation.difficulty.enabled:
+            difficulty = curation.difficulty
+            templates.append(("curation.difficulty.prompt", difficulty.prompt, ("question",)))
+            templates.append(
+                (
+                    "curation.difficulty.judge.prompt",
+                    difficulty.judge.prompt,
+                    ("question", "answer", "reference"),
+                )
+            )
+        if curation.format.assistant_template is not None:
+            templates.append(
+                (
+                    "curation.format.assistant_template",
+                    curation.format.assistant_template,
+                    ("cot", "response"),
+                )
+            )
+    if Stage.train in config.stages and not 0 <= trainer.validation_fraction < 1:
+        yield f"trainer.validation_fraction={trainer.validation_fraction}: must be in [0, 1) (0: none)"
+    if Stage.eval in config.stages:
+        for key, value in [
+            ("eval.repeats", eval_cfg.repeats),
+            ("eval.max_new_tokens", eval_cfg.max_new_tokens),
+        ]:
+            if value < 1:
+                yield f"{key}={value}: must be >= 1"
+        if eval_cfg.tts.enabled and config.inference.backend == InferenceBackend.openai:
+            yield (
+                "eval.tts.enabled=true (budget forcing) continues raw text, which inference.backend=openai "
+                "cannot: use inference=hf or inference=vllm"
+            )
+    for key, template, fields in templates:
+        try:
+            template.format(**dict.fromkeys(fields, ""))
+        except (KeyError, IndexError, ValueError) as exc:
+            yield f"{key} has a bad placeholder ({exc}); valid: {', '.join('{' + f + '}' for f in fields)}"
 
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"

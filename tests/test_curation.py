@@ -119,11 +119,6 @@ def test_s1_weights_are_honoured():
     assert share_a == pytest.approx(0.75, abs=0.04)
 
 
-def test_unknown_method_is_an_error():
-    with pytest.raises(UserError, match="valid: s1, random, all, embedding-diversity"):
-        select(pool(10, ["a"]), "best", 5, seed=0)
-
-
 def test_source_column_map_and_errors(tmp_path):
     file = tmp_path / "rows.jsonl"
     pd.DataFrame({"q": ["a"], "cot": ["b"], "Response": ["c"]}).to_json(file, orient="records", lines=True)
@@ -262,15 +257,3 @@ def test_s1_layout_uses_think_answer_markers():
         "Q?", "t", "r", FormatConfig(layout="s1", assistant_template="<think>{cot}</think>{response}")
     )
     assert custom[-1]["content"] == "<think>t</think>r"
-
-
-@pytest.mark.parametrize(
-    ("fmt", "message"),
-    [
-        (FormatConfig(layout="chatml"), "unknown curation.format.layout 'chatml'; valid: huatuo, s1"),
-        (FormatConfig(assistant_template="{thinking}"), "bad placeholder .*valid: {cot}, {response}"),
-    ],
-)
-def test_bad_layouts_are_user_errors(fmt, message):
-    with pytest.raises(UserError, match=message):
-        to_messages("q", "c", "r", fmt)

@@ -67,26 +67,7 @@ def test_n_larger_than_the_pool_selects_all_with_a_warning(small_source, make_co
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["curation.specialty.method=none"], "curation.method=s1 samples across specialties"),
-        (
-            ["curation.specialty.method=magic"],
-            "unknown curation.specialty.method 'magic'; valid: llm, embedding",
-        ),
-        (
-            ["curation.method=best"],
-            "unknown curation.method 'best'; valid: s1, random, all, embedding-diversity",
-        ),
-        (
-            ["curation.difficulty.enabled=true", "curation.difficulty.judge.method=vibes"],
-            "unknown curation.difficulty.judge.method 'vibes'; valid: llm, match",
-        ),
-        (
-            ["curation.difficulty.enabled=true", "curation.difficulty.prompt='Q: {query}'"],
-            r"curation.difficulty.prompt has a bad placeholder \('query'\); valid: {question}",
-        ),
-        (["curation.format.layout=plain"], "unknown curation.format.layout 'plain'; valid: huatuo, s1"),
         (["curation.specialty.column=hint"], "curation.specialty.column 'hint' is not a source column"),
-        (["curation.n_samples=-1"], "curation.n_samples must be >= 0"),
         (["curation.decontamination.columns=[nope]"], r"curation.decontamination.columns \['nope'\] are not"),
     ],
 )

@@ -126,12 +126,6 @@ def test_tts_eval_reports_budget_and_mean_thinking_tokens(make_config):
     assert all(0 < p["thinking_tokens"] <= 8 for p in _predictions(cfg))
 
 
-def test_tts_needs_a_backend_that_continues_text(make_config):
-    cfg = make_config(*BASE, "inference=openai", "eval.tts.enabled=true")
-    with pytest.raises(UserError, match="use inference=hf or inference=vllm"):
-        eval_stage.run(cfg)
-
-
 def test_a_killed_eval_resumes_with_only_the_missing_answers(make_config, model_cache, tmp_path, caplog):
     overrides = [*BASE, "eval.max_per_source=5", "eval.max_new_tokens=16", "inference.batch_size=2"]
     cfg = make_config(*overrides)

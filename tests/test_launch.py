@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from meds1 import registry
-from meds1.cli import check_argument
+from meds1.cli import check_overrides
 from meds1.config import SlurmLauncherConfig
 from meds1.errors import MissingInputError
 from meds1.launch.plan import COMPLETE, QUEUED, SUBMIT, format_plan, plan
@@ -280,14 +280,14 @@ def test_a_job_gone_from_the_queue_is_done_only_if_its_stage_finished_after_subm
     ],
 )
 def test_launcher_keys_are_checked_with_a_hint(argument, expected):
-    assert expected in check_argument(argument, launcher="slurm")
-    assert check_argument("hydra.launcher.partition=gpu", launcher="slurm") is None
-    assert check_argument("hydra.launcher.per_stage.curate.partition=cpu", launcher="slurm") is None
+    assert expected in check_overrides(["hydra/launcher=slurm", argument])
+    assert check_overrides(["hydra/launcher=slurm", "hydra.launcher.partition=gpu"]) is None
+    assert check_overrides(["hydra/launcher=slurm", "+hydra.launcher.per_stage.curate.partition=cpu"]) is None
 
 
 def test_hydra_submitit_launchers_are_valid_choices():
-    assert check_argument("hydra/launcher=submitit_local") is None
-    assert check_argument("hydra/launcher=slurm") is None
+    assert check_overrides(["hydra/launcher=submitit_local"]) is None
+    assert check_overrides(["hydra/launcher=slurm"]) is None
 
 
 def test_without_a_cluster_the_slurm_launcher_stops_instead_of_running_here(tmp_path):

@@ -218,8 +218,6 @@ def test_stale_plots_are_removed(make_config, root):
     [
         ("report.experiments=[nope*]", "'nope*' matches no experiment"),
         ("report.group_by=curation.nope", "unknown config key 'curation.nope'"),
-        ("report.metric=f1", "valid: accuracy, accuracy_huatuo"),
-        ("report.outputs=[pdf]", "valid: markdown, csv, plots, html"),
     ],
 )
 def test_bad_options_are_named(make_config, root, override, named):

@@ -23,7 +23,7 @@ import unicodedata
 
 import pandas as pd
 
-from meds1.config import Config, DifficultyConfig, JudgeConfig
+from meds1.config import Config, JudgeConfig
 from meds1.curation import QUESTION
 from meds1.curation.cache import AnnotationCache, annotate
 from meds1.curation.llm import FAILED, OK, UNPARSEABLE, ask, check_not_all_failed, llm_spec, load_llm
@@ -32,7 +32,6 @@ from meds1.inference import Sampling
 
 CORRECT, INCORRECT, NO_ANSWER = "correct", "incorrect", "no_answer"
 UNJUDGED = (UNPARSEABLE, FAILED, NO_ANSWER)
-JUDGES = ("llm", "match")
 JUDGE_CORRECTION = "Your reply did not end with a single word Yes or No. Reply with one word: Yes or No."
 
 
@@ -72,26 +71,6 @@ def match_verdict(answer: str, reference: str) -> str:
     return CORRECT if wanted <= _content_words(_final_answer(answer)) else INCORRECT
 
 
-def check_prompts(difficulty: DifficultyConfig) -> None:
-    """Fail before any inference if a prompt template names an unknown placeholder."""
-    for key, template, fields in [
-        ("curation.difficulty.prompt", difficulty.prompt, {"question"}),
-        ("curation.difficulty.judge.prompt", difficulty.judge.prompt, {"question", "answer", "reference"}),
-    ]:
-        try:
-            template.format(**dict.fromkeys(fields, ""))
-        except (KeyError, IndexError, ValueError) as exc:
-            raise UserError(
-                f"{key} has a bad placeholder ({exc}); "
-                f"valid: {', '.join('{' + f + '}' for f in sorted(fields))}"
-            ) from None
-    if difficulty.judge.method not in JUDGES:
-        raise UserError(
-            f"unknown curation.difficulty.judge.method {difficulty.judge.method!r}; "
-            f"valid: {', '.join(JUDGES)}"
-        )
-
-
 def answers_spec(cfg: Config, source_fingerprint: str) -> dict:
     difficulty = cfg.curation.difficulty
     spec = {
@@ -118,7 +97,6 @@ def annotate_difficulty(
 ) -> tuple[pd.DataFrame, dict]:
     """Base answers and verdicts for every row of `pool` (cached), as columns indexed like `pool`."""
     difficulty = cfg.curation.difficulty
-    check_prompts(difficulty)
     reference = difficulty.judge.reference_column
     if reference not in pool.columns:
         raise UserError(

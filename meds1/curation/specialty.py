@@ -30,7 +30,6 @@ from meds1.paths import resolve_data_path
 
 UNLABELED = "Unlabeled"
 LABELED, MISSING = "labeled", "missing"
-LABELERS = ("llm", "embedding", "column", "none")
 SPECIALTY_CODE = re.compile(r"SPECIALTY:\s*(\d{3})[\s.*_)\]]*$")
 CORRECTION = (
     'Your reply did not end with "SPECIALTY: NNN" for a number from the list. '
@@ -81,27 +80,11 @@ def labels_spec(cfg: Config, taxonomy: list[str], source_fingerprint: str) -> di
     return spec
 
 
-def check_config(specialty: SpecialtyConfig) -> None:
-    if specialty.method not in LABELERS:
-        raise UserError(
-            f"unknown curation.specialty.method {specialty.method!r}; valid: {', '.join(LABELERS)}"
-        )
-    if specialty.method == "llm":
-        try:
-            specialty.prompt.format(question="", specialties="")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise UserError(
-                f"curation.specialty.prompt has a bad placeholder ({exc}); "
-                "valid: {question}, {specialties}"
-            ) from None
-
-
 def annotate_specialties(
     pool: pd.DataFrame, cfg: Config, source_fingerprint: str
 ) -> tuple[pd.DataFrame, dict]:
     """`specialty` and `specialty_status` for every pool row, as columns indexed like `pool`."""
     specialty = cfg.curation.specialty
-    check_config(specialty)
     if specialty.method == "column":
         return column_labels(pool, specialty.column), {"column": specialty.column}
     taxonomy = load_taxonomy(specialty.taxonomy)

@@ -15,15 +15,13 @@ import pandas as pd
 
 from meds1.config import Config
 from meds1.curation.decontamination import contaminated
-from meds1.curation.difficulty import CORRECT, UNJUDGED, annotate_difficulty, check_prompts
+from meds1.curation.difficulty import CORRECT, UNJUDGED, annotate_difficulty
 from meds1.curation.embedding import question_embeddings
-from meds1.curation.formatting import assistant_template, format_rows
+from meds1.curation.formatting import format_rows
 from meds1.curation.quality import KEPT, REMOVED, quality_filter
-from meds1.curation.sampling import METHODS, select
+from meds1.curation.sampling import select
 from meds1.curation.source import fingerprint, load_source
 from meds1.curation.specialty import LABELED, annotate_specialties
-from meds1.curation.specialty import check_config as check_specialty
-from meds1.errors import UserError
 from meds1.models import load_tokenizer
 from meds1.stages import record_result
 from meds1.workspace import StageWorkspace
@@ -36,7 +34,6 @@ def run(cfg: Config) -> dict:
     if (record := workspace.completed_record()) is not None:
         log.info("curate: %s is complete for this config; skipping (force=true reruns it)", workspace.final)
         return record
-    check_config(cfg)
     curation = cfg.curation
     annotations: dict[str, dict] = {}
     with workspace:
@@ -106,24 +103,6 @@ def run(cfg: Config) -> dict:
     record_result(cfg, "curate", record)
     log_summary(stats)
     return record
-
-
-def check_config(cfg: Config) -> None:
-    """Settings that can be checked before any data or model is loaded."""
-    curation = cfg.curation
-    if curation.method not in METHODS:
-        raise UserError(f"unknown curation.method {curation.method!r}; valid: {', '.join(METHODS)}")
-    if curation.n_samples < 0:
-        raise UserError(f"curation.n_samples must be >= 0, not {curation.n_samples}")
-    check_specialty(curation.specialty)
-    if curation.method == "s1" and curation.specialty.method == "none":
-        raise UserError(
-            "curation.method=s1 samples across specialties: "
-            "set curation.specialty.method to llm, embedding or column"
-        )
-    if curation.difficulty.enabled:
-        check_prompts(curation.difficulty)
-    assistant_template(curation.format)
 
 
 def remove(rows: pd.DataFrame, index: pd.Index, stage: str, reason: str) -> None:

@@ -22,17 +22,7 @@ from meds1.report import html, plots, status, tables
 
 log = logging.getLogger(__name__)
 
-OUTPUTS = ("markdown", "csv", "plots", "html")
-METRICS = ("accuracy", "accuracy_huatuo")
 LOG_WIDTH = 160  # columns of the tables when stdout is a log file or a pipe, not a terminal
-
-
-def check_options(report: ReportConfig) -> None:
-    unknown = [output for output in report.outputs if output not in OUTPUTS]
-    if unknown:
-        raise UserError(f"unknown report.outputs {', '.join(unknown)}; valid: {', '.join(OUTPUTS)}")
-    if report.metric not in METRICS:
-        raise UserError(f"unknown report.metric {report.metric!r}; valid: {', '.join(METRICS)}")
 
 
 def check_group_by(group_by: str, chosen: list[registry_view.Experiment]) -> None:
@@ -44,7 +34,6 @@ def check_group_by(group_by: str, chosen: list[registry_view.Experiment]) -> Non
 
 def run(cfg: Config) -> dict:
     report = cfg.report
-    check_options(report)
     root, registry_file = Path(cfg.paths.root), registry_path(cfg)
     data = registry_view.load_registry(registry_file)
     known = set(data["experiments"]) | status.slugs_on_disk(root)
