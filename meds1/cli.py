@@ -26,7 +26,7 @@ from meds1.errors import UserError
 
 log = logging.getLogger("meds1")
 
-# hydra-submitit-launcher's own launchers (they act only with -m, and wait for their jobs).
+# hydra-submitit-launcher's SLURM launcher (it acts only with -m, and waits for its jobs).
 SUBMITIT_SLURM_TARGET = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
 # Plugin resource keys that meds1 takes from each stage instead.
 STAGE_RESOURCE_KEYS = ("gpus_per_node", "tasks_per_node", "nodes", "cpus_per_task", "mem_gb", "timeout_min")
@@ -108,6 +108,8 @@ def explain(error: Exception) -> str:
         group, _, name = error.missing_cfg_file.rpartition("/")
         options = [option for option in error.options if not option.endswith("_schema")]
         problem = f"unknown {group} {name!r}; valid: {', '.join(options)}"
+        if group == "experiment":
+            problem += " (your own: --config-dir DIR with DIR/experiment/NAME.yaml)"
     elif isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and key:
         problem = check_launcher_key(key) if key.startswith("hydra.launcher.") else check_key(key)
     elif isinstance(cause, ValidationError) and key:

@@ -104,6 +104,7 @@ class SourceConfig:
     revision: str | None = None  # pin a commit sha: hub datasets change under their branches
     data_files: str | None = None  # hub: read this file of the repo instead of the named config's files
     columns: dict[str, str] = field(default_factory=dict)  # source column -> Question/Complex_CoT/Response
+    skip_malformed: bool = False  # jsonl: skip lines that are not a JSON object (recorded in curate's stats)
 
 
 @dataclass

@@ -1,11 +1,18 @@
+import dataclasses
+import json
+import pickle
 import subprocess
 import sys
 
 import pytest
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 
 from meds1.cli import group_options
-from meds1.config import COMMANDS, compose
+from meds1.config import COMMANDS, Choice, CurationMethod, compose
+from meds1.errors import UserError
+from meds1.registry import redacted
+from meds1.workspace import config_hash
 from tests.conftest import REPO
 
 EXPERIMENTS = group_options("experiment")
@@ -66,11 +73,46 @@ def test_output_root_from_env_and_command_line(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "override", ["curation.n_sample=3", "curation.n_samples=abc", "trainer.learning_rate=fast", "nosuchkey=1"]
+    "override",
+    ["curation.n_sample=3", "curation.n_samples=abc", "trainer.learning_rate=fast", "nosuchkey=1", "stage=x"],
 )
 def test_wrong_key_or_type_fails_at_compose_time(override):
     with pytest.raises(ConfigCompositionException):
         compose([override])
+
+
+def test_rules_are_checked_where_the_config_is_built():
+    with pytest.raises(UserError, match=r"^curation.n_samples=-1: must be >= 0$"):
+        compose(["curation.n_samples=-1"])
+    assert compose(["experiment=base", "curation.n_samples=-1"]).stages == ["eval"]  # base does not curate
+
+
+def _plain(obj):
+    """`obj` with every Choice member replaced by its plain string."""
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.replace(
+            obj, **{f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        )
+    if isinstance(obj, list):
+        return [_plain(value) for value in obj]
+    if isinstance(obj, dict):
+        return {key: _plain(value) for key, value in obj.items()}
+    return str(obj) if isinstance(obj, Choice) else obj
+
+
+def test_choices_are_typed_but_serialize_as_their_strings():
+    cfg = compose(["curation.method=embedding-diversity", "trainer.report_to=[tensorboard]"])
+    assert isinstance(cfg.curation.method, CurationMethod) and cfg.curation.method == "embedding-diversity"
+    data = json.loads(json.dumps(redacted(cfg)))
+    assert data["curation"]["method"] == "embedding-diversity" and data["trainer"]["report_to"] == [
+        "tensorboard"
+    ]
+    assert f"{cfg.stage}-{cfg.curation.method}" == "all-embedding-diversity" and repr(cfg.stage) == "'all'"
+    assert "  method: embedding-diversity" in OmegaConf.to_yaml(OmegaConf.structured(cfg)).splitlines()
+    assert pickle.loads(pickle.dumps(cfg)) == cfg  # submitit pickles configs into SLURM jobs
+    plain = _plain(cfg)
+    assert type(plain.curation.method) is str
+    assert all(config_hash(cfg, stage) == config_hash(plain, stage) for stage in cfg.stages)
 
 
 def test_print_config_does_not_import_torch():

@@ -6,7 +6,7 @@ from meds1.config import FormatConfig, ModelConfig, SourceConfig
 from meds1.curation.formatting import to_messages
 from meds1.curation.quality import quality_filter, token_lengths
 from meds1.curation.sampling import select
-from meds1.curation.source import fingerprint, load_source
+from meds1.curation.source import MALFORMED_LINES, fingerprint, load_source
 from meds1.errors import UserError
 from meds1.models import load_tokenizer
 from tests.conftest import REPO
@@ -127,11 +127,27 @@ def test_source_column_map_and_errors(tmp_path):
     with pytest.raises(UserError, match=r"lacks column\(s\) Question, Complex_CoT; it has q, cot, Response"):
         load_source(SourceConfig(path=str(file)))
     empty = tmp_path / "empty.jsonl"
-    empty.write_text("")
-    with pytest.raises(UserError):
+    empty.write_text("\n")
+    with pytest.raises(UserError, match="empty.jsonl has no rows$"):
         load_source(SourceConfig(path=str(empty)))
     with pytest.raises(UserError, match="does not exist"):
         load_source(SourceConfig(path=str(tmp_path / "nope.parquet")))
+
+
+def test_a_malformed_jsonl_line_is_named_or_skipped(tmp_path):
+    good = '{"Question": "q%d", "Complex_CoT": "c", "Response": "r"}\n'
+    file = tmp_path / "rows.jsonl"
+    file.write_text(good % 1 + good % 2 + good[:30] + "\n" + "[1, 2]\n" + good % 5)
+    with pytest.raises(
+        UserError, match=rf"{file}:3: malformed line \(.* at column \d+\); .*skip_malformed=true"
+    ):
+        load_source(SourceConfig(path=str(file)))
+    frame = load_source(SourceConfig(path=str(file), skip_malformed=True))
+    assert frame["Question"].tolist() == ["q1", "q2", "q5"] and frame["row_id"].tolist() == [0, 1, 2]
+    assert frame.attrs[MALFORMED_LINES] == [3, 4]
+    file.write_text(good[:30])
+    with pytest.raises(UserError, match=r"has no rows \(skipped malformed lines \[1\]\)"):
+        load_source(SourceConfig(path=str(file), skip_malformed=True))
 
 
 def test_fingerprint_changes_with_content():

@@ -64,6 +64,17 @@ def test_n_larger_than_the_pool_selects_all_with_a_warning(small_source, make_co
     assert stats["specialty_status"] == {"labeled": 9}
 
 
+def test_malformed_source_lines_fail_by_line_or_are_skipped_into_the_record(small_source, make_config):
+    lines = small_source.read_text().splitlines(keepends=True)
+    lines.insert(4, lines[4][: len(lines[4]) // 2] + "\n")  # line 5: a truncated copy of line 5
+    small_source.write_text("".join(lines))
+    overrides = ["experiment=demo", f"curation.source.path={small_source}", "curation.n_samples=3"]
+    with pytest.raises(UserError, match=f"{small_source}:5: malformed line"):
+        curate.run(make_config(*overrides))
+    record = curate.run(make_config(*overrides, "curation.source.skip_malformed=true"))
+    assert record["stats"]["source_malformed_lines"] == [5] and record["stats"]["total_rows"] == 9
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

@@ -20,7 +20,7 @@ from meds1.curation.embedding import question_embeddings
 from meds1.curation.formatting import format_rows
 from meds1.curation.quality import KEPT, REMOVED, quality_filter
 from meds1.curation.sampling import select
-from meds1.curation.source import fingerprint, load_source
+from meds1.curation.source import MALFORMED_LINES, fingerprint, load_source
 from meds1.curation.specialty import LABELED, annotate_specialties
 from meds1.models import load_tokenizer
 from meds1.stages import record_result
@@ -38,6 +38,7 @@ def run(cfg: Config) -> dict:
     annotations: dict[str, dict] = {}
     with workspace:
         rows = load_source(curation.source)
+        malformed_lines = rows.attrs[MALFORMED_LINES]
         source = fingerprint(rows)
         tokenizer = load_tokenizer(cfg.model, cfg.paths.cache)
         rows = quality_filter(
@@ -91,6 +92,7 @@ def run(cfg: Config) -> dict:
         format_rows(curated, curation.format, tokenizer).save_to_disk(str(out / "formatted"))
 
         stats = curation_stats(rows, curated, cfg, annotations)
+        stats["source_malformed_lines"] = malformed_lines
         final = workspace.final
         record = {
             "dataset_path": str(final / "formatted"),
