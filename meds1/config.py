@@ -7,6 +7,7 @@ Stages receive the composed config as a `Config` object (`OmegaConf.to_object`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -400,7 +401,9 @@ class SlurmLauncherConfig:
     poll_s: float = 10.0  # wait=true: seconds between status checks
 
 
+@functools.cache
 def register_configs() -> None:
+    """Store the schemas in Hydra's ConfigStore (once per process: it converts every dataclass)."""
     cs = ConfigStore.instance()
     cs.store(name="meds1_schema", node=Config)
     cs.store(group="hydra/launcher", name="slurm_schema", node=SlurmLauncherConfig)
