@@ -126,20 +126,42 @@ class DifficultyConfig:
     drop_unjudged: bool = False  # also drop rows whose verdict is unparseable/failed (recorded either way)
 
 
+def _labeler_llm() -> LLMConfig:
+    return LLMConfig(max_new_tokens=500, temperature=0.1)  # med-s1's get_model_response
+
+
 @dataclass
 class SpecialtyConfig:
-    """One specialty label per question, from the taxonomy file."""
+    """One specialty label per question, from the taxonomy file.
+
+    The defaults are med-s1's labeler (`data/utils/specialty_utils.py` `classify_specialty` at 92b9b79): its
+    147-name list, its prompt, the first `SPECIALTY: NNN` of the reply, the same prompt asked again while
+    unparseable. `curation/specialty=meds1` selects meds1's own list and prompt.
+    """
 
     method: str = "llm"  # llm | embedding | column | none
     column: str = "specialty"  # column: the source column holding the labels
-    taxonomy: str = "pkg://meds1/curation/specialties.txt"
-    llm: LLMConfig = field(default_factory=LLMConfig)
-    prompt: str = (
-        "Given a medical question, determine which specialty would be primarily responsible for it.\n\n"
-        "Question: {question}\n\nSpecialties:\n{specialties}\n\nChoose the most specific applicable "
-        "specialty, explain your choice in one or two sentences, and end your reply with "
-        '"SPECIALTY: NNN", where NNN is the three-digit number of the specialty in the list.'
+    taxonomy: str = "pkg://meds1/curation/specialties_med_s1.txt"
+    llm: LLMConfig = field(default_factory=_labeler_llm)
+    prompt: str = (  # {question}, {specialties} (the taxonomy as "001. name" lines)
+        "You are a medical education expert tasked with classifying questions into medical specialties.\n"
+        "You must select the most appropriate specialty from the numbered list.\n"
+        "Your response MUST end with 'SPECIALTY: XXX' where XXX is the three-digit number from the list.\n\n"
+        "Question: {question}\n\n"
+        "Given a medical question, determine which specialty would be primarily responsible for managing "
+        "the case.\n\nAvailable Specialties:\n{specialties}\n\nInstructions:\n"
+        "1. Analyze the medical concepts and procedures in the question\n"
+        "2. Choose the most specific applicable specialty\n"
+        "3. Briefly explain your choice\n"
+        '4. End with "SPECIALTY: XXX" where XXX is the three-digit number\n\n'
+        "Example:\nQuestion: A patient presents with chest pain radiating to the left arm, with ST elevation "
+        "on ECG.\nAnalysis: While Emergency Medicine might initially see this patient, Cardiology "
+        "(Cardiovascular Disease) would be the primary specialist for managing acute coronary syndrome.\n"
+        "SPECIALTY: 030\n\nYour response:\n"
     )
+    code_pattern: str = r"SPECIALTY:\s*(\d{3})"  # its first match's group is the 1-based number in the list
+    correction: str | None = None  # unparseable reply: null asks the prompt again; text: a correction turn
+    unlabeled: str = "drop"  # rows left unlabeled: drop (leave the pool) | domain (one more s1 domain)
 
 
 @dataclass
@@ -174,6 +196,7 @@ class FormatConfig:
 class CurationConfig:
     method: str = "s1"  # s1 | random | all | embedding-diversity
     n_samples: int = 1000
+    pool: str = "filtered"  # rows selection draws from: all | quality | filtered (meds1/stages/curate.py)
     source: SourceConfig = field(default_factory=SourceConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
