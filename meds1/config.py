@@ -196,7 +196,7 @@ class FormatConfig:
 class CurationConfig:
     method: str = "s1"  # s1 | random | all | embedding-diversity
     n_samples: int = 1000
-    pool: str = "filtered"  # rows selection draws from: all | quality | filtered (meds1/stages/curate.py)
+    pool: str = "filtered"  # rows selection draws from: all | quality | filtered (meds1/curation/pool.py)
     source: SourceConfig = field(default_factory=SourceConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
