@@ -1,5 +1,8 @@
 """stage=curate end to end: filters, annotation cache reuse and resume, bad config, resources, real rows."""
 
+import json
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -9,7 +12,9 @@ from meds1.curation.resources import curate_resources
 from meds1.curation.source import fingerprint, load_source
 from meds1.errors import UserError
 from meds1.evaluation.data import load_suite
+from meds1.paths import registry_path, stage_slug
 from meds1.stages import curate
+from meds1.workspace import read_marker
 from tests.conftest import REPO
 
 DEMO = REPO / "meds1/data/demo_sft.jsonl"
@@ -44,13 +49,17 @@ def test_decontamination_removes_near_duplicates_of_eval_questions(tmp_path, mak
     rows.loc[1, "Question"] = "Which of the following is the most likely diagnosis in this patient?"
     file = tmp_path / "rows.jsonl"
     rows.to_json(file, orient="records", lines=True)
-    record = curate.run(
-        make_config("experiment=demo", f"curation.source.path={file}", "curation.n_samples=3")
-    )
+    cfg = make_config("experiment=demo", f"curation.source.path={file}", "curation.n_samples=3")
+    record = curate.run(cfg)
     filtered = pd.read_parquet(record["filtered_path"])
     assert filtered.loc[filtered["filter_stage"] == "decontamination", "row_id"].tolist() == [0]
     assert set(filtered["filter_reason"].dropna()) == {"eval_overlap", "not_selected"}
     assert record["stats"]["removed"]["decontamination/eval_overlap"] == 1
+    provenance = record["provenance"]
+    assert provenance["source"] == {"revision": None, "fingerprint": record["source_fingerprint"]}
+    assert read_marker(Path(record["filtered_path"]).parent)["record"]["provenance"] == provenance
+    entry = json.loads(registry_path(cfg).read_text())["experiments"][stage_slug(cfg, "curate")]
+    assert entry["results"]["curation"]["provenance"] == provenance
     match = filtered.loc[0, ["overlap_score", "overlap_source", "overlap_id"]].tolist()
     assert match == [1.0, "DemoMedQA", evals[3]["id"]]
     assert filtered["overlap_score"].notna().all() and filtered.loc[1:, "overlap_score"].lt(0.65).all()

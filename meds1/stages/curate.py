@@ -104,7 +104,8 @@ def run(cfg: Config) -> dict:
             "source_fingerprint": source,
             "stats": stats,
         }
-        workspace.commit(record)
+        source_revision = None if curation.source.path else curation.source.revision
+        workspace.commit(record, source={"revision": source_revision, "fingerprint": source})
     record_result(cfg, "curate", record)
     log_summary(stats)
     return record
