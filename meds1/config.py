@@ -214,6 +214,8 @@ class TrainerConfig:
     global_batch_size: int = MISSING
     per_device_batch_size: int = 1
     weight_decay: float = 0.0
+    adam_beta1: float = 0.9  # AdamW betas; the defaults are torch's and transformers' (s1 uses beta2 0.95)
+    adam_beta2: float = 0.999
     warmup_ratio: float = 0.0
     lr_scheduler: str = "cosine"
     block_size: int = MISSING
