@@ -114,3 +114,12 @@ def test_print_config_does_not_import_torch():
     assert "name: med-s1-1k" in result.stdout and "global_batch_size: 16" in result.stdout
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
     assert not {"torch", "transformers", "trl", "datasets"} & imported
+
+
+def test_eval_decodes_as_huatuogpt_by_default_and_greedy_on_request():
+    # HuatuoGPT-o1 evaluation/eval.py: temperature 0.5, top_p 0.9, max_new_tokens 2000, non-strict prompt.
+    huatuo = compose(["experiment=med-s1-1k"]).eval
+    assert (huatuo.temperature, huatuo.top_p, huatuo.max_new_tokens, huatuo.strict) == (0.5, 0.9, 2000, False)
+    greedy = compose(["experiment=med-s1-1k", "eval=greedy"]).eval
+    assert (greedy.temperature, greedy.top_p, greedy.max_new_tokens) == (0.0, 1.0, 2000)
+    assert greedy.suite == huatuo.suite and greedy.prompt == huatuo.prompt
