@@ -281,6 +281,35 @@ def test_huatuo_accuracy_is_the_better_of_first_and_last_match():
     assert score(predictions)["overall"]["accuracy_huatuo"] == 0.6  # last: 3/5 beats first: 2/5
 
 
+FIRST_ONLY = "The answer is A. no, the answer is B."  # right by first match (answer A)
+LAST_ONLY = "The answer is C. no, the answer is A."  # right by last match
+NEITHER = "The answer is B."
+
+
+def test_overall_huatuo_accuracy_is_the_question_weighted_mean_of_the_per_source_figures():
+    predictions = [_row("S", FIRST_ONLY, id="s1"), _row("S", FIRST_ONLY, id="s2")]  # S: max(2/2, 0/2) = 1
+    predictions += [_row("T", FIRST_ONLY, id="t0")]  # T: max(1/6, 3/6) = 0.5
+    predictions += [_row("T", LAST_ONLY, id=f"t{i}") for i in (1, 2, 3)]
+    predictions += [_row("T", NEITHER, id=f"t{i}") for i in (4, 5)]
+    metrics = score(predictions)
+    assert metrics["per_source"]["S"]["accuracy_huatuo"] == 1.0
+    assert metrics["per_source"]["T"]["accuracy_huatuo"] == 0.5
+    # (2 x 1.0 + 6 x 0.5) / 8; pooled max(3/8 first, 3/8 last) would say 0.375, the unweighted mean 0.75
+    assert metrics["overall"]["accuracy_huatuo"] == 0.625
+    assert metrics["overall"]["accuracy"] == 3 / 8  # strict: pooled, which is the same weighted mean
+
+
+def test_overall_huatuo_accuracy_over_repeats_is_the_mean_of_each_runs_weighted_figure():
+    predictions = []
+    for run, (s_output, t_output) in enumerate([(FIRST_ONLY, LAST_ONLY), (LAST_ONLY, LAST_ONLY)]):
+        predictions += [_row("S", s_output, id="s", run=run)]
+        predictions += [_row("T", t_output, id=f"t{i}", run=run) for i in range(3)]
+        predictions += [_row("T", FIRST_ONLY, id="t3", run=run)]
+    overall = score(predictions)["overall"]
+    # run 0: S 1/1, T max(1/4, 3/4) -> (1 + 3) / 5; run 1: S 1/1, T 3/4 -> 4/5; pooled run 0 would be 3/5
+    assert overall["accuracy_huatuo_runs"] == [0.8, 0.8] and overall["accuracy_huatuo"] == 0.8
+
+
 def test_repeated_runs_report_mean_and_spread():
     rows = []
     for run, outputs in enumerate([["A", "A", "B", "B"], ["A", "B", "B", "B"], ["A", "A", "A", "B"]]):
