@@ -111,7 +111,7 @@ def test_print_config_does_not_import_torch():
         text=True,
         check=True,
     )
-    assert "name: med-s1-1k" in result.stdout and "global_batch_size: 16" in result.stdout
+    assert "name: med-s1-1k" in result.stdout and "global_batch_size: 4" in result.stdout
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
     assert not {"torch", "transformers", "trl", "datasets"} & imported
 
