@@ -375,3 +375,16 @@ def test_ngram_share_zero_is_s1s_any_shared_ngram_rule(eval_suite):
 def test_bad_decontamination_settings_are_one_line_errors(setting, message):
     with pytest.raises(UserError, match=message):
         check_decontamination(DecontaminationConfig(**setting))
+
+
+def test_real_rows_rephrased_from_eval_questions_are_caught(shared_data):
+    """HuatuoGPT-o1's 198 rows against the real suite: rows 151, 154 and 193 rephrase MedMCQA validation
+    questions (their source MCQ is one); row 82's source MCQ is a reworded copy of another."""
+    frame = pd.read_json(shared_data / "sft" / "huatuogpt-o1_demo_data.json")[["Question"]]
+    config = DecontaminationConfig(suite=[str(shared_data / "eval")])
+    matches, mask = nearest_eval_questions(frame, config)
+    assert frame.index[mask].tolist() == [82, 151, 154, 193]
+    assert matches.loc[~mask, "overlap_score"].max() < 0.62
+    s1_rule = replace(config, method=DecontaminationMethod.ngram, ngram_share=0.0)
+    _, by_s1_rule = nearest_eval_questions(frame, s1_rule)
+    assert by_s1_rule[[151, 154, 193]].tolist() == [False, False, True]
