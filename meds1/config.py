@@ -8,6 +8,7 @@ Stages receive the composed config as a `Config` object (`OmegaConf.to_object`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,13 @@ class DifficultyConfig:
     drop_unjudged: bool = False  # also drop rows whose verdict is unparseable/failed (recorded either way)
 
 
+class UnlabeledRows(str, Enum):
+    """What becomes of rows the labeler leaves unlabeled (meds1/stages/curate.py)."""
+
+    drop = "drop"  # they leave the pool (med-s1: no_specialty_assigned)
+    domain = "domain"  # they stay, as one more s1 domain, `Unlabeled`
+
+
 def _labeler_llm() -> LLMConfig:
     return LLMConfig(max_new_tokens=500, temperature=0.1)  # med-s1's get_model_response
 
@@ -161,7 +169,7 @@ class SpecialtyConfig:
     )
     code_pattern: str = r"SPECIALTY:\s*(\d{3})"  # its first match's group is the 1-based number in the list
     correction: str | None = None  # unparseable reply: null asks the prompt again; text: a correction turn
-    unlabeled: str = "drop"  # rows left unlabeled: drop (leave the pool) | domain (one more s1 domain)
+    unlabeled: UnlabeledRows = UnlabeledRows.drop
 
 
 @dataclass
@@ -172,15 +180,24 @@ class EmbeddingConfig:
     batch_size: int = 64
 
 
+class DecontaminationMethod(str, Enum):
+    """How a training row is compared with the eval questions (meds1/curation/decontamination.py)."""
+
+    tfidf = "tfidf"  # TF-IDF cosine to the nearest eval question: catches rephrased questions
+    ngram = "ngram"  # s1's word n-gram overlap: catches copies only
+
+
 @dataclass
 class DecontaminationConfig:
-    """Drop training rows whose question nearly duplicates an eval question (reason `eval_overlap`)."""
+    """Drop training rows that restate an eval question (reason `eval_overlap`)."""
 
     enabled: bool = True
     suite: list[str] = field(default_factory=list)  # eval files; the YAML sets ${eval.suite}
     columns: list[str] = field(default_factory=lambda: ["Question"])  # the row's texts compared
-    ngram: int = 8  # word n-grams of the normalized text
-    threshold: float = 0.5  # share of a question's n-grams found in one eval question
+    method: DecontaminationMethod = DecontaminationMethod.tfidf
+    threshold: float = 0.65  # tfidf: cosine to one eval question at or above which a row is removed
+    ngram: int = 8  # ngram: word n-grams of the normalized text
+    ngram_share: float = 0.5  # ngram: share of a row's n-grams found in one eval question; 0: any (s1)
 
 
 @dataclass
@@ -192,11 +209,19 @@ class FormatConfig:
     assistant_template: str | None = None  # "{cot}"/"{response}" template; overrides `layout` when set
 
 
+class CurationPool(str, Enum):
+    """The rows selection draws from (meds1/curation/pool.py)."""
+
+    all = "all"  # every source row: med-s1's random and all arms
+    quality = "quality"  # rows that pass the quality filter: s1's 1K-random
+    filtered = "filtered"  # rows that pass every filter: the s1 arms
+
+
 @dataclass
 class CurationConfig:
     method: str = "s1"  # s1 | random | all | embedding-diversity
     n_samples: int = 1000
-    pool: str = "filtered"  # rows selection draws from: all | quality | filtered (meds1/curation/pool.py)
+    pool: CurationPool = CurationPool.filtered
     source: SourceConfig = field(default_factory=SourceConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
@@ -237,6 +262,8 @@ class TrainerConfig:
     global_batch_size: int = MISSING
     per_device_batch_size: int = 1
     weight_decay: float = 0.0
+    adam_beta1: float = 0.9  # AdamW betas; the defaults are torch's and transformers' (s1 uses beta2 0.95)
+    adam_beta2: float = 0.999
     warmup_ratio: float = 0.0
     lr_scheduler: str = "cosine"
     block_size: int = MISSING
@@ -269,17 +296,19 @@ class BudgetForcingConfig:
 
     The answer starts with `think_start`; thinking stops at `think_end` (or end of turn) or after
     `budget` tokens. While budget is left, the first `num_ignore` stops are overridden by appending
-    `ignore_str` and thinking on. Then `answer_prefix` is appended and the answer generated.
+    `ignore_str` and thinking on. Then `answer_prefix` is appended and the answer generated. The three
+    markers are those of `layout` (meds1.evaluation.budget_forcing.MARKERS) unless set here.
     """
 
     enabled: bool = False
     budget: int = 1024  # thinking tokens
     num_ignore: int = 0
     ignore_str: str = "Wait"
-    think_start: str = "## Thinking\n\n"
-    think_end: str = "## Final Response"
-    answer_prefix: str = "\n\n## Final Response\n\n"
-    answer_max_tokens: int = 256
+    layout: str = "huatuo"  # huatuo | s1 | think; the eval YAMLs set the trained ${curation.format.layout}
+    think_start: str | None = None  # null: the layout's (set all three for a custom assistant_template)
+    think_end: str | None = None
+    answer_prefix: str | None = None
+    answer_max_tokens: int = 512  # >= the longest real final answer measured (README: Evaluation)
     chunk_size: int = 1024  # questions per round trip; predictions are saved after each chunk
 
 

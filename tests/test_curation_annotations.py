@@ -206,7 +206,6 @@ def test_label_cache_key_changes_with_prompt_taxonomy_and_parsing(make_config):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"unlabeled": "keep"}, "unknown curation.specialty.unlabeled 'keep'; valid: drop, domain"),
         ({"code_pattern": "SPECIALTY: ("}, "curation.specialty.code_pattern is not a regular expression"),
         ({"code_pattern": "SPECIALTY: \\d+"}, "has 0 groups; it needs one"),
     ],

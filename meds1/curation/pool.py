@@ -13,18 +13,17 @@ the selection uses labels and `specialty.unlabeled=drop` (med-s1: `no_specialty_
 
 from __future__ import annotations
 
-from meds1.config import CurationConfig
-
-POOLS = ("all", "quality", "filtered")
+from meds1.config import CurationConfig, CurationPool, UnlabeledRows
 
 
 def pool_filters(curation: CurationConfig) -> list[str]:
     """The filters that remove rows from the pool, in the order stage=curate applies them."""
-    filters = ["quality" if curation.pool in ("quality", "filtered") else "missing_text"]
+    pool = CurationPool(curation.pool)
+    filters = ["missing_text" if pool == CurationPool.all else "quality"]
     if curation.decontamination.enabled:
         filters.append("decontamination")
-    if curation.pool == "filtered" and curation.difficulty.enabled:
+    if pool == CurationPool.filtered and curation.difficulty.enabled:
         filters.append("difficulty")
-    if curation.specialty.method != "none" and curation.specialty.unlabeled == "drop":
+    if curation.specialty.method != "none" and curation.specialty.unlabeled == UnlabeledRows.drop:
         filters.append("specialty")
     return filters

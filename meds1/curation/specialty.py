@@ -34,7 +34,6 @@ from meds1.paths import resolve_data_path
 UNLABELED = "Unlabeled"
 LABELED, MISSING = "labeled", "missing"
 LABELERS = ("llm", "embedding", "column", "none")
-UNLABELED_POLICIES = ("drop", "domain")
 
 
 def load_taxonomy(path: str) -> list[str]:
@@ -85,11 +84,6 @@ def check_config(specialty: SpecialtyConfig) -> None:
     if specialty.method not in LABELERS:
         raise UserError(
             f"unknown curation.specialty.method {specialty.method!r}; valid: {', '.join(LABELERS)}"
-        )
-    if specialty.unlabeled not in UNLABELED_POLICIES:
-        raise UserError(
-            f"unknown curation.specialty.unlabeled {specialty.unlabeled!r}; "
-            f"valid: {', '.join(UNLABELED_POLICIES)}"
         )
     if specialty.method == "llm":
         try:

@@ -15,12 +15,13 @@ import logging
 import numpy as np
 import pandas as pd
 
-from meds1.config import Config
-from meds1.curation.decontamination import contaminated
+from meds1.config import Config, CurationPool
+from meds1.curation.decontamination import check_config as check_decontamination
+from meds1.curation.decontamination import nearest_eval_questions
 from meds1.curation.difficulty import CORRECT, UNJUDGED, annotate_difficulty, check_prompts
 from meds1.curation.embedding import question_embeddings
 from meds1.curation.formatting import assistant_template, format_rows
-from meds1.curation.pool import POOLS, pool_filters
+from meds1.curation.pool import pool_filters
 from meds1.curation.quality import KEPT, REMOVED, quality_filter
 from meds1.curation.sampling import METHODS, select
 from meds1.curation.source import fingerprint, load_source
@@ -52,7 +53,8 @@ def run(cfg: Config) -> dict:
 
         if curation.decontamination.enabled:
             kept = rows.index[rows["filter_status"] == KEPT]
-            overlap = contaminated(rows.loc[kept], curation.decontamination)
+            matches, overlap = nearest_eval_questions(rows.loc[kept], curation.decontamination)
+            rows = rows.join(matches)
             remove(rows, kept[overlap], "decontamination", "eval_overlap")
 
         if "difficulty" in filters:
@@ -108,7 +110,8 @@ def run(cfg: Config) -> dict:
             "source_fingerprint": source,
             "stats": stats,
         }
-        workspace.commit(record)
+        source_revision = None if curation.source.path else curation.source.revision
+        workspace.commit(record, source={"revision": source_revision, "fingerprint": source})
     record_result(cfg, "curate", record)
     log_summary(stats)
     return record
@@ -121,9 +124,8 @@ def check_config(cfg: Config) -> None:
         raise UserError(f"unknown curation.method {curation.method!r}; valid: {', '.join(METHODS)}")
     if curation.n_samples < 0:
         raise UserError(f"curation.n_samples must be >= 0, not {curation.n_samples}")
-    if curation.pool not in POOLS:
-        raise UserError(f"unknown curation.pool {curation.pool!r}; valid: {', '.join(POOLS)}")
     check_specialty(curation.specialty)
+    check_decontamination(curation.decontamination)
     if curation.method == "s1" and curation.specialty.method == "none":
         raise UserError(
             "curation.method=s1 samples across specialties: "
@@ -171,7 +173,7 @@ def curation_stats(
         "selected_rows": len(curated),
         "n_requested": curation.n_samples,
         "method": curation.method,
-        "pool": curation.pool,
+        "pool": CurationPool(curation.pool).value,
         "pool_filters": filters,
         "removed": {f"{stage}/{reason}": int(n) for (stage, reason), n in reasons.items()},
         "cot_tokens": _summary(curated["cot_tokens"].to_numpy()),
