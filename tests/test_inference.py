@@ -82,7 +82,7 @@ def test_hf_complete_honours_per_prompt_limits_and_stop_strings(hf_backend):
 
 
 def _openai(base_url, **overrides) -> object:
-    settings = {"backend": "openai", "base_url": base_url, "max_retries": 1, "retry_backoff_s": 0.01}
+    settings = {"backend": "openai", "base_url": base_url, "max_retries": 1}
     return load_backend(InferenceConfig(**{**settings, **overrides}), ModelConfig(name="tiny", path="x"), "x")
 
 
