@@ -154,6 +154,19 @@ def test_vllm_backend_says_how_to_install_it_where_vllm_is_missing():
         load_backend(InferenceConfig(backend="vllm"), ModelConfig(name="x", path="x"), "x")
 
 
+def test_vllm_sampling_params_carry_every_sampling_setting():
+    from meds1.inference.vllm import sampling_params
+
+    assert sampling_params(MEDS1_SAMPLING) == {
+        "temperature": 0.05,
+        "top_p": 0.9,
+        "frequency_penalty": 0.1,
+        "seed": 3,
+        "stop": ["</s>", "\n\n"],
+    }
+    assert sampling_params(Sampling(8))["top_p"] == 1.0  # unset: no nucleus cut (vLLM's own default)
+
+
 def test_vllm_engine_arguments_come_from_the_inference_config(monkeypatch):
     from meds1.inference.vllm import _visible_gpus, engine_arguments
 
