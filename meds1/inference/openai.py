@@ -2,10 +2,10 @@
 
 Retries are the SDK's (`inference.max_retries`): on connection errors, 408, 409, 429 and 5xx it
 waits what the server's `Retry-After`/`retry-after-ms` header asks (up to the SDK's cap, 120 s in
-openai 3.x; a longer wait is not retried), otherwise an exponential backoff of 0.5-8 s with jitter. Gemini throttles with 429 +
-Retry-After. `requests_per_minute` spaces the first attempts of requests (retries follow the SDK's
-waits). A request that still fails comes back as a Generation with `error` set and empty text; the
-run goes on, and callers record the failure.
+openai 3.x; a longer wait is not retried), otherwise an exponential backoff of 0.5-8 s with jitter.
+Gemini throttles with 429 + Retry-After. `requests_per_minute` spaces the first attempts of
+requests (retries follow the SDK's waits). A request that still fails comes back as a Generation
+with `error` set and empty text; the run goes on, and callers record the failure.
 
 `generate` sends chat turns to `/chat/completions`; `complete_raw` sends plain text to
 `/completions`, which the server encodes with its tokenizer's defaults (vLLM and `transformers
