@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 
 from meds1.config import DifficultyConfig, InferenceConfig, ModelConfig, PromptFormat
-from meds1.curation.difficulty import CORRECT, INCORRECT, answers_spec, ask_base_model, parse_verdict
+from meds1.curation.difficulty import (
+    CORRECT,
+    INCORRECT,
+    answers_spec,
+    ask_base_model,
+    check_prompts,
+    parse_verdict,
+)
+from meds1.errors import UserError
 from meds1.inference import load_backend
 
 MED_S1 = Path("/work/.mirror/som-shahlab+med-s1/repo")
@@ -150,3 +158,18 @@ def test_a_changed_prompt_format_or_sampling_setting_gets_new_cached_answers(mak
     changed = answers_spec(make_config("experiment=med-s1-1k", override), "fingerprint")
     assert changed != base
     assert answers_spec(make_config("experiment=med-s1-1k"), "fingerprint") == base
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"top_p": 0.0}, r"curation.difficulty.top_p=0.0 is out of range; valid: 0 < top_p <= 1"),
+        ({"frequency_penalty": 3.0}, r"frequency_penalty=3.0 is out of range; valid: -2 to 2"),
+        ({"temperature": -0.1}, r"curation.difficulty.temperature=-0.1 is out of range; valid: >= 0"),
+        ({"max_new_tokens": 0}, r"curation.difficulty.max_new_tokens=0 is out of range; valid: >= 1"),
+    ],
+)
+def test_sampling_settings_out_of_range_are_one_line_errors(setting, message):
+    with pytest.raises(UserError, match=message):
+        check_prompts(DifficultyConfig(**setting))
+    check_prompts(DifficultyConfig())

@@ -80,7 +80,8 @@ def match_verdict(answer: str, reference: str) -> str:
 
 
 def check_prompts(difficulty: DifficultyConfig) -> None:
-    """Fail before any inference if a prompt template names an unknown placeholder."""
+    """Fail before any inference on a prompt template naming an unknown placeholder, an unknown
+    judge or a sampling setting out of range (OpenAI/vLLM ranges)."""
     for key, template, fields in [
         ("curation.difficulty.prompt", difficulty.prompt, {"question"}),
         ("curation.difficulty.judge.prompt", difficulty.judge.prompt, {"question", "answer", "reference"}),
@@ -97,6 +98,15 @@ def check_prompts(difficulty: DifficultyConfig) -> None:
             f"unknown curation.difficulty.judge.method {difficulty.judge.method!r}; "
             f"valid: {', '.join(JUDGES)}"
         )
+    d = difficulty
+    for key, value, valid, ok in [
+        ("temperature", d.temperature, ">= 0", d.temperature >= 0),
+        ("top_p", d.top_p, "0 < top_p <= 1", 0 < d.top_p <= 1),
+        ("frequency_penalty", d.frequency_penalty, "-2 to 2", -2 <= d.frequency_penalty <= 2),
+        ("max_new_tokens", d.max_new_tokens, ">= 1", d.max_new_tokens >= 1),
+    ]:
+        if not ok:
+            raise UserError(f"curation.difficulty.{key}={value} is out of range; valid: {valid}")
 
 
 def answers_spec(cfg: Config, source_fingerprint: str) -> dict:

@@ -91,7 +91,7 @@ class HFBackend(LocalBackend):
                 max_new_tokens=max(limits),
                 do_sample=sample,
                 temperature=sampling.temperature if sample else None,
-                top_p=(sampling.top_p or 1.0) if sample else None,
+                top_p=(1.0 if sampling.top_p is None else sampling.top_p) if sample else None,
                 logits_processor=processors,
                 pad_token_id=self.tokenizer.pad_token_id,
                 stop_strings=sampling.stop or None,
