@@ -35,7 +35,7 @@ from meds1.curation import QUESTION
 from meds1.curation.cache import AnnotationCache, annotate
 from meds1.curation.llm import FAILED, OK, UNPARSEABLE, ask, check_not_all_failed, llm_spec, load_llm
 from meds1.errors import UserError
-from meds1.inference import Sampling
+from meds1.inference import Backend, Generation, Sampling
 
 CORRECT, INCORRECT, NO_ANSWER = "correct", "incorrect", "no_answer"
 UNJUDGED = (UNPARSEABLE, FAILED, NO_ANSWER)
@@ -206,8 +206,10 @@ def base_sampling(difficulty: DifficultyConfig, seed: int) -> Sampling:
     )
 
 
-def ask_base_model(backend, questions: list[str], difficulty: DifficultyConfig, seed: int) -> list:
-    """The base model's answers (Generations), asked as `difficulty.prompt_format` says."""
+def ask_base_model(
+    backend: Backend, questions: list[str], difficulty: DifficultyConfig, seed: int
+) -> list[Generation]:
+    """The base model's answers, asked as `difficulty.prompt_format` says."""
     prompts = [difficulty.prompt.format(question=q) for q in questions]
     sampling = base_sampling(difficulty, seed)
     if difficulty.prompt_format == PromptFormat.raw:
