@@ -174,15 +174,24 @@ class EmbeddingConfig:
     batch_size: int = 64
 
 
+class DecontaminationMethod(str, Enum):
+    """How a training row is compared with the eval questions (meds1/curation/decontamination.py)."""
+
+    tfidf = "tfidf"  # TF-IDF cosine to the nearest eval question: catches rephrased questions
+    ngram = "ngram"  # s1's word n-gram overlap: catches copies only
+
+
 @dataclass
 class DecontaminationConfig:
-    """Drop training rows whose question nearly duplicates an eval question (reason `eval_overlap`)."""
+    """Drop training rows that restate an eval question (reason `eval_overlap`)."""
 
     enabled: bool = True
     suite: list[str] = field(default_factory=list)  # eval files; the YAML sets ${eval.suite}
     columns: list[str] = field(default_factory=lambda: ["Question"])  # the row's texts compared
-    ngram: int = 8  # word n-grams of the normalized text
-    threshold: float = 0.5  # share of a question's n-grams found in one eval question
+    method: DecontaminationMethod = DecontaminationMethod.tfidf
+    threshold: float = 0.65  # tfidf: cosine to one eval question at or above which a row is removed
+    ngram: int = 8  # ngram: word n-grams of the normalized text
+    ngram_share: float = 0.5  # ngram: share of a row's n-grams found in one eval question; 0: any (s1)
 
 
 @dataclass
