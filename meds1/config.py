@@ -101,28 +101,51 @@ class LLMConfig:
     attempts: int = 3  # asks again (with the reply and a correction) while the reply cannot be parsed
 
 
+def _judge_llm() -> LLMConfig:
+    # med-s1 data/utils/openai_utils.py get_model_response: temperature 0.1, max_tokens 500
+    return LLMConfig(max_new_tokens=500, temperature=0.1)
+
+
 @dataclass
 class JudgeConfig:
     method: str = "llm"  # llm | match (offline normalized-answer matching)
-    llm: LLMConfig = field(default_factory=LLMConfig)
+    llm: LLMConfig = field(default_factory=_judge_llm)
+    # med-s1 data/utils/openai_utils.py verify_answer, verbatim (its trailing newline included)
     prompt: str = (
-        "You are an expert medical knowledge evaluator. Compare the model's answer to the correct answer "
-        "and decide whether they are equivalent in meaning. Consider medical terminology and concepts "
-        "carefully.\n\nQuestion: {question}\n\nModel's answer: {answer}\n\nCorrect answer: {reference}\n\n"
-        "Are these answers equivalent in meaning? Explain your reasoning briefly, then end your reply with "
-        "a single word: Yes or No."
+        "You are an expert medical knowledge evaluator. Compare the following model answer to the correct "
+        "answer and determine if they are equivalent in meaning. Consider medical terminology and concepts "
+        "carefully.\n\nQuestion: {question}\n\nModel's Answer: {answer}\n\nCorrect Answer: {reference}\n\n"
+        "Are these answers equivalent in meaning? Explain your reasoning and end with a single word 'Yes' "
+        "or 'No'.\n"
     )
     reference_column: str = "Response"  # the reference answer (a short gold column if the source has one)
 
 
+class PromptFormat(str, Enum):
+    """How the difficulty filter's base model is asked."""
+
+    raw = "raw"  # `prompt` is the whole text, completed as is (BOS added): med-s1's protocol
+    chat = "chat"  # `prompt` is the user turn, rendered with the model's chat template
+
+
 @dataclass
 class DifficultyConfig:
-    """Drop rows the base model (`model`, through `inference`) already answers correctly."""
+    """Drop rows the base model (`model`, through `inference`) already answers correctly.
+
+    Defaults: med-s1's protocol (data/utils/model_utils.py format_medical_prompt and _llama_forward).
+    """
 
     enabled: bool = True
-    prompt: str = "{question}"  # the base model's user turn
+    prompt_format: PromptFormat = PromptFormat.raw
+    prompt: str = (
+        "You are an expert medical professional. Answer the following medical question accurately and "
+        "concisely.\n\nQuestion: {question}\n\nThink through this step-by-step:\n1."
+    )
     max_new_tokens: int = 1024
-    temperature: float = 0.0
+    temperature: float = 0.05
+    top_p: float = 0.9
+    frequency_penalty: float = 0.1
+    stop: list[str] = field(default_factory=lambda: ["</s>", "\n\n"])
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     drop_unjudged: bool = False  # also drop rows whose verdict is unparseable/failed (recorded either way)
 
@@ -339,8 +362,7 @@ class InferenceConfig:
     api_key: str | None = None  # from the environment; never written to disk
     served_model: str | None = None  # the request's `model` field; default: the model's path
     max_concurrency: int = 8
-    max_retries: int = 3
-    retry_backoff_s: float = 1.0
+    max_retries: int = 3  # the openai SDK's retries: Retry-After honoured (up to 120 s), else backoff 0.5-8 s
     requests_per_minute: float | None = None
     timeout_s: float = 120.0
     # vllm: offline engines on this node's GPUs (pip install -e ".[vllm]")

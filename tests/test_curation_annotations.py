@@ -134,7 +134,7 @@ def test_llm_judge_rows_map_replies_to_verdicts():
     out = judge_rows(judged_rows(), judge, lambda: backend, seed=0)
     assert out["verdict"].tolist() == ["correct", "incorrect", "no_answer"]
     assert len(backend.calls[0]) == 2  # the row without a base answer is not sent to the judge
-    assert "Correct answer: The answer is A." in backend.calls[0][0][0]["content"]
+    assert "Correct Answer: The answer is A." in backend.calls[0][0][0]["content"]
 
 
 def test_med_s1_taxonomy_is_med_s1s_list_of_147():
@@ -314,7 +314,6 @@ def openai_llm(openai_server, **overrides) -> LLMConfig:
         base_url=base_url,
         served_model=model,
         max_retries=1,
-        retry_backoff_s=0.05,
         timeout_s=60,
     )
     return LLMConfig(
@@ -365,7 +364,6 @@ def closed_port_llm(attempts: int = 2) -> LLMConfig:
         backend="openai",
         base_url=f"http://127.0.0.1:{port}/v1",
         max_retries=1,
-        retry_backoff_s=0.01,
         timeout_s=5,
     )
     return LLMConfig(inference=inference, attempts=attempts)

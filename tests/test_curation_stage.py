@@ -178,20 +178,20 @@ def test_annotations_are_reused_across_experiments_and_judged_rows_removed(small
 def test_an_interrupted_annotation_run_resumes_where_it_stopped(small_source, make_config, monkeypatch):
     from meds1.inference.hf import HFBackend
 
-    generate = HFBackend.generate
+    complete_raw = HFBackend.complete_raw  # the base model's raw completions (med-s1's protocol)
     calls = []
 
-    def crash_on_second_chunk(self, conversations, sampling):
-        calls.append(len(conversations))
+    def crash_on_second_chunk(self, prompts, sampling):
+        calls.append(len(prompts))
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return generate(self, conversations, sampling)
+        return complete_raw(self, prompts, sampling)
 
-    monkeypatch.setattr(HFBackend, "generate", crash_on_second_chunk)
+    monkeypatch.setattr(HFBackend, "complete_raw", crash_on_second_chunk)
     cfg = make_config(*difficulty_overrides(small_source), "curation.n_samples=4")
     with pytest.raises(KeyboardInterrupt):
         curate.run(cfg)
-    monkeypatch.setattr(HFBackend, "generate", generate)
+    monkeypatch.setattr(HFBackend, "complete_raw", complete_raw)
     stats = curate.run(cfg)["stats"]
     assert calls == [4, 4]
     assert stats["annotations"]["difficulty"]["answers"]["reused"] == 4  # the first chunk survived the crash
