@@ -65,7 +65,11 @@ def run(cfg: Config) -> dict:
 
     rows = tables.source_results(chosen)
     pivots = tables.pivots(rows, report.group_by)
-    comparison = compare_with_baseline(report.baseline, data, chosen, root) if report.baseline else None
+    comparison = (
+        compare_with_baseline(report.baseline, data, chosen, root, report.group_by)
+        if report.baseline
+        else None
+    )
     compared = comparison.experiments if comparison else [e for e in chosen if e.metrics]
     warnings = provenance.differences(compared)
     for warning in warnings:
@@ -99,7 +103,6 @@ def run(cfg: Config) -> dict:
 
 @dataclass
 class Comparison:
-    baseline: str
     rows: list[paired.Paired]
     experiments: list[registry_view.Experiment]  # the baseline, then those compared with it
     decodings: dict[str, str]  # slug -> decoding label
@@ -107,7 +110,7 @@ class Comparison:
 
 
 def compare_with_baseline(
-    name: str, data: dict, chosen: list[registry_view.Experiment], root: Path
+    name: str, data: dict, chosen: list[registry_view.Experiment], root: Path, group_by: str
 ) -> Comparison:
     """Every chosen experiment with eval results against the baseline `name` (see meds1.report.paired)."""
     evaluated = sorted(
@@ -118,7 +121,9 @@ def compare_with_baseline(
             f"report.baseline: {name!r} is not an experiment with eval results; "
             f"valid: {', '.join(evaluated) or 'none (run an eval first)'}"
         )
-    baseline = next((e for e in chosen if e.slug == name), None) or registry_view.experiment(data, name, "")
+    baseline = next((e for e in chosen if e.slug == name), None) or registry_view.experiment(
+        data, name, group_by
+    )
     file = registry_view.predictions_file(baseline, root)
     if file is None:
         raise MissingInputError(
@@ -138,7 +143,7 @@ def compare_with_baseline(
         (compared if found else unmatched).append(exp)
     decodings = {exp.slug: tables.decoding(exp) for exp in [*compared, *unmatched]}
     pivot = tables.paired_pivot(rows, name, decodings, [exp.slug for exp in unmatched])
-    return Comparison(name, rows, compared, decodings, pivot)
+    return Comparison(rows, compared, decodings, pivot)
 
 
 def write_outputs(
