@@ -149,6 +149,8 @@ def test_decoding_labels():
     # what the eval recorded in its metrics wins over the experiment's config
     assert tables.decoding(experiment({"decoding": sampled}, eval_config=greedy)) == "T=0.5 p=0.9 2000"
     assert tables.decoding(experiment()) == "-"
+    long = {"temperature": 1, "top_p": None, "max_new_tokens": 1_000_000}
+    assert tables.decoding(experiment(eval_config=long)) == "T=1 p=- 1000000"
 
 
 def run_report(make_config, *overrides):
@@ -231,9 +233,14 @@ def test_predictions_found_under_root_when_recorded_paths_are_gone(make_config, 
     assert (root / "report" / "paired.csv").read_text().count("\n") == 1 + 5 * (len(SOURCES) + 1)
 
 
-def test_provenance_table_and_warning(make_config, root, caplog):
+def test_provenance_table_and_warning(make_config, root, caplog, capsys):
     with caplog.at_level(logging.WARNING, logger="meds1.stages.report"):
         run_report(make_config)
+    shown = capsys.readouterr().out.splitlines()
+    assert "base: -" in shown
+    line = next(line for line in shown if line.startswith(f"{BASELINE}: "))
+    assert line.startswith(f"{BASELINE}: meds1 0.1.0 b971d66a0c | python 3.11.9 | torch 2.6.0 ")
+    assert "curate cpu AMD EPYC 7763, train 4x NVIDIA H100 80GB HBM3 (CUDA 12.4), eval 1x" in line
     warnings = [r.getMessage() for r in caplog.records if "provenance" in r.getMessage()]
     assert len(warnings) == 1 and "eval vllm differs: 0.8.5" in warnings[0]
     assert f"{OTHER_VLLM} (random-1k__curation.n_samples=1000)" in warnings[0]

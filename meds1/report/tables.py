@@ -73,7 +73,9 @@ def decoding(exp: Experiment) -> str:
 
 
 def _number(value) -> str:
-    return "-" if value is None else f"{value:g}"
+    if value is None:
+        return "-"
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def source_results(experiments: list[Experiment]) -> list[SourceResult]:
