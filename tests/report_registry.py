@@ -14,6 +14,9 @@ from pathlib import Path
 from meds1 import registry
 from meds1.paths import registry_path, stage_dir, stage_slug
 
+DECODING = (
+    "T=0.5 p=0.9 2000"  # how the default eval decodes (HuatuoGPT-o1's settings), as the report labels it
+)
 SOURCES = ("MedMCQA_validation", "MedQA_USLME_test", "PubMedQA_test")
 SIZES = {"MedMCQA_validation": 400, "MedQA_USLME_test": 200, "PubMedQA_test": 100}
 

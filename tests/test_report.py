@@ -18,7 +18,7 @@ from meds1.errors import MissingInputError, UserError
 from meds1.report import plots, provenance
 from meds1.report.experiments import experiments, load_registry
 from meds1.stages import report
-from tests.report_registry import SOURCES, SWEEP, TTS
+from tests.report_registry import DECODING, SOURCES, SWEEP, TTS
 
 
 @pytest.fixture
@@ -87,10 +87,10 @@ def test_markdown_tables(full_report, data):
     assert header == ["experiment", "curation.method", "decoding", *sorted(SOURCES), "overall"]
     overall = metrics["overall"]
     low, high = overall["ci95"]
-    assert cells[1:3] == ["s1", "greedy 2048"]
+    assert cells[1:3] == ["s1", DECODING]
     assert cells[-1] == f"{100 * overall['accuracy']:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
     medqa = metrics["per_source"]["MedQA_USLME_test"]
-    assert f"| {slug} | s1 | greedy 2048 |" in huatuo and f"{100 * medqa['accuracy_huatuo']:.1f}" in huatuo
+    assert f"| {slug} | s1 | {DECODING} |" in huatuo and f"{100 * medqa['accuracy_huatuo']:.1f}" in huatuo
     old = next(
         line for line in huatuo.splitlines() if line.startswith("| random-1k__curation.n_samples=5000 |")
     )

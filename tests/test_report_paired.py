@@ -16,7 +16,7 @@ from meds1.report import paired, provenance, tables
 from meds1.report.experiments import Experiment, load_registry
 from meds1.report.paired import compare, mcnemar_exact, read_answers
 from meds1.stages import report
-from tests.report_registry import OTHER_VLLM, SOURCES
+from tests.report_registry import DECODING, OTHER_VLLM, SOURCES
 
 BASELINE = "med-s1-1k__curation.n_samples=1000"
 
@@ -178,18 +178,18 @@ def test_report_with_baseline_writes_paired_comparisons(make_config, root, capsy
         for row, want in zip(got, expected, strict=True):
             assert float(row["difference"]) == want.difference and float(row["p_value"]) == want.p_value
             assert [float(row["ci_low"]), float(row["ci_high"])] == [want.ci_low, want.ci_high]
-            assert int(row["n"]) == want.n and row["decoding"] == row["baseline_decoding"] == "greedy 2048"
+            assert int(row["n"]) == want.n and row["decoding"] == row["baseline_decoding"] == DECODING
         # every question is shared, so the paired difference is the difference of the registry accuracies
         overall = {s: data[s]["results"]["eval"]["metrics"]["overall"]["accuracy"] for s in (slug, BASELINE)}
         assert float(got[-1]["difference"]) == pytest.approx(overall[slug] - overall[BASELINE])
         assert int(got[-1]["n"]) == 700 and got[-1]["unpaired"] == "0"
 
     text = (out / "results.md").read_text()
-    section = text.split(f"## Paired with baseline {BASELINE} (greedy 2048)")[1].split("\n## ")[0]
+    section = text.split(f"## Paired with baseline {BASELINE} ({DECODING})")[1].split("\n## ")[0]
     base_row = next(r for r in rows if r["experiment"] == "base" and r["source"] == "overall")
     low, high = (100 * float(base_row[k]) for k in ("ci_low", "ci_high"))
     expected_cells = f"| {100 * float(base_row['difference']):+.1f} [{low:+.1f}, {high:+.1f}] |"
-    assert "| base | overall | greedy 2048 | 700 | 0 | 1 |" in section and expected_cells in section
+    assert f"| base | overall | {DECODING} | 700 | 0 | 1 |" in section and expected_cells in section
     # the old-schema eval and the test-time-scaling runs left no predictions: named, not compared
     assert re.search(r"Not compared .*random-1k__curation.n_samples=5000", section)
     page = (out / "index.html").read_text()

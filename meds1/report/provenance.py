@@ -1,4 +1,5 @@
-"""What produced each stage's numbers, as the stages record it, and where compared experiments differ.
+"""What produced each stage's numbers, as the stages record it (meds1.provenance), and where compared
+experiments differ.
 
 Every stage record carries `provenance`: {"meds1": {version, commit, dirty}, "python",
 "packages": {torch, transformers, trl, datasets, vllm, hydra-core}, "device": {kind, name, count,
@@ -11,9 +12,9 @@ and the GPU count is part of an experiment's recipe (its global batch is fixed),
 
 from __future__ import annotations
 
+from meds1.provenance import PACKAGES
 from meds1.report.experiments import Experiment
 
-PACKAGES = ("torch", "transformers", "trl", "datasets", "vllm", "hydra-core")
 STAGES = ("curate", "train", "eval")
 HEADER = ["experiment", "stage", "meds1", "python", *PACKAGES, "device", "slurm", "source"]
 COMPARED = [
