@@ -241,7 +241,8 @@ def provenance_pivot(experiments: list[Experiment]) -> Pivot:
         list(provenance.HEADER),
         provenance.rows(experiments),
         "what produced each stage's record (the curation and training an experiment used are shown "
-        "where they were recorded); - : recorded before meds1 kept provenance",
+        "where they were recorded); -: none (not installed, not under SLURM, no source data) or a "
+        "record made before meds1 kept provenance",
     )
 
 
