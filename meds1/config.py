@@ -385,6 +385,7 @@ class ReportConfig:
     outputs: list[str] = field(default_factory=lambda: ["markdown", "csv", "plots", "html"])
     out_dir: str = "${paths.root}/report"
     status: bool = True  # print each experiment's stage status (not run/queued/running/done/failed)
+    baseline: str | None = None  # an experiment: add paired comparisons of every other one against it
 
 
 @dataclass
