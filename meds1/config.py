@@ -8,6 +8,7 @@ Stages receive the composed config as a `Config` object (`OmegaConf.to_object`).
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -47,6 +48,7 @@ CurationMethod = choices("CurationMethod", "s1", "random", "all", "embedding-div
 JudgeMethod = choices("JudgeMethod", "llm", "match")
 SpecialtyMethod = choices("SpecialtyMethod", "llm", "embedding", "column", "none")
 FormatLayout = choices("FormatLayout", "huatuo", "s1")
+ThinkingLayout = choices("ThinkingLayout", "huatuo", "s1", "think")  # budget forcing's markers
 WeightsDtype = choices("WeightsDtype", "float32", "bfloat16", "float16")
 CheckpointFormat = choices("CheckpointFormat", "sharded", "full")
 Reporter = choices("Reporter", "tensorboard", "wandb")
@@ -137,46 +139,98 @@ class LLMConfig:
     attempts: int = 3  # asks again (with the reply and a correction) while the reply cannot be parsed
 
 
+def _judge_llm() -> LLMConfig:
+    # med-s1 data/utils/openai_utils.py get_model_response: temperature 0.1, max_tokens 500
+    return LLMConfig(max_new_tokens=500, temperature=0.1)
+
+
 @dataclass
 class JudgeConfig:
     method: JudgeMethod = JudgeMethod.llm  # match: offline normalized-answer matching
-    llm: LLMConfig = field(default_factory=LLMConfig)
+    llm: LLMConfig = field(default_factory=_judge_llm)
+    # med-s1 data/utils/openai_utils.py verify_answer, verbatim (its trailing newline included)
     prompt: str = (
-        "You are an expert medical knowledge evaluator. Compare the model's answer to the correct answer "
-        "and decide whether they are equivalent in meaning. Consider medical terminology and concepts "
-        "carefully.\n\nQuestion: {question}\n\nModel's answer: {answer}\n\nCorrect answer: {reference}\n\n"
-        "Are these answers equivalent in meaning? Explain your reasoning briefly, then end your reply with "
-        "a single word: Yes or No."
+        "You are an expert medical knowledge evaluator. Compare the following model answer to the correct "
+        "answer and determine if they are equivalent in meaning. Consider medical terminology and concepts "
+        "carefully.\n\nQuestion: {question}\n\nModel's Answer: {answer}\n\nCorrect Answer: {reference}\n\n"
+        "Are these answers equivalent in meaning? Explain your reasoning and end with a single word 'Yes' "
+        "or 'No'.\n"
     )
     reference_column: str = "Response"  # the reference answer (a short gold column if the source has one)
 
 
+class PromptFormat(Choice):
+    """How the difficulty filter's base model is asked."""
+
+    raw = "raw"  # `prompt` is the whole text, completed as is (BOS added): med-s1's protocol
+    chat = "chat"  # `prompt` is the user turn, rendered with the model's chat template
+
+
 @dataclass
 class DifficultyConfig:
-    """Drop rows the base model (`model`, through `inference`) already answers correctly."""
+    """Drop rows the base model (`model`, through `inference`) already answers correctly.
+
+    Defaults: med-s1's protocol (data/utils/model_utils.py format_medical_prompt and _llama_forward).
+    """
 
     enabled: bool = True
-    prompt: str = "{question}"  # the base model's user turn
+    prompt_format: PromptFormat = PromptFormat.raw
+    prompt: str = (
+        "You are an expert medical professional. Answer the following medical question accurately and "
+        "concisely.\n\nQuestion: {question}\n\nThink through this step-by-step:\n1."
+    )
     max_new_tokens: int = 1024
-    temperature: float = 0.0
+    temperature: float = 0.05
+    top_p: float = 0.9
+    frequency_penalty: float = 0.1
+    stop: list[str] = field(default_factory=lambda: ["</s>", "\n\n"])
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     drop_unjudged: bool = False  # also drop rows whose verdict is unparseable/failed (recorded either way)
 
 
+class UnlabeledRows(Choice):
+    """What becomes of rows the labeler leaves unlabeled (meds1/stages/curate.py)."""
+
+    drop = "drop"  # they leave the pool (med-s1: no_specialty_assigned)
+    domain = "domain"  # they stay, as one more s1 domain, `Unlabeled`
+
+
+def _labeler_llm() -> LLMConfig:
+    return LLMConfig(max_new_tokens=500, temperature=0.1)  # med-s1's get_model_response
+
+
 @dataclass
 class SpecialtyConfig:
-    """One specialty label per question, from the taxonomy file."""
+    """One specialty label per question, from the taxonomy file.
+
+    The defaults are med-s1's labeler (`data/utils/specialty_utils.py` `classify_specialty` at 92b9b79): its
+    147-name list, its prompt, the first `SPECIALTY: NNN` of the reply, the same prompt asked again while
+    unparseable. `curation/specialty=meds1` selects meds1's own list and prompt.
+    """
 
     method: SpecialtyMethod = SpecialtyMethod.llm
     column: str = "specialty"  # column: the source column holding the labels
-    taxonomy: str = "pkg://meds1/curation/specialties.txt"
-    llm: LLMConfig = field(default_factory=LLMConfig)
-    prompt: str = (
-        "Given a medical question, determine which specialty would be primarily responsible for it.\n\n"
-        "Question: {question}\n\nSpecialties:\n{specialties}\n\nChoose the most specific applicable "
-        "specialty, explain your choice in one or two sentences, and end your reply with "
-        '"SPECIALTY: NNN", where NNN is the three-digit number of the specialty in the list.'
+    taxonomy: str = "pkg://meds1/curation/specialties_med_s1.txt"
+    llm: LLMConfig = field(default_factory=_labeler_llm)
+    prompt: str = (  # {question}, {specialties} (the taxonomy as "001. name" lines)
+        "You are a medical education expert tasked with classifying questions into medical specialties.\n"
+        "You must select the most appropriate specialty from the numbered list.\n"
+        "Your response MUST end with 'SPECIALTY: XXX' where XXX is the three-digit number from the list.\n\n"
+        "Question: {question}\n\n"
+        "Given a medical question, determine which specialty would be primarily responsible for managing "
+        "the case.\n\nAvailable Specialties:\n{specialties}\n\nInstructions:\n"
+        "1. Analyze the medical concepts and procedures in the question\n"
+        "2. Choose the most specific applicable specialty\n"
+        "3. Briefly explain your choice\n"
+        '4. End with "SPECIALTY: XXX" where XXX is the three-digit number\n\n'
+        "Example:\nQuestion: A patient presents with chest pain radiating to the left arm, with ST elevation "
+        "on ECG.\nAnalysis: While Emergency Medicine might initially see this patient, Cardiology "
+        "(Cardiovascular Disease) would be the primary specialist for managing acute coronary syndrome.\n"
+        "SPECIALTY: 030\n\nYour response:\n"
     )
+    code_pattern: str = r"SPECIALTY:\s*(\d{3})"  # its first match's group is the 1-based number in the list
+    correction: str | None = None  # unparseable reply: null asks the prompt again; text: a correction turn
+    unlabeled: UnlabeledRows = UnlabeledRows.drop
 
 
 @dataclass
@@ -187,15 +241,24 @@ class EmbeddingConfig:
     batch_size: int = 64
 
 
+class DecontaminationMethod(Choice):
+    """How a training row is compared with the eval questions (meds1/curation/decontamination.py)."""
+
+    tfidf = "tfidf"  # TF-IDF cosine to the nearest eval question: catches rephrased questions
+    ngram = "ngram"  # s1's word n-gram overlap: catches copies only
+
+
 @dataclass
 class DecontaminationConfig:
-    """Drop training rows whose question nearly duplicates an eval question (reason `eval_overlap`)."""
+    """Drop training rows that restate an eval question (reason `eval_overlap`)."""
 
     enabled: bool = True
     suite: list[str] = field(default_factory=list)  # eval files; the YAML sets ${eval.suite}
     columns: list[str] = field(default_factory=lambda: ["Question"])  # the row's texts compared
-    ngram: int = 8  # word n-grams of the normalized text
-    threshold: float = 0.5  # share of a question's n-grams found in one eval question
+    method: DecontaminationMethod = DecontaminationMethod.tfidf
+    threshold: float = 0.65  # tfidf: cosine to one eval question at or above which a row is removed
+    ngram: int = 8  # ngram: word n-grams of the normalized text
+    ngram_share: float = 0.5  # ngram: share of a row's n-grams found in one eval question; 0: any (s1)
 
 
 @dataclass
@@ -209,10 +272,19 @@ class FormatConfig:
     assistant_template: str | None = None  # "{cot}"/"{response}" template; overrides `layout` when set
 
 
+class CurationPool(Choice):
+    """The rows selection draws from (meds1/curation/pool.py)."""
+
+    all = "all"  # every source row: med-s1's random and all arms
+    quality = "quality"  # rows that pass the quality filter: s1's 1K-random
+    filtered = "filtered"  # rows that pass every filter: the s1 arms
+
+
 @dataclass
 class CurationConfig:
     method: CurationMethod = CurationMethod.s1
     n_samples: int = 1000
+    pool: CurationPool = CurationPool.filtered
     source: SourceConfig = field(default_factory=SourceConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
@@ -253,6 +325,8 @@ class TrainerConfig:
     global_batch_size: int = MISSING
     per_device_batch_size: int = 1
     weight_decay: float = 0.0
+    adam_beta1: float = 0.9  # AdamW betas; the defaults are torch's and transformers' (s1 uses beta2 0.95)
+    adam_beta2: float = 0.999
     warmup_ratio: float = 0.0
     lr_scheduler: str = "cosine"
     block_size: int = MISSING
@@ -285,17 +359,19 @@ class BudgetForcingConfig:
 
     The answer starts with `think_start`; thinking stops at `think_end` (or end of turn) or after
     `budget` tokens. While budget is left, the first `num_ignore` stops are overridden by appending
-    `ignore_str` and thinking on. Then `answer_prefix` is appended and the answer generated.
+    `ignore_str` and thinking on. Then `answer_prefix` is appended and the answer generated. The three
+    markers are those of `layout` (meds1.evaluation.budget_forcing.MARKERS) unless set here.
     """
 
     enabled: bool = False
     budget: int = 1024  # thinking tokens
     num_ignore: int = 0
     ignore_str: str = "Wait"
-    think_start: str = "## Thinking\n\n"
-    think_end: str = "## Final Response"
-    answer_prefix: str = "\n\n## Final Response\n\n"
-    answer_max_tokens: int = 256
+    layout: ThinkingLayout = ThinkingLayout.huatuo  # the eval YAMLs set the trained ${curation.format.layout}
+    think_start: str | None = None  # null: the layout's (set all three for a custom assistant_template)
+    think_end: str | None = None
+    answer_prefix: str | None = None
+    answer_max_tokens: int = 512  # >= the longest real final answer measured (README: Evaluation)
     chunk_size: int = 1024  # questions per round trip; predictions are saved after each chunk
 
 
@@ -326,8 +402,7 @@ class InferenceConfig:
     api_key: str | None = None  # from the environment; never written to disk
     served_model: str | None = None  # the request's `model` field; default: the model's path
     max_concurrency: int = 8
-    max_retries: int = 3
-    retry_backoff_s: float = 1.0
+    max_retries: int = 3  # the openai SDK's retries: Retry-After honoured (up to 120 s), else backoff 0.5-8 s
     requests_per_minute: float | None = None
     timeout_s: float = 120.0
     # vllm: offline engines on this node's GPUs (pip install -e ".[vllm]")
@@ -350,6 +425,7 @@ class ReportConfig:
     outputs: list[ReportOutput] = field(default_factory=lambda: list(ReportOutput))
     out_dir: str = "${paths.root}/report"
     status: bool = True  # print each experiment's stage status (not run/queued/running/done/failed)
+    baseline: str | None = None  # an experiment: add paired comparisons of every other one against it
 
 
 @dataclass
@@ -443,60 +519,115 @@ def validate(config: Config) -> None:
 
 
 def _problems(config: Config) -> Iterator[str]:
-    curation, trainer, eval_cfg = config.curation, config.trainer, config.eval
+    ranges = []  # (key, value, whether it is valid, what is valid)
     templates = []  # (key, template, its placeholders)
     if Stage.curate in config.stages:
-        if curation.n_samples < 0:
-            yield f"curation.n_samples={curation.n_samples}: must be >= 0"
-        for name in ("uniform_fraction", "cluster_fraction", "outlier_fraction"):
-            if not 0 <= getattr(curation, name) <= 1:
-                yield f"curation.{name}={getattr(curation, name)}: must be in [0, 1]"
-        if curation.method == CurationMethod.s1 and curation.specialty.method == SpecialtyMethod.none:
-            yield (
-                "curation.method=s1 samples across specialties: "
-                "set curation.specialty.method to llm, embedding or column"
+        yield from _curation_problems(config.curation, ranges, templates)
+    trainer = config.trainer
+    if Stage.train in config.stages:
+        ranges.append(
+            (
+                "trainer.validation_fraction",
+                trainer.validation_fraction,
+                0 <= trainer.validation_fraction < 1,
+                "in [0, 1) (0: none)",
             )
-        if curation.specialty.method == SpecialtyMethod.llm:
-            templates.append(
-                ("curation.specialty.prompt", curation.specialty.prompt, ("question", "specialties"))
-            )
-        if curation.difficulty.enabled:
-            difficulty = curation.difficulty
-            templates.append(("curation.difficulty.prompt", difficulty.prompt, ("question",)))
-            templates.append(
-                (
-                    "curation.difficulty.judge.prompt",
-                    difficulty.judge.prompt,
-                    ("question", "answer", "reference"),
-                )
-            )
-        if curation.format.assistant_template is not None:
-            templates.append(
-                (
-                    "curation.format.assistant_template",
-                    curation.format.assistant_template,
-                    ("cot", "response"),
-                )
-            )
-    if Stage.train in config.stages and not 0 <= trainer.validation_fraction < 1:
-        yield f"trainer.validation_fraction={trainer.validation_fraction}: must be in [0, 1) (0: none)"
+        )
     if Stage.eval in config.stages:
-        for key, value in [
-            ("eval.repeats", eval_cfg.repeats),
-            ("eval.max_new_tokens", eval_cfg.max_new_tokens),
-        ]:
-            if value < 1:
-                yield f"{key}={value}: must be >= 1"
-        if eval_cfg.tts.enabled and config.inference.backend == InferenceBackend.openai:
-            yield (
-                "eval.tts.enabled=true (budget forcing) continues raw text, which inference.backend=openai "
-                "cannot: use inference=hf or inference=vllm"
-            )
+        yield from _eval_problems(config, ranges)
+    for key, value, ok, valid in ranges:
+        if not ok:
+            yield f"{key}={value}: must be {valid}"
     for key, template, fields in templates:
         try:
             template.format(**dict.fromkeys(fields, ""))
         except (KeyError, IndexError, ValueError) as exc:
             yield f"{key} has a bad placeholder ({exc}); valid: {', '.join('{' + f + '}' for f in fields)}"
+
+
+def _curation_problems(curation: CurationConfig, ranges: list, templates: list) -> Iterator[str]:
+    decontamination, difficulty, specialty = curation.decontamination, curation.difficulty, curation.specialty
+    ranges += [
+        ("curation.n_samples", curation.n_samples, curation.n_samples >= 0, ">= 0"),
+        *(
+            (f"curation.{name}", getattr(curation, name), 0 <= getattr(curation, name) <= 1, "in [0, 1]")
+            for name in ("uniform_fraction", "cluster_fraction", "outlier_fraction")
+        ),
+        (
+            "curation.decontamination.threshold",
+            decontamination.threshold,
+            0 < decontamination.threshold <= 1,
+            "in (0, 1]",
+        ),
+        (
+            "curation.decontamination.ngram_share",
+            decontamination.ngram_share,
+            0 <= decontamination.ngram_share <= 1,
+            "in [0, 1]",
+        ),
+        ("curation.decontamination.ngram", decontamination.ngram, decontamination.ngram >= 1, ">= 1"),
+    ]
+    if curation.method == CurationMethod.s1 and specialty.method == SpecialtyMethod.none:
+        yield (
+            "curation.method=s1 samples across specialties: "
+            "set curation.specialty.method to llm, embedding or column"
+        )
+    if specialty.method == SpecialtyMethod.llm:
+        templates.append(("curation.specialty.prompt", specialty.prompt, ("question", "specialties")))
+        try:
+            groups = re.compile(specialty.code_pattern).groups
+        except re.error as exc:
+            yield f"curation.specialty.code_pattern is not a regular expression ({exc})"
+        else:
+            if groups != 1:
+                yield (
+                    f"curation.specialty.code_pattern {specialty.code_pattern!r} has {groups} groups; "
+                    "it needs one, capturing the specialty's number"
+                )
+    if difficulty.enabled:
+        templates.append(("curation.difficulty.prompt", difficulty.prompt, ("question",)))
+        templates.append(
+            ("curation.difficulty.judge.prompt", difficulty.judge.prompt, ("question", "answer", "reference"))
+        )
+        ranges += [  # the OpenAI/vLLM ranges
+            ("curation.difficulty.temperature", difficulty.temperature, difficulty.temperature >= 0, ">= 0"),
+            ("curation.difficulty.top_p", difficulty.top_p, 0 < difficulty.top_p <= 1, "in (0, 1]"),
+            (
+                "curation.difficulty.frequency_penalty",
+                difficulty.frequency_penalty,
+                -2 <= difficulty.frequency_penalty <= 2,
+                "in [-2, 2]",
+            ),
+            (
+                "curation.difficulty.max_new_tokens",
+                difficulty.max_new_tokens,
+                difficulty.max_new_tokens >= 1,
+                ">= 1",
+            ),
+        ]
+    if curation.format.assistant_template is not None:
+        templates.append(
+            ("curation.format.assistant_template", curation.format.assistant_template, ("cot", "response"))
+        )
+
+
+def _eval_problems(config: Config, ranges: list) -> Iterator[str]:
+    eval_cfg, tts = config.eval, config.eval.tts
+    ranges += [
+        ("eval.repeats", eval_cfg.repeats, eval_cfg.repeats >= 1, ">= 1"),
+        ("eval.max_new_tokens", eval_cfg.max_new_tokens, eval_cfg.max_new_tokens >= 1, ">= 1"),
+    ]
+    if tts.enabled and config.inference.backend == InferenceBackend.openai:
+        yield (
+            "eval.tts.enabled=true (budget forcing) continues raw text, which inference.backend=openai "
+            "cannot: use inference=hf or inference=vllm"
+        )
+    unset = None in (tts.think_start, tts.think_end, tts.answer_prefix)
+    if tts.enabled and Stage.train in config.stages and config.curation.format.assistant_template and unset:
+        yield (
+            "eval.tts: the model was trained with curation.format.assistant_template; set "
+            "eval.tts.think_start, eval.tts.think_end and eval.tts.answer_prefix to that template's markers"
+        )
 
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"

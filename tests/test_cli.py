@@ -52,6 +52,12 @@ def own_configs(tmp_path):
         (["report.metric=f1"], "report.metric='f1': valid: accuracy, accuracy_huatuo"),
         (["report.outputs=[pdf]"], "report.outputs[0]='pdf': valid: markdown, csv, plots, html"),
         (["curation.n_samples=-1"], "curation.n_samples=-1: must be >= 0"),
+        (
+            ["curation.decontamination.threshold=2"],
+            "curation.decontamination.threshold=2.0: must be in (0, 1]",
+        ),
+        (["eval.tts.layout=r1"], "eval.tts.layout='r1': valid: huatuo, s1, think"),
+        (["curation.pool=most"], "curation.pool='most': valid: all, quality, filtered"),
         (["curation.uniform_fraction=1.5"], "curation.uniform_fraction=1.5: must be in [0, 1]"),
         (["curation.specialty.method=none"], "curation.method=s1 samples across specialties"),
         (

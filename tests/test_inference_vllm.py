@@ -8,7 +8,7 @@ small random Llama whose head size vLLM's attention kernels accept.
 import pytest
 
 from meds1.config import BudgetForcingConfig, InferenceConfig, ModelConfig, TinyModelSpec
-from meds1.evaluation.budget_forcing import budget_force
+from meds1.evaluation.budget_forcing import MARKERS, budget_force
 from meds1.inference import Sampling, load_backend
 from meds1.models import ensure_tiny_model
 
@@ -85,7 +85,8 @@ def test_budget_forcing_runs_on_vllm(backend):
     forced = budget_force(backend, conversations(4), Sampling(max_new_tokens=64), config)
     for generation in forced:
         assert generation.thinking_tokens <= 32
-        assert generation.text.startswith(config.think_start) and config.answer_prefix in generation.text
+        huatuo = MARKERS["huatuo"]
+        assert generation.text.startswith(huatuo.think_start) and huatuo.answer_prefix in generation.text
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="data parallelism needs two GPUs")
@@ -97,3 +98,11 @@ def test_data_parallel_engines_answer_like_one(backend, model_dir):
         assert [g.text for g in parallel.generate(conversations(16), sampling)] == [g.text for g in single]
     finally:
         parallel.close()
+
+
+def test_complete_raw_encodes_by_default_and_applies_the_frequency_penalty(backend):
+    prompt = "Question: which drug causes optic neuritis?\n\nThink through this step-by-step:\n1."
+    [free] = backend.complete_raw([prompt], Sampling(max_new_tokens=24))
+    [penalized] = backend.complete_raw([prompt], Sampling(max_new_tokens=24, frequency_penalty=2.0))
+    assert free.prompt_tokens == len(backend.tokenizer(prompt)["input_ids"])  # as LLM.generate(str) encodes
+    assert penalized.text != free.text  # the tiny model repeats itself without the penalty

@@ -147,6 +147,7 @@ def check_failures(predictions: list[dict], allowed: int, file) -> None:
 def build_metrics(predictions: list[dict], cfg: Config, model: str, skipped: dict) -> dict:
     metrics = {
         **score(predictions),
+        "decoding": decoding(cfg.eval),
         "repeats": cfg.eval.repeats,
         "seeds": [cfg.seed + run for run in range(cfg.eval.repeats)],
         "failed": sum(bool(p.get("error")) for p in predictions),
@@ -157,9 +158,20 @@ def build_metrics(predictions: list[dict], cfg: Config, model: str, skipped: dic
         metrics["tts"] = {
             "budget": cfg.eval.tts.budget,
             "num_ignore": cfg.eval.tts.num_ignore,
+            "layout": cfg.eval.tts.layout,
+            "answer_max_tokens": cfg.eval.tts.answer_max_tokens,
             "mean_thinking_tokens": statistics.fmean(p.get("thinking_tokens", 0) for p in predictions),
         }
     return metrics
+
+
+def decoding(eval_cfg: EvalConfig) -> dict:
+    """The sampling settings that produced the answers (greedy when temperature is 0)."""
+    return {
+        "temperature": eval_cfg.temperature,
+        "top_p": eval_cfg.top_p,
+        "max_new_tokens": eval_cfg.max_new_tokens,
+    }
 
 
 def log_table(metrics: dict) -> None:
@@ -187,6 +199,10 @@ def log_table(metrics: dict) -> None:
             m["mean_output_tokens"] or 0.0,
             spread,
         )
+    log.info(
+        "eval: decoding: temperature %(temperature)g, top_p %(top_p)g, max_new_tokens %(max_new_tokens)d",
+        metrics["decoding"],
+    )
     if "tts" in metrics:
         log.info(
             "eval: budget forcing: budget %(budget)d, mean thinking tokens %(mean_thinking_tokens).1f",
