@@ -14,8 +14,9 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-STAGES = ("curate", "train", "eval")
-COMMANDS = (*STAGES, "all", "report")
+from meds1.pipeline import COMMAND_ENTRIES, STAGES  # the stage table
+
+COMMANDS = (*STAGES, *COMMAND_ENTRIES)
 
 
 @dataclass

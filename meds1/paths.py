@@ -18,7 +18,8 @@ import hashlib
 import re
 from pathlib import Path
 
-from meds1.config import STAGES, Config
+from meds1.config import Config
+from meds1.pipeline import PIPELINE, STAGES
 
 # Top-level keys whose overrides never change what a stage computes.
 RESULT_NEUTRAL = frozenset(
@@ -38,11 +39,7 @@ RESULT_NEUTRAL = frozenset(
     }
 )
 # The config sections each stage reads, in addition to those of the stages before it.
-STAGE_SECTIONS = {
-    "curate": ("curation", "model", "seed"),
-    "train": ("trainer",),
-    "eval": ("eval", "inference"),
-}
+STAGE_SECTIONS = {stage.name: stage.reads for stage in PIPELINE}
 MAX_SLUG_LEN = 120
 
 

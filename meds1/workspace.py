@@ -44,6 +44,25 @@ def config_hash(cfg: Config, stage: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def lock_path(experiment_dir: Path, stage: str) -> Path:
+    """The lock a process holds while it runs `stage` in `experiment_dir` (`<root>/<slug>`)."""
+    return Path(experiment_dir) / f".{stage}.lock"
+
+
+def lock_is_held(lock_file: Path) -> bool:
+    """Whether some process (this one included) holds `lock_file`: a non-blocking acquire, released at once.
+    A missing lock file is not held (and the probe does not create one)."""
+    if not Path(lock_file).exists():
+        return False
+    probe = FileLock(str(lock_file))
+    try:
+        probe.acquire(timeout=0)
+    except Timeout:
+        return True
+    probe.release()
+    return False
+
+
 def read_marker(directory: Path) -> dict | None:
     marker = Path(directory) / MARKER
     return json.loads(marker.read_text()) if marker.exists() else None
@@ -59,7 +78,7 @@ class StageWorkspace:
         self.partial = self.final.parent / f".{stage}.partial"
         self.hash = config_hash(cfg, stage)
         self.force = cfg.force
-        self._lock = FileLock(str(self.final.parent / f".{stage}.lock"))
+        self._lock = FileLock(str(lock_path(self.final.parent, stage)))
 
     def completed_record(self) -> dict | None:
         """The stage's record if it finished with this config (and `force` is off), else None."""

@@ -22,8 +22,8 @@ class ChainedSlurmLauncher(SlurmLauncher):
         self.composer: SweepComposer | None = None
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from meds1.cli import exit_on_user_error
         from meds1.config import SlurmLauncherConfig, to_config
+        from meds1.launch.dispatch import exit_on_user_error
         from meds1.launch.submit import launch
 
         assert self.config is not None and self.hydra_context is not None

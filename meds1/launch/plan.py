@@ -12,13 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from meds1 import registry
+from meds1 import pipeline, registry
 from meds1.config import Config, SlurmLauncherConfig
 from meds1.errors import MissingInputError
 from meds1.launch.resources import describe, sbatch_parameters, submitit_folder
 from meds1.paths import registry_path, stage_dir, stage_slug
-from meds1.stages.all import steps as chain
-from meds1.stages.all import upstream
 from meds1.workspace import StageWorkspace, config_hash, read_marker
 
 SUBMIT = "submit"  # becomes a job (or, run locally: runs)
@@ -51,11 +49,6 @@ class Step:
     @property
     def registry(self) -> Path:
         return registry_path(self.cfg)
-
-
-def experiment_steps(cfg: Config) -> list[tuple[Config, str]]:
-    """The (config, stage) pairs a command runs: the whole chain for stage=all, else the one stage."""
-    return chain(cfg) if cfg.stage == "all" else [(cfg, cfg.stage)]
 
 
 class Planner:
@@ -105,7 +98,7 @@ class Planner:
 
     def _dependency(self, cfg: Config, stage: str) -> Step | None:
         """The step that must finish before `stage` can start, or None when its input is ready."""
-        before = upstream(cfg, stage)
+        before = pipeline.upstream(cfg, stage)
         if before is None:
             return None
         key = (stage_slug(cfg, before), before)
@@ -130,7 +123,7 @@ def plan(
     """The steps of every experiment in `configs`, in run order (each after the step it waits for)."""
     planner = Planner(launcher, active_jobs)
     for cfg in configs:
-        for variant, stage in experiment_steps(cfg):
+        for variant, stage in pipeline.command_steps(cfg):
             planner.add(variant, stage)
     return list(planner.steps.values())
 

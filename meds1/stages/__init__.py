@@ -1,12 +1,10 @@
-"""One module per stage; each exposes `run(cfg: Config) -> dict` (the record it adds to the registry)."""
+"""One module per stage (see the table in meds1.pipeline); each exposes `run(cfg: Config) -> dict`."""
 
 from __future__ import annotations
 
-from meds1 import registry
+from meds1 import pipeline, registry
 from meds1.config import Config
 from meds1.paths import registry_path, stage_slug
-
-RESULT_SECTIONS = {"curate": "curation", "train": "training", "eval": "eval"}  # results.json's names
 
 
 def record_result(cfg: Config, stage: str, record: dict) -> None:
@@ -14,7 +12,7 @@ def record_result(cfg: Config, stage: str, record: dict) -> None:
     registry.update(
         registry_path(cfg),
         stage_slug(cfg, stage),
-        RESULT_SECTIONS[stage],
+        pipeline.get(stage).section,
         record,
         description=cfg.description,
         config=cfg,
