@@ -22,9 +22,11 @@ def dispatch(cfg: DictConfig) -> dict | list:
     """Run the stage named by `cfg.stage` here, or submit it (hydra/launcher=slurm); exits on a UserError."""
     from hydra.core.hydra_config import HydraConfig
 
+    from meds1.overrides import global_composer
+
     hydra = HydraConfig.get()
-    config = to_config(cfg, overrides=list(hydra.overrides.task))
-    return exit_on_user_error(run_command, config, hydra)
+    overrides = global_composer().effective(list(hydra.overrides.task))
+    return exit_on_user_error(run_command, to_config(cfg, overrides=overrides), hydra)
 
 
 def exit_on_user_error(function, *args):

@@ -17,7 +17,7 @@ from meds1.config import Config, SlurmLauncherConfig
 from meds1.errors import MissingInputError
 from meds1.launch.resources import describe, sbatch_parameters, submitit_folder
 from meds1.paths import registry_path, stage_dir, stage_slug
-from meds1.workspace import StageWorkspace, config_hash, read_marker
+from meds1.workspace import StageWorkspace, complete_output, config_hash
 
 SUBMIT = "submit"  # becomes a job (or, run locally: runs)
 COMPLETE = "complete"  # its marker matches this config: skipped
@@ -66,7 +66,7 @@ class Planner:
             return self.steps[key]
         workspace = StageWorkspace(cfg, stage)
         step = Step(cfg, stage, workspace.slug, SUBMIT, workspace.hash)
-        if workspace.completed_record() is not None:
+        if workspace.completed_record(link=False) is not None:
             step.action = COMPLETE
         elif (job_id := self._queued_job(step)) is not None:
             step.action, step.job_id = QUEUED, job_id
@@ -104,7 +104,7 @@ class Planner:
         key = (stage_slug(cfg, before), before)
         planned = self.steps.get(key)
         if planned is None:
-            if read_marker(stage_dir(cfg, before)) is not None:
+            if complete_output(cfg, before) is not None:
                 return None
             planned = Step(cfg, before, key[0], QUEUED, config_hash(cfg, before))
             planned.job_id = self._queued_job(planned)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from meds1 import pipeline, registry
 from meds1.config import Config
 from meds1.paths import registry_path, stage_slug
+from meds1.workspace import StageWorkspace
+
+log = logging.getLogger(__name__)
 
 
 def record_result(cfg: Config, stage: str, record: dict) -> None:
@@ -17,3 +22,18 @@ def record_result(cfg: Config, stage: str, record: dict) -> None:
         description=cfg.description,
         config=cfg,
     )
+
+
+def completed(cfg: Config, workspace: StageWorkspace) -> dict | None:
+    """The record of the stage if it already finished with this config (skip it), else None. Output
+    found under another slug is linked here and recorded under this experiment's slug too."""
+    record = workspace.completed_record()
+    if record is not None:
+        logging.getLogger(__name__).info(
+            "%s: %s is complete for this config; skipping (force=true reruns it)",
+            workspace.stage,
+            workspace.final,
+        )
+        if workspace.reused_from is not None:
+            record_result(cfg, workspace.stage, record)
+    return record

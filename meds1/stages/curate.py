@@ -25,7 +25,7 @@ from meds1.curation.specialty import LABELED, annotate_specialties
 from meds1.curation.specialty import check_config as check_specialty
 from meds1.errors import UserError
 from meds1.models import load_tokenizer
-from meds1.stages import record_result
+from meds1.stages import completed, record_result
 from meds1.workspace import StageWorkspace
 
 log = logging.getLogger(__name__)
@@ -33,8 +33,7 @@ log = logging.getLogger(__name__)
 
 def run(cfg: Config) -> dict:
     workspace = StageWorkspace(cfg, "curate")
-    if (record := workspace.completed_record()) is not None:
-        log.info("curate: %s is complete for this config; skipping (force=true reruns it)", workspace.final)
+    if (record := completed(cfg, workspace)) is not None:
         return record
     check_config(cfg)
     curation = cfg.curation
