@@ -5,6 +5,7 @@ composed configs give, exactly as the stages do."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from meds1 import registry
@@ -110,7 +111,11 @@ TTS = [(512, 0.52, 480.0), (4096, 0.58, 2900.0)]
 def build(make_config) -> Path:
     """Write the fixture registry under make_config's root; returns the root."""
     for experiment, n, rate, old in SWEEP:
-        run_experiment(make_config(f"experiment={experiment}", f"curation.n_samples={n}"), rate, old=old)
+        overrides = [f"experiment={experiment}", f"curation.n_samples={n}"]
+        # Slugs as meds1 named them from the override text, before slugs by value: the 1000-row points
+        # restate their experiment's own size, yet have their own slug (registries keep such entries).
+        cfg = dataclasses.replace(make_config(*overrides), overrides=overrides)
+        run_experiment(cfg, rate, old=old)
     run_experiment(make_config("experiment=med-s1-25k"), 0.62)
     run_experiment(make_config("experiment=med-s1-1k"), None)  # curated and trained once, not evaluated
     run_experiment(make_config("experiment=med-s1-1k", "trainer.learning_rate=2e-05"), 0.55)  # same curation

@@ -6,6 +6,7 @@ and index.html, and prints the tables and the status of every stage to the termi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from datetime import datetime, timezone
@@ -13,7 +14,6 @@ from pathlib import Path
 
 from rich.console import Console
 
-from meds1.cli import check_key
 from meds1.config import Config, ReportConfig
 from meds1.errors import MissingInputError, UserError
 from meds1.paths import registry_path
@@ -35,11 +35,14 @@ def check_options(report: ReportConfig) -> None:
         raise UserError(f"unknown report.metric {report.metric!r}; valid: {', '.join(METRICS)}")
 
 
-def check_group_by(group_by: str, chosen: list[registry_view.Experiment]) -> None:
-    """A key of the config schema, or one that some chosen experiment's recorded config has."""
-    problem = check_key(group_by)
-    if problem and not any(registry_view.config_value(e.config, group_by) is not None for e in chosen):
-        raise UserError(f"report.group_by: {problem}")
+def check_group_by(cfg: Config, chosen: list[registry_view.Experiment]) -> None:
+    """A key of this config, or one that some chosen experiment's recorded config has."""
+    group_by = cfg.report.group_by
+    configs = [dataclasses.asdict(cfg), *(e.config for e in chosen)]
+    if all(registry_view.config_value(config, group_by) is None for config in configs):
+        raise UserError(
+            f"report.group_by: unknown config key {group_by!r} (not in this config nor a chosen experiment)"
+        )
 
 
 def run(cfg: Config) -> dict:
@@ -55,7 +58,7 @@ def run(cfg: Config) -> dict:
         )
     slugs = registry_view.choose(known, list(report.experiments))
     chosen = registry_view.experiments(data, slugs, report.group_by)
-    check_group_by(report.group_by, chosen)
+    check_group_by(cfg, chosen)
 
     rows = tables.source_results(chosen)
     pivots = tables.pivots(rows, report.group_by)
