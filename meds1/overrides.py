@@ -69,11 +69,13 @@ class Composer:
         if not candidates:
             return list(overrides)
         target = _resolved(self.apply(groups, values))
+        if target is None:
+            return list(overrides)
         dropped = set()
-        for override in candidates:
+        for override in candidates:  # one at a time, so the overrides kept still compose to `target`
             trial_groups = [o for o in groups if o is not override and id(o) not in dropped]
             trial_values = [o for o in values if o is not override and id(o) not in dropped]
-            if target is not None and _resolved(self.apply(trial_groups, trial_values)) == target:
+            if _resolved(self.apply(trial_groups, trial_values)) == target:
                 dropped.add(id(override))
         parsed = {o.input_line: o for o in [*groups, *values]}
         return [line for line in overrides if id(parsed[line]) not in dropped]
