@@ -32,15 +32,19 @@ class Composer:
         self._is_group = is_group
         self._composed: dict[tuple[str, ...], DictConfig] = {}
 
-    def split(self, overrides: Sequence[str]) -> tuple[list, list]:
-        """(group and hydra overrides, value overrides), as parsed Hydra `Override`s."""
+    def parse(self, overrides: Sequence[str]) -> list:
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
-        groups, values = [], []
-        for override in OverridesParser.create().parse_overrides(list(overrides)):
-            is_group = self._is_group(override.key_or_group) and not isinstance(override.value(), dict)
-            (groups if override.is_hydra_override() or is_group else values).append(override)
-        return groups, values
+        return OverridesParser.create().parse_overrides(list(overrides))
+
+    def is_composing(self, override) -> bool:
+        """Whether an override changes Hydra's first step: a hydra override or a config group choice."""
+        group = self._is_group(override.key_or_group) and not isinstance(override.value(), dict)
+        return override.is_hydra_override() or group
+
+    def split(self, parsed: list) -> tuple[list, list]:
+        """(group and hydra overrides, value overrides) of parsed Hydra `Override`s."""
+        return [o for o in parsed if self.is_composing(o)], [o for o in parsed if not self.is_composing(o)]
 
     def groups_config(self, groups: list) -> DictConfig:
         key = tuple(override.input_line for override in groups)
@@ -58,38 +62,35 @@ class Composer:
 
     def compose(self, overrides: Sequence[str]) -> DictConfig:
         """One command line's job config (without its `hydra` node), as Hydra would compose it."""
-        return self.apply(*self.split(overrides))
+        return self.apply(*self.split(self.parse(overrides)))
+
+    def resolved(self, parsed: list) -> dict | None:
+        """The values composed from parsed overrides, interpolations resolved, without the `overrides`
+        record; None if they cannot be composed or resolved (a remaining override may need a removed one)."""
+        from hydra.errors import HydraException
+
+        try:
+            values = OmegaConf.to_container(self.apply(*self.split(parsed)), resolve=True)
+        except (HydraException, OmegaConfBaseException):
+            return None
+        values.pop("overrides", None)
+        return values
 
     def effective(self, overrides: Sequence[str]) -> list[str]:
         """`overrides` without those whose removal leaves the resolved config unchanged."""
-        groups, values = self.split(overrides)
+        parsed = self.parse(overrides)
         candidates = [
-            o for o in [*values, *groups] if slug_candidate(o.input_line) and o.key_or_group != "experiment"
+            i for i, o in enumerate(parsed) if slug_candidate(o.input_line) and o.key_or_group != "experiment"
         ]
-        if not candidates:
-            return list(overrides)
-        target = _resolved(self.apply(groups, values))
+        target = self.resolved(parsed) if candidates else None
         if target is None:
             return list(overrides)
-        dropped = set()
-        for override in candidates:  # one at a time, so the overrides kept still compose to `target`
-            trial_groups = [o for o in groups if o is not override and id(o) not in dropped]
-            trial_values = [o for o in values if o is not override and id(o) not in dropped]
-            if _resolved(self.apply(trial_groups, trial_values)) == target:
-                dropped.add(id(override))
-        parsed = {o.input_line: o for o in [*groups, *values]}
-        return [line for line in overrides if id(parsed[line]) not in dropped]
-
-
-def _resolved(config: DictConfig) -> dict | None:
-    """The config's values with interpolations resolved, without the `overrides` record; None if it
-    cannot be resolved (then every override is kept)."""
-    try:
-        values = OmegaConf.to_container(config, resolve=True)
-    except OmegaConfBaseException:
-        return None
-    values.pop("overrides", None)
-    return values
+        kept = list(range(len(parsed)))
+        for index in candidates:  # one at a time, so the overrides kept still compose to `target`
+            trial = [i for i in kept if i != index]
+            if self.resolved([parsed[i] for i in trial]) == target:
+                kept = trial
+        return [overrides[i] for i in kept]
 
 
 def global_composer() -> Composer:

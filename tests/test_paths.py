@@ -83,6 +83,8 @@ def test_an_override_that_restates_the_experiment_names_no_slug(make_config):
 def test_an_override_undone_by_a_later_one_names_no_slug(make_config):
     cfg = make_config("experiment=random-1k", "seed=7", "seed=42")
     assert stage_dir(cfg, "curate").parent.name == "random-1k"
+    twice = make_config("experiment=random-1k", "seed=7", "seed=7")
+    assert stage_dir(twice, "curate") == stage_dir(make_config("experiment=random-1k", "seed=7"), "curate")
 
 
 def test_a_group_choice_that_changes_the_config_names_the_slug(make_config):
