@@ -93,12 +93,10 @@ class Composer:
         return [overrides[i] for i in kept]
 
 
-def global_composer() -> Composer:
+def global_composer(config_name: str = "config") -> Composer:
     """A Composer on the initialized global Hydra (inside `@hydra.main` or `initialize_config_dir`)."""
     from hydra import compose
     from hydra.core.global_hydra import GlobalHydra
 
     repository = GlobalHydra.instance().config_loader().repository
-    return Composer(
-        lambda groups: compose(config_name="config", overrides=list(groups)), repository.group_exists
-    )
+    return Composer(lambda groups: compose(config_name, overrides=list(groups)), repository.group_exists)

@@ -25,7 +25,7 @@ def dispatch(cfg: DictConfig) -> dict | list:
     from meds1.overrides import global_composer
 
     hydra = HydraConfig.get()
-    overrides = global_composer().effective(list(hydra.overrides.task))
+    overrides = global_composer(hydra.job.config_name).effective(list(hydra.overrides.task))
     return exit_on_user_error(run_command, to_config(cfg, overrides=overrides), hydra)
 
 
