@@ -24,16 +24,13 @@ def record_result(cfg: Config, stage: str, record: dict) -> None:
     )
 
 
-def completed(cfg: Config, workspace: StageWorkspace) -> dict | None:
+def completed(cfg: Config, workspace: StageWorkspace, main: bool = True) -> dict | None:
     """The record of the stage if it already finished with this config (skip it), else None. Output
-    found under another slug is linked here and recorded under this experiment's slug too."""
+    found under another slug is linked here and (by the `main` process) recorded under this slug too."""
     record = workspace.completed_record()
     if record is not None:
-        logging.getLogger(__name__).info(
-            "%s: %s is complete for this config; skipping (force=true reruns it)",
-            workspace.stage,
-            workspace.final,
-        )
-        if workspace.reused_from is not None:
+        message = "%s: %s is complete for this config; skipping (force=true reruns it)"
+        log.info(message, workspace.stage, workspace.final)
+        if workspace.reused_from is not None and main:
             record_result(cfg, workspace.stage, record)
     return record

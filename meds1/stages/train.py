@@ -49,7 +49,7 @@ def run(cfg: Config) -> dict:
     derive_batch_sizes(cfg.trainer.global_batch_size, cfg.trainer.per_device_batch_size, env.world_size)
     check_options(cfg.trainer, env.world_size)
     workspace = StageWorkspace(cfg, "train")
-    if (record := completed(cfg, workspace)) is not None:
+    if (record := completed(cfg, workspace, main=env.is_main)) is not None:
         return record
     dataset = load_formatted(cfg)
     try:
