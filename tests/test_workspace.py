@@ -112,3 +112,29 @@ def test_a_complete_stage_with_the_same_config_is_reused_wherever_it_lives(make_
     assert read_marker(stage_dir(other, "curate"))["record"] == {"n": 2}
     changed = dataclasses.replace(other, overrides=["seed=3"], seed=3)
     assert StageWorkspace(changed, "curate").completed_record() is None  # another config: not reused
+
+
+def test_a_stage_run_under_another_slug_reuses_and_records_the_finished_one(make_config, tmp_path):
+    import dataclasses
+
+    import pandas as pd
+
+    from meds1 import registry
+    from meds1.paths import registry_path, stage_slug
+    from meds1.stages import curate
+    from tests.conftest import REPO
+
+    source = tmp_path / "rows.jsonl"
+    pd.read_json(REPO / "meds1/data/demo_sft.jsonl", lines=True).dropna().head(9).to_json(
+        source, orient="records", lines=True
+    )
+    cfg = make_config("experiment=demo", f"curation.source.path={source}")
+    first = curate.run(cfg)
+    (tmp_path / "out" / stage_slug(cfg, "curate") / "curate" / "curated.parquet").unlink()  # a later run
+    other = dataclasses.replace(cfg, name="demo-again")  # same config, another slug
+    assert curate.run(other) == first  # not recomputed: it would have written curated.parquet again
+    slug = stage_slug(other, "curate")
+    assert slug.startswith("demo-again__") and (tmp_path / "out" / slug / "curate").is_symlink()
+    assert not (tmp_path / "out" / slug / "curate" / "curated.parquet").exists()
+    entry = registry.load(registry_path(other))["experiments"][slug]
+    assert entry["results"]["curation"]["stats"] == first["stats"]
