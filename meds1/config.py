@@ -8,6 +8,7 @@ Stages receive the composed config as a `Config` object (`OmegaConf.to_object`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -151,15 +152,24 @@ class EmbeddingConfig:
     batch_size: int = 64
 
 
+class DecontaminationMethod(str, Enum):
+    """How a training row is compared with the eval questions (meds1/curation/decontamination.py)."""
+
+    tfidf = "tfidf"  # TF-IDF cosine to the nearest eval question: catches rephrased questions
+    ngram = "ngram"  # s1's word n-gram overlap: catches copies only
+
+
 @dataclass
 class DecontaminationConfig:
-    """Drop training rows whose question nearly duplicates an eval question (reason `eval_overlap`)."""
+    """Drop training rows that restate an eval question (reason `eval_overlap`)."""
 
     enabled: bool = True
     suite: list[str] = field(default_factory=list)  # eval files; the YAML sets ${eval.suite}
     columns: list[str] = field(default_factory=lambda: ["Question"])  # the row's texts compared
-    ngram: int = 8  # word n-grams of the normalized text
-    threshold: float = 0.5  # share of a question's n-grams found in one eval question
+    method: DecontaminationMethod = DecontaminationMethod.tfidf
+    threshold: float = 0.65  # tfidf: cosine to one eval question at or above which a row is removed
+    ngram: int = 8  # ngram: word n-grams of the normalized text
+    ngram_share: float = 0.5  # ngram: share of a row's n-grams found in one eval question; 0: any (s1)
 
 
 @dataclass
@@ -215,6 +225,8 @@ class TrainerConfig:
     global_batch_size: int = MISSING
     per_device_batch_size: int = 1
     weight_decay: float = 0.0
+    adam_beta1: float = 0.9  # AdamW betas; the defaults are torch's and transformers' (s1 uses beta2 0.95)
+    adam_beta2: float = 0.999
     warmup_ratio: float = 0.0
     lr_scheduler: str = "cosine"
     block_size: int = MISSING
@@ -247,17 +259,19 @@ class BudgetForcingConfig:
 
     The answer starts with `think_start`; thinking stops at `think_end` (or end of turn) or after
     `budget` tokens. While budget is left, the first `num_ignore` stops are overridden by appending
-    `ignore_str` and thinking on. Then `answer_prefix` is appended and the answer generated.
+    `ignore_str` and thinking on. Then `answer_prefix` is appended and the answer generated. The three
+    markers are those of `layout` (meds1.evaluation.budget_forcing.MARKERS) unless set here.
     """
 
     enabled: bool = False
     budget: int = 1024  # thinking tokens
     num_ignore: int = 0
     ignore_str: str = "Wait"
-    think_start: str = "## Thinking\n\n"
-    think_end: str = "## Final Response"
-    answer_prefix: str = "\n\n## Final Response\n\n"
-    answer_max_tokens: int = 256
+    layout: str = "huatuo"  # huatuo | s1 | think; the eval YAMLs set the trained ${curation.format.layout}
+    think_start: str | None = None  # null: the layout's (set all three for a custom assistant_template)
+    think_end: str | None = None
+    answer_prefix: str | None = None
+    answer_max_tokens: int = 512  # >= the longest real final answer measured (README: Evaluation)
     chunk_size: int = 1024  # questions per round trip; predictions are saved after each chunk
 
 

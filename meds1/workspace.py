@@ -5,7 +5,8 @@ never run the same stage of the same experiment. Resumable work (checkpoints, pr
 survives a crash there and is picked up by the next run with the same config; a run with another
 config (or `force=true`) starts that directory afresh. When the stage finishes, a marker holding the
 config hash and the stage's record is written and the directory is renamed to `<slug>/<stage>/`,
-so an output directory with a marker is always complete.
+so an output directory with a marker is always complete. The record gains `provenance` there
+(meds1/provenance.py), so every stage's marker and results.json entry say what produced them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from meds1 import provenance
 from meds1.config import Config
 from meds1.errors import MissingInputError, StageBusyError
 from meds1.paths import override_section, stage_dir, stage_sections, stage_slug
@@ -156,8 +158,13 @@ class StageWorkspace:
         """The directory to write into while the stage runs."""
         return self.partial
 
-    def commit(self, record: dict) -> Path:
-        """Mark the work complete and move it into place; returns the final directory."""
+    def commit(self, record: dict, source: dict | None = None) -> Path:
+        """Mark the work complete and move it into place; returns the final directory.
+
+        Adds `record["provenance"]` (`meds1.provenance.collect(source)`), so the marker and the
+        results.json entry made from the same record say what produced it.
+        """
+        record["provenance"] = provenance.collect(source)
         write_json_atomic(
             self.partial / MARKER, {"config_hash": self.hash, "finished_at": now(), "record": record}
         )

@@ -1,8 +1,19 @@
+import json
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from meds1.config import FormatConfig, ModelConfig, SourceConfig
+from meds1.config import (
+    DecontaminationConfig,
+    DecontaminationMethod,
+    FormatConfig,
+    ModelConfig,
+    SourceConfig,
+)
+from meds1.curation.decontamination import check_config as check_decontamination
+from meds1.curation.decontamination import nearest_eval_questions
 from meds1.curation.formatting import to_messages
 from meds1.curation.quality import quality_filter, token_lengths
 from meds1.curation.sampling import select
@@ -297,3 +308,106 @@ def test_s1_layout_uses_think_answer_markers():
 def test_bad_layouts_are_user_errors(fmt, message):
     with pytest.raises(UserError, match=message):
         to_messages("q", "c", "r", fmt)
+
+
+# Two MedMCQA validation questions and the open questions medical-o1-reasoning-SFT made of them
+# (HuatuoGPT-o1's demo_data.json), plus an unrelated eval question.
+EVAL_QUESTIONS = [
+    "Possible conversion to choriocarcinoma after hydatidiform mole is denoted by all of the following, "
+    "except:-",
+    "A patient is taking drugs for rheumatoid ahritis and has a history of cataract surgery 1 year back, the "
+    "patient presented with sudden painless loss of vision, probable diagnosis is?",
+    "Drug of choice for absence seizures in a child is",
+]
+REPHRASED = [
+    "What finding is not associated with the possible conversion of a hydatidiform mole into "
+    "choriocarcinoma?",
+    "A patient with a history of cataract surgery one year ago and who is currently taking medication for "
+    "rheumatoid arthritis experiences a sudden painless loss of vision. What is the most probable diagnosis?",
+]
+UNRELATED = "How does a blood count tell thalassemia trait from iron deficiency in a pale toddler?"
+
+
+@pytest.fixture
+def eval_suite(tmp_path):
+    """These questions among the 100 demo eval questions (IDF needs a suite of some size)."""
+    file = tmp_path / "suite.json"
+    options = {"A": "one", "B": "two"}
+    questions = [{"question": q, "options": options, "answer_idx": "A"} for q in EVAL_QUESTIONS]
+    file.write_text(json.dumps({"MedMCQA_validation": questions}))
+    return str(file)
+
+
+def suite_of(eval_suite: str) -> list[str]:
+    return [eval_suite, "pkg://meds1/data/demo_eval.json"]
+
+
+def test_tfidf_catches_rephrased_eval_questions_that_ngrams_miss(eval_suite):
+    from meds1.evaluation.data import load_suite
+
+    frame = pd.DataFrame({"Question": [*REPHRASED, UNRELATED]}, index=[10, 11, 12])
+    config = DecontaminationConfig(suite=suite_of(eval_suite))
+    matches, mask = nearest_eval_questions(frame, config)
+    assert mask.tolist() == [True, True, False]
+    ids = [row["id"] for row in load_suite(suite_of(eval_suite))[0]]
+    assert matches.loc[[10, 11], "overlap_id"].tolist() == ids[:2]
+    assert (matches.loc[[10, 11], "overlap_source"] == "MedMCQA_validation").all()
+    assert (matches.loc[[10, 11], "overlap_score"] >= config.threshold).all()
+    assert matches.loc[12, "overlap_score"] < 0.3
+    _, by_ngrams = nearest_eval_questions(frame, replace(config, method=DecontaminationMethod.ngram))
+    assert not by_ngrams.any()
+
+
+def test_a_rows_score_does_not_depend_on_the_other_training_rows(eval_suite):
+    config = DecontaminationConfig(suite=suite_of(eval_suite))
+    alone, _ = nearest_eval_questions(pd.DataFrame({"Question": REPHRASED[:1]}), config)
+    crowd = pd.DataFrame({"Question": [REPHRASED[0], *[f"choriocarcinoma mole {i}" for i in range(50)]]})
+    among, _ = nearest_eval_questions(crowd, config)
+    assert among.loc[0, "overlap_score"] == alone.loc[0, "overlap_score"]
+
+
+def test_the_closest_of_several_columns_decides_and_empty_texts_match_nothing(eval_suite):
+    frame = pd.DataFrame({"Question": [UNRELATED, None], "Response": [REPHRASED[1], ""]})
+    config = DecontaminationConfig(suite=suite_of(eval_suite), columns=["Question", "Response"])
+    matches, mask = nearest_eval_questions(frame, config)
+    assert mask.tolist() == [True, False]
+    assert matches["overlap_score"].isna().tolist() == [False, True]
+
+
+def test_ngram_share_zero_is_s1s_any_shared_ngram_rule(eval_suite):
+    copied = (
+        "Asked again in the clinic today: drug of choice for absence seizures in a child is what, "
+        "in a febrile toddler?"
+    )
+    frame = pd.DataFrame({"Question": [copied, UNRELATED]})
+    ngram = DecontaminationConfig(suite=suite_of(eval_suite), method=DecontaminationMethod.ngram, ngram=4)
+    assert nearest_eval_questions(frame, replace(ngram, ngram_share=0.0))[1].tolist() == [True, False]
+    matches, mask = nearest_eval_questions(frame, ngram)  # 7 of its 18 4-grams: under half
+    assert mask.tolist() == [False, False]
+    assert matches.loc[0, "overlap_score"] == pytest.approx(7 / 18, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"threshold": 0.0}, r"curation.decontamination.threshold must be in \(0, 1\], not 0.0"),
+        ({"ngram_share": 1.5}, r"curation.decontamination.ngram_share must be in \[0, 1\], not 1.5"),
+        ({"ngram": 0}, "curation.decontamination.ngram must be >= 1, not 0"),
+    ],
+)
+def test_bad_decontamination_settings_are_one_line_errors(setting, message):
+    with pytest.raises(UserError, match=message):
+        check_decontamination(DecontaminationConfig(**setting))
+
+
+def test_real_rows_rephrased_from_eval_questions_are_caught(shared_data):
+    """HuatuoGPT-o1's 198 rows against the real suite: rows 151, 154 and 193 rephrase MedMCQA validation
+    questions (their source MCQ is one); row 82's source MCQ is a reworded copy of another."""
+    frame = pd.read_json(shared_data / "sft" / "huatuogpt-o1_demo_data.json")[["Question"]]
+    config = DecontaminationConfig(suite=[str(shared_data / "eval")])
+    matches, mask = nearest_eval_questions(frame, config)
+    assert frame.index[mask].tolist() == [82, 151, 154, 193]
+    assert matches.loc[~mask, "overlap_score"].max() < 0.62
+    s1_rule = replace(config, method=DecontaminationMethod.ngram, ngram_share=0.0)
+    _, by_s1_rule = nearest_eval_questions(frame, s1_rule)
+    assert by_s1_rule[[151, 154, 193]].tolist() == [False, False, True]

@@ -1,6 +1,7 @@
 """stage=curate end to end: filters, annotation cache reuse and resume, bad config, resources, real rows."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -10,7 +11,10 @@ from meds1.curation.difficulty import answers_spec, verdicts_spec
 from meds1.curation.resources import curate_resources
 from meds1.curation.source import fingerprint, load_source
 from meds1.errors import UserError
+from meds1.evaluation.data import load_suite
+from meds1.paths import registry_path, stage_slug
 from meds1.stages import curate
+from meds1.workspace import read_marker
 from tests.conftest import REPO
 
 DEMO = REPO / "meds1/data/demo_sft.jsonl"
@@ -39,19 +43,26 @@ def difficulty_overrides(source) -> list[str]:
 
 
 def test_decontamination_removes_near_duplicates_of_eval_questions(tmp_path, make_config):
-    evals = json.loads((REPO / "meds1/data/demo_eval.json").read_text())["DemoMedQA"]
+    evals = [r for r in load_suite(["pkg://meds1/data/demo_eval.json"])[0] if r["source"] == "DemoMedQA"]
     rows = pd.read_json(DEMO, lines=True).dropna().head(6).reset_index(drop=True)
     rows.loc[0, "Question"] = evals[3]["question"].upper().replace(",", " ;")  # same words, other surface
     rows.loc[1, "Question"] = "Which of the following is the most likely diagnosis in this patient?"
     file = tmp_path / "rows.jsonl"
     rows.to_json(file, orient="records", lines=True)
-    record = curate.run(
-        make_config("experiment=demo", f"curation.source.path={file}", "curation.n_samples=3")
-    )
+    cfg = make_config("experiment=demo", f"curation.source.path={file}", "curation.n_samples=3")
+    record = curate.run(cfg)
     filtered = pd.read_parquet(record["filtered_path"])
     assert filtered.loc[filtered["filter_stage"] == "decontamination", "row_id"].tolist() == [0]
     assert set(filtered["filter_reason"].dropna()) == {"eval_overlap", "not_selected"}
     assert record["stats"]["removed"]["decontamination/eval_overlap"] == 1
+    provenance = record["provenance"]
+    assert provenance["source"] == {"revision": None, "fingerprint": record["source_fingerprint"]}
+    assert read_marker(Path(record["filtered_path"]).parent)["record"]["provenance"] == provenance
+    entry = json.loads(registry_path(cfg).read_text())["experiments"][stage_slug(cfg, "curate")]
+    assert entry["results"]["curation"]["provenance"] == provenance
+    match = filtered.loc[0, ["overlap_score", "overlap_source", "overlap_id"]].tolist()
+    assert match == [1.0, "DemoMedQA", evals[3]["id"]]
+    assert filtered["overlap_score"].notna().all() and filtered.loc[1:, "overlap_score"].lt(0.65).all()
 
 
 def test_n_larger_than_the_pool_selects_all_with_a_warning(small_source, make_config):
@@ -88,6 +99,7 @@ def test_n_larger_than_the_pool_selects_all_with_a_warning(small_source, make_co
         (["curation.specialty.column=hint"], "curation.specialty.column 'hint' is not a source column"),
         (["curation.n_samples=-1"], "curation.n_samples must be >= 0"),
         (["curation.decontamination.columns=[nope]"], r"curation.decontamination.columns \['nope'\] are not"),
+        (["curation.decontamination.threshold=2"], r"curation.decontamination.threshold must be in \(0, 1\]"),
     ],
 )
 def test_bad_settings_are_one_line_errors(overrides, message, make_config):
@@ -192,7 +204,6 @@ def test_real_rows_end_to_end(shared_data, make_config):
         "experiment=demo",
         f"curation.source.path={shared_data / 'sft' / 'huatuogpt-o1_demo_data.json'}",
         f"curation.decontamination.suite=[{suite}]",
-        "curation.decontamination.columns=[Question,question]",
         "curation.difficulty.enabled=true",
         "curation.difficulty.max_new_tokens=8",
         "curation.difficulty.judge.reference_column=Ground-True Answer",
@@ -206,8 +217,14 @@ def test_real_rows_end_to_end(shared_data, make_config):
     filtered = pd.read_parquet(record["filtered_path"])
     curated = pd.read_parquet(record["curated_path"])
     assert stats["total_rows"] == len(filtered) == 198
-    # 3 rows' source multiple-choice questions are MedQA test questions (their rephrased Question is not)
-    assert stats["removed"]["decontamination/eval_overlap"] == 3
+    # Rows 151, 154, 193 are rephrased MedMCQA validation questions (their source MCQ is one, word for
+    # word); row 82's source MCQ is a reworded copy of one (MedMCQA train repeats validation questions).
+    removed = filtered[filtered["filter_stage"] == "decontamination"].set_index("row_id")
+    assert removed.index.tolist() == [82, 151, 154, 193]
+    assert (removed["overlap_source"] == "MedMCQA_validation").all()
+    assert removed.loc[82, "overlap_id"] == "3804c102e5139df7"
+    kept = filtered[filtered["overlap_score"].notna() & (filtered["filter_stage"] != "decontamination")]
+    assert kept["overlap_score"].max() < 0.62 and len(kept) > 150
     assert stats["selected_rows"] == len(curated) == 50
     assert (
         stats["pool_rows"] + sum(n for r, n in stats["removed"].items() if not r.startswith("selection"))

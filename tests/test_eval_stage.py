@@ -48,6 +48,7 @@ def test_eval_writes_predictions_metrics_table_and_registry(make_config, caplog)
         assert p["run"] == 0 and p["seed"] == cfg.seed and p["error"] is None
     metrics = json.loads((stage_dir(cfg, "eval") / "metrics.json").read_text())
     assert metrics == record["metrics"]
+    assert metrics["decoding"] == {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 8}  # eval=demo: greedy
     assert set(metrics["overall"]) >= SUMMARY_KEYS and metrics["overall"]["n"] == 9
     assert set(metrics["per_source"]) == {"DemoMedMCQA", "DemoMedQA", "DemoPubMedQA"}
     assert all(set(s) >= SUMMARY_KEYS for s in metrics["per_source"].values())
@@ -71,7 +72,7 @@ def test_repeats_use_a_seed_per_run_and_report_the_spread(make_config):
     ]
     overall = metrics["overall"]
     assert overall["n"] == 6 and len(overall["accuracy_runs"]) == 2 and overall["accuracy_std"] >= 0
-    assert metrics["seeds"] == [42, 43]
+    assert metrics["seeds"] == [42, 43] and metrics["decoding"]["temperature"] == 1.0
 
 
 @pytest.fixture(scope="module")

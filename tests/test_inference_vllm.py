@@ -8,7 +8,7 @@ small random Llama whose head size vLLM's attention kernels accept.
 import pytest
 
 from meds1.config import BudgetForcingConfig, InferenceConfig, ModelConfig, TinyModelSpec
-from meds1.evaluation.budget_forcing import budget_force
+from meds1.evaluation.budget_forcing import MARKERS, budget_force
 from meds1.inference import Sampling, load_backend
 from meds1.models import ensure_tiny_model
 
@@ -85,7 +85,8 @@ def test_budget_forcing_runs_on_vllm(backend):
     forced = budget_force(backend, conversations(4), Sampling(max_new_tokens=64), config)
     for generation in forced:
         assert generation.thinking_tokens <= 32
-        assert generation.text.startswith(config.think_start) and config.answer_prefix in generation.text
+        huatuo = MARKERS["huatuo"]
+        assert generation.text.startswith(huatuo.think_start) and huatuo.answer_prefix in generation.text
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="data parallelism needs two GPUs")

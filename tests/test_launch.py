@@ -46,8 +46,8 @@ def no_slurm_env():
 def test_train_asks_for_the_trainers_gpus_one_task_each(make_config):
     cfg = make_config("experiment=med-s1-1k")
     parameters = sbatch_parameters(cfg, "train", SLURM)
-    assert parameters["gpus_per_node"] == 8 and parameters["ntasks_per_node"] == 8
-    assert parameters["cpus_per_task"] == 8 and parameters["mem"] == "512GB" and parameters["time"] == 720
+    assert parameters["gpus_per_node"] == 4 and parameters["ntasks_per_node"] == 4  # med-s1's 4 GPUs
+    assert parameters["cpus_per_task"] == 8 and parameters["mem"] == "256GB" and parameters["time"] == 720
     assert parameters["job_name"] == "meds1-med-s1-1k-train"
 
 
@@ -176,7 +176,7 @@ def test_dry_run_plan_names_jobs_resources_dependencies_and_paths(make_config, t
     text = format_plan(steps, submitted=False)
     assert "#2 train  med-s1-1k: would submit" in text
     assert "after:     #1 (curate of med-s1-1k) succeeds" in text
-    assert "nodes=1 tasks/node=8 gpus/node=8 cpus/task=8 mem=512GB time=720min partition=gpu" in text
+    assert "nodes=1 tasks/node=4 gpus/node=4 cpus/task=8 mem=256GB time=720min partition=gpu" in text
     assert f"log:       {tmp_path / 'out' / 'logs' / 'slurm' / '%j'}/%j_0_log.out" in text
     assert f"output:    {tmp_path / 'out' / 'med-s1-1k' / 'train'}" in text
 
@@ -394,7 +394,7 @@ def test_a_multirun_dry_run_applies_each_points_overrides_on_top_of_its_experime
     assert result.returncode == 0, result.stdout + result.stderr
     plans = result.stdout.split("\n  #")
     med_train = next(p for p in plans if p.startswith("9 train  med-s1-1k__curation.n_samples=5"))
-    assert "tasks/node=3 gpus/node=3 cpus/task=21 mem=512GB time=720min" in med_train
+    assert "tasks/node=3 gpus/node=3 cpus/task=10 mem=256GB time=720min" in med_train
     assert result.stdout.count("would submit") == 13  # 4 points x 3 stages + the demo's shared base eval
 
 

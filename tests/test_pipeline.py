@@ -21,6 +21,7 @@ LAYERS = {
     "meds1.workspace": 0,
     "meds1.registry": 0,
     "meds1.errors": 0,
+    "meds1.provenance": 0,
     "meds1.models": 1,
     "meds1.curation": 1,
     "meds1.inference": 1,

@@ -29,6 +29,13 @@ def test_derived_batch_keeps_the_global_batch(global_batch, per_device, world, e
     assert per * accumulation * world == global_batch
 
 
+def test_med_s1_batch_4_runs_on_4_gpus_and_batch_2_is_refused_there():
+    assert derive_batch_sizes(4, 1, 4) == (1, 1)
+    # med-s1's sft_carina.sh computes accumulation 2 // 4 = 0 here; meds1 refuses it.
+    with pytest.raises(UserError, match="global_batch_size=2 is not divisible by the world size 4"):
+        derive_batch_sizes(2, 1, 4)
+
+
 def test_batch_that_does_not_divide_is_refused():
     with pytest.raises(UserError, match="global_batch_size=16 is not divisible by the world size 3"):
         derive_batch_sizes(16, 1, 3)
@@ -137,6 +144,7 @@ def test_sft_arguments_from_a_gpu_recipe():
     assert args.per_device_train_batch_size == 1 and args.gradient_accumulation_steps == 2
     assert args.bf16 and not args.activation_checkpointing  # FSDP checkpoints activations itself
     assert args.learning_rate == 1e-5 and args.max_length == 32768 and args.report_to == []
+    assert (args.adam_beta1, args.adam_beta2, args.weight_decay) == (0.9, 0.95, 1e-4)
     plugin_args = args.fsdp_plugin_args
     assert plugin_args["fsdp_version"] == 2 and plugin_args["reshard_after_forward"] is True
     assert plugin_args["activation_checkpointing"] is True
@@ -152,6 +160,21 @@ def test_sft_arguments_for_packing_and_validation():
     assert arguments["packing"] and arguments["packing_strategy"] == "bfd"
     assert arguments["eval_strategy"] == "steps" and arguments["eval_steps"] == cfg.trainer.save_steps
     assert "fsdp" not in arguments and arguments["activation_checkpointing"] is False
+
+
+def test_adam_betas_reach_the_optimizer(make_config, tiny_model_dir):
+    """The betas of the optimizer the Trainer builds are the recipe's, not transformers' defaults."""
+    from datasets import Dataset
+
+    from meds1.training.sft import build_trainer, load_model, split_validation
+    from tests.test_train_masking import conversations
+
+    cfg = make_config("experiment=demo", "trainer.adam_beta1=0.8", "trainer.adam_beta2=0.95")
+    model, tokenizer = load_model(str(tiny_model_dir), None, "float32", None)
+    rows, _ = split_validation(Dataset.from_dict({"messages": conversations("huatuo", None, n=4)}), 0, 1)
+    trainer = build_trainer(cfg.trainer, model, tokenizer, rows, None, Path(cfg.paths.root) / "ckpt", seed=1)
+    optimizer = trainer.create_optimizer()
+    assert {group["betas"] for group in optimizer.param_groups} == {(0.8, 0.95)}
 
 
 @pytest.mark.parametrize(

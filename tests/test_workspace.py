@@ -9,11 +9,12 @@ def test_commit_moves_complete_output_into_place(make_config):
     with StageWorkspace(cfg, "curate") as ws:
         (ws.path / "data.txt").write_text("rows")
         assert not ws.final.exists()
-        ws.commit({"n": 1})
+        ws.commit(record := {"n": 1})
     assert (ws.final / "data.txt").read_text() == "rows"
-    assert read_marker(ws.final)["record"] == {"n": 1}
+    assert set(record) == {"n", "provenance"}  # the record that also goes to results.json
+    assert read_marker(ws.final)["record"] == record
     assert not ws.partial.exists()
-    assert StageWorkspace(cfg, "curate").completed_record() == {"n": 1}
+    assert StageWorkspace(cfg, "curate").completed_record() == record
 
 
 def test_force_or_other_config_means_not_complete(make_config):

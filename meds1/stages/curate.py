@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from meds1.config import Config
-from meds1.curation.decontamination import contaminated
+from meds1.curation.decontamination import check_config as check_decontamination
+from meds1.curation.decontamination import nearest_eval_questions
 from meds1.curation.difficulty import CORRECT, UNJUDGED, annotate_difficulty, check_prompts
 from meds1.curation.embedding import question_embeddings
 from meds1.curation.formatting import assistant_template, format_rows
@@ -48,7 +49,8 @@ def run(cfg: Config) -> dict:
 
         if curation.decontamination.enabled:
             kept = rows.index[rows["filter_status"] == KEPT]
-            overlap = contaminated(rows.loc[kept], curation.decontamination)
+            matches, overlap = nearest_eval_questions(rows.loc[kept], curation.decontamination)
+            rows = rows.join(matches)
             remove(rows, kept[overlap], "decontamination", "eval_overlap")
 
         if curation.difficulty.enabled:
@@ -101,7 +103,8 @@ def run(cfg: Config) -> dict:
             "source_fingerprint": source,
             "stats": stats,
         }
-        workspace.commit(record)
+        source_revision = None if curation.source.path else curation.source.revision
+        workspace.commit(record, source={"revision": source_revision, "fingerprint": source})
     record_result(cfg, "curate", record)
     log_summary(stats)
     return record
@@ -115,6 +118,7 @@ def check_config(cfg: Config) -> None:
     if curation.n_samples < 0:
         raise UserError(f"curation.n_samples must be >= 0, not {curation.n_samples}")
     check_specialty(curation.specialty)
+    check_decontamination(curation.decontamination)
     if curation.method == "s1" and curation.specialty.method == "none":
         raise UserError(
             "curation.method=s1 samples across specialties: "

@@ -16,7 +16,7 @@ import statistics
 
 from meds1.config import Config, EvalConfig
 from meds1.errors import UserError
-from meds1.evaluation.budget_forcing import budget_force
+from meds1.evaluation.budget_forcing import budget_force, markers
 from meds1.evaluation.data import load_suite
 from meds1.evaluation.predictions import PredictionWriter, read_predictions, write_predictions
 from meds1.evaluation.prompts import build_conversation
@@ -45,8 +45,21 @@ def check_settings(eval_cfg: EvalConfig, backend: str) -> None:
         raise UserError(f"eval.repeats must be >= 1 (got {eval_cfg.repeats})")
     if eval_cfg.max_new_tokens < 1:
         raise UserError(f"eval.max_new_tokens must be >= 1 (got {eval_cfg.max_new_tokens})")
+    if eval_cfg.tts.enabled:
+        markers(eval_cfg.tts)  # an unknown layout stops here, before any model is loaded
     if eval_cfg.repeats > 1 and eval_cfg.temperature == 0:
         log.warning("eval: %d repeats with temperature 0 differ only by nondeterminism", eval_cfg.repeats)
+
+
+def check_tts_markers(cfg: Config) -> None:
+    """Budget forcing must use the markers of the trained answers; a custom template has no known ones."""
+    tts, template = cfg.eval.tts, cfg.curation.format.assistant_template
+    unset = None in (tts.think_start, tts.think_end, tts.answer_prefix)
+    if tts.enabled and "train" in cfg.stages and template is not None and unset:
+        raise UserError(
+            "eval.tts: the model was trained with curation.format.assistant_template; set "
+            "eval.tts.think_start, eval.tts.think_end and eval.tts.answer_prefix to that template's markers"
+        )
 
 
 def run(cfg: Config) -> dict:
@@ -54,6 +67,7 @@ def run(cfg: Config) -> dict:
     if (record := completed(cfg, workspace)) is not None:
         return record
     check_settings(cfg.eval, cfg.inference.backend)
+    check_tts_markers(cfg)
     model = evaluated_model(cfg)
     rows, skipped = load_suite(list(cfg.eval.suite), cfg.eval.max_per_source)
     runs = range(cfg.eval.repeats)
@@ -152,6 +166,7 @@ def check_failures(predictions: list[dict], allowed: int, file) -> None:
 def build_metrics(predictions: list[dict], cfg: Config, model: str, skipped: dict) -> dict:
     metrics = {
         **score(predictions),
+        "decoding": decoding(cfg.eval),
         "repeats": cfg.eval.repeats,
         "seeds": [cfg.seed + run for run in range(cfg.eval.repeats)],
         "failed": sum(bool(p.get("error")) for p in predictions),
@@ -162,9 +177,20 @@ def build_metrics(predictions: list[dict], cfg: Config, model: str, skipped: dic
         metrics["tts"] = {
             "budget": cfg.eval.tts.budget,
             "num_ignore": cfg.eval.tts.num_ignore,
+            "layout": cfg.eval.tts.layout,
+            "answer_max_tokens": cfg.eval.tts.answer_max_tokens,
             "mean_thinking_tokens": statistics.fmean(p.get("thinking_tokens", 0) for p in predictions),
         }
     return metrics
+
+
+def decoding(eval_cfg: EvalConfig) -> dict:
+    """The sampling settings that produced the answers (greedy when temperature is 0)."""
+    return {
+        "temperature": eval_cfg.temperature,
+        "top_p": eval_cfg.top_p,
+        "max_new_tokens": eval_cfg.max_new_tokens,
+    }
 
 
 def log_table(metrics: dict) -> None:
@@ -192,6 +218,10 @@ def log_table(metrics: dict) -> None:
             m["mean_output_tokens"] or 0.0,
             spread,
         )
+    log.info(
+        "eval: decoding: temperature %(temperature)g, top_p %(top_p)g, max_new_tokens %(max_new_tokens)d",
+        metrics["decoding"],
+    )
     if "tts" in metrics:
         log.info(
             "eval: budget forcing: budget %(budget)d, mean thinking tokens %(mean_thinking_tokens).1f",

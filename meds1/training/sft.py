@@ -106,6 +106,8 @@ def sft_arguments(
         per_device_eval_batch_size=per_device,
         gradient_accumulation_steps=accumulation,
         weight_decay=trainer.weight_decay,
+        adam_beta1=trainer.adam_beta1,
+        adam_beta2=trainer.adam_beta2,
         warmup_steps=trainer.warmup_ratio,  # a value below 1 is a fraction of the total steps
         lr_scheduler_type=trainer.lr_scheduler,
         max_length=trainer.block_size,
