@@ -103,14 +103,14 @@ def test_a_complete_stage_with_the_same_config_is_reused_wherever_it_lives(make_
     assert plan([dataclasses.replace(other, stage="all")], None)[0].action == COMPLETE  # plans do not link
     assert not stage_dir(other, "curate").exists()
     workspace = StageWorkspace(other, "curate")
-    assert workspace.completed_record() == {"n": 1}
+    assert workspace.completed_record()["n"] == 1
     assert workspace.reused_from == stage_dir(cfg, "curate").resolve()
     assert (stage_dir(other, "curate") / "rows").read_text() == "curated"  # linked into its own slug
     forced = StageWorkspace(dataclasses.replace(other, force=True), "curate")
     with forced:
         forced.commit({"n": 2})
-    assert read_marker(stage_dir(cfg, "curate"))["record"] == {"n": 1}  # the original is left alone
-    assert read_marker(stage_dir(other, "curate"))["record"] == {"n": 2}
+    assert read_marker(stage_dir(cfg, "curate"))["record"]["n"] == 1  # the original is left alone
+    assert read_marker(stage_dir(other, "curate"))["record"]["n"] == 2
     changed = dataclasses.replace(other, overrides=["seed=3"], seed=3)
     assert StageWorkspace(changed, "curate").completed_record() is None  # another config: not reused
 
