@@ -102,46 +102,98 @@ class LLMConfig:
     attempts: int = 3  # asks again (with the reply and a correction) while the reply cannot be parsed
 
 
+def _judge_llm() -> LLMConfig:
+    # med-s1 data/utils/openai_utils.py get_model_response: temperature 0.1, max_tokens 500
+    return LLMConfig(max_new_tokens=500, temperature=0.1)
+
+
 @dataclass
 class JudgeConfig:
     method: str = "llm"  # llm | match (offline normalized-answer matching)
-    llm: LLMConfig = field(default_factory=LLMConfig)
+    llm: LLMConfig = field(default_factory=_judge_llm)
+    # med-s1 data/utils/openai_utils.py verify_answer, verbatim (its trailing newline included)
     prompt: str = (
-        "You are an expert medical knowledge evaluator. Compare the model's answer to the correct answer "
-        "and decide whether they are equivalent in meaning. Consider medical terminology and concepts "
-        "carefully.\n\nQuestion: {question}\n\nModel's answer: {answer}\n\nCorrect answer: {reference}\n\n"
-        "Are these answers equivalent in meaning? Explain your reasoning briefly, then end your reply with "
-        "a single word: Yes or No."
+        "You are an expert medical knowledge evaluator. Compare the following model answer to the correct "
+        "answer and determine if they are equivalent in meaning. Consider medical terminology and concepts "
+        "carefully.\n\nQuestion: {question}\n\nModel's Answer: {answer}\n\nCorrect Answer: {reference}\n\n"
+        "Are these answers equivalent in meaning? Explain your reasoning and end with a single word 'Yes' "
+        "or 'No'.\n"
     )
     reference_column: str = "Response"  # the reference answer (a short gold column if the source has one)
 
 
+class PromptFormat(str, Enum):
+    """How the difficulty filter's base model is asked."""
+
+    raw = "raw"  # `prompt` is the whole text, completed as is (BOS added): med-s1's protocol
+    chat = "chat"  # `prompt` is the user turn, rendered with the model's chat template
+
+
 @dataclass
 class DifficultyConfig:
-    """Drop rows the base model (`model`, through `inference`) already answers correctly."""
+    """Drop rows the base model (`model`, through `inference`) already answers correctly.
+
+    Defaults: med-s1's protocol (data/utils/model_utils.py format_medical_prompt and _llama_forward).
+    """
 
     enabled: bool = True
-    prompt: str = "{question}"  # the base model's user turn
+    prompt_format: PromptFormat = PromptFormat.raw
+    prompt: str = (
+        "You are an expert medical professional. Answer the following medical question accurately and "
+        "concisely.\n\nQuestion: {question}\n\nThink through this step-by-step:\n1."
+    )
     max_new_tokens: int = 1024
-    temperature: float = 0.0
+    temperature: float = 0.05
+    top_p: float = 0.9
+    frequency_penalty: float = 0.1
+    stop: list[str] = field(default_factory=lambda: ["</s>", "\n\n"])
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     drop_unjudged: bool = False  # also drop rows whose verdict is unparseable/failed (recorded either way)
 
 
+class UnlabeledRows(str, Enum):
+    """What becomes of rows the labeler leaves unlabeled (meds1/stages/curate.py)."""
+
+    drop = "drop"  # they leave the pool (med-s1: no_specialty_assigned)
+    domain = "domain"  # they stay, as one more s1 domain, `Unlabeled`
+
+
+def _labeler_llm() -> LLMConfig:
+    return LLMConfig(max_new_tokens=500, temperature=0.1)  # med-s1's get_model_response
+
+
 @dataclass
 class SpecialtyConfig:
-    """One specialty label per question, from the taxonomy file."""
+    """One specialty label per question, from the taxonomy file.
+
+    The defaults are med-s1's labeler (`data/utils/specialty_utils.py` `classify_specialty` at 92b9b79): its
+    147-name list, its prompt, the first `SPECIALTY: NNN` of the reply, the same prompt asked again while
+    unparseable. `curation/specialty=meds1` selects meds1's own list and prompt.
+    """
 
     method: str = "llm"  # llm | embedding | column | none
     column: str = "specialty"  # column: the source column holding the labels
-    taxonomy: str = "pkg://meds1/curation/specialties.txt"
-    llm: LLMConfig = field(default_factory=LLMConfig)
-    prompt: str = (
-        "Given a medical question, determine which specialty would be primarily responsible for it.\n\n"
-        "Question: {question}\n\nSpecialties:\n{specialties}\n\nChoose the most specific applicable "
-        "specialty, explain your choice in one or two sentences, and end your reply with "
-        '"SPECIALTY: NNN", where NNN is the three-digit number of the specialty in the list.'
+    taxonomy: str = "pkg://meds1/curation/specialties_med_s1.txt"
+    llm: LLMConfig = field(default_factory=_labeler_llm)
+    prompt: str = (  # {question}, {specialties} (the taxonomy as "001. name" lines)
+        "You are a medical education expert tasked with classifying questions into medical specialties.\n"
+        "You must select the most appropriate specialty from the numbered list.\n"
+        "Your response MUST end with 'SPECIALTY: XXX' where XXX is the three-digit number from the list.\n\n"
+        "Question: {question}\n\n"
+        "Given a medical question, determine which specialty would be primarily responsible for managing "
+        "the case.\n\nAvailable Specialties:\n{specialties}\n\nInstructions:\n"
+        "1. Analyze the medical concepts and procedures in the question\n"
+        "2. Choose the most specific applicable specialty\n"
+        "3. Briefly explain your choice\n"
+        '4. End with "SPECIALTY: XXX" where XXX is the three-digit number\n\n'
+        "Example:\nQuestion: A patient presents with chest pain radiating to the left arm, with ST elevation "
+        "on ECG.\nAnalysis: While Emergency Medicine might initially see this patient, Cardiology "
+        "(Cardiovascular Disease) would be the primary specialist for managing acute coronary syndrome.\n"
+        "SPECIALTY: 030\n\nYour response:\n"
     )
+    code_pattern: str = r"SPECIALTY:\s*(\d{3})"  # its first match's group is the 1-based number in the list
+    correction: str | None = None  # unparseable reply: null asks the prompt again; text: a correction turn
+    unlabeled: UnlabeledRows = UnlabeledRows.drop
 
 
 @dataclass
@@ -181,10 +233,19 @@ class FormatConfig:
     assistant_template: str | None = None  # "{cot}"/"{response}" template; overrides `layout` when set
 
 
+class CurationPool(str, Enum):
+    """The rows selection draws from (meds1/curation/pool.py)."""
+
+    all = "all"  # every source row: med-s1's random and all arms
+    quality = "quality"  # rows that pass the quality filter: s1's 1K-random
+    filtered = "filtered"  # rows that pass every filter: the s1 arms
+
+
 @dataclass
 class CurationConfig:
     method: str = "s1"  # s1 | random | all | embedding-diversity
     n_samples: int = 1000
+    pool: CurationPool = CurationPool.filtered
     source: SourceConfig = field(default_factory=SourceConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
@@ -302,8 +363,7 @@ class InferenceConfig:
     api_key: str | None = None  # from the environment; never written to disk
     served_model: str | None = None  # the request's `model` field; default: the model's path
     max_concurrency: int = 8
-    max_retries: int = 3
-    retry_backoff_s: float = 1.0
+    max_retries: int = 3  # the openai SDK's retries: Retry-After honoured (up to 120 s), else backoff 0.5-8 s
     requests_per_minute: float | None = None
     timeout_s: float = 120.0
     # vllm: offline engines on this node's GPUs (pip install -e ".[vllm]")
@@ -326,6 +386,7 @@ class ReportConfig:
     outputs: list[str] = field(default_factory=lambda: ["markdown", "csv", "plots", "html"])
     out_dir: str = "${paths.root}/report"
     status: bool = True  # print each experiment's stage status (not run/queued/running/done/failed)
+    baseline: str | None = None  # an experiment: add paired comparisons of every other one against it
 
 
 @dataclass

@@ -175,7 +175,6 @@ def test_a_server_killed_mid_run_gives_recorded_failures_then_a_clean_resume(
                 f"inference.served_model={model}",
                 "inference.max_concurrency=2",
                 "inference.max_retries=1",
-                "inference.retry_backoff_s=0.05",
                 "eval.max_per_source=4",
                 "eval.max_new_tokens=4",
             )

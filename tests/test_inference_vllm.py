@@ -98,3 +98,11 @@ def test_data_parallel_engines_answer_like_one(backend, model_dir):
         assert [g.text for g in parallel.generate(conversations(16), sampling)] == [g.text for g in single]
     finally:
         parallel.close()
+
+
+def test_complete_raw_encodes_by_default_and_applies_the_frequency_penalty(backend):
+    prompt = "Question: which drug causes optic neuritis?\n\nThink through this step-by-step:\n1."
+    [free] = backend.complete_raw([prompt], Sampling(max_new_tokens=24))
+    [penalized] = backend.complete_raw([prompt], Sampling(max_new_tokens=24, frequency_penalty=2.0))
+    assert free.prompt_tokens == len(backend.tokenizer(prompt)["input_ids"])  # as LLM.generate(str) encodes
+    assert penalized.text != free.text  # the tiny model repeats itself without the penalty

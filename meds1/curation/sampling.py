@@ -6,7 +6,9 @@
 2. until n rows are chosen: pick a specialty (uniformly while fewer than `uniform_fraction * n` rows
    are chosen, then in proportion to `specialty_weights`, default weight 1), and within it an
    unchosen row with probability proportional to 2^-rank, rank 0 = the longest CoT left; a
-   specialty is dropped once empty.
+   specialty is dropped once empty. Rows without a label form one more specialty, `Unlabeled` (with
+   `curation.specialty.unlabeled=domain`; by default they have left the pool, as in med-s1, whose
+   domains are the labels only).
 `embedding-diversity` (med-s1's variant): k-means over the question embeddings with
 `cluster_fraction * n` clusters; the `outlier_fraction * n` rows farthest from their centroid are
 taken first, then the clusters are visited round-robin (in a seeded random order each round),

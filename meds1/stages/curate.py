@@ -1,5 +1,7 @@
 """stage=curate: load rows, filter (quality, eval overlap, difficulty), label, select, format.
 
+`curation.pool` decides which filters define the rows selection draws from (`meds1/curation/pool.py`).
+
 Writes `filtered.parquet` (every row with `filter_status/filter_stage/filter_reason` and its
 annotations), `curated.parquet` (the selected rows) and `formatted/` (chat dataset for training).
 Expensive annotations come from the annotation cache (`meds1/curation/cache.py`), so reruns,
@@ -13,12 +15,13 @@ import logging
 import numpy as np
 import pandas as pd
 
-from meds1.config import Config
+from meds1.config import Config, CurationPool
 from meds1.curation.decontamination import check_config as check_decontamination
 from meds1.curation.decontamination import nearest_eval_questions
 from meds1.curation.difficulty import CORRECT, UNJUDGED, annotate_difficulty, check_prompts
 from meds1.curation.embedding import question_embeddings
 from meds1.curation.formatting import assistant_template, format_rows
+from meds1.curation.pool import pool_filters
 from meds1.curation.quality import KEPT, REMOVED, quality_filter
 from meds1.curation.sampling import METHODS, select
 from meds1.curation.source import fingerprint, load_source
@@ -38,14 +41,14 @@ def run(cfg: Config) -> dict:
         return record
     check_config(cfg)
     curation = cfg.curation
+    filters = pool_filters(curation)
     annotations: dict[str, dict] = {}
     with workspace:
         rows = load_source(curation.source)
         source = fingerprint(rows)
         tokenizer = load_tokenizer(cfg.model, cfg.paths.cache)
-        rows = quality_filter(
-            rows, tokenizer, curation.quality.truncated_cot_tokens, curation.tokenize_batch_size
-        )
+        truncated = curation.quality.truncated_cot_tokens if "quality" in filters else []
+        rows = quality_filter(rows, tokenizer, truncated, curation.tokenize_batch_size)
 
         if curation.decontamination.enabled:
             kept = rows.index[rows["filter_status"] == KEPT]
@@ -53,7 +56,7 @@ def run(cfg: Config) -> dict:
             rows = rows.join(matches)
             remove(rows, kept[overlap], "decontamination", "eval_overlap")
 
-        if curation.difficulty.enabled:
+        if "difficulty" in filters:
             judged, annotations["difficulty"] = annotate_difficulty(
                 rows[rows["filter_status"] == KEPT], cfg, source
             )
@@ -69,6 +72,9 @@ def run(cfg: Config) -> dict:
         if curation.specialty.method != "none":
             labels, annotations["specialty"] = annotate_specialties(pool, cfg, source)
             rows = rows.drop(columns=[c for c in labels.columns if c in rows.columns]).join(labels)
+            if "specialty" in filters:
+                unlabeled = labels.index[labels["specialty_status"] != LABELED]
+                remove(rows, unlabeled, "specialty", UNLABELED_REASON)
             pool = rows[rows["filter_status"] == KEPT]
 
         embeddings = None
@@ -94,7 +100,7 @@ def run(cfg: Config) -> dict:
         curated.to_parquet(out / "curated.parquet", index=False)
         format_rows(curated, curation.format, tokenizer).save_to_disk(str(out / "formatted"))
 
-        stats = curation_stats(rows, curated, cfg, annotations)
+        stats = curation_stats(rows, curated, cfg, filters, annotations)
         final = workspace.final
         record = {
             "dataset_path": str(final / "formatted"),
@@ -124,9 +130,12 @@ def check_config(cfg: Config) -> None:
             "curation.method=s1 samples across specialties: "
             "set curation.specialty.method to llm, embedding or column"
         )
-    if curation.difficulty.enabled:
+    if "difficulty" in pool_filters(curation):
         check_prompts(curation.difficulty)
     assistant_template(curation.format)
+
+
+UNLABELED_REASON = "no_specialty_assigned"  # med-s1's reason
 
 
 def remove(rows: pd.DataFrame, index: pd.Index, stage: str, reason: str) -> None:
@@ -143,7 +152,9 @@ STATS_COLUMNS = (
 )
 
 
-def curation_stats(rows: pd.DataFrame, curated: pd.DataFrame, cfg: Config, annotations: dict) -> dict:
+def curation_stats(
+    rows: pd.DataFrame, curated: pd.DataFrame, cfg: Config, filters: list[str], annotations: dict
+) -> dict:
     curation = cfg.curation
     rows = rows[[c for c in STATS_COLUMNS if c in rows]]  # no long texts: cheap to filter
     removed = rows[rows["filter_status"] == REMOVED]
@@ -161,6 +172,8 @@ def curation_stats(rows: pd.DataFrame, curated: pd.DataFrame, cfg: Config, annot
         "selected_rows": len(curated),
         "n_requested": curation.n_samples,
         "method": curation.method,
+        "pool": CurationPool(curation.pool).value,
+        "pool_filters": filters,
         "removed": {f"{stage}/{reason}": int(n) for (stage, reason), n in reasons.items()},
         "cot_tokens": _summary(curated["cot_tokens"].to_numpy()),
         "pool_cot_tokens": _summary(pool["cot_tokens"].to_numpy()),
@@ -175,12 +188,15 @@ def curation_stats(rows: pd.DataFrame, curated: pd.DataFrame, cfg: Config, annot
         if unjudged:
             action = "dropped" if curation.difficulty.drop_unjudged else "kept in the pool"
             warnings.append(f"difficulty: {unjudged} rows have no usable verdict; {action}")
-    if "specialty_status" in pool:
-        statuses = pool["specialty_status"].value_counts().to_dict()
+    if "specialty_status" in rows:
+        statuses = rows["specialty_status"].dropna().value_counts().to_dict()
         stats["specialty_status"] = statuses
         unlabeled = sum(n for status, n in statuses.items() if status != LABELED)
         if unlabeled:
-            warnings.append(f"specialty: {unlabeled} of {len(pool)} pool rows are unlabeled ({statuses})")
+            action = "dropped" if "specialty" in filters else "kept as one more domain"
+            warnings.append(
+                f"specialty: {unlabeled} of {sum(statuses.values())} rows got no label ({statuses}); {action}"
+            )
     return stats
 
 
@@ -197,9 +213,11 @@ def _summary(values: np.ndarray) -> dict:
 
 def log_summary(stats: dict) -> None:
     log.info(
-        "curate: %d rows -> %d passed filters -> %d selected (%s)",
+        "curate: %d rows -> %d in the %s pool (%s) -> %d selected (%s)",
         stats["total_rows"],
         stats["pool_rows"],
+        stats["pool"],
+        ", ".join(stats["pool_filters"]),
         stats["selected_rows"],
         stats["method"],
     )
