@@ -1,4 +1,4 @@
-"""Command-line checks and stage dispatch for run.py.
+"""Command-line checks for run.py (what runs next: meds1.launch.dispatch).
 
 Hydra reports a bad group choice, key or value over several lines, and meds1's own rules (`validate`)
 would fail only once the task runs. So run.py first reads the command line with Hydra's own parser,
@@ -11,9 +11,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
-import importlib
-import logging
-import os
 import sys
 import types
 import typing
@@ -21,13 +18,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
-from meds1.config import COMMANDS, CONF_DIR, Config, SlurmLauncherConfig, register_configs, to_config
+from meds1.config import CONF_DIR, Config, SlurmLauncherConfig, register_configs, to_config
 from meds1.errors import UserError
 
-log = logging.getLogger("meds1")
-
-# hydra-submitit-launcher's SLURM launcher (it acts only with -m, and waits for its jobs).
-SUBMITIT_SLURM_TARGET = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
 # Plugin resource keys that meds1 takes from each stage instead.
 STAGE_RESOURCE_KEYS = ("gpus_per_node", "tasks_per_node", "nodes", "cpus_per_task", "mem_gb", "timeout_min")
 TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
@@ -206,70 +199,3 @@ def check_command_line(argv: list[str] | None = None) -> None:
     if problem:
         print(f"meds1: {problem}", file=sys.stderr)
         sys.exit(2)
-
-
-def dispatch(cfg: DictConfig) -> dict | list:
-    """Run the stage named by `cfg.stage` here, or submit it (hydra/launcher=slurm); exits on a UserError."""
-    from hydra.core.hydra_config import HydraConfig
-
-    hydra = HydraConfig.get()
-    config = to_config(cfg, overrides=list(hydra.overrides.task))
-    return exit_on_user_error(run_command, config, hydra)
-
-
-def exit_on_user_error(function, *args):
-    """`function(*args)`; a UserError becomes one logged line and exit status 1."""
-    try:
-        return function(*args)
-    except UserError as error:
-        log.error("%s", error)
-        sys.exit(1)
-
-
-def run_command(config: Config, hydra) -> dict | list:
-    if config.stage not in COMMANDS:
-        raise UserError(f"unknown stage {config.stage!r}; valid: {', '.join(COMMANDS)}")
-    launcher = slurm_launcher(hydra)
-    if config.stage == "report":
-        from meds1.launch.status import refresh
-        from meds1.paths import registry_path
-
-        refresh(registry_path(config))  # settle jobs that ended without reporting (cancelled, killed)
-    elif launcher is not None:
-        from meds1.launch.submit import launch
-
-        return launch([config], launcher)
-    elif config.dry_run:
-        from meds1.launch.plan import format_plan, plan
-
-        steps = plan([config], None)
-        print(
-            f"meds1 dry run: nothing run. Plan ({len(steps)} steps):\n{format_plan(steps, submitted=False)}"
-        )
-        return steps
-    if config.stage != "train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise UserError(
-            f"stage={config.stage} runs in one process, but torchrun started {os.environ['WORLD_SIZE']}: "
-            "run only stage=train under torchrun (every process would repeat the other stages)"
-        )
-    return importlib.import_module(f"meds1.stages.{config.stage}").run(config)
-
-
-def slurm_launcher(hydra) -> SlurmLauncherConfig | None:
-    """meds1's SLURM launcher settings when it is the chosen launcher, else None (run here).
-
-    Hydra applies a launcher only with -m; without it, `hydra/launcher=slurm` still submits (meds1 does
-    it here), and hydra-submitit-launcher's `submitit_slurm` stops with a line saying what to use instead.
-    """
-    from hydra.types import RunMode
-    from omegaconf import OmegaConf
-
-    target = hydra.launcher.get("_target_")
-    if target == SlurmLauncherConfig._target_:
-        return SlurmLauncherConfig(**OmegaConf.to_container(hydra.launcher, resolve=True))
-    if target == SUBMITIT_SLURM_TARGET and hydra.mode == RunMode.RUN:
-        raise UserError(
-            "hydra/launcher=submitit_slurm applies only with -m (without it this would run here); "
-            "use hydra/launcher=slurm, which submits with or without -m"
-        )
-    return None

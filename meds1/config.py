@@ -19,9 +19,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from meds1.errors import UserError
+from meds1.pipeline import COMMAND_ENTRIES, STAGES  # the stage table
 
-STAGES = ("curate", "train", "eval")
-COMMANDS = (*STAGES, "all", "report")
+COMMANDS = (*STAGES, *COMMAND_ENTRIES)
 
 
 class Choice(StrEnum):
@@ -439,7 +439,7 @@ class Config:
     force: bool = False
     dry_run: bool = False  # print the plan (on SLURM: jobs, resources, dependencies, paths); run nothing
     wait: bool = False  # hydra/launcher=slurm: block until the jobs end (default: return once queued)
-    overrides: list[str] = field(default_factory=list)  # the command line's overrides; set by run.py
+    overrides: list[str] = field(default_factory=list)  # the command line's overrides that change the config
     paths: PathsConfig = field(default_factory=PathsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     curation: CurationConfig = field(default_factory=CurationConfig)
@@ -635,12 +635,15 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 def compose(overrides: list[str] = ()) -> Config:
     """Compose the project config the way `run.py` does (for tests, notebooks and benchmarks)."""
-    from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+
+    from meds1.overrides import global_composer
 
     register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=list(overrides))
-    return to_config(cfg, overrides=list(overrides))
+        composer = global_composer()
+        cfg = composer.compose(overrides)
+        effective = composer.effective(overrides)
+    return to_config(cfg, overrides=effective)

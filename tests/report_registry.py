@@ -7,6 +7,7 @@ record provenance (one sweep eval ran a different vLLM), the others were recorde
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -173,7 +174,10 @@ TTS = [(512, 0.52, 480.0), (4096, 0.58, 2900.0)]
 def build(make_config) -> Path:
     """Write the fixture registry under make_config's root; returns the root."""
     for i, (experiment, n, rate, old) in enumerate(SWEEP):
-        cfg = make_config(f"experiment={experiment}", f"curation.n_samples={n}")
+        overrides = [f"experiment={experiment}", f"curation.n_samples={n}"]
+        # Slugs as meds1 named them from the override text, before slugs by value: the 1000-row points
+        # restate their experiment's own size, yet have their own slug (registries keep such entries).
+        cfg = dataclasses.replace(make_config(*overrides), overrides=overrides)
         job = None if old else 1000 + 10 * i  # the old-schema eval predates provenance too
         run_experiment(cfg, rate, old=old, job=job, vllm=OTHER_VLLM if i == 2 else None)
     run_experiment(make_config("experiment=med-s1-25k"), 0.62)

@@ -58,13 +58,36 @@ def test_quality_filter_records_each_reason():
     assert len(out) == len(frame)
 
 
-def test_cot_lengths_exclude_special_tokens(tmp_path, model_cache):
-    tokenizer = load_tokenizer(ModelConfig(name="tiny", path="tiny", build="tiny"), str(model_cache))
+def bos_word_tokenizer():
+    """A real fast tokenizer, one token per word, that puts `<s>` before every text (as Llama's does)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["w", "The", "patient", "has", "a", "fever.", "Hemoglobin", "is", "low"]
+    vocab = {"<unk>": 0, "<s>": 1, **{word: i for i, word in enumerate(words, 2)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>")
+
+
+def test_a_cot_of_exactly_1024_tokens_is_truncated_not_counting_special_tokens():
+    tokenizer = bos_word_tokenizer()
+    cots = [" ".join(["w"] * 1023), " ".join(["w"] * 1024)]
+    assert [len(tokenizer(cot)["input_ids"]) for cot in cots] == [1024, 1025]  # <s> is added
+    out = quality_filter(
+        rows(Question=["q1", "q2"], Complex_CoT=cots, Response=["r", "r"]), tokenizer, [1024]
+    )
+    assert out["cot_tokens"].tolist() == [1023, 1024]
+    assert out["filter_reason"].tolist() == [None, "cot_truncated"]
+
+
+def test_cot_lengths_exclude_special_tokens_in_every_batch():
+    tokenizer = bos_word_tokenizer()
     texts = ["The patient has a fever.", "", "Hemoglobin is low"] * 700
+    assert len(tokenizer(texts[0])["input_ids"]) == 6
     lengths = token_lengths(texts, tokenizer, batch_size=256)
-    expected = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts[:3]]
-    assert lengths[:3].tolist() == expected and len(lengths) == 2100
-    assert len(tokenizer("The patient has a fever.")["input_ids"]) >= expected[0]
+    assert lengths.tolist() == [5, 0, 3] * 700
 
 
 def pool(n: int, specialties: list[str], lengths=None) -> pd.DataFrame:

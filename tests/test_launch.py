@@ -396,3 +396,25 @@ def test_a_multirun_dry_run_applies_each_points_overrides_on_top_of_its_experime
     med_train = next(p for p in plans if p.startswith("9 train  med-s1-1k__curation.n_samples=5"))
     assert "tasks/node=3 gpus/node=3 cpus/task=10 mem=256GB time=720min" in med_train
     assert result.stdout.count("would submit") == 13  # 4 points x 3 stages + the demo's shared base eval
+
+
+def test_run_and_sweep_points_that_restate_the_experiment_share_its_slug(tmp_path):
+    from meds1.config import compose
+
+    own = compose(["experiment=demo"]).curation.n_samples
+    single = run_py("stage=curate", "dry_run=true", f"curation.n_samples={own}", f"paths.root={tmp_path}")
+    assert single.returncode == 0, single.stderr[-2000:]
+    assert "curate demo: would run" in single.stdout
+    sweep = run_py(
+        "-m",
+        "hydra/launcher=slurm",
+        "dry_run=true",
+        f"curation.n_samples={own},5",
+        f"paths.root={tmp_path}",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        env=no_slurm_env(),
+    )
+    assert sweep.returncode == 0, sweep.stdout + sweep.stderr
+    assert "curate demo: would submit" in sweep.stdout
+    assert "curate demo__curation.n_samples=5: would submit" in sweep.stdout
+    assert f"n_samples={own}" not in sweep.stdout

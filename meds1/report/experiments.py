@@ -17,10 +17,11 @@ from meds1 import registry
 from meds1.config import STAGES
 from meds1.errors import UserError
 from meds1.paths import STAGE_SECTIONS, make_slug, result_overrides, stage_sections
-from meds1.stages import RESULT_SECTIONS as SECTION_OF_STAGE
+from meds1.pipeline import PIPELINE
 
 NO_GROUP = "-"
 RESULT_SECTIONS = {section for sections in STAGE_SECTIONS.values() for section in sections}
+SECTION_OF_STAGE = {stage.name: stage.section for stage in PIPELINE}  # results.json's name of each stage
 
 
 @dataclass

@@ -26,7 +26,7 @@ from meds1.curation.sampling import select
 from meds1.curation.source import MALFORMED_LINES, fingerprint, load_source
 from meds1.curation.specialty import LABELED, annotate_specialties
 from meds1.models import load_tokenizer
-from meds1.stages import record_result
+from meds1.stages import completed, record_result
 from meds1.workspace import StageWorkspace
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,7 @@ log = logging.getLogger(__name__)
 
 def run(cfg: Config) -> dict:
     workspace = StageWorkspace(cfg, "curate")
-    if (record := workspace.completed_record()) is not None:
-        log.info("curate: %s is complete for this config; skipping (force=true reruns it)", workspace.final)
+    if (record := completed(cfg, workspace)) is not None:
         return record
     curation = cfg.curation
     filters = pool_filters(curation)

@@ -23,7 +23,7 @@ from meds1.evaluation.prompts import build_conversation
 from meds1.evaluation.scoring import judge, score
 from meds1.inference import Generation, Sampling, load_backend
 from meds1.models import model_path
-from meds1.stages import record_result
+from meds1.stages import completed, record_result
 from meds1.workspace import StageWorkspace, require_complete
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,7 @@ def check_settings(eval_cfg: EvalConfig) -> None:
 
 def run(cfg: Config) -> dict:
     workspace = StageWorkspace(cfg, "eval")
-    if (record := workspace.completed_record()) is not None:
-        log.info("eval: %s is complete for this config; skipping (force=true reruns it)", workspace.final)
+    if (record := completed(cfg, workspace)) is not None:
         return record
     check_settings(cfg.eval)
     model = evaluated_model(cfg)

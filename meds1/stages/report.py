@@ -10,6 +10,7 @@ provenance differs get a warning (log and results.md).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from dataclasses import dataclass
@@ -18,7 +19,6 @@ from pathlib import Path
 
 from rich.console import Console
 
-from meds1.cli import check_key
 from meds1.config import Config, ReportConfig
 from meds1.errors import MissingInputError, UserError
 from meds1.paths import registry_path
@@ -31,11 +31,14 @@ PAIRED_CSV = "paired.csv"
 LOG_WIDTH = 160  # columns of the tables when stdout is a log file or a pipe, not a terminal
 
 
-def check_group_by(group_by: str, chosen: list[registry_view.Experiment]) -> None:
-    """A key of the config schema, or one that some chosen experiment's recorded config has."""
-    problem = check_key(group_by)
-    if problem and not any(registry_view.config_value(e.config, group_by) is not None for e in chosen):
-        raise UserError(f"report.group_by: {problem}")
+def check_group_by(cfg: Config, chosen: list[registry_view.Experiment]) -> None:
+    """A key of this config, or one that some chosen experiment's recorded config has."""
+    group_by = cfg.report.group_by
+    configs = [dataclasses.asdict(cfg), *(e.config for e in chosen)]
+    if all(registry_view.config_value(config, group_by) is None for config in configs):
+        raise UserError(
+            f"report.group_by: unknown config key {group_by!r} (not in this config nor a chosen experiment)"
+        )
 
 
 def run(cfg: Config) -> dict:
@@ -50,7 +53,7 @@ def run(cfg: Config) -> dict:
         )
     slugs = registry_view.choose(known, list(report.experiments))
     chosen = registry_view.experiments(data, slugs, report.group_by)
-    check_group_by(report.group_by, chosen)
+    check_group_by(cfg, chosen)
 
     rows = tables.source_results(chosen)
     pivots = tables.pivots(rows, report.group_by)
