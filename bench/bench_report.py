@@ -79,7 +79,7 @@ def entry(index: int) -> tuple[str, dict]:
         "curation": {"method": method, "n_samples": size},
         "model": {"name": "llama3.1-8b"},
     }
-    results = {"curation": {"stats": stats}, "training": {"metrics": {}}, "eval": {"metrics": metrics}}
+    results = {"curate": {"stats": stats}, "train": {"metrics": {}}, "eval": {"metrics": metrics}}
     return make_slug(name, overrides), {"description": "", "config": config, "results": results}
 
 
@@ -175,7 +175,7 @@ def naive(cfg) -> None:
         for method in METHODS:
             points = sorted(
                 (
-                    e["results"]["curation"]["stats"]["selected_rows"],
+                    e["results"]["curate"]["stats"]["selected_rows"],
                     100 * e["results"]["eval"]["metrics"]["overall"]["accuracy"],
                 )
                 for e in experiments.values()
@@ -200,7 +200,7 @@ def naive(cfg) -> None:
 
     def funnel(ax, experiments):
         for i, (slug, e) in enumerate(experiments.items()):
-            stats, left = e["results"]["curation"]["stats"], []
+            stats, left = e["results"]["curate"]["stats"], []
             rows = stats["total_rows"]
             for removed in stats["removed"].values():
                 rows -= removed
@@ -211,7 +211,7 @@ def naive(cfg) -> None:
 
     def specialties(ax, experiments):
         for i, (slug, e) in enumerate(experiments.items()):
-            counts = e["results"]["curation"]["stats"]["specialties"]
+            counts = e["results"]["curate"]["stats"]["specialties"]
             ax.barh(
                 [j + i / len(experiments) for j in range(20)],
                 sorted(counts.values())[-20:],

@@ -1,9 +1,11 @@
 """The stage table: everything meds1 knows about a stage, in one place, and the chain they form.
 
 Dispatch, `stage=all`, the SLURM plan and jobs, slugs and config hashes, status and the report all read
-this table. A stage's name is its `stage=` value, its directory under `<root>/<slug>/` and its job name;
-`section` is the key of its record in results.json. Entry points and resource functions are named as
-`module:attribute` strings and imported only when called, so reading the table imports no stage code.
+this table. A stage's name is its `stage=` value, its directory under `<root>/<slug>/`, its job name and
+the key of its record in results.json (`experiments.<slug>.results.<name>`; med-s1's names for them are
+used only by the med-s1 import/export, meds1/report/medsone.py). Entry points and resource functions are
+named as `module:attribute` strings and imported only when called, so reading the table imports no
+stage code.
 
 Adding a stage: add a row here and write its module (a `run(cfg) -> record` function).
 """
@@ -23,7 +25,6 @@ if TYPE_CHECKING:
 class Stage:
     name: str
     entry: str  # "module:function" that runs the stage: run(cfg) -> the record it adds to results.json
-    section: str  # its key under `experiments.<slug>.results` in results.json
     reads: tuple[str, ...]  # config sections that change its result, beyond those of the stages before it
     resources: str  # what its job asks for: a config key ("trainer.resources") or a "module:function"(cfg)
     task_per_gpu: bool = False  # its job runs one task per GPU (a distributed process group)
@@ -34,14 +35,12 @@ PIPELINE = (
     Stage(
         name="curate",
         entry="meds1.stages.curate:run",
-        section="curation",
         reads=("curation", "model", "seed"),
         resources="meds1.curation.resources:curate_resources",
     ),
     Stage(
         name="train",
         entry="meds1.stages.train:run",
-        section="training",
         reads=("trainer",),
         resources="trainer.resources",
         task_per_gpu=True,
@@ -50,7 +49,6 @@ PIPELINE = (
     Stage(
         name="eval",
         entry="meds1.stages.eval:run",
-        section="eval",
         reads=("eval", "inference"),
         resources="inference.resources",
         resumable=True,

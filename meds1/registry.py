@@ -1,9 +1,13 @@
 """The results registry: `<root>/results.json`, shared by every job that writes results.
 
-Shape (as med-s1 users know it)::
+Shape (med-s1's, with each stage's record under the stage's name)::
 
     {"experiments": {"<slug>": {"description": ..., "config": {...},
-                                "results": {"curation": {...}, "training": {...}, "eval": {...}}}}}
+                                "results": {"curate": {...}, "train": {...}, "eval": {...}},
+                                "jobs": {"<stage>": {...}}}}}
+
+Older meds1 kept med-s1's names for the records ("curation", "training"); `load` renames them, so
+every reader sees stage names and the next update writes them.
 
 Many SLURM jobs finish at once, so every update takes an exclusive file lock, re-reads the file,
 changes one stage of one experiment, and atomically replaces the file.
@@ -25,9 +29,10 @@ from typing import Any
 from filelock import FileLock
 
 from meds1.errors import UserError
-from meds1.pipeline import PIPELINE
+from meds1.pipeline import STAGES
 
-SECTIONS = tuple(stage.section for stage in PIPELINE)
+# Results keys written by meds1 before they were the stage names (med-s1's), and their stage.
+OLD_RESULT_KEYS = {"curation": "curate", "training": "train"}
 # Names like api_key, hf_token, client_secret, db_password (but not max_new_tokens).
 SECRET_KEY = re.compile(r"(^|[_-])(api[_-]?key|token|secret|password|passwd|credentials?)$", re.IGNORECASE)
 REDACTED = "<redacted>"
@@ -56,7 +61,19 @@ def load(path: Path) -> dict:
     path = Path(path)
     if not path.exists():
         return {"experiments": {}}
-    return json.loads(path.read_text())
+    return _with_stage_names(json.loads(path.read_text()))
+
+
+def _with_stage_names(data: Any) -> Any:
+    """`data` with each record an older meds1 kept under med-s1's name moved under its stage's name
+    (a record already under the stage's name, written later, wins)."""
+    entries = data.get("experiments") if isinstance(data, dict) else None
+    for entry in entries.values() if isinstance(entries, dict) else ():
+        results = entry.get("results") if isinstance(entry, dict) else None
+        if isinstance(results, dict):
+            for old in sorted(OLD_RESULT_KEYS.keys() & results.keys()):
+                results.setdefault(OLD_RESULT_KEYS[old], results.pop(old))
+    return data
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -78,21 +95,21 @@ def write_json_atomic(path: Path, data: Any) -> None:
 def update(
     path: Path,
     slug: str,
-    section: str,
+    stage: str,
     record: dict,
     *,
     description: str | None = None,
     config: Any = None,
 ) -> dict:
-    """Set `experiments[slug].results[section] = record` (under the lock) and return the entry."""
-    if section not in SECTIONS:
-        raise ValueError(f"unknown registry section {section!r}; valid: {', '.join(SECTIONS)}")
+    """Set `experiments[slug].results[stage] = record` (under the lock) and return the entry."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
     with _locked_entry(path, slug) as entry:
         if description is not None:
             entry["description"] = description
         if config is not None:
             entry["config"] = redacted(config)
-        entry.setdefault("results", {})[section] = redacted({**record, "timestamp": now()})
+        entry.setdefault("results", {})[stage] = redacted({**record, "timestamp": now()})
     return entry
 
 

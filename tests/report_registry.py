@@ -116,9 +116,9 @@ def write_predictions(cfg, counts: dict[str, tuple[int, int, int]], seed: int) -
     return file
 
 
-def record(cfg, stage: str, section: str, result: dict) -> str:
+def record(cfg, stage: str, result: dict) -> str:
     slug = stage_slug(cfg, stage)
-    registry.update(registry_path(cfg), slug, section, result, description=cfg.description, config=cfg)
+    registry.update(registry_path(cfg), slug, stage, result, description=cfg.description, config=cfg)
     return slug
 
 
@@ -135,16 +135,16 @@ def run_experiment(
         made["eval"]["provenance"]["packages"]["vllm"] = vllm
     if "curate" in cfg.stages:
         stats = curation_stats(cfg.curation.n_samples, cfg.curation.method)
-        record(cfg, "curate", "curation", {"stats": stats, **made["curate"]})
+        record(cfg, "curate", {"stats": stats, **made["curate"]})
     if "train" in cfg.stages:
         trained = {"model_path": str(root / "model"), "metrics": {"last_loss": 0.5}}
-        record(cfg, "train", "training", trained | made["train"])
+        record(cfg, "train", trained | made["train"])
     if rate is not None:
         result = metrics(rate, old=old, tts=tts)
         evaluated = {"metrics": result, **made["eval"]}
         if not old:
             evaluated["outputs_path"] = str(write_predictions(cfg, source_counts(rate), round(rate * 1000)))
-        record(cfg, "eval", "eval", evaluated)
+        record(cfg, "eval", evaluated)
 
 
 EXPECTED_SLUGS = {
@@ -188,7 +188,7 @@ def build(make_config) -> Path:
     for budget, rate, thinking in TTS:
         cfg = make_config("experiment=med-s1-1k", f"eval.max_new_tokens={budget}")
         tts = {"budget": budget, "mean_thinking_tokens": thinking}
-        record(cfg, "eval", "eval", {"metrics": metrics(rate, tts=tts)})
+        record(cfg, "eval", {"metrics": metrics(rate, tts=tts)})
     root = Path(make_config().paths.root)
     assert set(registry.load(root / "results.json")["experiments"]) == EXPECTED_SLUGS
     return root

@@ -61,7 +61,7 @@ def test_decontamination_removes_near_duplicates_of_eval_questions(tmp_path, mak
     assert provenance["source"] == {"revision": None, "fingerprint": record["source_fingerprint"]}
     assert read_marker(Path(record["filtered_path"]).parent)["record"]["provenance"] == provenance
     entry = json.loads(registry_path(cfg).read_text())["experiments"][stage_slug(cfg, "curate")]
-    assert entry["results"]["curation"]["provenance"] == provenance
+    assert entry["results"]["curate"]["provenance"] == provenance
     match = filtered.loc[0, ["overlap_score", "overlap_source", "overlap_id"]].tolist()
     assert match == [1.0, "DemoMedQA", evals[3]["id"]]
     assert filtered["overlap_score"].notna().all() and filtered.loc[1:, "overlap_score"].lt(0.65).all()

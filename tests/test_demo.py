@@ -39,12 +39,12 @@ def demo(tmp_path_factory):
 def test_demo_runs_every_stage_into_the_registry(demo):
     root, _ = demo
     experiments = json.loads((root / "results.json").read_text())["experiments"]
-    assert set(experiments["demo"]["results"]) == {"curation", "training", "eval"}
+    assert set(experiments["demo"]["results"]) == {"curate", "train", "eval"}
     assert set(experiments["demo-base"]["results"]) == {"eval"}
-    stats = experiments["demo"]["results"]["curation"]["stats"]
+    stats = experiments["demo"]["results"]["curate"]["stats"]
     assert stats["total_rows"] == 240 and stats["pool_rows"] == 228 and stats["selected_rows"] == 220
     assert stats["removed"]["quality/missing_Complex_CoT"] == 4
-    training = experiments["demo"]["results"]["training"]["metrics"]
+    training = experiments["demo"]["results"]["train"]["metrics"]
     assert training["last_loss"] < training["first_loss"] - 2
     for stage in ("curate", "train", "eval"):
         assert (root / "demo" / stage / "_COMPLETE.json").exists()
@@ -54,7 +54,7 @@ def test_demo_runs_every_stage_into_the_registry(demo):
 
 def test_demo_losses_match_the_pinned_values(demo):
     root, _ = demo
-    metrics = json.loads((root / "results.json").read_text())["experiments"]["demo"]["results"]["training"]
+    metrics = json.loads((root / "results.json").read_text())["experiments"]["demo"]["results"]["train"]
     metrics = metrics["metrics"]
     assert metrics["first_loss"] == pytest.approx(DEMO_FIRST_LOSS, abs=FIRST_TOLERANCE)
     assert metrics["last_loss"] == pytest.approx(DEMO_LAST_LOSS, abs=LAST_TOLERANCE)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from meds1 import pipeline, registry
+from meds1 import pipeline
 from meds1.config import COMMANDS, Config, Resources
 from meds1.launch.resources import tasks_per_node
 
@@ -112,7 +112,6 @@ def test_every_stage_row_resolves(make_config):
         assert callable(pipeline.load(stage.entry))
         assert isinstance(pipeline.resources(cfg, stage.name), Resources)
         assert set(stage.reads) <= {f.name for f in Config.__dataclass_fields__.values()}
-    assert registry.SECTIONS == ("curation", "training", "eval")
     assert COMMANDS == ("curate", "train", "eval", "all", "report")
 
 
@@ -134,7 +133,7 @@ def test_a_new_row_is_sized_and_submitted_from_the_table(make_config, monkeypatc
     from meds1.config import SlurmLauncherConfig
     from meds1.launch.resources import sbatch_parameters
 
-    row = pipeline.Stage("judge", "meds1.stages.eval:run", "judge", ("eval",), "inference.resources", True)
+    row = pipeline.Stage("judge", "meds1.stages.eval:run", ("eval",), "inference.resources", True)
     monkeypatch.setattr(pipeline, "BY_NAME", {**pipeline.BY_NAME, "judge": row})
     cfg = make_config("experiment=demo", "inference.resources.gpus=2")
     assert pipeline.resources(cfg, "judge") == cfg.inference.resources

@@ -4,15 +4,16 @@ import multiprocessing
 import pytest
 
 from meds1 import registry
+from meds1.pipeline import STAGES
 
 
-def _writer(path, slug, section, index):
-    registry.update(path, slug, section, {"index": index, "stats": {"n": index}})
+def _writer(path, slug, stage, index):
+    registry.update(path, slug, stage, {"index": index, "stats": {"n": index}})
 
 
 def test_concurrent_writers_lose_nothing(tmp_path):
     path = tmp_path / "results.json"
-    jobs = [(path, f"exp-{i % 8}", registry.SECTIONS[i % 3], i) for i in range(24)]
+    jobs = [(path, f"exp-{i % 8}", STAGES[i % 3], i) for i in range(24)]
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=_writer, args=job) for job in jobs]
     for p in processes:
@@ -22,30 +23,52 @@ def test_concurrent_writers_lose_nothing(tmp_path):
         assert p.exitcode == 0
     data = json.loads(path.read_text())
     written = {
-        (slug, section): record["index"]
+        (slug, stage): record["index"]
         for slug, entry in data["experiments"].items()
-        for section, record in entry["results"].items()
+        for stage, record in entry["results"].items()
     }
-    assert written == {(slug, section): i for _, slug, section, i in jobs}
+    assert written == {(slug, stage): i for _, slug, stage, i in jobs}
     assert not list(tmp_path.glob(".results.json.*.tmp"))
 
 
 def test_update_keeps_other_stages_and_experiments(tmp_path):
     path = tmp_path / "results.json"
-    registry.update(path, "a", "curation", {"stats": 1}, description="first", config={"seed": 1})
-    registry.update(path, "a", "training", {"metrics": 2})
+    registry.update(path, "a", "curate", {"stats": 1}, description="first", config={"seed": 1})
+    registry.update(path, "a", "train", {"metrics": 2})
     registry.update(path, "b", "eval", {"metrics": 3})
     data = registry.load(path)
     entry = data["experiments"]["a"]
     assert entry["description"] == "first" and entry["config"] == {"seed": 1}
-    assert set(entry["results"]) == {"curation", "training"}
-    assert "timestamp" in entry["results"]["training"]
+    assert set(entry["results"]) == {"curate", "train"}
+    assert "timestamp" in entry["results"]["train"]
     assert set(data["experiments"]) == {"a", "b"}
 
 
-def test_unknown_section_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="valid: curation, training, eval"):
-        registry.update(tmp_path / "r.json", "a", "train", {})
+def test_unknown_stage_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown stage 'training'; valid: curate, train, eval"):
+        registry.update(tmp_path / "r.json", "a", "training", {})
+
+
+def test_a_registry_written_with_old_section_names_reads_and_updates_with_stage_names(tmp_path):
+    """meds1 once kept records under med-s1's names; they read as stages and survive the next update."""
+    path = tmp_path / "results.json"
+    old = {
+        "a": {"results": {"curation": {"stats": {"selected_rows": 9}}, "training": {"metrics": {"loss": 1}}}},
+        "b": {"results": {"curation": {"stats": {"selected_rows": 5}}}, "jobs": {"train": {"job_id": "7"}}},
+        "c": {"results": {"curation": {"stats": "old"}, "curate": {"stats": "new"}}},
+    }
+    path.write_text(json.dumps({"experiments": old}))
+    assert registry.load(path)["experiments"]["a"]["results"] == {
+        "curate": {"stats": {"selected_rows": 9}},
+        "train": {"metrics": {"loss": 1}},
+    }
+    registry.update(path, "b", "train", {"metrics": {"loss": 2}})
+    written = json.loads(path.read_text())["experiments"]
+    assert set(written["a"]["results"]) == {"curate", "train"}
+    assert written["b"]["results"]["curate"] == {"stats": {"selected_rows": 5}}
+    assert written["b"]["results"]["train"]["metrics"] == {"loss": 2}
+    assert written["b"]["jobs"] == {"train": {"job_id": "7"}}
+    assert written["c"]["results"] == {"curate": {"stats": "new"}}
 
 
 def test_secrets_are_never_written(tmp_path, monkeypatch, make_config):

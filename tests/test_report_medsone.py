@@ -144,7 +144,9 @@ def test_import_maps_metrics_stats_and_test_time_scaling(medsone_file, tmp_path)
     pubmed = source(0.74, 987)
     pooled = (medqa["num_correct"] + pubmed["num_correct"]) / (1258 + 987)
     assert metrics["overall"]["n"] == 2245 and metrics["overall"]["accuracy_huatuo"] == pytest.approx(pooled)
-    stats = entry["results"]["curation"]["stats"]
+    assert set(entry["results"]) == {"curate", "train", "eval"}  # med-s1's names stay in med-s1's file
+    assert entry["results"]["train"]["model_path"] == "/share/x/ckpts"
+    stats = entry["results"]["curate"]["stats"]
     assert stats["selected_rows"] == 1000 and stats["total_rows"] == 25371
     assert stats["removed"] == {"selection/not_selected": 24371}
     assert stats["specialties"] == {"Dentistry": 550, "Neurology": 450}
@@ -232,6 +234,8 @@ def test_export_is_in_medsone_shape(report_registry):
         entry["config"]["model_key"] == "llama3.1-8b"
         and entry["config"]["training_params"]["num_epochs"] == 5
     )
+    assert set(entry["results"]) == {"curation", "training", "eval"}  # med-s1's names for the stages
+    assert entry["results"]["training"]["model_path"] == native["results"]["train"]["model_path"]
     assert entry["results"]["curation"]["stats"]["filter_reasons"]["not_selected_in_sampling"] == 15000
     old = out["experiments"]["random-1k__curation.n_samples=5000"]["results"]["eval"]["summary"]
     assert {s["scorer"] for s in old.values()} == {"strict"}  # metrics from before accuracy_huatuo existed

@@ -65,9 +65,7 @@ def test_local_states_from_markers_partials_and_live_locks(make_config):
     state, detail = states(root, slug)["train"]
     assert state == "failed" and detail.startswith("interrupted")
 
-    registry.update(
-        registry_path(cfg), slug, "curation", {"stats": {}}, config=cfg
-    )  # now the config is known
+    registry.update(registry_path(cfg), slug, "curate", {"stats": {}}, config=cfg)  # now the config is known
     assert states(root, slug)["eval"] == ("not run", "")
 
 
@@ -77,7 +75,7 @@ def test_scheduler_jobs_reconciled_with_markers(make_config):
     path = registry_path(configs[1])
     slugs = {n: stage_slug(cfg, "curate") for n, cfg in configs.items()}
     for n, cfg in configs.items():
-        registry.update(path, slugs[n], "curation", {"stats": {}}, config=cfg)
+        registry.update(path, slugs[n], "curate", {"stats": {}}, config=cfg)
 
     registry.record_job(path, slugs[1], "curate", job("queued"))
     registry.record_job(path, slugs[2], "curate", job("running"))
@@ -109,10 +107,10 @@ def test_shared_upstream_stage_is_found_where_the_config_puts_it(make_config):
     variant = make_config("experiment=random-1k", "trainer.learning_rate=3e-05")
     root = Path(base.paths.root)
     finish(base, "curate")
-    registry.update(registry_path(base), stage_slug(base, "curate"), "curation", {}, config=base)
+    registry.update(registry_path(base), stage_slug(base, "curate"), "curate", {}, config=base)
     finish(variant, "train")
     variant_slug = stage_slug(variant, "train")
-    registry.update(registry_path(variant), variant_slug, "training", {}, config=variant)
+    registry.update(registry_path(variant), variant_slug, "train", {}, config=variant)
     rows = experiment_status(root, load_registry(root / "results.json"), variant_slug)
     by_stage = {row.stage: row for row in rows}
     assert by_stage["curate"].state == "done"
@@ -143,7 +141,7 @@ def test_rich_view_names_every_state(make_config):
     root = Path(cfg.paths.root)
     finish(cfg, "curate")
     slug = stage_slug(cfg, "curate")
-    registry.update(registry_path(cfg), slug, "curation", {}, config=cfg)
+    registry.update(registry_path(cfg), slug, "curate", {}, config=cfg)
     registry.record_job(registry_path(cfg), slug, "train", job("queued"))
     console = Console(width=120, record=True)
     console.print(to_rich(statuses(root, load_registry(root / "results.json"), [slug]), root))

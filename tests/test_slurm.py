@@ -167,8 +167,8 @@ def test_demo_pipeline_as_a_chain_completes_into_the_registry(tmp_path):
     experiments = json.loads((tmp_path / "results.json").read_text())["experiments"]
     trained = next(slug for slug, stage in records if stage == "train")
     evaluated = next(slug for slug, stage in records if stage == "eval" and not slug.startswith("demo-base"))
-    assert experiments["demo"]["results"]["curation"]["stats"]["selected_rows"] == 220
-    assert experiments[trained]["results"]["training"]["metrics"]["global_step"] == 8
+    assert experiments["demo"]["results"]["curate"]["stats"]["selected_rows"] == 220
+    assert experiments[trained]["results"]["train"]["metrics"]["global_step"] == 8
     assert experiments[evaluated]["results"]["eval"]["metrics"]["overall"]["n"] == 12
     for (slug, stage), job in records.items():
         assert (tmp_path / slug / stage / "_COMPLETE.json").exists()

@@ -41,7 +41,7 @@ def test_fsdp_two_gpus_train_and_save_a_full_model(tmp_path, model_cache):
     result = subprocess.run([*command, *overrides], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     registry = json.loads((Path(cfg.paths.root) / "results.json").read_text())
-    metrics = registry["experiments"][stage_slug(cfg, "train")]["results"]["training"]["metrics"]
+    metrics = registry["experiments"][stage_slug(cfg, "train")]["results"]["train"]["metrics"]
     assert metrics["fsdp"] is True and metrics["world_size"] == 2 and metrics["device"] == "cuda"
     assert metrics["global_step"] == 10 and metrics["gpu_hours"] > 0 and metrics["loss_is_finite"]
     model = AutoModelForCausalLM.from_pretrained(stage_dir(cfg, "train") / "model")

@@ -203,7 +203,7 @@ def test_two_processes_stop_together_then_resume_as_slurm_tasks(fresh_run):
     outputs = [task.communicate(timeout=900)[0].decode() for task in tasks]
     assert [task.returncode for task in tasks] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     results = json.loads((Path(cfg.paths.root) / "results.json").read_text())
-    metrics = results["experiments"][stage_slug(cfg, "train")]["results"]["training"]["metrics"]
+    metrics = results["experiments"][stage_slug(cfg, "train")]["results"]["train"]["metrics"]
     assert metrics["world_size"] == 2 and metrics["launcher"] == "slurm"
     assert metrics["per_device_batch_size"] == 2 and metrics["gradient_accumulation_steps"] == 1
     assert metrics["resumed_from"] == stopped_at and metrics["global_step"] == STEPS

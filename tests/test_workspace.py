@@ -138,4 +138,4 @@ def test_a_stage_run_under_another_slug_reuses_and_records_the_finished_one(make
     assert slug.startswith("demo-again__") and (tmp_path / "out" / slug / "curate").is_symlink()
     assert not (tmp_path / "out" / slug / "curate" / "curated.parquet").exists()
     entry = registry.load(registry_path(other))["experiments"][slug]
-    assert entry["results"]["curation"]["stats"] == first["stats"]
+    assert entry["results"]["curate"]["stats"] == first["stats"]

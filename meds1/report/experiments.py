@@ -17,11 +17,9 @@ from meds1 import registry
 from meds1.config import STAGES
 from meds1.errors import UserError
 from meds1.paths import STAGE_SECTIONS, make_slug, result_overrides, stage_sections
-from meds1.pipeline import PIPELINE
 
 NO_GROUP = "-"
 RESULT_SECTIONS = {section for sections in STAGE_SECTIONS.values() for section in sections}
-SECTION_OF_STAGE = {stage.name: stage.section for stage in PIPELINE}  # results.json's name of each stage
 
 
 @dataclass
@@ -117,12 +115,11 @@ def group_of(config: dict, group_by: str) -> str:
 
 def linked_slug(entries: dict, slug: str, config: dict, stage: str) -> str | None:
     """The entry holding `stage`'s record: this one, or where the recorded config puts that stage."""
-    section = SECTION_OF_STAGE[stage]
-    if (entries.get(slug, {}).get("results") or {}).get(section):
+    if (entries.get(slug, {}).get("results") or {}).get(stage):
         return slug
     if stage in config.get("stages", []):
         linked = stage_slug_of(config, stage)
-        if linked and (entries.get(linked, {}).get("results") or {}).get(section):
+        if linked and (entries.get(linked, {}).get("results") or {}).get(stage):
             return linked
     return None
 
@@ -131,11 +128,8 @@ def experiment(data: dict, slug: str, group_by: str) -> Experiment:
     entries = data["experiments"]
     entry = entries.get(slug, {})
     config = entry.get("config") or {}
-    linked = {stage: linked_slug(entries, slug, config, stage) for stage in SECTION_OF_STAGE}
-    records = {
-        stage: entries[where]["results"][SECTION_OF_STAGE[stage]] if where else {}
-        for stage, where in linked.items()
-    }
+    linked = {stage: linked_slug(entries, slug, config, stage) for stage in STAGES}
+    records = {stage: entries[where]["results"][stage] if where else {} for stage, where in linked.items()}
     curation_slug = linked["curate"]
     evaluation = (entry.get("results") or {}).get("eval") or {}
     return Experiment(

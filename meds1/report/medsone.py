@@ -19,6 +19,9 @@ approach; each approach becomes its own experiment `<name>__eval.approach=<appro
 Files named by `summary_file`/`stats_file` are read where they are, else beside the results file
 (`results/<file name>`, as in the med-s1 repository).
 
+med-s1 keys each stage's record by its own name (`curation`, `training`, `eval`); meds1 by the stage's
+name (`curate`, `train`, `eval`). Import and export translate; nothing else in meds1 uses med-s1's names.
+
 Export writes the same shape, summaries inline (accuracy = HuatuoGPT-compatible where known, with
 `scorer` saying which), plus each meds1 record under `meds1` so that importing it back is lossless.
 
@@ -41,6 +44,8 @@ from meds1.report.experiments import choose, load_registry
 
 # med-s1 filter reasons with a meds1 equivalent; others are kept as `medsone/<reason>`.
 REASONS = {"not_selected_in_sampling": "selection/not_selected"}
+# The stage whose record med-s1 keeps under each of its results keys.
+STAGE_OF = {"curation": "curate", "training": "train", "eval": "eval"}
 
 
 # --- import -------------------------------------------------------------------------------------
@@ -148,7 +153,11 @@ def entries_from_medsone(name: str, entry: dict, results_file: Path, warnings: l
     config = entry.get("config") or {}
     results = entry.get("results") or {}
     if isinstance(config.get("meds1"), dict):  # exported by meds1: take its own records back
-        own = {s: r["meds1"] for s, r in results.items() if isinstance(r, dict) and "meds1" in r}
+        own = {
+            STAGE_OF[s]: r["meds1"]
+            for s, r in results.items()
+            if s in STAGE_OF and isinstance(r, dict) and "meds1" in r
+        }
         return {
             name: {"description": entry.get("description", ""), "config": config["meds1"], "results": own}
         }
@@ -166,9 +175,9 @@ def entries_from_medsone(name: str, entry: dict, results_file: Path, warnings: l
     converted: dict = {}
     if curation := results.get("curation"):
         stats = curation.get("stats") or _read_referenced(curation.get("stats_file"), results_file, warnings)
-        converted["curation"] = {**curation, "stats": stats_from_medsone(stats, curation_config)}
+        converted["curate"] = {**curation, "stats": stats_from_medsone(stats, curation_config)}
     if training := results.get("training"):
-        converted["training"] = dict(training)
+        converted["train"] = dict(training)
     base = {"description": entry.get("description", ""), "config": ours, "results": converted}
     if not results.get("eval"):
         return {name: base}
@@ -262,14 +271,14 @@ def config_to_medsone(config: dict) -> dict:
 def entry_to_medsone(entry: dict) -> dict:
     results = entry.get("results") or {}
     out: dict = {"curation": None, "training": None, "eval": None}
-    if curation := results.get("curation"):
+    if curation := results.get("curate"):
         out["curation"] = {
             "dataset_path": curation.get("dataset_path"),
             "timestamp": curation.get("timestamp"),
             "stats": stats_to_medsone(curation.get("stats") or {}),
             "meds1": curation,
         }
-    if training := results.get("training"):
+    if training := results.get("train"):
         keep = ("model_path", "timestamp", "metrics")
         out["training"] = {**{k: training.get(k) for k in keep}, "meds1": training}
     if evaluation := results.get("eval"):

@@ -22,7 +22,6 @@ from pathlib import Path
 
 from rich.table import Table
 
-from meds1 import pipeline
 from meds1.pipeline import STAGES
 from meds1.report.experiments import stage_slug_of
 from meds1.workspace import MARKER, lock_is_held, lock_path, read_marker
@@ -81,7 +80,7 @@ def stage_status(
     if partial.exists():
         note = "interrupted: partial output, no live process; rerun resumes it"
         return StageStatus(name, stage, "failed", _mtime(partial), str(partial), note)
-    recorded = (entry.get("results") or {}).get(pipeline.get(stage).section)
+    recorded = (entry.get("results") or {}).get(stage)
     if recorded:
         paths = [v for k, v in recorded.items() if k.endswith("_path") and isinstance(v, str)]
         note = "recorded in results.json; no output directory here"
@@ -94,7 +93,7 @@ def _has_trace(root: Path, slug: str, stage: str, entry: dict) -> bool:
         (root / slug / stage / MARKER).exists()
         or (root / slug / f".{stage}.partial").exists()
         or stage in (entry.get("jobs") or {})
-        or bool((entry.get("results") or {}).get(pipeline.get(stage).section))
+        or bool((entry.get("results") or {}).get(stage))
     )
 
 

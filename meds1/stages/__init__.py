@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from meds1 import pipeline, registry
+from meds1 import registry
 from meds1.config import Config
 from meds1.paths import registry_path, stage_slug
 from meds1.workspace import StageWorkspace
@@ -13,14 +13,9 @@ log = logging.getLogger(__name__)
 
 
 def record_result(cfg: Config, stage: str, record: dict) -> None:
-    """Put a finished stage's record into results.json (`experiments.<slug>.results.<section>`)."""
+    """Put a finished stage's record into results.json (`experiments.<slug>.results.<stage>`)."""
     registry.update(
-        registry_path(cfg),
-        stage_slug(cfg, stage),
-        pipeline.get(stage).section,
-        record,
-        description=cfg.description,
-        config=cfg,
+        registry_path(cfg), stage_slug(cfg, stage), stage, record, description=cfg.description, config=cfg
     )
 
 
