@@ -17,6 +17,7 @@ from meds1.config import compose
 from meds1.errors import MissingInputError, UserError
 from meds1.report import plots, provenance
 from meds1.report.experiments import experiments, load_registry
+from meds1.report.status import statuses
 from meds1.stages import report
 from tests.report_registry import DECODING, SOURCES, SWEEP, TTS
 
@@ -249,6 +250,21 @@ def test_registry_with_only_old_metrics_still_reports(make_config, tmp_path):
     result = report.run(cfg)
     assert result["experiments"] == 1
     assert "| x | - | - | 50.0 | 50.0 |" in (tmp_path / "out" / "report" / "results.md").read_text()
+
+
+def test_registry_from_an_older_meds1_reports_the_same(root, data):
+    """Older meds1 kept the curate and train records under med-s1's names (`curation`, `training`)."""
+    file = root / "results.json"
+    old = json.loads(file.read_text())
+    renamed = {"curate": "curation", "train": "training"}
+    for entry in old["experiments"].values():
+        entry["results"] = {renamed.get(stage, stage): record for stage, record in entry["results"].items()}
+    file.write_text(json.dumps(old))
+    slugs = sorted(data["experiments"])
+    then = experiments(load_registry(file), slugs, "curation.method")
+    assert then == experiments(data, slugs, "curation.method")
+    assert {e.slug for e in then if e.curation and e.provenance.get("train")} >= {"med-s1-1k"}
+    assert statuses(root, load_registry(file), slugs) == statuses(root, data, slugs)
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
