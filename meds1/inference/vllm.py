@@ -150,6 +150,7 @@ def _engine_worker(rank: int, environment: dict, arguments: dict, jobs, results)
         while (requests := jobs.get()) is not None:
             stream_answers(llm, requests, lambda i, g: results.put((rank, "answer", (i, g))))
             results.put((rank, "done", None))
+        llm.llm_engine.engine_core.shutdown()  # else this process waits on its engine core at exit
     except BaseException:
         results.put((rank, "failed", traceback.format_exc()))
 
