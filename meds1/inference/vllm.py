@@ -19,6 +19,8 @@ import logging
 import multiprocessing
 import os
 import queue
+import signal
+import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -140,8 +142,14 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
 
 
 def _engine_worker(rank: int, environment: dict, arguments: dict, jobs, results) -> None:
-    """One data-parallel engine in its own process, answering the request lists sent to `jobs`."""
+    """One data-parallel engine in its own process, answering the request lists sent to `jobs`.
+
+    Its engine core (a process vLLM starts) is shut down on the way out, also when `close` has to
+    terminate this process: left running it would outlive both.
+    """
     os.environ.update(environment)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run the `finally` below on terminate()
+    llm = None
     try:
         from vllm import LLM
 
@@ -150,9 +158,11 @@ def _engine_worker(rank: int, environment: dict, arguments: dict, jobs, results)
         while (requests := jobs.get()) is not None:
             stream_answers(llm, requests, lambda i, g: results.put((rank, "answer", (i, g))))
             results.put((rank, "done", None))
-        llm.llm_engine.engine_core.shutdown()  # else this process waits on its engine core at exit
-    except BaseException:
+    except Exception:
         results.put((rank, "failed", traceback.format_exc()))
+    finally:
+        if llm is not None:
+            llm.llm_engine.engine_core.shutdown()
 
 
 class VLLMBackend(LocalBackend):
