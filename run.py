@@ -1,10 +1,15 @@
-"""meds1 entry point: python run.py [experiment=NAME] [stage=curate|train|eval|all|report] [key=value ...]"""
+"""meds1 entry point: python run.py [experiment=NAME] [stage=curate|train|eval|all|report] [key=value ...]
+
+The flow: check the command line (one line per mistake), let Hydra compose the config, then
+`dispatch` builds the typed config and submits it to SLURM, prints its plan, or runs the stage here.
+"""
 
 import hydra
 from omegaconf import DictConfig
 
-from meds1.cli import check_command_line, dispatch
+from meds1.cli import check_command_line
 from meds1.config import register_configs
+from meds1.launch.dispatch import dispatch
 
 register_configs()
 

@@ -6,8 +6,9 @@ Needs CUDA GPUs and the model's weights (hub cache or model.path=/local/dir); no
     srun --ntasks-per-node=8 --gpus-per-node=8 python bench/bench_train_gpu.py [config overrides]
 
 or call `run()` (the bench runner does) on a GPU machine: it starts torchrun on every visible GPU.
-Default settings: experiment=med-s1-1k (Llama-3.1-8B-Instruct, s1 recipe: global batch 16, bf16, FSDP2
-full shard, activation checkpointing) with packing into blocks of 16,384 tokens. The training rows are the
+Default settings: experiment=med-s1-1k (Llama-3.1-8B-Instruct, med-s1's s1-style recipe: bf16, FSDP2 full
+shard, activation checkpointing) at s1's global batch 16 (med-s1's 4 does not divide over 8 GPUs), with
+packing into blocks of 16,384 tokens. The training rows are the
 real SFT rows in ../shared/data when present, else the shipped demo rows, repeated to fill the steps.
 Target on 8xH100: >= 6,000 tokens/s/GPU (torchtitan's FSDP2 Llama-3-8B figure is 5,762).
 
@@ -28,7 +29,12 @@ import unittest
 from importlib.util import find_spec
 from pathlib import Path
 
-DEFAULTS = ["experiment=med-s1-1k", "trainer.packing=true", "trainer.block_size=16384"]
+DEFAULTS = [
+    "experiment=med-s1-1k",
+    "trainer.global_batch_size=16",
+    "trainer.packing=true",
+    "trainer.block_size=16384",
+]
 WARMUP_STEPS = 3
 MEASURED_STEPS = 10
 PEAK_BF16_FLOPS = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12, "L40S": 362e12}

@@ -1,57 +1,34 @@
-"""Command-line checks and stage dispatch for run.py.
+"""Command-line checks for run.py (what runs next: meds1.launch.dispatch).
 
-Hydra reports a bad group choice or key over several lines; meds1 checks the command line first
-so that an unknown experiment, stage, group option or config key gets one line naming it and the
-valid choices, and a non-zero exit.
+Hydra reports a bad group choice, key or value over several lines, and meds1's own rules (`validate`)
+would fail only once the task runs. So run.py first reads the command line with Hydra's own parser,
+composes it against Hydra's own search path (`--config-dir`, `hydra.searchpath`), every sweep point with
+-m, and builds each `Config`: the first problem is one line naming the key and what is valid, and exit 2.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
-import logging
-import os
+import enum
 import sys
+import types
 import typing
+from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
-from meds1.config import COMMANDS, CONF_DIR, Config, SlurmLauncherConfig, to_config
+from meds1.config import CONF_DIR, Config, SlurmLauncherConfig, register_configs, to_config
 from meds1.errors import UserError
 
-log = logging.getLogger("meds1")
-
-GROUPS = (
-    "experiment",
-    "model",
-    "curation",
-    "trainer",
-    "eval",
-    "inference",
-    "paths",
-    "report",
-    "hydra/launcher",
-)
-
-
-# hydra-submitit-launcher's own launchers (they act only with -m, and wait for their jobs).
-PLUGIN_LAUNCHERS = ("submitit_local", "submitit_slurm")
-SUBMITIT_SLURM_TARGET = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
 # Plugin resource keys that meds1 takes from each stage instead.
 STAGE_RESOURCE_KEYS = ("gpus_per_node", "tasks_per_node", "nodes", "cpus_per_task", "mem_gb", "timeout_min")
+TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 
 def group_options(group: str) -> list[str]:
-    options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-    return [*options, *PLUGIN_LAUNCHERS] if group == "hydra/launcher" else options
-
-
-def _sweep_values(value: str) -> list[str]:
-    """The plain choices in `a,b,c` (sweep functions such as range() are left to Hydra)."""
-    if "(" in value or "[" in value:
-        return []
-    return [v.strip() for v in value.split(",") if v.strip()]
+    """The options meds1 ships for a config group (an own `--config-dir` may add more)."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
 def check_key(key: str, schema: type = Config) -> str | None:
@@ -64,8 +41,7 @@ def check_key(key: str, schema: type = Config) -> str | None:
             close = difflib.get_close_matches(part, fields, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             return f"unknown config key {key!r}{hint}; valid keys in {where}: {', '.join(fields)}"
-        hints = typing.get_type_hints(schema)
-        field_type = hints[part]
+        field_type = typing.get_type_hints(schema)[part]
         if not dataclasses.is_dataclass(field_type):
             return None  # a leaf, or a dict/list whose keys are the user's
         schema = field_type
@@ -84,102 +60,142 @@ def check_launcher_key(key: str) -> str | None:
     return problem and problem.replace(repr(name), repr(key)).replace("the top level", "hydra.launcher")
 
 
-def check_argument(argument: str, launcher: str | None = None) -> str | None:
-    """An error message for one command-line argument, or None; `launcher` is the hydra/launcher chosen."""
-    if argument.startswith("-") or "=" not in argument:
-        return None
-    key, value = argument.lstrip("+~").split("=", 1)
-    if key.startswith("hydra.launcher.") and launcher == "slurm":
-        return check_launcher_key(key)
-    if key in GROUPS:
-        valid = group_options(key)
-        for choice in _sweep_values(value):
-            if choice not in valid:
-                return f"unknown {key} {choice!r}; valid: {', '.join(valid)}"
-        return None
-    if key == "stage":
-        for choice in _sweep_values(value):
-            if choice not in COMMANDS:
-                return f"unknown stage {choice!r}; valid: {', '.join(COMMANDS)}"
-        return None
-    if key.startswith("hydra"):
-        return None
-    return check_key(key)
+def leaf_type(key: str, schema: type = Config) -> type | None:
+    """The declared type of a dotted schema key (a list's or an optional's item type), or None."""
+    for part in key.split("."):
+        hints = typing.get_type_hints(schema) if dataclasses.is_dataclass(schema) else {}
+        if part.split("[")[0] not in hints:
+            return None
+        schema = hints[part.split("[")[0]]
+        while typing.get_origin(schema) in (list, typing.Union, types.UnionType):
+            schema = next(a for a in typing.get_args(schema) if a is not type(None))
+    return schema
+
+
+def bad_value(key: str, value: object) -> str | None:
+    """`key=value: valid: ...` for a value that does not fit the key's declared type, or None."""
+    schema = SlurmLauncherConfig if key.startswith("hydra.launcher.") else Config
+    expected = leaf_type(key.removeprefix("hydra.launcher."), schema)
+    if isinstance(expected, type) and issubclass(expected, enum.Enum):
+        return f"{key}={value!r}: valid: {', '.join(member.value for member in expected)}"
+    if expected in TYPE_NAMES:
+        return f"{key}={value}: expected {TYPE_NAMES[expected]}"
+    return None
+
+
+def explain(error: Exception) -> str:
+    """One line for an error from composing or building the config."""
+    from hydra.errors import MissingConfigException
+    from omegaconf.errors import (
+        ConfigAttributeError,
+        ConfigKeyError,
+        MissingMandatoryValue,
+        OmegaConfBaseException,
+        ValidationError,
+    )
+
+    cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else error
+    key = getattr(cause, "full_key", None)
+    problem = None
+    if isinstance(error, MissingConfigException) and error.options is not None:
+        group, _, name = error.missing_cfg_file.rpartition("/")
+        options = [option for option in error.options if not option.endswith("_schema")]
+        problem = f"unknown {group} {name!r}; valid: {', '.join(options)}"
+        if group == "experiment":
+            problem += " (your own: --config-dir DIR with DIR/experiment/NAME.yaml)"
+    elif isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and key:
+        problem = check_launcher_key(key) if key.startswith("hydra.launcher.") else check_key(key)
+    elif isinstance(cause, ValidationError) and key:
+        problem = bad_value(key, cause.value)
+    elif isinstance(cause, MissingMandatoryValue) and key:
+        problem = f"{key} is not set: the experiment or the command line must set it"
+    return problem or " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
+def check_overrides(
+    overrides: list[str],
+    config_dir: str | None = None,
+    multirun: bool = False,
+    config_name: str = "config",
+    primary_dir: Path = CONF_DIR,
+) -> str | None:
+    """A one-line problem with the command line's overrides, or None once every job's config builds."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from hydra.types import RunMode
+    from omegaconf.errors import OmegaConfBaseException
+
+    parser = OverridesParser.create()
+    for line in overrides:
+        try:
+            parser.parse_override(line)
+        except HydraException as error:
+            return f"cannot parse {line!r}: {str(error).splitlines()[0]}"
+    try:
+        hydra = _create_hydra(config_dir, primary_dir)
+        mode = RunMode.MULTIRUN if multirun else RunMode.RUN
+        master = hydra.compose_config(config_name, overrides, run_mode=mode, with_log_configuration=False)
+        for job in _job_configs(hydra, master) if multirun else [_without_hydra(master)]:
+            to_config(job)
+    except (HydraException, OmegaConfBaseException, UserError) as error:
+        return explain(error)
+    finally:
+        GlobalHydra.instance().clear()
+    return None
+
+
+def _create_hydra(config_dir: str | None, primary_dir: Path):
+    """Hydra with the search path `python run.py [--config-dir DIR]` gets (as hydra.main builds it)."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
+
+    register_configs()
+    search_path = create_config_search_path(str(primary_dir))
+    if config_dir is not None:
+        directory = Path(config_dir).resolve()
+        if not directory.is_dir():
+            raise UserError(f"--config-dir {config_dir}: no such directory")
+        search_path.prepend("command-line", f"file://{directory}", anchor=SearchPathQuery(provider="schema"))
+    return Hydra.create_main_hydra2(task_name="run", config_search_path=search_path)
+
+
+def _without_hydra(cfg: DictConfig) -> DictConfig:
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def _job_configs(hydra, master: DictConfig):
+    """Every sweep point's job config, expanded by Hydra's basic sweeper (globs, ranges, choices)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from hydra_plugins.meds1_launcher.compose import SweepComposer
+
+    params = [f"{key}={value}" for key, value in (master.hydra.sweeper.get("params") or {}).items()]
+    parser = OverridesParser.create(config_loader=hydra.config_loader)
+    points = BasicSweeper.split_arguments(
+        parser.parse_overrides([*params, *master.hydra.overrides.task]), None
+    )
+    composer = SweepComposer(hydra.config_loader, master)
+    for batch in points:
+        for point in batch:
+            yield composer.compose(point)
 
 
 def check_command_line(argv: list[str] | None = None) -> None:
-    """Exit with one line on the first unknown experiment, stage, group option or key."""
-    arguments = sys.argv[1:] if argv is None else argv
-    launcher = next((a.split("=", 1)[1] for a in arguments if a.startswith("hydra/launcher=")), None)
-    for argument in arguments:
-        problem = check_argument(argument, launcher)
-        if problem:
-            print(f"meds1: {problem}", file=sys.stderr)
-            sys.exit(2)
+    """Exit with one line on the first problem of the command line (see the module docstring)."""
+    from hydra._internal.utils import get_args_parser
 
-
-def dispatch(cfg: DictConfig) -> dict | list:
-    """Run the stage named by `cfg.stage` here, or submit it (hydra/launcher=slurm); exits on a UserError."""
-    from hydra.core.hydra_config import HydraConfig
-
-    hydra = HydraConfig.get()
-    config = to_config(cfg, overrides=list(hydra.overrides.task))
-    return exit_on_user_error(run_command, config, hydra)
-
-
-def exit_on_user_error(function, *args):
-    """`function(*args)`; a UserError becomes one logged line and exit status 1."""
-    try:
-        return function(*args)
-    except UserError as error:
-        log.error("%s", error)
-        sys.exit(1)
-
-
-def run_command(config: Config, hydra) -> dict | list:
-    if config.stage not in COMMANDS:
-        raise UserError(f"unknown stage {config.stage!r}; valid: {', '.join(COMMANDS)}")
-    launcher = slurm_launcher(hydra)
-    if config.stage == "report":
-        from meds1.launch.status import refresh
-        from meds1.paths import registry_path
-
-        refresh(registry_path(config))  # settle jobs that ended without reporting (cancelled, killed)
-    elif launcher is not None:
-        from meds1.launch.submit import launch
-
-        return launch([config], launcher)
-    elif config.dry_run:
-        from meds1.launch.plan import format_plan, plan
-
-        steps = plan([config], None)
-        print(
-            f"meds1 dry run: nothing run. Plan ({len(steps)} steps):\n{format_plan(steps, submitted=False)}"
-        )
-        return steps
-    if config.stage != "train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise UserError(
-            f"stage={config.stage} runs in one process, but torchrun started {os.environ['WORLD_SIZE']}: "
-            "run only stage=train under torchrun (every process would repeat the other stages)"
-        )
-    return importlib.import_module(f"meds1.stages.{config.stage}").run(config)
-
-
-def slurm_launcher(hydra) -> SlurmLauncherConfig | None:
-    """meds1's SLURM launcher settings when it is the chosen launcher, else None (run here).
-
-    Hydra applies a launcher only with -m; without it, `hydra/launcher=slurm` still submits (meds1 does
-    it here), and hydra-submitit-launcher's `submitit_slurm` stops with a line saying what to use instead.
-    """
-    from hydra.types import RunMode
-    from omegaconf import OmegaConf
-
-    target = hydra.launcher.get("_target_")
-    if target == SlurmLauncherConfig._target_:
-        return SlurmLauncherConfig(**OmegaConf.to_container(hydra.launcher, resolve=True))
-    if target == SUBMITIT_SLURM_TARGET and hydra.mode == RunMode.RUN:
-        raise UserError(
-            "hydra/launcher=submitit_slurm applies only with -m (without it this would run here); "
-            "use hydra/launcher=slurm, which submits with or without -m"
-        )
-    return None
+    args = get_args_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.help or args.hydra_help or args.info or args.shell_completion:
+        return
+    primary_dir = CONF_DIR if args.config_path is None else CONF_DIR.parent / args.config_path
+    problem = check_overrides(
+        args.overrides, args.config_dir, args.multirun, args.config_name or "config", primary_dir
+    )
+    if problem:
+        print(f"meds1: {problem}", file=sys.stderr)
+        sys.exit(2)

@@ -7,15 +7,53 @@ Stages receive the composed config as a `Config` object (`OmegaConf.to_object`).
 
 from __future__ import annotations
 
+import functools
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-STAGES = ("curate", "train", "eval")
-COMMANDS = (*STAGES, "all", "report")
+from meds1.errors import UserError
+from meds1.pipeline import COMMAND_ENTRIES, STAGES  # the stage table
+
+COMMANDS = (*STAGES, *COMMAND_ENTRIES)
+
+
+class Choice(StrEnum):
+    """Base of the string settings with a fixed set of values (`choices` makes them).
+
+    Members are named by their values, because OmegaConf reads a YAML or command-line string as a member
+    *name*; they compare, hash, format and JSON-serialize as their plain strings, so records, slugs and
+    config hashes are unchanged, and a bad value fails at compose naming the valid ones.
+    """
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+def choices(name: str, *values: str) -> type[Choice]:
+    return Choice(name, [(value, value) for value in values], module=__name__)
+
+
+Stage = choices("Stage", *STAGES)
+Command = choices("Command", *COMMANDS)
+ModelBuild = choices("ModelBuild", "tiny")
+InferenceBackend = choices("InferenceBackend", "hf", "openai", "vllm")
+CurationMethod = choices("CurationMethod", "s1", "random", "all", "embedding-diversity")
+JudgeMethod = choices("JudgeMethod", "llm", "match")
+SpecialtyMethod = choices("SpecialtyMethod", "llm", "embedding", "column", "none")
+FormatLayout = choices("FormatLayout", "huatuo", "s1")
+ThinkingLayout = choices("ThinkingLayout", "huatuo", "s1", "think")  # budget forcing's markers
+WeightsDtype = choices("WeightsDtype", "float32", "bfloat16", "float16")
+CheckpointFormat = choices("CheckpointFormat", "sharded", "full")
+Reporter = choices("Reporter", "tensorboard", "wandb")
+ReportMetric = choices("ReportMetric", "accuracy", "accuracy_huatuo")
+ReportOutput = choices("ReportOutput", "markdown", "csv", "plots", "html")
 
 
 @dataclass
@@ -54,7 +92,7 @@ class ModelConfig:
     path: str = MISSING  # hub id or local directory
     revision: str | None = None
     dtype: str = "bfloat16"
-    build: str | None = None  # "tiny": built locally under paths.cache, then loaded from there
+    build: ModelBuild | None = None  # tiny: built locally under paths.cache, then loaded from there
     tiny: TinyModelSpec = field(default_factory=TinyModelSpec)
 
 
@@ -69,6 +107,7 @@ class SourceConfig:
     revision: str | None = None  # pin a commit sha: hub datasets change under their branches
     data_files: str | None = None  # hub: read this file of the repo instead of the named config's files
     columns: dict[str, str] = field(default_factory=dict)  # source column -> Question/Complex_CoT/Response
+    skip_malformed: bool = False  # jsonl: skip lines that are not a JSON object (recorded in curate's stats)
 
 
 @dataclass
@@ -82,7 +121,7 @@ def _remote_model() -> ModelConfig:
 
 
 def _openai_inference() -> InferenceConfig:
-    return InferenceConfig(backend="openai")
+    return InferenceConfig(backend=InferenceBackend.openai)
 
 
 @dataclass
@@ -100,46 +139,98 @@ class LLMConfig:
     attempts: int = 3  # asks again (with the reply and a correction) while the reply cannot be parsed
 
 
+def _judge_llm() -> LLMConfig:
+    # med-s1 data/utils/openai_utils.py get_model_response: temperature 0.1, max_tokens 500
+    return LLMConfig(max_new_tokens=500, temperature=0.1)
+
+
 @dataclass
 class JudgeConfig:
-    method: str = "llm"  # llm | match (offline normalized-answer matching)
-    llm: LLMConfig = field(default_factory=LLMConfig)
+    method: JudgeMethod = JudgeMethod.llm  # match: offline normalized-answer matching
+    llm: LLMConfig = field(default_factory=_judge_llm)
+    # med-s1 data/utils/openai_utils.py verify_answer, verbatim (its trailing newline included)
     prompt: str = (
-        "You are an expert medical knowledge evaluator. Compare the model's answer to the correct answer "
-        "and decide whether they are equivalent in meaning. Consider medical terminology and concepts "
-        "carefully.\n\nQuestion: {question}\n\nModel's answer: {answer}\n\nCorrect answer: {reference}\n\n"
-        "Are these answers equivalent in meaning? Explain your reasoning briefly, then end your reply with "
-        "a single word: Yes or No."
+        "You are an expert medical knowledge evaluator. Compare the following model answer to the correct "
+        "answer and determine if they are equivalent in meaning. Consider medical terminology and concepts "
+        "carefully.\n\nQuestion: {question}\n\nModel's Answer: {answer}\n\nCorrect Answer: {reference}\n\n"
+        "Are these answers equivalent in meaning? Explain your reasoning and end with a single word 'Yes' "
+        "or 'No'.\n"
     )
     reference_column: str = "Response"  # the reference answer (a short gold column if the source has one)
 
 
+class PromptFormat(Choice):
+    """How the difficulty filter's base model is asked."""
+
+    raw = "raw"  # `prompt` is the whole text, completed as is (BOS added): med-s1's protocol
+    chat = "chat"  # `prompt` is the user turn, rendered with the model's chat template
+
+
 @dataclass
 class DifficultyConfig:
-    """Drop rows the base model (`model`, through `inference`) already answers correctly."""
+    """Drop rows the base model (`model`, through `inference`) already answers correctly.
+
+    Defaults: med-s1's protocol (data/utils/model_utils.py format_medical_prompt and _llama_forward).
+    """
 
     enabled: bool = True
-    prompt: str = "{question}"  # the base model's user turn
+    prompt_format: PromptFormat = PromptFormat.raw
+    prompt: str = (
+        "You are an expert medical professional. Answer the following medical question accurately and "
+        "concisely.\n\nQuestion: {question}\n\nThink through this step-by-step:\n1."
+    )
     max_new_tokens: int = 1024
-    temperature: float = 0.0
+    temperature: float = 0.05
+    top_p: float = 0.9
+    frequency_penalty: float = 0.1
+    stop: list[str] = field(default_factory=lambda: ["</s>", "\n\n"])
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     drop_unjudged: bool = False  # also drop rows whose verdict is unparseable/failed (recorded either way)
 
 
+class UnlabeledRows(Choice):
+    """What becomes of rows the labeler leaves unlabeled (meds1/stages/curate.py)."""
+
+    drop = "drop"  # they leave the pool (med-s1: no_specialty_assigned)
+    domain = "domain"  # they stay, as one more s1 domain, `Unlabeled`
+
+
+def _labeler_llm() -> LLMConfig:
+    return LLMConfig(max_new_tokens=500, temperature=0.1)  # med-s1's get_model_response
+
+
 @dataclass
 class SpecialtyConfig:
-    """One specialty label per question, from the taxonomy file."""
+    """One specialty label per question, from the taxonomy file.
 
-    method: str = "llm"  # llm | embedding | column | none
+    The defaults are med-s1's labeler (`data/utils/specialty_utils.py` `classify_specialty` at 92b9b79): its
+    147-name list, its prompt, the first `SPECIALTY: NNN` of the reply, the same prompt asked again while
+    unparseable. `curation/specialty=meds1` selects meds1's own list and prompt.
+    """
+
+    method: SpecialtyMethod = SpecialtyMethod.llm
     column: str = "specialty"  # column: the source column holding the labels
-    taxonomy: str = "pkg://meds1/curation/specialties.txt"
-    llm: LLMConfig = field(default_factory=LLMConfig)
-    prompt: str = (
-        "Given a medical question, determine which specialty would be primarily responsible for it.\n\n"
-        "Question: {question}\n\nSpecialties:\n{specialties}\n\nChoose the most specific applicable "
-        "specialty, explain your choice in one or two sentences, and end your reply with "
-        '"SPECIALTY: NNN", where NNN is the three-digit number of the specialty in the list.'
+    taxonomy: str = "pkg://meds1/curation/specialties_med_s1.txt"
+    llm: LLMConfig = field(default_factory=_labeler_llm)
+    prompt: str = (  # {question}, {specialties} (the taxonomy as "001. name" lines)
+        "You are a medical education expert tasked with classifying questions into medical specialties.\n"
+        "You must select the most appropriate specialty from the numbered list.\n"
+        "Your response MUST end with 'SPECIALTY: XXX' where XXX is the three-digit number from the list.\n\n"
+        "Question: {question}\n\n"
+        "Given a medical question, determine which specialty would be primarily responsible for managing "
+        "the case.\n\nAvailable Specialties:\n{specialties}\n\nInstructions:\n"
+        "1. Analyze the medical concepts and procedures in the question\n"
+        "2. Choose the most specific applicable specialty\n"
+        "3. Briefly explain your choice\n"
+        '4. End with "SPECIALTY: XXX" where XXX is the three-digit number\n\n'
+        "Example:\nQuestion: A patient presents with chest pain radiating to the left arm, with ST elevation "
+        "on ECG.\nAnalysis: While Emergency Medicine might initially see this patient, Cardiology "
+        "(Cardiovascular Disease) would be the primary specialist for managing acute coronary syndrome.\n"
+        "SPECIALTY: 030\n\nYour response:\n"
     )
+    code_pattern: str = r"SPECIALTY:\s*(\d{3})"  # its first match's group is the 1-based number in the list
+    correction: str | None = None  # unparseable reply: null asks the prompt again; text: a correction turn
+    unlabeled: UnlabeledRows = UnlabeledRows.drop
 
 
 @dataclass
@@ -150,30 +241,50 @@ class EmbeddingConfig:
     batch_size: int = 64
 
 
+class DecontaminationMethod(Choice):
+    """How a training row is compared with the eval questions (meds1/curation/decontamination.py)."""
+
+    tfidf = "tfidf"  # TF-IDF cosine to the nearest eval question: catches rephrased questions
+    ngram = "ngram"  # s1's word n-gram overlap: catches copies only
+
+
 @dataclass
 class DecontaminationConfig:
-    """Drop training rows whose question nearly duplicates an eval question (reason `eval_overlap`)."""
+    """Drop training rows that restate an eval question (reason `eval_overlap`)."""
 
     enabled: bool = True
     suite: list[str] = field(default_factory=list)  # eval files; the YAML sets ${eval.suite}
     columns: list[str] = field(default_factory=lambda: ["Question"])  # the row's texts compared
-    ngram: int = 8  # word n-grams of the normalized text
-    threshold: float = 0.5  # share of a question's n-grams found in one eval question
+    method: DecontaminationMethod = DecontaminationMethod.tfidf
+    threshold: float = 0.65  # tfidf: cosine to one eval question at or above which a row is removed
+    ngram: int = 8  # ngram: word n-grams of the normalized text
+    ngram_share: float = 0.5  # ngram: share of a row's n-grams found in one eval question; 0: any (s1)
 
 
 @dataclass
 class FormatConfig:
     """How a curated row becomes a chat conversation."""
 
-    layout: str = "huatuo"  # huatuo: "## Thinking / ## Final Response"; s1: s1's think/answer markers
+    layout: FormatLayout = (
+        FormatLayout.huatuo
+    )  # huatuo: "## Thinking / ## Final Response"; s1: s1's think/answer markers
     system_prompt: str | None = None
     assistant_template: str | None = None  # "{cot}"/"{response}" template; overrides `layout` when set
 
 
+class CurationPool(Choice):
+    """The rows selection draws from (meds1/curation/pool.py)."""
+
+    all = "all"  # every source row: med-s1's random and all arms
+    quality = "quality"  # rows that pass the quality filter: s1's 1K-random
+    filtered = "filtered"  # rows that pass every filter: the s1 arms
+
+
 @dataclass
 class CurationConfig:
-    method: str = "s1"  # s1 | random | all | embedding-diversity
+    method: CurationMethod = CurationMethod.s1
     n_samples: int = 1000
+    pool: CurationPool = CurationPool.filtered
     source: SourceConfig = field(default_factory=SourceConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
@@ -200,7 +311,7 @@ class FSDPConfig:
     layer_classes: list[str] = field(default_factory=list)  # layers to wrap; [] = the model's decoder layer
     cpu_offload: bool = False
     # Checkpoints: sharded (one file per rank, fast) | full. The final model is always saved full.
-    checkpoint_format: str = "sharded"
+    checkpoint_format: CheckpointFormat = CheckpointFormat.sharded
 
 
 @dataclass
@@ -214,13 +325,15 @@ class TrainerConfig:
     global_batch_size: int = MISSING
     per_device_batch_size: int = 1
     weight_decay: float = 0.0
+    adam_beta1: float = 0.9  # AdamW betas; the defaults are torch's and transformers' (s1 uses beta2 0.95)
+    adam_beta2: float = 0.999
     warmup_ratio: float = 0.0
     lr_scheduler: str = "cosine"
     block_size: int = MISSING
     bf16: bool = True  # compute in bf16 (autocast, or FSDP's mixed precision)
     # The weights the optimizer updates, and its state. float32 keeps small updates (lr 1e-5) that bf16
     # weights would round away; the final model is saved in model.dtype for serving.
-    weights_dtype: str = "float32"
+    weights_dtype: WeightsDtype = WeightsDtype.float32
     gradient_checkpointing: bool = True  # activation checkpointing (FSDP's own when fsdp.enabled)
     save_steps: int = 500
     save_total_limit: int | None = 2  # checkpoints kept while training (all are removed once it is complete)
@@ -233,7 +346,7 @@ class TrainerConfig:
     packing: bool = False
     liger_kernel: bool = False  # Liger's fused Triton kernels (CUDA + the liger-kernel package)
     attn_implementation: str | None = None  # e.g. sdpa, flash_attention_2; null = the model's default
-    report_to: list[str] = field(default_factory=list)  # tensorboard and/or wandb; logs under train/
+    report_to: list[Reporter] = field(default_factory=list)  # tensorboard and/or wandb; logs under train/
     fsdp: FSDPConfig = field(default_factory=FSDPConfig)
     # What a scheduler gives this stage: `gpus` per node and `nodes`; one process (task) per GPU, so the
     # world size is gpus x nodes (see meds1.training.distributed.planned_world_size).
@@ -246,17 +359,19 @@ class BudgetForcingConfig:
 
     The answer starts with `think_start`; thinking stops at `think_end` (or end of turn) or after
     `budget` tokens. While budget is left, the first `num_ignore` stops are overridden by appending
-    `ignore_str` and thinking on. Then `answer_prefix` is appended and the answer generated.
+    `ignore_str` and thinking on. Then `answer_prefix` is appended and the answer generated. The three
+    markers are those of `layout` (meds1.evaluation.budget_forcing.MARKERS) unless set here.
     """
 
     enabled: bool = False
     budget: int = 1024  # thinking tokens
     num_ignore: int = 0
     ignore_str: str = "Wait"
-    think_start: str = "## Thinking\n\n"
-    think_end: str = "## Final Response"
-    answer_prefix: str = "\n\n## Final Response\n\n"
-    answer_max_tokens: int = 256
+    layout: ThinkingLayout = ThinkingLayout.huatuo  # the eval YAMLs set the trained ${curation.format.layout}
+    think_start: str | None = None  # null: the layout's (set all three for a custom assistant_template)
+    think_end: str | None = None
+    answer_prefix: str | None = None
+    answer_max_tokens: int = 512  # >= the longest real final answer measured (README: Evaluation)
     chunk_size: int = 1024  # questions per round trip; predictions are saved after each chunk
 
 
@@ -279,7 +394,7 @@ class EvalConfig:
 
 @dataclass
 class InferenceConfig:
-    backend: str = MISSING  # hf | openai | vllm
+    backend: InferenceBackend = MISSING
     batch_size: int = 32  # hf: prompts per generate() call
     dtype: str = "auto"
     # openai: any OpenAI-compatible endpoint (a vLLM server, Gemini, transformers serve)
@@ -287,8 +402,7 @@ class InferenceConfig:
     api_key: str | None = None  # from the environment; never written to disk
     served_model: str | None = None  # the request's `model` field; default: the model's path
     max_concurrency: int = 8
-    max_retries: int = 3
-    retry_backoff_s: float = 1.0
+    max_retries: int = 3  # the openai SDK's retries: Retry-After honoured (up to 120 s), else backoff 0.5-8 s
     requests_per_minute: float | None = None
     timeout_s: float = 120.0
     # vllm: offline engines on this node's GPUs (pip install -e ".[vllm]")
@@ -312,24 +426,25 @@ class ReportConfig:
 
     experiments: list[str] = field(default_factory=list)  # slugs or globs (`med-s1-*`); empty: all
     group_by: str = "curation.method"  # config key whose value groups experiments into plot series
-    metric: str = "accuracy"  # what the plots show: accuracy (strict) | accuracy_huatuo
-    outputs: list[str] = field(default_factory=lambda: ["markdown", "csv", "plots", "html"])
+    metric: ReportMetric = ReportMetric.accuracy  # what the plots show: accuracy (strict) or accuracy_huatuo
+    outputs: list[ReportOutput] = field(default_factory=lambda: list(ReportOutput))
     out_dir: str = "${paths.root}/report"
     status: bool = True  # print each experiment's stage status (not run/queued/running/done/failed)
+    baseline: str | None = None  # an experiment: add paired comparisons of every other one against it
 
 
 @dataclass
 class Config:
     name: str = MISSING  # the experiment's name, set by conf/experiment/<name>.yaml
     description: str = ""
-    stages: list[str] = field(default_factory=lambda: list(STAGES))
+    stages: list[Stage] = field(default_factory=lambda: list(Stage))
     compare_base: bool = False  # stage=all also evaluates the untrained model, as "<name>-base"
-    stage: str = "all"
+    stage: Command = Command.all
     seed: int = 42
     force: bool = False
     dry_run: bool = False  # print the plan (on SLURM: jobs, resources, dependencies, paths); run nothing
     wait: bool = False  # hydra/launcher=slurm: block until the jobs end (default: return once queued)
-    overrides: list[str] = field(default_factory=list)  # the command line's overrides; set by run.py
+    overrides: list[str] = field(default_factory=list)  # the command line's overrides that change the config
     paths: PathsConfig = field(default_factory=PathsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     curation: CurationConfig = field(default_factory=CurationConfig)
@@ -367,7 +482,9 @@ class SlurmLauncherConfig:
     poll_s: float = 10.0  # wait=true: seconds between status checks
 
 
+@functools.cache
 def register_configs() -> None:
+    """Store the schemas in Hydra's ConfigStore (once per process: it converts every dataclass)."""
     cs = ConfigStore.instance()
     cs.store(name="meds1_schema", node=Config)
     cs.store(group="hydra/launcher", name="slurm_schema", node=SlurmLauncherConfig)
@@ -384,13 +501,138 @@ def register_configs() -> None:
 
 
 def to_config(cfg: DictConfig, overrides: list[str] | None = None) -> Config:
-    """Resolve a composed DictConfig into a typed `Config`, with absolute output paths."""
+    """Resolve a composed DictConfig into a typed, validated `Config`, with absolute output paths."""
     if overrides is not None:
         cfg.overrides = list(overrides)
     config: Config = OmegaConf.to_object(cfg)
     config.paths.root = str(Path(config.paths.root).expanduser().resolve())
     config.paths.cache = str(Path(config.paths.cache).expanduser().resolve())
+    validate(config)
     return config
+
+
+def validate(config: Config) -> None:
+    """Raise a UserError on the first setting that breaks a rule the types cannot state (a range, a
+    template's placeholders, settings that need each other), in the stages the experiment runs.
+
+    `to_config` runs it wherever a config is built, so a bad setting fails at compose: in `--cfg job`,
+    `dry_run=true` and before any job is submitted, not hours later when its stage starts.
+    """
+    problem = next(_problems(config), None)
+    if problem:
+        raise UserError(problem)
+
+
+def _problems(config: Config) -> Iterator[str]:
+    ranges = []  # (key, value, whether it is valid, what is valid)
+    templates = []  # (key, template, its placeholders)
+    if Stage.curate in config.stages:
+        yield from _curation_problems(config.curation, ranges, templates)
+    trainer = config.trainer
+    if Stage.train in config.stages:
+        ranges.append(
+            (
+                "trainer.validation_fraction",
+                trainer.validation_fraction,
+                0 <= trainer.validation_fraction < 1,
+                "in [0, 1) (0: none)",
+            )
+        )
+    if Stage.eval in config.stages:
+        yield from _eval_problems(config, ranges)
+    for key, value, ok, valid in ranges:
+        if not ok:
+            yield f"{key}={value}: must be {valid}"
+    for key, template, fields in templates:
+        try:
+            template.format(**dict.fromkeys(fields, ""))
+        except (KeyError, IndexError, ValueError) as exc:
+            yield f"{key} has a bad placeholder ({exc}); valid: {', '.join('{' + f + '}' for f in fields)}"
+
+
+def _curation_problems(curation: CurationConfig, ranges: list, templates: list) -> Iterator[str]:
+    decontamination, difficulty, specialty = curation.decontamination, curation.difficulty, curation.specialty
+    ranges += [
+        ("curation.n_samples", curation.n_samples, curation.n_samples >= 0, ">= 0"),
+        *(
+            (f"curation.{name}", getattr(curation, name), 0 <= getattr(curation, name) <= 1, "in [0, 1]")
+            for name in ("uniform_fraction", "cluster_fraction", "outlier_fraction")
+        ),
+        (
+            "curation.decontamination.threshold",
+            decontamination.threshold,
+            0 < decontamination.threshold <= 1,
+            "in (0, 1]",
+        ),
+        (
+            "curation.decontamination.ngram_share",
+            decontamination.ngram_share,
+            0 <= decontamination.ngram_share <= 1,
+            "in [0, 1]",
+        ),
+        ("curation.decontamination.ngram", decontamination.ngram, decontamination.ngram >= 1, ">= 1"),
+    ]
+    if curation.method == CurationMethod.s1 and specialty.method == SpecialtyMethod.none:
+        yield (
+            "curation.method=s1 samples across specialties: "
+            "set curation.specialty.method to llm, embedding or column"
+        )
+    if specialty.method == SpecialtyMethod.llm:
+        templates.append(("curation.specialty.prompt", specialty.prompt, ("question", "specialties")))
+        try:
+            groups = re.compile(specialty.code_pattern).groups
+        except re.error as exc:
+            yield f"curation.specialty.code_pattern is not a regular expression ({exc})"
+        else:
+            if groups != 1:
+                yield (
+                    f"curation.specialty.code_pattern {specialty.code_pattern!r} has {groups} groups; "
+                    "it needs one, capturing the specialty's number"
+                )
+    if difficulty.enabled:
+        templates.append(("curation.difficulty.prompt", difficulty.prompt, ("question",)))
+        templates.append(
+            ("curation.difficulty.judge.prompt", difficulty.judge.prompt, ("question", "answer", "reference"))
+        )
+        ranges += [  # the OpenAI/vLLM ranges
+            ("curation.difficulty.temperature", difficulty.temperature, difficulty.temperature >= 0, ">= 0"),
+            ("curation.difficulty.top_p", difficulty.top_p, 0 < difficulty.top_p <= 1, "in (0, 1]"),
+            (
+                "curation.difficulty.frequency_penalty",
+                difficulty.frequency_penalty,
+                -2 <= difficulty.frequency_penalty <= 2,
+                "in [-2, 2]",
+            ),
+            (
+                "curation.difficulty.max_new_tokens",
+                difficulty.max_new_tokens,
+                difficulty.max_new_tokens >= 1,
+                ">= 1",
+            ),
+        ]
+    if curation.format.assistant_template is not None:
+        templates.append(
+            ("curation.format.assistant_template", curation.format.assistant_template, ("cot", "response"))
+        )
+
+
+def _eval_problems(config: Config, ranges: list) -> Iterator[str]:
+    eval_cfg, tts = config.eval, config.eval.tts
+    ranges += [
+        ("eval.repeats", eval_cfg.repeats, eval_cfg.repeats >= 1, ">= 1"),
+        ("eval.max_new_tokens", eval_cfg.max_new_tokens, eval_cfg.max_new_tokens >= 1, ">= 1"),
+    ]
+    if tts.enabled and config.inference.backend == InferenceBackend.openai:
+        yield (
+            "eval.tts.enabled=true (budget forcing) continues raw text, which inference.backend=openai "
+            "cannot: use inference=hf or inference=vllm"
+        )
+    unset = None in (tts.think_start, tts.think_end, tts.answer_prefix)
+    if tts.enabled and Stage.train in config.stages and config.curation.format.assistant_template and unset:
+        yield (
+            "eval.tts: the model was trained with curation.format.assistant_template; set "
+            "eval.tts.think_start, eval.tts.think_end and eval.tts.answer_prefix to that template's markers"
+        )
 
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -398,12 +640,15 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 def compose(overrides: list[str] = ()) -> Config:
     """Compose the project config the way `run.py` does (for tests, notebooks and benchmarks)."""
-    from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+
+    from meds1.overrides import global_composer
 
     register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=list(overrides))
-    return to_config(cfg, overrides=list(overrides))
+        composer = global_composer()
+        cfg = composer.compose(overrides)
+        effective = composer.effective(overrides)
+    return to_config(cfg, overrides=effective)

@@ -40,8 +40,6 @@ def model_path(model: ModelConfig, cache_dir: str) -> str:
     """A path or hub id that `from_pretrained` accepts; builds the tiny model on first use."""
     if model.build == "tiny":
         return str(ensure_tiny_model(model.tiny, Path(cache_dir) / "models"))
-    if model.build is not None:
-        raise UserError(f"unknown model.build {model.build!r}; valid: tiny (or null for a hub/local model)")
     if model.path.startswith(LOCAL_PREFIXES) and not Path(model.path).expanduser().exists():
         raise UserError(f"model path {model.path} does not exist")
     return model.path

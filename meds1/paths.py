@@ -1,12 +1,15 @@
 """Experiment slugs and stage directories.
 
 A stage's outputs live in `<root>/<slug>/<stage>/`. The slug is the experiment name plus the
-command-line overrides that can change *that stage's* result, so:
+command-line overrides that can change *that stage's* result, counting only those that change the
+composed config (`Config.overrides` holds those: meds1.overrides drops an override that sets a value
+the experiment already has), so:
 
 - `stage=curate` and a later `stage=train` with the same overrides meet in the same place;
 - `-m curation.n_samples=1000,5000` gives separate slugs for every stage;
 - `-m trainer.learning_rate=1e-5,2e-5` shares one curate output and trains twice;
-- `stage=eval eval.max_new_tokens=512` evaluates the already-trained model into a new slug.
+- `stage=eval eval.max_new_tokens=512` evaluates the already-trained model into a new slug;
+- `curation.n_samples=<the experiment's own value>` changes nothing, so adds nothing to the slug.
 
 Overrides of settings that cannot change results (stage, force, paths, launcher, a stage's scheduler
 `resources`, ...) never enter a slug.
@@ -18,7 +21,8 @@ import hashlib
 import re
 from pathlib import Path
 
-from meds1.config import STAGES, Config
+from meds1.config import Config
+from meds1.pipeline import PIPELINE, STAGES
 
 # Top-level keys whose overrides never change what a stage computes.
 RESULT_NEUTRAL = frozenset(
@@ -38,11 +42,7 @@ RESULT_NEUTRAL = frozenset(
     }
 )
 # The config sections each stage reads, in addition to those of the stages before it.
-STAGE_SECTIONS = {
-    "curate": ("curation", "model", "seed"),
-    "train": ("trainer",),
-    "eval": ("eval", "inference"),
-}
+STAGE_SECTIONS = {stage.name: stage.reads for stage in PIPELINE}
 MAX_SLUG_LEN = 120
 
 
@@ -69,15 +69,19 @@ def stage_sections(stages: list[str], stage: str) -> set[str]:
     return {section for s in upstream for section in STAGE_SECTIONS[s]}
 
 
+def slug_candidate(override: str) -> bool:
+    """Whether an override can change some stage's result (and so can enter a slug)."""
+    neutral = override_section(override) in RESULT_NEUTRAL
+    return not neutral and ".resources" not in override_key(override)  # scheduler requests
+
+
 def result_overrides(overrides: list[str], sections: set[str]) -> list[str]:
     """Overrides that can change a result scoped to `sections`; unknown sections count everywhere."""
     known = {section for names in STAGE_SECTIONS.values() for section in names}
     kept = []
     for override in overrides:
         section = override_section(override)
-        if section in RESULT_NEUTRAL or ".resources" in override_key(override):  # scheduler requests
-            continue
-        if section in sections or section not in known:
+        if slug_candidate(override) and (section in sections or section not in known):
             kept.append(override)
     return sorted(kept)
 

@@ -25,8 +25,9 @@ from typing import Any
 from filelock import FileLock
 
 from meds1.errors import UserError
+from meds1.pipeline import PIPELINE
 
-SECTIONS = ("curation", "training", "eval")
+SECTIONS = tuple(stage.section for stage in PIPELINE)
 # Names like api_key, hf_token, client_secret, db_password (but not max_new_tokens).
 SECRET_KEY = re.compile(r"(^|[_-])(api[_-]?key|token|secret|password|passwd|credentials?)$", re.IGNORECASE)
 REDACTED = "<redacted>"

@@ -4,60 +4,153 @@ import sys
 
 import pytest
 
-from meds1.cli import check_argument
+from meds1.cli import check_overrides
 from tests.conftest import REPO
+
+OWN_EXPERIMENT = """# @package _global_
+defaults:
+  - demo
+name: my-exp
+seed: 7
+stage: curate
+dry_run: true
+"""
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "run.py", *args], cwd=REPO, capture_output=True, text=True)
 
 
-@pytest.mark.parametrize(
-    ("argument", "expected"),
-    [
-        ("experiment=nope", "unknown experiment 'nope'; valid: base, demo, med-s1-1k"),
-        ("stage=deploy", "unknown stage 'deploy'; valid: curate, train, eval, all, report"),
-        ("model=gpt9", "unknown model 'gpt9'; valid:"),
-        ("curation.n_sample=5", "unknown config key 'curation.n_sample' (did you mean 'n_samples'?)"),
-        ("trainer.lr=1", "valid keys in trainer: recipe, learning_rate"),
-        ("stage=curate,bogus", "unknown stage 'bogus'"),
-    ],
-)
-def test_bad_arguments_are_named_with_the_valid_choices(argument, expected):
-    assert expected in check_argument(argument)
+@pytest.fixture
+def own_configs(tmp_path):
+    """A config directory outside the package holding experiment/my-exp.yaml (Hydra's --config-dir)."""
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "my-exp.yaml").write_text(OWN_EXPERIMENT)
+    return tmp_path
 
 
 @pytest.mark.parametrize(
-    "argument",
+    ("overrides", "expected"),
     [
-        "experiment=med-s1-1k",
-        "stage=eval",
-        "curation.n_samples=1,2",
-        "curation.source.columns.q=Question",
-        "hydra.verbose=true",
-        "-m",
-        "model=tiny,llama3.1-8b",
-        "+seed=3",
+        (["experiment=nope"], "unknown experiment 'nope'; valid: base, demo, med-s1-1k"),
+        (["stage=deploy"], "stage='deploy': valid: curate, train, eval, all, report"),
+        (["model=gpt9"], "unknown model 'gpt9'; valid: llama3.1-8b, qwen2.5-7b, tiny"),
+        (["curation.n_sample=5"], "unknown config key 'curation.n_sample' (did you mean 'n_samples'?)"),
+        (["trainer.lr=1"], "valid keys in trainer: recipe, learning_rate"),
+        (["curation.n_samples=abc"], "curation.n_samples=abc: expected an integer"),
+        (["trainer.learning_rate=fast"], "trainer.learning_rate=fast: expected a number"),
+        (["dry_run=maybe"], "dry_run=maybe: expected true or false"),
+        (["curation.method=foo"], "curation.method='foo': valid: s1, random, all, embedding-diversity"),
+        (["curation.specialty.method=magic"], "curation.specialty.method='magic': valid: llm, embedding"),
+        (["curation.difficulty.judge.method=vibes"], "judge.method='vibes': valid: llm, match"),
+        (["curation.format.layout=plain"], "curation.format.layout='plain': valid: huatuo, s1"),
+        (["trainer.report_to=[wandb,mlflowx]"], "trainer.report_to[1]='mlflowx': valid: tensorboard, wandb"),
+        (["trainer.weights_dtype=fp8"], "trainer.weights_dtype='fp8': valid: float32, bfloat16, float16"),
+        (["trainer.fsdp.checkpoint_format=zip"], "checkpoint_format='zip': valid: sharded, full"),
+        (["inference.backend=tgi"], "inference.backend='tgi': valid: hf, openai, vllm"),
+        (["model.build=big"], "model.build='big': valid: tiny"),
+        (["report.metric=f1"], "report.metric='f1': valid: accuracy, accuracy_huatuo"),
+        (["report.outputs=[pdf]"], "report.outputs[0]='pdf': valid: markdown, csv, plots, html"),
+        (["curation.n_samples=-1"], "curation.n_samples=-1: must be >= 0"),
+        (
+            ["curation.decontamination.threshold=2"],
+            "curation.decontamination.threshold=2.0: must be in (0, 1]",
+        ),
+        (["eval.tts.layout=r1"], "eval.tts.layout='r1': valid: huatuo, s1, think"),
+        (["curation.pool=most"], "curation.pool='most': valid: all, quality, filtered"),
+        (["curation.uniform_fraction=1.5"], "curation.uniform_fraction=1.5: must be in [0, 1]"),
+        (["curation.specialty.method=none"], "curation.method=s1 samples across specialties"),
+        (
+            ["curation.difficulty.enabled=true", "curation.difficulty.prompt='Q: {query}'"],
+            "curation.difficulty.prompt has a bad placeholder ('query'); valid: {question}",
+        ),
+        (
+            ["curation.format.assistant_template='{thinking}'"],
+            "assistant_template has a bad placeholder ('thinking'); valid: {cot}, {response}",
+        ),
+        (["trainer.validation_fraction=1.0"], "trainer.validation_fraction=1.0: must be in [0, 1)"),
+        (["eval.repeats=0"], "eval.repeats=0: must be >= 1"),
+        (["eval.tts.enabled=true", "inference=openai"], "use inference=hf or inference=vllm"),
+        (["curation.n_samples=1,2"], "Ambiguous value for argument 'curation.n_samples=1,2'"),
+        (["curation.n_samples=[1"], "cannot parse 'curation.n_samples=[1'"),
+        (["+seed=3"], "An item is already at 'seed'"),
     ],
 )
-def test_good_arguments_pass(argument):
-    assert check_argument(argument) is None
+def test_bad_settings_are_named_with_the_valid_choices(overrides, expected):
+    problem = check_overrides(overrides)
+    assert expected in problem and "\n" not in problem
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["experiment=med-s1-1k"],
+        ["experiment='med-s1-1k'"],  # quoted values are valid Hydra
+        ["experiment=med-s1-25k", "stage=eval"],
+        ["curation.method=embedding-diversity", "trainer.report_to=[tensorboard]"],
+        ["+curation.source.columns.q=Question"],
+        ["hydra.verbose=true"],
+        ["experiment=base", "curation.specialty.method=none"],  # base does not curate: curation rules idle
+    ],
+)
+def test_good_settings_pass(overrides):
+    assert check_overrides(overrides) is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["model=tiny,llama3.1-8b", "stage=curate,eval"], None),
+        (["experiment=glob(med-s1-*)"], None),
+        (["curation.n_samples=range(100,400,100)"], None),
+        (["experiment=demo,nope"], "unknown experiment 'nope'"),
+        (["stage=curate,bogus"], "stage='bogus': valid: curate"),
+        (["experiment=glob(med-*)", "curation.method=foo"], "curation.method='foo'"),
+        (["curation.n_samples=range(-1,2)"], "curation.n_samples=-1: must be >= 0"),
+    ],
+)
+def test_every_sweep_point_is_checked(overrides, expected):
+    problem = check_overrides(overrides, multirun=True)
+    assert problem == expected or (expected is not None and expected in problem)
+
+
+def test_own_experiments_from_a_config_dir_or_search_path(own_configs):
+    assert "unknown experiment 'my-exp'" in check_overrides(["experiment=my-exp"])
+    assert check_overrides(["experiment=my-exp"], config_dir=str(own_configs)) is None
+    assert check_overrides([f"hydra.searchpath=[file://{own_configs}]", "experiment=my-exp"]) is None
+    assert check_overrides(["experiment=my-exp,demo"], config_dir=str(own_configs), multirun=True) is None
+    problem = check_overrides(["experiment=my-exp", "seed=x"], config_dir=str(own_configs))
+    assert problem == "seed=x: expected an integer"
+    assert "no such directory" in check_overrides([], config_dir=str(own_configs / "absent"))
+
+
+def test_an_experiment_sets_seed_stage_and_dry_run(own_configs):
+    """conf/config.yaml's own values come before the experiment's, so the experiment wins."""
+    result = run_cli("--config-dir", str(own_configs), "experiment=my-exp", "--cfg", "job")
+    assert result.returncode == 0, result.stderr
+    assert {"name: my-exp", "seed: 7", "stage: curate", "dry_run: true"} <= set(result.stdout.splitlines())
+    searched = run_cli(
+        f"hydra.searchpath=[file://{own_configs}]", "experiment=my-exp", "seed=8", "--cfg", "job"
+    )
+    assert {"seed: 8", "stage: curate"} <= set(searched.stdout.splitlines())  # the command line still wins
 
 
 @pytest.mark.parametrize(
     ("args", "named"),
     [
         (["experiment=nope"], "experiment 'nope'"),
-        (["stage=deploy"], "stage 'deploy'"),
+        (["stage=deploy"], "stage='deploy'"),
         (["curation.n_sample=5"], "'curation.n_sample'"),
+        (["curation.n_samples=abc", "--cfg", "job"], "curation.n_samples=abc: expected an integer"),
+        (["curation.method=foo", "dry_run=true"], "curation.method='foo': valid: s1, random"),
+        (["-m", "experiment=demo,nope"], "unknown experiment 'nope'"),
     ],
 )
 def test_run_py_fails_in_one_line_without_traceback(args, named):
     result = run_cli(*args)
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
+    assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and named in lines[0]
+    assert lines == [lines[0]] and lines[0].startswith("meds1: ") and named in lines[0]
 
 
 def test_only_train_runs_under_torchrun(tmp_path):

@@ -1,12 +1,22 @@
+import json
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from meds1.config import FormatConfig, ModelConfig, SourceConfig
+from meds1.config import (
+    DecontaminationConfig,
+    DecontaminationMethod,
+    FormatConfig,
+    ModelConfig,
+    SourceConfig,
+)
+from meds1.curation.decontamination import nearest_eval_questions
 from meds1.curation.formatting import to_messages
 from meds1.curation.quality import quality_filter, token_lengths
 from meds1.curation.sampling import select
-from meds1.curation.source import fingerprint, load_source
+from meds1.curation.source import MALFORMED_LINES, fingerprint, load_source
 from meds1.errors import UserError
 from meds1.models import load_tokenizer
 from tests.conftest import REPO
@@ -48,13 +58,36 @@ def test_quality_filter_records_each_reason():
     assert len(out) == len(frame)
 
 
-def test_cot_lengths_exclude_special_tokens(tmp_path, model_cache):
-    tokenizer = load_tokenizer(ModelConfig(name="tiny", path="tiny", build="tiny"), str(model_cache))
+def bos_word_tokenizer():
+    """A real fast tokenizer, one token per word, that puts `<s>` before every text (as Llama's does)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["w", "The", "patient", "has", "a", "fever.", "Hemoglobin", "is", "low"]
+    vocab = {"<unk>": 0, "<s>": 1, **{word: i for i, word in enumerate(words, 2)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>")
+
+
+def test_a_cot_of_exactly_1024_tokens_is_truncated_not_counting_special_tokens():
+    tokenizer = bos_word_tokenizer()
+    cots = [" ".join(["w"] * 1023), " ".join(["w"] * 1024)]
+    assert [len(tokenizer(cot)["input_ids"]) for cot in cots] == [1024, 1025]  # <s> is added
+    out = quality_filter(
+        rows(Question=["q1", "q2"], Complex_CoT=cots, Response=["r", "r"]), tokenizer, [1024]
+    )
+    assert out["cot_tokens"].tolist() == [1023, 1024]
+    assert out["filter_reason"].tolist() == [None, "cot_truncated"]
+
+
+def test_cot_lengths_exclude_special_tokens_in_every_batch():
+    tokenizer = bos_word_tokenizer()
     texts = ["The patient has a fever.", "", "Hemoglobin is low"] * 700
+    assert len(tokenizer(texts[0])["input_ids"]) == 6
     lengths = token_lengths(texts, tokenizer, batch_size=256)
-    expected = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts[:3]]
-    assert lengths[:3].tolist() == expected and len(lengths) == 2100
-    assert len(tokenizer("The patient has a fever.")["input_ids"]) >= expected[0]
+    assert lengths.tolist() == [5, 0, 3] * 700
 
 
 def pool(n: int, specialties: list[str], lengths=None) -> pd.DataFrame:
@@ -119,11 +152,6 @@ def test_s1_weights_are_honoured():
     assert share_a == pytest.approx(0.75, abs=0.04)
 
 
-def test_unknown_method_is_an_error():
-    with pytest.raises(UserError, match="valid: s1, random, all, embedding-diversity"):
-        select(pool(10, ["a"]), "best", 5, seed=0)
-
-
 def test_source_column_map_and_errors(tmp_path):
     file = tmp_path / "rows.jsonl"
     pd.DataFrame({"q": ["a"], "cot": ["b"], "Response": ["c"]}).to_json(file, orient="records", lines=True)
@@ -132,11 +160,27 @@ def test_source_column_map_and_errors(tmp_path):
     with pytest.raises(UserError, match=r"lacks column\(s\) Question, Complex_CoT; it has q, cot, Response"):
         load_source(SourceConfig(path=str(file)))
     empty = tmp_path / "empty.jsonl"
-    empty.write_text("")
-    with pytest.raises(UserError):
+    empty.write_text("\n")
+    with pytest.raises(UserError, match="empty.jsonl has no rows$"):
         load_source(SourceConfig(path=str(empty)))
     with pytest.raises(UserError, match="does not exist"):
         load_source(SourceConfig(path=str(tmp_path / "nope.parquet")))
+
+
+def test_a_malformed_jsonl_line_is_named_or_skipped(tmp_path):
+    good = '{"Question": "q%d", "Complex_CoT": "c", "Response": "r"}\n'
+    file = tmp_path / "rows.jsonl"
+    file.write_text(good % 1 + good % 2 + good[:30] + "\n" + "[1, 2]\n" + good % 5)
+    with pytest.raises(
+        UserError, match=rf"{file}:3: malformed line \(.* at column \d+\); .*skip_malformed=true"
+    ):
+        load_source(SourceConfig(path=str(file)))
+    frame = load_source(SourceConfig(path=str(file), skip_malformed=True))
+    assert frame["Question"].tolist() == ["q1", "q2", "q5"] and frame["row_id"].tolist() == [0, 1, 2]
+    assert frame.attrs[MALFORMED_LINES] == [3, 4]
+    file.write_text(good[:30])
+    with pytest.raises(UserError, match=r"has no rows \(skipped malformed lines \[1\]\)"):
+        load_source(SourceConfig(path=str(file), skip_malformed=True))
 
 
 def test_fingerprint_changes_with_content():
@@ -264,13 +308,91 @@ def test_s1_layout_uses_think_answer_markers():
     assert custom[-1]["content"] == "<think>t</think>r"
 
 
-@pytest.mark.parametrize(
-    ("fmt", "message"),
-    [
-        (FormatConfig(layout="chatml"), "unknown curation.format.layout 'chatml'; valid: huatuo, s1"),
-        (FormatConfig(assistant_template="{thinking}"), "bad placeholder .*valid: {cot}, {response}"),
-    ],
-)
-def test_bad_layouts_are_user_errors(fmt, message):
-    with pytest.raises(UserError, match=message):
-        to_messages("q", "c", "r", fmt)
+# Two MedMCQA validation questions and the open questions medical-o1-reasoning-SFT made of them
+# (HuatuoGPT-o1's demo_data.json), plus an unrelated eval question.
+EVAL_QUESTIONS = [
+    "Possible conversion to choriocarcinoma after hydatidiform mole is denoted by all of the following, "
+    "except:-",
+    "A patient is taking drugs for rheumatoid ahritis and has a history of cataract surgery 1 year back, the "
+    "patient presented with sudden painless loss of vision, probable diagnosis is?",
+    "Drug of choice for absence seizures in a child is",
+]
+REPHRASED = [
+    "What finding is not associated with the possible conversion of a hydatidiform mole into "
+    "choriocarcinoma?",
+    "A patient with a history of cataract surgery one year ago and who is currently taking medication for "
+    "rheumatoid arthritis experiences a sudden painless loss of vision. What is the most probable diagnosis?",
+]
+UNRELATED = "How does a blood count tell thalassemia trait from iron deficiency in a pale toddler?"
+
+
+@pytest.fixture
+def eval_suite(tmp_path):
+    """These questions among the 100 demo eval questions (IDF needs a suite of some size)."""
+    file = tmp_path / "suite.json"
+    options = {"A": "one", "B": "two"}
+    questions = [{"question": q, "options": options, "answer_idx": "A"} for q in EVAL_QUESTIONS]
+    file.write_text(json.dumps({"MedMCQA_validation": questions}))
+    return str(file)
+
+
+def suite_of(eval_suite: str) -> list[str]:
+    return [eval_suite, "pkg://meds1/data/demo_eval.json"]
+
+
+def test_tfidf_catches_rephrased_eval_questions_that_ngrams_miss(eval_suite):
+    from meds1.evaluation.data import load_suite
+
+    frame = pd.DataFrame({"Question": [*REPHRASED, UNRELATED]}, index=[10, 11, 12])
+    config = DecontaminationConfig(suite=suite_of(eval_suite))
+    matches, mask = nearest_eval_questions(frame, config)
+    assert mask.tolist() == [True, True, False]
+    ids = [row["id"] for row in load_suite(suite_of(eval_suite))[0]]
+    assert matches.loc[[10, 11], "overlap_id"].tolist() == ids[:2]
+    assert (matches.loc[[10, 11], "overlap_source"] == "MedMCQA_validation").all()
+    assert (matches.loc[[10, 11], "overlap_score"] >= config.threshold).all()
+    assert matches.loc[12, "overlap_score"] < 0.3
+    _, by_ngrams = nearest_eval_questions(frame, replace(config, method=DecontaminationMethod.ngram))
+    assert not by_ngrams.any()
+
+
+def test_a_rows_score_does_not_depend_on_the_other_training_rows(eval_suite):
+    config = DecontaminationConfig(suite=suite_of(eval_suite))
+    alone, _ = nearest_eval_questions(pd.DataFrame({"Question": REPHRASED[:1]}), config)
+    crowd = pd.DataFrame({"Question": [REPHRASED[0], *[f"choriocarcinoma mole {i}" for i in range(50)]]})
+    among, _ = nearest_eval_questions(crowd, config)
+    assert among.loc[0, "overlap_score"] == alone.loc[0, "overlap_score"]
+
+
+def test_the_closest_of_several_columns_decides_and_empty_texts_match_nothing(eval_suite):
+    frame = pd.DataFrame({"Question": [UNRELATED, None], "Response": [REPHRASED[1], ""]})
+    config = DecontaminationConfig(suite=suite_of(eval_suite), columns=["Question", "Response"])
+    matches, mask = nearest_eval_questions(frame, config)
+    assert mask.tolist() == [True, False]
+    assert matches["overlap_score"].isna().tolist() == [False, True]
+
+
+def test_ngram_share_zero_is_s1s_any_shared_ngram_rule(eval_suite):
+    copied = (
+        "Asked again in the clinic today: drug of choice for absence seizures in a child is what, "
+        "in a febrile toddler?"
+    )
+    frame = pd.DataFrame({"Question": [copied, UNRELATED]})
+    ngram = DecontaminationConfig(suite=suite_of(eval_suite), method=DecontaminationMethod.ngram, ngram=4)
+    assert nearest_eval_questions(frame, replace(ngram, ngram_share=0.0))[1].tolist() == [True, False]
+    matches, mask = nearest_eval_questions(frame, ngram)  # 7 of its 18 4-grams: under half
+    assert mask.tolist() == [False, False]
+    assert matches.loc[0, "overlap_score"] == pytest.approx(7 / 18, abs=1e-4)
+
+
+def test_real_rows_rephrased_from_eval_questions_are_caught(shared_data):
+    """HuatuoGPT-o1's 198 rows against the real suite: rows 151, 154 and 193 rephrase MedMCQA validation
+    questions (their source MCQ is one); row 82's source MCQ is a reworded copy of another."""
+    frame = pd.read_json(shared_data / "sft" / "huatuogpt-o1_demo_data.json")[["Question"]]
+    config = DecontaminationConfig(suite=[str(shared_data / "eval")])
+    matches, mask = nearest_eval_questions(frame, config)
+    assert frame.index[mask].tolist() == [82, 151, 154, 193]
+    assert matches.loc[~mask, "overlap_score"].max() < 0.62
+    s1_rule = replace(config, method=DecontaminationMethod.ngram, ngram_share=0.0)
+    _, by_s1_rule = nearest_eval_questions(frame, s1_rule)
+    assert by_s1_rule[[151, 154, 193]].tolist() == [False, False, True]

@@ -1,15 +1,28 @@
 """Difficulty judges, specialty labelers, the ask-until-parsed loop and the annotation cache."""
 
+import dataclasses
+
 import pandas as pd
 import pytest
+import yaml
 
-from meds1.config import InferenceConfig, JudgeConfig, LLMConfig, ModelConfig, SpecialtyConfig
+from meds1.config import (
+    CONF_DIR,
+    InferenceConfig,
+    JudgeConfig,
+    LLMConfig,
+    ModelConfig,
+    SpecialtyConfig,
+    compose,
+    validate,
+)
 from meds1.curation.cache import AnnotationCache, annotate
 from meds1.curation.difficulty import judge_rows, match_verdict, parse_verdict
 from meds1.curation.llm import ask, load_llm
 from meds1.curation.specialty import (
     column_labels,
     label_with_llm,
+    labels_spec,
     load_taxonomy,
     numbered,
     parse_specialty,
@@ -17,7 +30,11 @@ from meds1.curation.specialty import (
 from meds1.errors import UserError
 from meds1.inference import Generation
 
-TAXONOMY = load_taxonomy("pkg://meds1/curation/specialties.txt")
+_PRESET = yaml.safe_load((CONF_DIR / "curation/specialty/meds1.yaml").read_text())
+MEDS1 = SpecialtyConfig(**{**_PRESET, "llm": LLMConfig(**_PRESET["llm"])})  # curation/specialty=meds1
+TAXONOMY = load_taxonomy(MEDS1.taxonomy)  # meds1's 139 names
+MED_S1 = SpecialtyConfig()  # the default: med-s1's labeler
+MED_S1_TAXONOMY = load_taxonomy(MED_S1.taxonomy)
 
 
 @pytest.mark.parametrize(
@@ -125,10 +142,90 @@ def test_llm_judge_rows_map_replies_to_verdicts():
     out = judge_rows(judged_rows(), judge, lambda: backend, seed=0)
     assert out["verdict"].tolist() == ["correct", "incorrect", "no_answer"]
     assert len(backend.calls[0]) == 2  # the row without a base answer is not sent to the judge
-    assert "Correct answer: The answer is A." in backend.calls[0][0][0]["content"]
+    assert "Correct Answer: The answer is A." in backend.calls[0][0][0]["content"]
 
 
-def test_taxonomy_is_unique_and_numbered():
+def test_med_s1_taxonomy_is_med_s1s_list_of_147():
+    assert len(MED_S1_TAXONOMY) == len(set(MED_S1_TAXONOMY)) == 147
+    assert MED_S1_TAXONOMY[:2] == ["Allergy and Immunology", "Anesthesiology"]
+    assert MED_S1_TAXONOMY[-3:] == ["Religion", "General Knowledge", "Astronomy"]  # its non-medical buckets
+    # the prompt's worked example ("Cardiology (Cardiovascular Disease)", SPECIALTY: 030) points into it
+    assert "SPECIALTY: 030" in MED_S1.prompt and MED_S1_TAXONOMY[29] == "Cardiovascular Disease"
+
+
+def test_med_s1_prompt_lists_the_taxonomy_after_the_question():
+    text = MED_S1.prompt.format(
+        question="Chest pain and ST elevation.", specialties=numbered(MED_S1_TAXONOMY)
+    )
+    assert text.startswith("You are a medical education expert tasked with classifying questions")
+    assert "\n\nQuestion: Chest pain and ST elevation.\n\nGiven a medical question" in text
+    assert "Available Specialties:\n001. Allergy and Immunology\n002. Anesthesiology\n" in text
+    assert "\n147. Astronomy\n\nInstructions:" in text and text.endswith("SPECIALTY: 030\n\nYour response:\n")
+    assert (MED_S1.llm.temperature, MED_S1.llm.max_new_tokens, MED_S1.llm.attempts) == (0.1, 500, 3)
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("Cardiology manages this.\nSPECIALTY: 030", 29),
+        ("SPECIALTY: 030 because the heart is involved", 29),  # med-s1: anywhere in the reply
+        ("SPECIALTY:147", 146),
+        ("Not 012. SPECIALTY: 045, or rather SPECIALTY: 030", 44),  # the first match decides
+        ("SPECIALTY: 148", None),  # not in the list
+        ("SPECIALTY: 999 then SPECIALTY: 030", None),  # the first match is out of range: med-s1 gives up too
+        ("SPECIALTY: 30", None),
+        ("Cardiovascular Disease", None),
+    ],
+)
+def test_med_s1_reply_parsing(reply, expected):
+    found = parse_specialty(reply, MED_S1_TAXONOMY, MED_S1.code_pattern)
+    assert found == (None if expected is None else MED_S1_TAXONOMY[expected])
+
+
+def test_med_s1_labeler_asks_the_same_prompt_again():
+    backend = ScriptedBackend(["Cardiology. SPECIALTY: 030", "no idea", ""], ["SPECIALTY: 147", "??"], ["??"])
+    questions = pd.Series(["chest pain", "stars", "???"], index=pd.Index([5, 6, 7], name="row_id"))
+    out = label_with_llm(questions, MED_S1_TAXONOMY, MED_S1, backend, seed=0)
+    assert out["specialty"].tolist() == ["Cardiovascular Disease", "Astronomy", "Unlabeled"]
+    assert out["specialty_status"].tolist() == ["labeled", "labeled", "unparseable"]
+    first = backend.calls[0][1]
+    assert backend.calls[1][0] == first and len(first) == 1  # no correction turn: the prompt, afresh
+    assert backend.calls[2] == [backend.calls[0][2]]
+    assert "Question: stars" in first[0]["content"]
+
+
+def test_label_cache_key_changes_with_prompt_taxonomy_and_parsing(make_config):
+    cfg = make_config("experiment=med-s1-1k")
+    key = labels_spec(cfg, MED_S1_TAXONOMY, "src")
+    assert labels_spec(cfg, MED_S1_TAXONOMY, "src") == key
+    assert labels_spec(cfg, TAXONOMY, "src") != key
+    meds1 = make_config("experiment=med-s1-1k", "curation/specialty=meds1")
+    assert labels_spec(meds1, MED_S1_TAXONOMY, "src") != key  # prompt, pattern, correction, sampling
+    for override in (
+        "curation.specialty.code_pattern='SPECIALTY (\\d+)'",
+        "curation.specialty.correction=again",
+        "curation.specialty.llm.temperature=0.5",
+    ):
+        assert labels_spec(make_config("experiment=med-s1-1k", override), MED_S1_TAXONOMY, "src") != key
+    unlabeled_kept = make_config("experiment=med-s1-1k", "curation.specialty.unlabeled=domain")
+    assert labels_spec(unlabeled_kept, MED_S1_TAXONOMY, "src") == key  # labels are the same either way
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"code_pattern": "SPECIALTY: ("}, "curation.specialty.code_pattern is not a regular expression"),
+        ({"code_pattern": "SPECIALTY: \\d+"}, "has 0 groups; it needs one"),
+    ],
+)
+def test_bad_labeler_settings(change, message):
+    config = compose(["experiment=med-s1-1k"])
+    config.curation.specialty = dataclasses.replace(config.curation.specialty, **change)
+    with pytest.raises(UserError, match=message):
+        validate(config)
+
+
+def test_meds1_taxonomy_is_unique_and_numbered():
     assert len(TAXONOMY) == len(set(TAXONOMY)) == 139
     assert {"Cardiovascular Disease", "Dentistry", "Pharmacology", "Non-Medical"} <= set(TAXONOMY)
     listing = numbered(TAXONOMY).splitlines()
@@ -149,20 +246,25 @@ def test_taxonomy_is_unique_and_numbered():
         ("Cardiovascular Disease", None),
     ],
 )
-def test_specialty_code_parsing_is_strict(reply, expected):
-    assert parse_specialty(reply, TAXONOMY) == (None if expected is None else TAXONOMY[expected])
+def test_meds1_specialty_code_parsing_is_strict(reply, expected):
+    found = parse_specialty(reply, TAXONOMY, MEDS1.code_pattern)
+    assert found == (None if expected is None else TAXONOMY[expected])
 
 
-def test_llm_labeler_retries_then_records_unlabeled():
+def test_meds1_labeler_retries_with_a_correction_then_records_unlabeled():
     backend = ScriptedBackend(
         ["SPECIALTY: 030", "Cardiology", "SPECIALTY: 999"], ["SPECIALTY: 012", "no idea"]
     )
     questions = pd.Series(["chest pain", "rash", "???"], index=pd.Index([5, 6, 7], name="row_id"))
-    out = label_with_llm(questions, TAXONOMY, SpecialtyConfig(llm=LLMConfig(attempts=2)), backend, seed=0)
+    meds1 = dataclasses.replace(MEDS1, llm=dataclasses.replace(MEDS1.llm, attempts=2))
+    out = label_with_llm(questions, TAXONOMY, meds1, backend, seed=0)
     assert out["row_id"].tolist() == [5, 6, 7]
     assert out["specialty"].tolist() == [TAXONOMY[29], TAXONOMY[11], "Unlabeled"]
     assert out["specialty_status"].tolist() == ["labeled", "labeled", "unparseable"]
     assert "001. Allergy and Immunology" in backend.calls[0][0][0]["content"]
+    retried = backend.calls[1][0]
+    assert [m["role"] for m in retried] == ["user", "assistant", "user"]
+    assert retried[2]["content"] == MEDS1.correction
 
 
 def test_column_labels(tmp_path):
@@ -222,7 +324,6 @@ def openai_llm(openai_server, **overrides) -> LLMConfig:
         base_url=base_url,
         served_model=model,
         max_retries=1,
-        retry_backoff_s=0.05,
         timeout_s=60,
     )
     return LLMConfig(
@@ -252,11 +353,12 @@ def test_llm_judge_and_labeler_through_a_real_openai_server(openai_server, tmp_p
     questions = pd.Series(
         ["A child with a barking cough.", "Which nerve supplies the deltoid?"], index=[1, 2]
     )
-    labels = label_with_llm(questions, TAXONOMY, SpecialtyConfig(llm=llm), backend, seed=0)
+    labels = label_with_llm(questions, MED_S1_TAXONOMY, SpecialtyConfig(llm=llm), backend, seed=0)
     for label, status, reply in zip(
         labels["specialty"], labels["specialty_status"], labels["specialty_reply"], strict=True
     ):
-        assert (label, status) == (parse_specialty(reply, TAXONOMY), "labeled") or (label, status) == (
+        parsed = parse_specialty(reply, MED_S1_TAXONOMY, MED_S1.code_pattern)
+        assert (label, status) == (parsed, "labeled") or (label, status) == (
             "Unlabeled",
             "unparseable",
         )
@@ -272,7 +374,6 @@ def closed_port_llm(attempts: int = 2) -> LLMConfig:
         backend="openai",
         base_url=f"http://127.0.0.1:{port}/v1",
         max_retries=1,
-        retry_backoff_s=0.01,
         timeout_s=5,
     )
     return LLMConfig(inference=inference, attempts=attempts)

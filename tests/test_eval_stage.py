@@ -48,6 +48,7 @@ def test_eval_writes_predictions_metrics_table_and_registry(make_config, caplog)
         assert p["run"] == 0 and p["seed"] == cfg.seed and p["error"] is None
     metrics = json.loads((stage_dir(cfg, "eval") / "metrics.json").read_text())
     assert metrics == record["metrics"]
+    assert metrics["decoding"] == {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 8}  # eval=demo: greedy
     assert set(metrics["overall"]) >= SUMMARY_KEYS and metrics["overall"]["n"] == 9
     assert set(metrics["per_source"]) == {"DemoMedMCQA", "DemoMedQA", "DemoPubMedQA"}
     assert all(set(s) >= SUMMARY_KEYS for s in metrics["per_source"].values())
@@ -71,7 +72,7 @@ def test_repeats_use_a_seed_per_run_and_report_the_spread(make_config):
     ]
     overall = metrics["overall"]
     assert overall["n"] == 6 and len(overall["accuracy_runs"]) == 2 and overall["accuracy_std"] >= 0
-    assert metrics["seeds"] == [42, 43]
+    assert metrics["seeds"] == [42, 43] and metrics["decoding"]["temperature"] == 1.0
 
 
 @pytest.fixture(scope="module")
@@ -126,12 +127,6 @@ def test_tts_eval_reports_budget_and_mean_thinking_tokens(make_config):
     assert all(0 < p["thinking_tokens"] <= 8 for p in _predictions(cfg))
 
 
-def test_tts_needs_a_backend_that_continues_text(make_config):
-    cfg = make_config(*BASE, "inference=openai", "eval.tts.enabled=true")
-    with pytest.raises(UserError, match="use inference=hf or inference=vllm"):
-        eval_stage.run(cfg)
-
-
 def test_a_killed_eval_resumes_with_only_the_missing_answers(make_config, model_cache, tmp_path, caplog):
     overrides = [*BASE, "eval.max_per_source=5", "eval.max_new_tokens=16", "inference.batch_size=2"]
     cfg = make_config(*overrides)
@@ -174,7 +169,6 @@ def test_a_server_killed_mid_run_gives_recorded_failures_then_a_clean_resume(
                 f"inference.served_model={model}",
                 "inference.max_concurrency=2",
                 "inference.max_retries=1",
-                "inference.retry_backoff_s=0.05",
                 "eval.max_per_source=4",
                 "eval.max_new_tokens=4",
             )

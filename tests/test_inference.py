@@ -1,5 +1,6 @@
 """Inference backends on the real tiny model: chat prompts, raw-text continuation, the OpenAI client."""
 
+import json
 import shutil
 import time
 
@@ -82,7 +83,7 @@ def test_hf_complete_honours_per_prompt_limits_and_stop_strings(hf_backend):
 
 
 def _openai(base_url, **overrides) -> object:
-    settings = {"backend": "openai", "base_url": base_url, "max_retries": 1, "retry_backoff_s": 0.01}
+    settings = {"backend": "openai", "base_url": base_url, "max_retries": 1}
     return load_backend(InferenceConfig(**{**settings, **overrides}), ModelConfig(name="tiny", path="x"), "x")
 
 
@@ -153,6 +154,19 @@ def test_vllm_backend_says_how_to_install_it_where_vllm_is_missing():
         load_backend(InferenceConfig(backend="vllm"), ModelConfig(name="x", path="x"), "x")
 
 
+def test_vllm_sampling_params_carry_every_sampling_setting():
+    from meds1.inference.vllm import sampling_params
+
+    assert sampling_params(MEDS1_SAMPLING) == {
+        "temperature": 0.05,
+        "top_p": 0.9,
+        "frequency_penalty": 0.1,
+        "seed": 3,
+        "stop": ["</s>", "\n\n"],
+    }
+    assert sampling_params(Sampling(8))["top_p"] == 1.0  # unset: no nucleus cut (vLLM's own default)
+
+
 def test_vllm_engine_arguments_come_from_the_inference_config(monkeypatch):
     from meds1.inference.vllm import _visible_gpus, engine_arguments
 
@@ -174,3 +188,208 @@ def test_vllm_engine_arguments_come_from_the_inference_config(monkeypatch):
     assert _visible_gpus(4) == ["4", "5", "6", "7"]
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert _visible_gpus(2) == ["0", "1"]
+
+
+def test_frequency_penalty_subtracts_penalty_times_generated_count():
+    import torch
+
+    from meds1.inference.hf import FrequencyPenalty
+
+    # two rows, prompt of 2 tokens (not counted), then generated tokens 3,3,1 and 0,2,2
+    input_ids = torch.tensor([[1, 3, 3, 3, 1], [3, 3, 0, 2, 2]])
+    scores = torch.zeros(2, 5)
+    out = FrequencyPenalty(0.5, prompt_length=2)(input_ids, scores)
+    assert out.tolist() == [[0.0, -0.5, 0.0, -1.0, 0.0], [-0.5, 0.0, -1.0, 0.0, 0.0]]
+
+
+def test_hf_frequency_penalty_matches_a_hand_written_greedy_decode(hf_backend):
+    """OpenAI/vLLM semantics end to end: logits minus penalty x count of each generated token."""
+    import torch
+
+    tokenizer, model = hf_backend.tokenizer, hf_backend.model
+    prompt = "Question: which drug causes optic neuritis?\n\nThink through this step-by-step:\n1."
+    prompt_ids = tokenizer(prompt)["input_ids"]
+
+    def greedy(penalty: float, steps: int) -> str:
+        ids: list[int] = []
+        with torch.inference_mode():
+            for _ in range(steps):
+                logits = model(torch.tensor([prompt_ids + ids])).logits[0, -1]
+                for token in set(ids):
+                    logits[token] -= penalty * ids.count(token)
+                ids.append(int(logits.argmax()))
+                if ids[-1] in hf_backend.eos:
+                    break
+        return tokenizer.decode(ids, skip_special_tokens=True)
+
+    [free] = hf_backend.complete_raw([prompt], Sampling(max_new_tokens=24))
+    [penalized] = hf_backend.complete_raw([prompt], Sampling(max_new_tokens=24, frequency_penalty=2.0))
+    assert free.text == greedy(0.0, 24)
+    assert penalized.text == greedy(2.0, 24)
+    assert penalized.text != free.text  # the tiny model repeats itself without the penalty
+
+
+def test_complete_raw_encodes_the_prompt_as_the_tokenizer_does_by_default(hf_backend):
+    """vLLM's LLM.generate(str) and /v1/completions servers add BOS to a raw prompt; so must hf/vllm."""
+    tokenizer = hf_backend.tokenizer
+    prompt = "Question: which drug causes optic neuritis?\n1."
+    tokenizer.add_bos_token = True  # the tiny tokenizer adds none by default; Llama 3's does
+    try:
+        [raw] = hf_backend.complete_raw([prompt], Sampling(max_new_tokens=6))
+        [rendered] = hf_backend.complete([tokenizer.bos_token + prompt], Sampling(max_new_tokens=6))
+        assert raw.prompt_tokens == len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) + 1
+        assert raw.text == rendered.text and raw.prompt_tokens == rendered.prompt_tokens
+    finally:
+        tokenizer.add_bos_token = False
+
+
+class ScriptedServer:
+    """A real HTTP server on 127.0.0.1 that answers each POST from a script of (status, headers,
+    body) and records (time, path, JSON body) of every request: what an endpoint receives and how
+    the client reacts to throttling, which a healthy real server cannot be made to do on cue."""
+
+    def __init__(self, *script: tuple[int, dict, dict]):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.script = list(script)
+        self.requests: list[tuple[float, str, dict]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                server.requests.append((time.monotonic(), self.path, body))
+                status, headers, reply = server.script.pop(0) if len(server.script) > 1 else server.script[0]
+                content = json.dumps(reply).encode()
+                self.send_response(status)
+                for name, value in {"Content-Type": "application/json", **headers}.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __enter__(self) -> "ScriptedServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+USAGE = {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
+CHAT_OK = (
+    200,
+    {},
+    {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "Yes."}, "finish_reason": "stop"}
+        ],
+        "usage": USAGE,
+    },
+)
+COMPLETION_OK = (
+    200,
+    {},
+    {
+        "id": "c",
+        "object": "text_completion",
+        "created": 0,
+        "model": "m",
+        "choices": [{"index": 0, "text": " Check the", "finish_reason": "stop", "logprobs": None}],
+        "usage": USAGE,
+    },
+)
+MEDS1_SAMPLING = Sampling(
+    1024, temperature=0.05, top_p=0.9, seed=3, stop=["</s>", "\n\n"], frequency_penalty=0.1
+)
+
+
+def test_openai_sampling_params_reach_the_endpoint():
+    with ScriptedServer(COMPLETION_OK, CHAT_OK) as server:
+        backend = _openai(server.base_url, served_model="served")
+        [raw] = backend.complete_raw(["Question: q\n1."], MEDS1_SAMPLING)
+        [chat] = backend.generate([conversation(0)], Sampling(500, temperature=0.1, seed=3))
+    assert (raw.text, raw.prompt_tokens, raw.output_tokens, raw.finish_reason) == (" Check the", 7, 2, "stop")
+    assert (chat.text, chat.error) == ("Yes.", None)
+    (_, raw_path, raw_body), (_, chat_path, chat_body) = server.requests
+    assert raw_path == "/v1/completions"
+    assert raw_body == {
+        "model": "served",
+        "prompt": "Question: q\n1.",
+        "max_tokens": 1024,
+        "temperature": 0.05,
+        "top_p": 0.9,
+        "frequency_penalty": 0.1,
+        "stop": ["</s>", "\n\n"],
+        "seed": 3,
+    }
+    # unset top_p and a zero penalty are left to the server (med-s1's judge requests set neither)
+    assert chat_path == "/v1/chat/completions"
+    assert chat_body == {
+        "model": "served",
+        "messages": conversation(0),
+        "max_tokens": 500,
+        "temperature": 0.1,
+        "seed": 3,
+    }
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_openai_backend_waits_as_retry_after_asks(status):
+    throttled = (status, {"Retry-After": "1.5"}, {"error": {"message": "slow down"}})
+    with ScriptedServer(throttled, CHAT_OK) as server:
+        [generation] = _openai(server.base_url, max_retries=2).generate(
+            [conversation(0)], Sampling(max_new_tokens=4)
+        )
+    assert generation.error is None and generation.text == "Yes."
+    (first, *_), (second, *_) = server.requests
+    # the SDK's own backoff before a first retry is at most 0.5 s; the server asked for 1.5 s
+    assert 1.5 <= second - first < 3.0
+
+
+def test_openai_backend_records_a_throttled_request_that_never_succeeds():
+    throttled = (429, {"Retry-After": "0.2"}, {"error": {"message": "quota exceeded"}})
+    with ScriptedServer(throttled) as server:
+        [generation] = _openai(server.base_url, max_retries=2).generate(
+            [conversation(0)], Sampling(max_new_tokens=4)
+        )
+    assert len(server.requests) == 3
+    assert generation.text == "" and generation.error.startswith("failed after 3 attempts: HTTP 429")
+
+
+def test_openai_backend_does_not_retry_a_bad_request():
+    with ScriptedServer((400, {}, {"error": {"message": "unknown field"}})) as server:
+        [generation] = _openai(server.base_url, max_retries=2).generate(
+            [conversation(0)], Sampling(max_new_tokens=4)
+        )
+    assert len(server.requests) == 1 and generation.error.startswith("HTTP 400: ")
+
+
+@pytest.mark.slow
+def test_openai_complete_raw_through_a_real_server(openai_server):
+    """`transformers serve` answers /v1/completions with the tokenizer's default encoding of the text."""
+    base_url, model, _ = openai_server
+    backend = load_backend(
+        InferenceConfig(backend="openai", base_url=base_url), ModelConfig(name="tiny", path=model), model
+    )
+    prompt = "Question: which drug causes optic neuritis?\n\nThink through this step-by-step:\n1."
+    [generation] = backend.complete_raw([prompt], Sampling(max_new_tokens=5, frequency_penalty=0.1))
+    tokenizer = load_chat_tokenizer(model)
+    assert generation.error is None and generation.output_tokens == 5 and generation.text
+    assert generation.prompt_tokens == len(tokenizer(prompt)["input_ids"])

@@ -13,7 +13,7 @@ import pytest
 
 from meds1.config import BudgetForcingConfig, InferenceConfig, JudgeConfig, ModelConfig, SpecialtyConfig
 from meds1.errors import UserError
-from meds1.evaluation.budget_forcing import budget_force
+from meds1.evaluation.budget_forcing import MARKERS, budget_force
 from meds1.inference import Sampling
 from meds1.inference.vllm import engine_arguments, engine_placements, on_cpu_build
 from tests import vllm_engine
@@ -127,7 +127,8 @@ def test_budget_forcing_runs_on_vllm(backend):
     forced = budget_force(backend, conversations(4), Sampling(max_new_tokens=64), config)
     for generation in forced:
         assert generation.thinking_tokens <= 32
-        assert generation.text.startswith(config.think_start) and config.answer_prefix in generation.text
+        huatuo = MARKERS["huatuo"]
+        assert generation.text.startswith(huatuo.think_start) and huatuo.answer_prefix in generation.text
 
 
 @pytest.mark.vllm
@@ -154,3 +155,12 @@ def test_judge_and_specialty_labeler_run_on_vllm(backend):
     specialty.llm.max_new_tokens = 8
     labels = label_with_llm(rows["Question"], ["Cardiology", "Ophthalmology"], specialty, backend, seed=0)
     assert len(labels) == 2 and labels["specialty_reply"].map(len).gt(0).all()
+
+
+@pytest.mark.vllm
+def test_complete_raw_encodes_by_default_and_applies_the_frequency_penalty(backend):
+    prompt = "Question: which drug causes optic neuritis?\n\nThink through this step-by-step:\n1."
+    [free] = backend.complete_raw([prompt], Sampling(max_new_tokens=24))
+    [penalized] = backend.complete_raw([prompt], Sampling(max_new_tokens=24, frequency_penalty=2.0))
+    assert free.prompt_tokens == len(backend.tokenizer(prompt)["input_ids"])  # as LLM.generate(str) encodes
+    assert penalized.text != free.text  # the tiny model repeats itself without the penalty

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from meds1 import registry
-from meds1.cli import check_argument
+from meds1.cli import check_overrides
 from meds1.config import SlurmLauncherConfig
 from meds1.errors import MissingInputError
 from meds1.launch.plan import COMPLETE, QUEUED, SUBMIT, format_plan, plan
@@ -46,8 +46,8 @@ def no_slurm_env():
 def test_train_asks_for_the_trainers_gpus_one_task_each(make_config):
     cfg = make_config("experiment=med-s1-1k")
     parameters = sbatch_parameters(cfg, "train", SLURM)
-    assert parameters["gpus_per_node"] == 8 and parameters["ntasks_per_node"] == 8
-    assert parameters["cpus_per_task"] == 8 and parameters["mem"] == "512GB" and parameters["time"] == 720
+    assert parameters["gpus_per_node"] == 4 and parameters["ntasks_per_node"] == 4  # med-s1's 4 GPUs
+    assert parameters["cpus_per_task"] == 8 and parameters["mem"] == "256GB" and parameters["time"] == 720
     assert parameters["job_name"] == "meds1-med-s1-1k-train"
 
 
@@ -176,7 +176,7 @@ def test_dry_run_plan_names_jobs_resources_dependencies_and_paths(make_config, t
     text = format_plan(steps, submitted=False)
     assert "#2 train  med-s1-1k: would submit" in text
     assert "after:     #1 (curate of med-s1-1k) succeeds" in text
-    assert "nodes=1 tasks/node=8 gpus/node=8 cpus/task=8 mem=512GB time=720min partition=gpu" in text
+    assert "nodes=1 tasks/node=4 gpus/node=4 cpus/task=8 mem=256GB time=720min partition=gpu" in text
     assert f"log:       {tmp_path / 'out' / 'logs' / 'slurm' / '%j'}/%j_0_log.out" in text
     assert f"output:    {tmp_path / 'out' / 'med-s1-1k' / 'train'}" in text
 
@@ -280,14 +280,14 @@ def test_a_job_gone_from_the_queue_is_done_only_if_its_stage_finished_after_subm
     ],
 )
 def test_launcher_keys_are_checked_with_a_hint(argument, expected):
-    assert expected in check_argument(argument, launcher="slurm")
-    assert check_argument("hydra.launcher.partition=gpu", launcher="slurm") is None
-    assert check_argument("hydra.launcher.per_stage.curate.partition=cpu", launcher="slurm") is None
+    assert expected in check_overrides(["hydra/launcher=slurm", argument])
+    assert check_overrides(["hydra/launcher=slurm", "hydra.launcher.partition=gpu"]) is None
+    assert check_overrides(["hydra/launcher=slurm", "+hydra.launcher.per_stage.curate.partition=cpu"]) is None
 
 
 def test_hydra_submitit_launchers_are_valid_choices():
-    assert check_argument("hydra/launcher=submitit_local") is None
-    assert check_argument("hydra/launcher=slurm") is None
+    assert check_overrides(["hydra/launcher=submitit_local"]) is None
+    assert check_overrides(["hydra/launcher=slurm"]) is None
 
 
 def test_without_a_cluster_the_slurm_launcher_stops_instead_of_running_here(tmp_path):
@@ -394,5 +394,27 @@ def test_a_multirun_dry_run_applies_each_points_overrides_on_top_of_its_experime
     assert result.returncode == 0, result.stdout + result.stderr
     plans = result.stdout.split("\n  #")
     med_train = next(p for p in plans if p.startswith("9 train  med-s1-1k__curation.n_samples=5"))
-    assert "tasks/node=3 gpus/node=3 cpus/task=21 mem=512GB time=720min" in med_train
+    assert "tasks/node=3 gpus/node=3 cpus/task=10 mem=256GB time=720min" in med_train
     assert result.stdout.count("would submit") == 13  # 4 points x 3 stages + the demo's shared base eval
+
+
+def test_run_and_sweep_points_that_restate_the_experiment_share_its_slug(tmp_path):
+    from meds1.config import compose
+
+    own = compose(["experiment=demo"]).curation.n_samples
+    single = run_py("stage=curate", "dry_run=true", f"curation.n_samples={own}", f"paths.root={tmp_path}")
+    assert single.returncode == 0, single.stderr[-2000:]
+    assert "curate demo: would run" in single.stdout
+    sweep = run_py(
+        "-m",
+        "hydra/launcher=slurm",
+        "dry_run=true",
+        f"curation.n_samples={own},5",
+        f"paths.root={tmp_path}",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        env=no_slurm_env(),
+    )
+    assert sweep.returncode == 0, sweep.stdout + sweep.stderr
+    assert "curate demo: would submit" in sweep.stdout
+    assert "curate demo__curation.n_samples=5: would submit" in sweep.stdout
+    assert f"n_samples={own}" not in sweep.stdout

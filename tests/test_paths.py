@@ -67,3 +67,26 @@ def test_hostile_override_value_cannot_escape_root(make_config, tmp_path):
 
 def test_package_data_paths_resolve():
     assert resolve_data_path("pkg://meds1/data/demo_eval.json").is_file()
+
+
+def test_an_override_that_restates_the_experiment_names_no_slug(make_config):
+    plain = make_config("experiment=demo")
+    own_size = plain.curation.n_samples
+    restated = make_config("experiment=demo", f"curation.n_samples={own_size}", "model=tiny", "seed=42")
+    assert restated.overrides[0] == "experiment=demo" and len(restated.overrides) == 3  # + the two paths
+    for stage in ("curate", "train", "eval"):
+        assert stage_dir(restated, stage) == stage_dir(plain, stage)
+    changed = make_config("experiment=demo", f"curation.n_samples={own_size + 1}", "model=tiny")
+    assert stage_dir(changed, "curate").parent.name == f"demo__curation.n_samples={own_size + 1}"
+
+
+def test_an_override_undone_by_a_later_one_names_no_slug(make_config):
+    cfg = make_config("experiment=random-1k", "seed=7", "seed=42")
+    assert stage_dir(cfg, "curate").parent.name == "random-1k"
+    twice = make_config("experiment=random-1k", "seed=7", "seed=7")
+    assert stage_dir(twice, "curate") == stage_dir(make_config("experiment=random-1k", "seed=7"), "curate")
+
+
+def test_a_group_choice_that_changes_the_config_names_the_slug(make_config):
+    cfg = make_config("experiment=demo", "curation=random")
+    assert stage_dir(cfg, "curate").parent.name == "demo__curation=random"

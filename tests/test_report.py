@@ -15,10 +15,10 @@ from PIL import Image
 
 from meds1.config import compose
 from meds1.errors import MissingInputError, UserError
-from meds1.report import plots
+from meds1.report import plots, provenance
 from meds1.report.experiments import experiments, load_registry
 from meds1.stages import report
-from tests.report_registry import SOURCES, SWEEP, TTS
+from tests.report_registry import DECODING, SOURCES, SWEEP, TTS
 
 
 @pytest.fixture
@@ -78,19 +78,19 @@ def test_overall_is_the_question_weighted_average(data):
 def test_markdown_tables(full_report, data):
     root, _ = full_report
     text = (root / "report" / "results.md").read_text()
-    strict, huatuo, counts = text.split("\n## ")[1:]
+    strict, huatuo, counts = text.split("\n## ")[1:4]
     slug = "med-s1-1k__curation.n_samples=5000"
     metrics = data["experiments"][slug]["results"]["eval"]["metrics"]
     row = next(line for line in strict.splitlines() if line.startswith(f"| {slug} |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     header = [c.strip() for c in strict.splitlines()[2].strip("|").split("|")]
-    assert header == ["experiment", "curation.method", *sorted(SOURCES), "overall"]
+    assert header == ["experiment", "curation.method", "decoding", *sorted(SOURCES), "overall"]
     overall = metrics["overall"]
     low, high = overall["ci95"]
-    assert cells[1] == "s1"
+    assert cells[1:3] == ["s1", DECODING]
     assert cells[-1] == f"{100 * overall['accuracy']:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
     medqa = metrics["per_source"]["MedQA_USLME_test"]
-    assert f"| {slug} | s1 |" in huatuo and f"{100 * medqa['accuracy_huatuo']:.1f}" in huatuo
+    assert f"| {slug} | s1 | {DECODING} |" in huatuo and f"{100 * medqa['accuracy_huatuo']:.1f}" in huatuo
     old = next(
         line for line in huatuo.splitlines() if line.startswith("| random-1k__curation.n_samples=5000 |")
     )
@@ -218,8 +218,6 @@ def test_stale_plots_are_removed(make_config, root):
     [
         ("report.experiments=[nope*]", "'nope*' matches no experiment"),
         ("report.group_by=curation.nope", "unknown config key 'curation.nope'"),
-        ("report.metric=f1", "valid: accuracy, accuracy_huatuo"),
-        ("report.outputs=[pdf]", "valid: markdown, csv, plots, html"),
     ],
 )
 def test_bad_options_are_named(make_config, root, override, named):
@@ -250,7 +248,7 @@ def test_registry_with_only_old_metrics_still_reports(make_config, tmp_path):
     )
     result = report.run(cfg)
     assert result["experiments"] == 1
-    assert "| x | - | 50.0 | 50.0 |" in (tmp_path / "out" / "report" / "results.md").read_text()
+    assert "| x | - | - | 50.0 | 50.0 |" in (tmp_path / "out" / "report" / "results.md").read_text()
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -303,7 +301,8 @@ def test_index_html_renders_in_headless_chromium(full_report, data, tmp_path):
     for image in shown["images"]:
         assert image["complete"] and image["width"] > 0 and image["shown"] > 0, image
     with_eval = {s for s, e in data["experiments"].items() if "eval" in e["results"]}
-    assert sorted(shown["rows"]) == sorted([*with_eval] * 3)  # the three result tables
+    provenance_rows = [row[0] for row in provenance.rows(chosen(data))]
+    assert sorted(shown["rows"]) == sorted([*with_eval] * 3 + provenance_rows)  # results, then provenance
     assert shown["status"] == sum(len(e["config"]["stages"]) for e in data["experiments"].values())
 
     screenshot = tmp_path / "page.png"

@@ -270,3 +270,26 @@ def test_command_line(medsone_file, tmp_path):
     )
     assert exported.returncode == 0, exported.stderr
     assert list(json.loads(out.read_text())["experiments"]) == ["base"]
+
+
+def test_overall_is_the_question_weighted_mean_of_the_per_source_accuracies(tmp_path):
+    """med-s1's num_correct counts first matches only; the overall comes from the per-source accuracies."""
+    summary = {  # as in med-s1's results/huatuo-100-random_eval.json: accuracy = max(first, last)
+        "MedMCQA_validation": {**source(0.5899, 4128), "num_correct": 1628},
+        "PubMedQA_test": {**source(0.75, 1000), "num_correct": 700},
+    }
+    results = {
+        "experiments": {
+            "x": {
+                "config": {"model_key": "llama3.1:8b", "curation": None, "training_params": None},
+                "results": {"eval": {"summary": summary}},
+            }
+        }
+    }
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    import_medsone(tmp_path / "results.json", tmp_path / "registry.json")
+    overall = load_registry(tmp_path / "registry.json")["experiments"]["x"]["results"]["eval"]["metrics"][
+        "overall"
+    ]
+    weighted = (summary["MedMCQA_validation"]["accuracy"] * 4128 + 0.75 * 1000) / 5128
+    assert overall["n"] == 5128 and overall["accuracy_huatuo"] == pytest.approx(weighted)

@@ -12,9 +12,9 @@ from rich.console import Console
 from meds1 import registry
 from meds1.paths import registry_path, stage_slug
 from meds1.report.experiments import load_registry
-from meds1.report.status import experiment_status, lock_is_held, statuses, to_rich
+from meds1.report.status import experiment_status, statuses, to_rich
 from meds1.stages import report
-from meds1.workspace import StageWorkspace
+from meds1.workspace import StageWorkspace, lock_is_held
 
 
 def finish(cfg, stage: str) -> None:

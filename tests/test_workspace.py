@@ -9,11 +9,12 @@ def test_commit_moves_complete_output_into_place(make_config):
     with StageWorkspace(cfg, "curate") as ws:
         (ws.path / "data.txt").write_text("rows")
         assert not ws.final.exists()
-        ws.commit({"n": 1})
+        ws.commit(record := {"n": 1})
     assert (ws.final / "data.txt").read_text() == "rows"
-    assert read_marker(ws.final)["record"] == {"n": 1}
+    assert set(record) == {"n", "provenance"}  # the record that also goes to results.json
+    assert read_marker(ws.final)["record"] == record
     assert not ws.partial.exists()
-    assert StageWorkspace(cfg, "curate").completed_record() == {"n": 1}
+    assert StageWorkspace(cfg, "curate").completed_record() == record
 
 
 def test_force_or_other_config_means_not_complete(make_config):
@@ -82,3 +83,59 @@ def test_config_hash_ignores_resources_and_paths(make_config):
     assert config_hash(a, "train") != config_hash(
         make_config("experiment=random-1k", "trainer.num_epochs=1"), "train"
     )
+
+
+def test_a_complete_stage_with_the_same_config_is_reused_wherever_it_lives(make_config):
+    import dataclasses
+
+    from meds1.launch.plan import COMPLETE, plan
+    from meds1.paths import stage_dir
+
+    cfg = make_config("experiment=random-1k")
+    with StageWorkspace(cfg, "curate") as ws:
+        (ws.path / "rows").write_text("curated")
+        ws.commit({"n": 1})
+    # The same config under another slug (e.g. one named from other overrides): same hash, other directory.
+    other = dataclasses.replace(cfg, overrides=["curation.n_samples=1000"], stage="train")
+    assert stage_dir(other, "curate") != stage_dir(cfg, "curate")
+    assert config_hash(other, "curate") == config_hash(cfg, "curate")
+    assert require_complete(other, "curate", "curated dataset") == stage_dir(cfg, "curate").resolve()
+    assert plan([dataclasses.replace(other, stage="all")], None)[0].action == COMPLETE  # plans do not link
+    assert not stage_dir(other, "curate").exists()
+    workspace = StageWorkspace(other, "curate")
+    assert workspace.completed_record()["n"] == 1
+    assert workspace.reused_from == stage_dir(cfg, "curate").resolve()
+    assert (stage_dir(other, "curate") / "rows").read_text() == "curated"  # linked into its own slug
+    forced = StageWorkspace(dataclasses.replace(other, force=True), "curate")
+    with forced:
+        forced.commit({"n": 2})
+    assert read_marker(stage_dir(cfg, "curate"))["record"]["n"] == 1  # the original is left alone
+    assert read_marker(stage_dir(other, "curate"))["record"]["n"] == 2
+    changed = dataclasses.replace(other, overrides=["seed=3"], seed=3)
+    assert StageWorkspace(changed, "curate").completed_record() is None  # another config: not reused
+
+
+def test_a_stage_run_under_another_slug_reuses_and_records_the_finished_one(make_config, tmp_path):
+    import dataclasses
+
+    import pandas as pd
+
+    from meds1 import registry
+    from meds1.paths import registry_path, stage_slug
+    from meds1.stages import curate
+    from tests.conftest import REPO
+
+    source = tmp_path / "rows.jsonl"
+    pd.read_json(REPO / "meds1/data/demo_sft.jsonl", lines=True).dropna().head(9).to_json(
+        source, orient="records", lines=True
+    )
+    cfg = make_config("experiment=demo", f"curation.source.path={source}")
+    first = curate.run(cfg)
+    (tmp_path / "out" / stage_slug(cfg, "curate") / "curate" / "curated.parquet").unlink()  # a later run
+    other = dataclasses.replace(cfg, name="demo-again")  # same config, another slug
+    assert curate.run(other) == first  # not recomputed: it would have written curated.parquet again
+    slug = stage_slug(other, "curate")
+    assert slug.startswith("demo-again__") and (tmp_path / "out" / slug / "curate").is_symlink()
+    assert not (tmp_path / "out" / slug / "curate" / "curated.parquet").exists()
+    entry = registry.load(registry_path(other))["experiments"][slug]
+    assert entry["results"]["curation"]["stats"] == first["stats"]

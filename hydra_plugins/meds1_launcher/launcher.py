@@ -3,7 +3,7 @@ path, and the command returns once the jobs are queued.
 
 It extends hydra-submitit-launcher's `SlurmLauncher` (same config names, same submitit underneath) but
 replaces `launch`, which in the plugin runs each sweep point as one job and waits for all of them.
-Hydra imports every plugin module at start-up, so meds1 is imported only inside `launch`.
+Hydra imports every plugin module at start-up, so only the light meds1.overrides is imported here.
 """
 
 from __future__ import annotations
@@ -22,13 +22,15 @@ class ChainedSlurmLauncher(SlurmLauncher):
         self.composer: SweepComposer | None = None
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from meds1.cli import exit_on_user_error
         from meds1.config import SlurmLauncherConfig, to_config
+        from meds1.launch.dispatch import exit_on_user_error
         from meds1.launch.submit import launch
 
         assert self.config is not None and self.hydra_context is not None
         self.composer = self.composer or SweepComposer(self.hydra_context.config_loader, self.config)
-        configs = [to_config(self.composer.compose(o), overrides=list(o)) for o in job_overrides]
+        configs = [
+            to_config(self.composer.compose(o), overrides=self.composer.effective(o)) for o in job_overrides
+        ]
         steps = exit_on_user_error(launch, configs, SlurmLauncherConfig(**self.params))
         jobs = [{"stage": s.stage, "slug": s.slug, "action": s.action, "job_id": s.job_id} for s in steps]
         return [

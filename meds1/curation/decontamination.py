@@ -1,12 +1,22 @@
-"""Decontamination: drop training rows whose question nearly duplicates an eval question.
+"""Decontamination: drop training rows whose question restates a question of the eval suite.
 
-Both sides are normalized (ASCII-folded, lowercased, punctuation dropped) and cut into word
-n-grams (8 by default, as s1 did). A training question overlaps an eval question when at least
-`threshold` of its n-grams occur in that one eval question; a question shorter than n words is one
-n-gram, so only an exact (normalized) duplicate matches it. Counting per eval question, not over
-the whole suite, keeps boilerplate ("which of the following is the most likely ...") from adding up.
-`columns` picks the row's texts to compare (default `Question`; rows that also carry their source
-multiple-choice question, as HuatuoGPT-o1's do in `question`, should compare that too).
+Two methods (`curation.decontamination.method`):
+
+- `tfidf` (default): cosine similarity of TF-IDF vectors (word unigrams of the normalized text,
+  English stop words dropped, sublinear term frequency) between a row's text and
+  each eval question; a row is removed when its nearest eval question scores >= `threshold`. IDF
+  counts the eval questions only (a word they lack weighs most), so a row's score does not depend on
+  the other training rows.
+  medical-o1-reasoning-SFT rewrites each source multiple-choice question as an open question, so a
+  contaminated row shares the eval question's rare words but few of its 8-word runs: on HuatuoGPT-o1's
+  198 demo rows the 8-gram check finds none of the 3 MedMCQA validation questions, this one all 3.
+- `ngram`: s1's word n-gram overlap. Both sides are normalized (ASCII-folded, lowercased, punctuation
+  dropped) and cut into word n-grams; the score is the largest share of the row's n-grams found in a
+  single eval question, and a row is removed when it is >= `ngram_share` and above 0 (so
+  `ngram_share=0` is s1's rule: any shared n-gram). A text shorter than n words is one n-gram.
+
+Each compared row gets its nearest eval question (`overlap_source`, `overlap_id`) and score
+(`overlap_score`), written to filtered.parquet, so every removal can be checked by hand.
 """
 
 from __future__ import annotations
@@ -19,10 +29,13 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from meds1.config import DecontaminationConfig
+from meds1.config import DecontaminationConfig, DecontaminationMethod
 from meds1.errors import UserError
 
 log = logging.getLogger(__name__)
+
+MATCH_COLUMNS = ("overlap_score", "overlap_source", "overlap_id")
+CHUNK_ROWS = 2048  # training rows per sparse product: bounds the dense (rows x eval questions) block
 
 
 def words(text: str) -> list[str]:
@@ -37,22 +50,46 @@ def ngrams(text: str, n: int) -> set[int]:
     return {hash(" ".join(tokens[i : i + n])) for i in range(len(tokens) - n + 1)}
 
 
-def overlap_scores(questions: list[str], eval_questions: list[str], n: int) -> np.ndarray:
-    """Per training question: the largest share of its n-grams found in any single eval question."""
+def ngram_scores(texts: list[str], reference: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per text: the largest share of its n-grams found in one reference text, and that text's index."""
     index: dict[int, list[int]] = {}
-    for number, question in enumerate(eval_questions):
+    for number, question in enumerate(reference):
         for gram in ngrams(question, n):
             index.setdefault(gram, []).append(number)
-    scores = np.zeros(len(questions))
-    for position, question in enumerate(questions):
-        grams = ngrams(question, n)
+    scores = np.zeros(len(texts))
+    nearest = np.full(len(texts), -1)
+    for position, text in enumerate(texts):
+        grams = ngrams(text, n)
         hits = Counter(number for gram in grams for number in index.get(gram, ()))
         if hits:
-            scores[position] = max(hits.values()) / len(grams)
-    return scores
+            nearest[position], count = hits.most_common(1)[0]
+            scores[position] = count / len(grams)
+    return scores, nearest
 
 
-def eval_questions(decontamination: DecontaminationConfig) -> list[str]:
+def tfidf_scores(texts: list[str], reference: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per text: the largest TF-IDF cosine to a reference text, and that text's index."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer, TfidfTransformer
+
+    def terms(text: str) -> list[str]:
+        return [word for word in words(text) if word not in ENGLISH_STOP_WORDS]
+
+    counts = CountVectorizer(analyzer=terms, dtype=np.float32).fit([*reference, *texts])
+    eval_counts = counts.transform(reference)
+    weights = TfidfTransformer(sublinear_tf=True).fit(eval_counts)  # IDF from the eval questions only
+    eval_vectors = weights.transform(eval_counts).T.tocsr()
+    rows = weights.transform(counts.transform(texts))
+    scores = np.zeros(len(texts))
+    nearest = np.full(len(texts), -1)
+    for start in range(0, len(texts), CHUNK_ROWS):
+        block = (rows[start : start + CHUNK_ROWS] @ eval_vectors).toarray()
+        nearest[start : start + len(block)] = block.argmax(axis=1)
+        scores[start : start + len(block)] = block.max(axis=1)
+    nearest[scores == 0] = -1
+    return scores, nearest
+
+
+def eval_questions(decontamination: DecontaminationConfig) -> list[dict]:
     from meds1.evaluation.data import load_suite
 
     try:
@@ -62,15 +99,18 @@ def eval_questions(decontamination: DecontaminationConfig) -> list[str]:
             f"decontamination needs the eval suite: {error}. Point MEDS1_EVAL_DATA at it, set "
             "curation.decontamination.suite, or turn it off with curation.decontamination.enabled=false"
         ) from None
-    return [row["question"] for row in rows]
+    return rows
 
 
-def contaminated(rows: pd.DataFrame, decontamination: DecontaminationConfig) -> np.ndarray:
-    """A boolean mask over `rows`: True where any of the compared columns overlaps an eval question."""
-    mask = np.zeros(len(rows), dtype=bool)
+def nearest_eval_questions(
+    rows: pd.DataFrame, decontamination: DecontaminationConfig
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Each row's nearest eval question over the compared columns (`MATCH_COLUMNS`, indexed like
+    `rows`) and a mask: True where it is close enough to remove the row."""
+    matches = pd.DataFrame(index=rows.index, columns=list(MATCH_COLUMNS))
     if not decontamination.suite:
         log.warning("decontamination: no eval files configured (curation.decontamination.suite); skipped")
-        return mask
+        return matches, np.zeros(len(rows), dtype=bool)
     missing = [c for c in decontamination.columns if c not in rows.columns]
     if missing:
         raise UserError(
@@ -78,16 +118,35 @@ def contaminated(rows: pd.DataFrame, decontamination: DecontaminationConfig) -> 
             f"valid: {', '.join(map(str, rows.columns))}"
         )
     reference = eval_questions(decontamination)
+    questions = [row["question"] for row in reference]
+    method = decontamination.method
+    best = np.zeros(len(rows))
+    nearest = np.full(len(rows), -1)
     for column in decontamination.columns:
         texts = rows[column].fillna("").astype(str).tolist()
-        mask |= overlap_scores(texts, reference, decontamination.ngram) >= decontamination.threshold
+        if method == DecontaminationMethod.tfidf:
+            scores, found = tfidf_scores(texts, questions)
+        else:
+            scores, found = ngram_scores(texts, questions, decontamination.ngram)
+        better = scores > best
+        best[better], nearest[better] = scores[better], found[better]
+    if method == DecontaminationMethod.tfidf:
+        mask, rule = best >= decontamination.threshold, f"cosine >= {decontamination.threshold:g}"
+    else:
+        share = decontamination.ngram_share
+        mask = (best >= share) & (best > 0)
+        rule = f"{decontamination.ngram}-gram share >= {share:g}" if share else "any shared n-gram"
+    hit = nearest >= 0
+    matches.loc[hit, "overlap_score"] = best[hit].round(4)
+    matches.loc[hit, "overlap_source"] = [reference[i]["source"] for i in nearest[hit]]
+    matches.loc[hit, "overlap_id"] = [reference[i]["id"] for i in nearest[hit]]
     log.info(
-        "decontamination: %d of %d rows overlap one of %d eval questions (%s; %d-grams, threshold %.2f)",
+        "decontamination: %d of %d rows match one of %d eval questions (%s of %s: %s)",
         int(mask.sum()),
         len(rows),
         len(reference),
+        method.value,
         ", ".join(decontamination.columns),
-        decontamination.ngram,
-        decontamination.threshold,
+        rule,
     )
-    return mask
+    return matches.astype({"overlap_score": float}), mask

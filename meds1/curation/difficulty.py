@@ -1,5 +1,10 @@
 """Difficulty filter: the base model answers each question, a judge compares it with the reference.
 
+By default the base model is asked as med-s1 asked it (data/utils/model_utils.py at 92b9b79): the
+text of `prompt` completed raw (no chat template; "Think through this step-by-step:\n1." ends it),
+temperature 0.05, top_p 0.9, frequency_penalty 0.1, stop at "</s>" or a blank line, 1024 tokens.
+`prompt_format=chat` sends `prompt` as the user turn through the model's chat template instead.
+
 Verdicts: `correct` (the row is removed, reason `base_model_correct`), `incorrect` (kept: hard),
 `unparseable` (the judge's reply did not end in Yes/No after every attempt), `failed` (the judge's
 request failed after the backend's retries) and `no_answer` (the base model's request failed). The
@@ -7,8 +12,10 @@ last three are recorded as such, never silently counted as hard; `drop_unjudged`
 those rows stay in the pool.
 
 Judges:
-- `llm`: any model through an inference backend; its reply must end with the word Yes or No
-  ("Yes." and "**No**" count; "Yes, but ..." does not: the final word decides).
+- `llm`: any model through an inference backend (default: med-s1's verify_answer prompt,
+  temperature 0.1, 500 tokens); its reply must end with the word Yes or No ("Yes." and "**No**"
+  count; "Yes, but ..." does not: the final word decides). med-s1 compared the last
+  whitespace-separated word, lowercased, with "yes", so "Yes." or "**Yes**" counted as No.
 - `match`: offline. An option letter ("The answer is C") on both sides is compared directly;
   otherwise every content word of the reference's final answer must appear in the final answer of
   the model's reply (after its last "answer is"/"Answer:", else its last paragraph).
@@ -23,16 +30,15 @@ import unicodedata
 
 import pandas as pd
 
-from meds1.config import Config, DifficultyConfig, JudgeConfig
+from meds1.config import Config, DifficultyConfig, JudgeConfig, PromptFormat
 from meds1.curation import QUESTION
 from meds1.curation.cache import AnnotationCache, annotate
 from meds1.curation.llm import FAILED, OK, UNPARSEABLE, ask, check_not_all_failed, llm_spec, load_llm
 from meds1.errors import UserError
-from meds1.inference import Sampling
+from meds1.inference import Backend, Generation, Sampling
 
 CORRECT, INCORRECT, NO_ANSWER = "correct", "incorrect", "no_answer"
 UNJUDGED = (UNPARSEABLE, FAILED, NO_ANSWER)
-JUDGES = ("llm", "match")
 JUDGE_CORRECTION = "Your reply did not end with a single word Yes or No. Reply with one word: Yes or No."
 
 
@@ -72,34 +78,18 @@ def match_verdict(answer: str, reference: str) -> str:
     return CORRECT if wanted <= _content_words(_final_answer(answer)) else INCORRECT
 
 
-def check_prompts(difficulty: DifficultyConfig) -> None:
-    """Fail before any inference if a prompt template names an unknown placeholder."""
-    for key, template, fields in [
-        ("curation.difficulty.prompt", difficulty.prompt, {"question"}),
-        ("curation.difficulty.judge.prompt", difficulty.judge.prompt, {"question", "answer", "reference"}),
-    ]:
-        try:
-            template.format(**dict.fromkeys(fields, ""))
-        except (KeyError, IndexError, ValueError) as exc:
-            raise UserError(
-                f"{key} has a bad placeholder ({exc}); "
-                f"valid: {', '.join('{' + f + '}' for f in sorted(fields))}"
-            ) from None
-    if difficulty.judge.method not in JUDGES:
-        raise UserError(
-            f"unknown curation.difficulty.judge.method {difficulty.judge.method!r}; "
-            f"valid: {', '.join(JUDGES)}"
-        )
-
-
 def answers_spec(cfg: Config, source_fingerprint: str) -> dict:
     difficulty = cfg.curation.difficulty
     spec = {
         "source": source_fingerprint,
         "model": dataclasses.asdict(cfg.model),
+        "prompt_format": difficulty.prompt_format.value,
         "prompt": difficulty.prompt,
         "max_new_tokens": difficulty.max_new_tokens,
         "temperature": difficulty.temperature,
+        "top_p": difficulty.top_p,
+        "frequency_penalty": difficulty.frequency_penalty,
+        "stop": list(difficulty.stop),
     }
     if difficulty.temperature > 0:
         spec["seed"] = cfg.seed
@@ -118,7 +108,6 @@ def annotate_difficulty(
 ) -> tuple[pd.DataFrame, dict]:
     """Base answers and verdicts for every row of `pool` (cached), as columns indexed like `pool`."""
     difficulty = cfg.curation.difficulty
-    check_prompts(difficulty)
     reference = difficulty.judge.reference_column
     if reference not in pool.columns:
         raise UserError(
@@ -132,12 +121,7 @@ def annotate_difficulty(
     base_model = functools.cache(lambda: _load_base_model(cfg))
 
     def compute_answers(ids: list[int]) -> pd.DataFrame:
-        conversations = [
-            [{"role": "user", "content": difficulty.prompt.format(question=q)}]
-            for q in by_id.loc[ids, QUESTION]
-        ]
-        sampling = Sampling(difficulty.max_new_tokens, temperature=difficulty.temperature, seed=cfg.seed)
-        generations = base_model().generate(conversations, sampling)
+        generations = ask_base_model(base_model(), by_id.loc[ids, QUESTION].tolist(), difficulty, cfg.seed)
         check_not_all_failed(generations, "base model")
         return pd.DataFrame(
             {
@@ -177,6 +161,28 @@ def annotate_difficulty(
     annotations = answers.join(verdicts).loc[pool["row_id"]]
     annotations.index = pool.index
     return annotations, {"answers": answers_info, "verdicts": verdicts_info}
+
+
+def base_sampling(difficulty: DifficultyConfig, seed: int) -> Sampling:
+    return Sampling(
+        difficulty.max_new_tokens,
+        temperature=difficulty.temperature,
+        top_p=difficulty.top_p,
+        seed=seed,
+        stop=list(difficulty.stop),
+        frequency_penalty=difficulty.frequency_penalty,
+    )
+
+
+def ask_base_model(
+    backend: Backend, questions: list[str], difficulty: DifficultyConfig, seed: int
+) -> list[Generation]:
+    """The base model's answers, asked as `difficulty.prompt_format` says."""
+    prompts = [difficulty.prompt.format(question=q) for q in questions]
+    sampling = base_sampling(difficulty, seed)
+    if difficulty.prompt_format == PromptFormat.raw:
+        return backend.complete_raw(prompts, sampling)
+    return backend.generate([[{"role": "user", "content": p}] for p in prompts], sampling)
 
 
 def _load_base_model(cfg: Config):

@@ -13,7 +13,6 @@ import pandas as pd
 
 from meds1.config import FormatConfig
 from meds1.curation import COT, QUESTION, RESPONSE
-from meds1.errors import UserError
 
 LAYOUTS = {
     "huatuo": "## Thinking\n\n{cot}\n\n## Final Response\n\n{response}",
@@ -23,17 +22,7 @@ LAYOUTS = {
 
 def assistant_template(fmt: FormatConfig) -> str:
     if fmt.assistant_template is not None:
-        template = fmt.assistant_template
-        try:
-            template.format(cot="", response="")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise UserError(
-                f"curation.format.assistant_template has a bad placeholder ({exc}); "
-                "valid: {cot}, {response}"
-            ) from None
-        return template
-    if fmt.layout not in LAYOUTS:
-        raise UserError(f"unknown curation.format.layout {fmt.layout!r}; valid: {', '.join(LAYOUTS)}")
+        return fmt.assistant_template
     return LAYOUTS[fmt.layout]
 
 

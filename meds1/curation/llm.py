@@ -1,11 +1,12 @@
 """Ask a model for a parseable reply: the judge's Yes/No and the labeler's `SPECIALTY: NNN`.
 
-A reply that cannot be parsed is answered with a correction turn and asked again, up to `attempts`
-times, in batches (one backend call per round). A request the backend could not complete (it has
-already retried with backoff) is recorded as `failed` (and asked again by the next run); a reply
-still unparseable after every attempt as `unparseable`. Nothing here raises for a bad reply; only
-when every request of a sizeable batch fails -- a wrong URL, key or model name, not a hiccup --
-does the run stop, with the error, rather than record thousands of failures.
+A reply that cannot be parsed is answered with a correction turn (without one, the same conversation
+is asked again with the next seed) up to `attempts` times, in batches (one backend call per round). A
+request the backend could not complete (it has already retried with backoff) is recorded as `failed`
+(and asked again by the next run); a reply still unparseable after every attempt as `unparseable`.
+Nothing here raises for a bad reply; only when every request of a sizeable batch fails -- a wrong URL,
+key or model name, not a hiccup -- does the run stop, with the error, rather than record thousands of
+failures.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def ask(
     backend: Backend,
     conversations: list[Conversation],
     parse: Callable[[str], str | None],
-    correction: str,
+    correction: str | None,
     llm: LLMConfig,
     seed: int,
     what: str = "model",
@@ -86,11 +87,12 @@ def ask(
                 replies[i] = Reply(value, OK, generation.text, attempt)
                 continue
             replies[i] = Reply(None, UNPARSEABLE, generation.text, attempt)
-            conversations[i] = [
-                *conversations[i],
-                {"role": "assistant", "content": generation.text},
-                {"role": "user", "content": correction},
-            ]
+            if correction is not None:
+                conversations[i] = [
+                    *conversations[i],
+                    {"role": "assistant", "content": generation.text},
+                    {"role": "user", "content": correction},
+                ]
             retry.append(i)
         pending = retry
         if not pending:

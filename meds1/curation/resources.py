@@ -10,6 +10,7 @@ SLURM launcher and dry runs can use it.
 from __future__ import annotations
 
 from meds1.config import Config, Resources
+from meds1.curation.pool import pool_filters
 
 REMOTE_BACKENDS = ("openai",)
 
@@ -18,7 +19,7 @@ def local_model_resources(cfg: Config) -> list[Resources]:
     """Resources of the models curate would load into its own process, in the order it runs them."""
     curation = cfg.curation
     needs = []
-    if curation.difficulty.enabled:
+    if "difficulty" in pool_filters(curation):
         if cfg.inference.backend not in REMOTE_BACKENDS:
             needs.append(cfg.inference.resources)
         judge = curation.difficulty.judge

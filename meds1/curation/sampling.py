@@ -6,7 +6,9 @@
 2. until n rows are chosen: pick a specialty (uniformly while fewer than `uniform_fraction * n` rows
    are chosen, then in proportion to `specialty_weights`, default weight 1), and within it an
    unchosen row with probability proportional to 2^-rank, rank 0 = the longest CoT left; a
-   specialty is dropped once empty.
+   specialty is dropped once empty. Rows without a label form one more specialty, `Unlabeled` (with
+   `curation.specialty.unlabeled=domain`; by default they have left the pool, as in med-s1, whose
+   domains are the labels only).
 `embedding-diversity` (med-s1's variant): k-means over the question embeddings with
 `cluster_fraction * n` clusters; the `outlier_fraction * n` rows farthest from their centroid are
 taken first, then the clusters are visited round-robin (in a seeded random order each round),
@@ -22,7 +24,6 @@ import pandas as pd
 
 from meds1.errors import UserError
 
-METHODS = ("s1", "random", "all", "embedding-diversity")
 UNLABELED = "Unlabeled"
 
 
@@ -41,8 +42,6 @@ def select(
     outlier_fraction: float = 0.1,
 ) -> np.ndarray:
     """Positions (0..len(pool)-1) of the chosen rows, in the order they were chosen."""
-    if method not in METHODS:
-        raise UserError(f"unknown curation.method {method!r}; valid: {', '.join(METHODS)}")
     rng = np.random.default_rng(seed)
     if method == "all" or n >= len(pool):
         return np.arange(len(pool))

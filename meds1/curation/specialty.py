@@ -1,14 +1,17 @@
 """Specialty labels: one entry of the taxonomy per question.
 
-The taxonomy (`specialties.txt`, one name a line) holds the ABMS specialties and subspecialties plus
-a few buckets the ABMS list lacks but the source needs: basic sciences, dentistry, ethics/law and
-non-medical rows. Labelers:
-- `llm`: the taxonomy as a numbered list (001, 002, ...); the reply must end with `SPECIALTY: NNN`
-  for a number in the list, else it is asked again; still invalid (or failed) -> `Unlabeled`.
+A taxonomy is a file of names, one a line: med-s1's `specialties_med_s1.txt` (the default: its 147
+ABMS specialties and subspecialties plus non-medical buckets such as Math and Law, verbatim from
+som-shahlab/med-s1@92b9b79 `data/Medical_Specialties_and_Subspecialties.txt`) or meds1's rewritten
+`specialties.txt` (139 names). Labelers:
+- `llm`: the taxonomy as a numbered list (001, 002, ...) in `prompt`; the first match of
+  `code_pattern` in the reply names a number in the list, else the model is asked again (the same
+  prompt, or a `correction` turn); still invalid (or failed) -> `Unlabeled`.
 - `embedding`: the specialty whose name is closest (cosine) to the question's embedding.
 - `column`: labels the user brings in a source column (`curation.specialty.column`).
 - `none`: no labels (selection methods other than s1 need none).
-`specialty_status` records how each label came about: labeled, unparseable, failed or missing.
+`specialty_status` records how each label came about: labeled, unparseable, failed or missing. What
+happens to unlabeled rows (`unlabeled`: drop or domain) is the curate stage's business.
 """
 
 from __future__ import annotations
@@ -30,12 +33,6 @@ from meds1.paths import resolve_data_path
 
 UNLABELED = "Unlabeled"
 LABELED, MISSING = "labeled", "missing"
-LABELERS = ("llm", "embedding", "column", "none")
-SPECIALTY_CODE = re.compile(r"SPECIALTY:\s*(\d{3})[\s.*_)\]]*$")
-CORRECTION = (
-    'Your reply did not end with "SPECIALTY: NNN" for a number from the list. '
-    "Reply again, ending with SPECIALTY: followed by the three-digit number of one specialty in the list."
-)
 
 
 def load_taxonomy(path: str) -> list[str]:
@@ -58,10 +55,10 @@ def numbered(taxonomy: list[str]) -> str:
     return "\n".join(f"{i:03d}. {name}" for i, name in enumerate(taxonomy, start=1))
 
 
-def parse_specialty(reply: str, taxonomy: list[str]) -> str | None:
-    """The taxonomy name whose number ends the reply as `SPECIALTY: NNN`; None if absent or out of range."""
-    match = SPECIALTY_CODE.search(reply.strip())
-    if not match:
+def parse_specialty(reply: str, taxonomy: list[str], pattern: str) -> str | None:
+    """The taxonomy name numbered by `pattern`'s first match in the reply; None if absent or out of range."""
+    match = re.search(pattern, reply)
+    if not match or not (match.group(1) or "").isdigit():
         return None
     number = int(match.group(1))
     return taxonomy[number - 1] if 1 <= number <= len(taxonomy) else None
@@ -76,24 +73,10 @@ def labels_spec(cfg: Config, taxonomy: list[str], source_fingerprint: str) -> di
     }
     if specialty.method == "llm":
         spec |= llm_spec(specialty.llm, specialty.prompt)
+        spec |= {"code_pattern": specialty.code_pattern, "correction": specialty.correction}
     else:
         spec["embedding"] = cfg.curation.embedding.model
     return spec
-
-
-def check_config(specialty: SpecialtyConfig) -> None:
-    if specialty.method not in LABELERS:
-        raise UserError(
-            f"unknown curation.specialty.method {specialty.method!r}; valid: {', '.join(LABELERS)}"
-        )
-    if specialty.method == "llm":
-        try:
-            specialty.prompt.format(question="", specialties="")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise UserError(
-                f"curation.specialty.prompt has a bad placeholder ({exc}); "
-                "valid: {question}, {specialties}"
-            ) from None
 
 
 def annotate_specialties(
@@ -101,7 +84,6 @@ def annotate_specialties(
 ) -> tuple[pd.DataFrame, dict]:
     """`specialty` and `specialty_status` for every pool row, as columns indexed like `pool`."""
     specialty = cfg.curation.specialty
-    check_config(specialty)
     if specialty.method == "column":
         return column_labels(pool, specialty.column), {"column": specialty.column}
     taxonomy = load_taxonomy(specialty.taxonomy)
@@ -163,8 +145,8 @@ def label_with_llm(
     replies = ask(
         backend,
         conversations,
-        lambda text: parse_specialty(text, taxonomy),
-        CORRECTION,
+        lambda text: parse_specialty(text, taxonomy, specialty.code_pattern),
+        specialty.correction,
         specialty.llm,
         seed,
         "specialty labeler",

@@ -6,6 +6,9 @@ For each question: open the answer with `think_start` and let the model think un
 remains of the budget. Then `answer_prefix` is appended and the answer generated (at most
 `answer_max_tokens`): the answer is forced however the thinking ended. All questions of a chunk go
 through each round together, so vLLM batches them (and its prefix cache reuses the thinking).
+
+The markers are those of the layout the model was trained on (`MARKERS`, as written by
+meds1.curation.formatting), so the forced thinking and answer look like the training answers.
 """
 
 from __future__ import annotations
@@ -23,6 +26,30 @@ class ForcedGeneration(Generation):
     thinking_tokens: int = 0
 
 
+@dataclass(frozen=True)
+class Markers:
+    think_start: str  # opens the answer
+    think_end: str  # ends the thinking (a stop string)
+    answer_prefix: str  # appended after the thinking to force the final answer
+
+
+MARKERS = {
+    "huatuo": Markers("## Thinking\n\n", "## Final Response", "\n\n## Final Response\n\n"),
+    "s1": Markers("<|im_start|>think\n", "<|im_start|>answer", "\n<|im_start|>answer\nAnswer:"),
+    "think": Markers("<think>\n", "</think>", "\n</think>\n\n"),  # reasoning models' think tags
+}
+
+
+def markers(config: BudgetForcingConfig) -> Markers:
+    """The layout's markers, each replaced by the one set in `config` (eval.tts.*) if any."""
+    chosen = MARKERS[config.layout]
+    return Markers(
+        config.think_start if config.think_start is not None else chosen.think_start,
+        config.think_end if config.think_end is not None else chosen.think_end,
+        config.answer_prefix if config.answer_prefix is not None else chosen.answer_prefix,
+    )
+
+
 def budget_force(
     backend: Backend,
     conversations: list[Conversation],
@@ -33,12 +60,15 @@ def budget_force(
     """One forced answer per conversation; `on_result` is called after each chunk of questions."""
     if not isinstance(backend, LocalBackend):
         raise UserError("eval.tts (budget forcing) continues raw text: use inference=hf or inference=vllm")
-    if config.budget < 1 or config.num_ignore < 0 or config.chunk_size < 1:
-        raise UserError("eval.tts needs budget >= 1, num_ignore >= 0 and chunk_size >= 1")
+    if config.budget < 1 or config.num_ignore < 0 or config.chunk_size < 1 or config.answer_max_tokens < 1:
+        raise UserError(
+            "eval.tts needs budget >= 1, num_ignore >= 0, chunk_size >= 1 and answer_max_tokens >= 1"
+        )
+    marks = markers(config)
     results: list[ForcedGeneration] = []
     for start in range(0, len(conversations), config.chunk_size):
         chunk = conversations[start : start + config.chunk_size]
-        for offset, generation in enumerate(_force(backend, chunk, sampling, config)):
+        for offset, generation in enumerate(_force(backend, chunk, sampling, config, marks)):
             results.append(generation)
             if on_result:
                 on_result(start + offset, generation)
@@ -46,14 +76,18 @@ def budget_force(
 
 
 def _force(
-    backend, conversations: list[Conversation], sampling: Sampling, config: BudgetForcingConfig
+    backend,
+    conversations: list[Conversation],
+    sampling: Sampling,
+    config: BudgetForcingConfig,
+    marks: Markers,
 ) -> list[ForcedGeneration]:
     n = len(conversations)
-    prompts = [backend.render(c) + config.think_start for c in conversations]
+    prompts = [backend.render(c) + marks.think_start for c in conversations]
     thinking, used, prompt_tokens = [""] * n, [0] * n, [0] * n
     finish: list[str | None] = [None] * n
     errors: list[str | None] = [None] * n
-    think = dataclasses.replace(sampling, stop=[config.think_end])
+    think = dataclasses.replace(sampling, stop=[marks.think_end])
     active = list(range(n))
     for round_ in range(config.num_ignore + 1):
         if round_:  # override the stops of those that ended early and still have budget
@@ -72,7 +106,7 @@ def _force(
             thinking[i] += generation.text
             used[i] += generation.output_tokens
             finish[i], errors[i] = generation.finish_reason, generation.error
-    forced = [thinking[i].rstrip() + config.answer_prefix for i in range(n)]
+    forced = [thinking[i].rstrip() + marks.answer_prefix for i in range(n)]
     answers = backend.complete(
         [prompt + head for prompt, head in zip(prompts, forced, strict=True)],
         dataclasses.replace(sampling, stop=[]),
@@ -80,7 +114,7 @@ def _force(
     )
     return [
         ForcedGeneration(
-            text=config.think_start + forced[i] + answers[i].text,
+            text=marks.think_start + forced[i] + answers[i].text,
             prompt_tokens=prompt_tokens[i],
             output_tokens=used[i] + answers[i].output_tokens,
             error=errors[i] or answers[i].error,

@@ -1,8 +1,9 @@
 """Which option a model's free-text answer commits to.
 
-`extract_answer` is meds1's strict extractor. It reads the answer section (the text after the last
-"## Final Response" heading or `</think>`, else the whole text) and takes the first confident
-statement, trying in order:
+`extract_answer` is meds1's strict extractor. It reads the answer section of every layout meds1
+trains on or meets (`answer_section`: the text after the last "## Final Response" heading, s1's
+`<|im_start|>answer` marker, or a reasoning model's `</think>`; else the whole text) and takes the
+first confident statement, trying in order:
 
 1. an answer statement: a cue followed by a letter or an option's text ("The answer is C",
    "Answer: (c)", "The correct answer is **C. Ethambutol**", "The answer is yes"), or an option
@@ -19,7 +20,9 @@ is unparseable (None) and scores as wrong.
 
 `huatuo_match` is a faithful port of HuatuoGPT-o1's `match_choice` (evaluation/scorer.py), so that
 accuracies can be compared with published numbers; it always guesses (its last resort is the
-option most similar to the whole output).
+option most similar to the whole output). HuatuoGPT's scorer knows only its own "## Final Response"
+layout; the port first cuts an s1- or think-tag-layout answer to its answer part the same way, so
+that it does not score the thinking (identical results on HuatuoGPT-layout answers).
 """
 
 from __future__ import annotations
@@ -30,6 +33,11 @@ from collections import Counter
 
 FINAL_HEADING = re.compile(r"#+[ \t]*final[ \t]+response\b[^\n]*", re.IGNORECASE)
 THINK_END = "</think>"
+S1_ANSWER = "<|im_start|>answer"  # s1's layout: "<|im_start|>think\n{cot}\n<|im_start|>answer\n{response}"
+# The s1 markers decoded without their special token (`<|im_start|>` is one in Qwen's vocabulary):
+# an answer that opens with a "think" line has its answer after the last line reading "answer".
+BARE_S1_THINK = re.compile(r"\s*think[ \t]*\n")
+BARE_S1_ANSWER = re.compile(r"^answer[ \t]*$", re.MULTILINE)
 CUE = re.compile(
     r"\b(?:final\s+answer|correct\s+answer|best\s+answer|answer|correct\s+(?:option|choice)|"
     r"best\s+(?:option|choice))\b\**\s*(?:(?:is|would\s+be|should\s+be)\s*:?|:|=)\s*\**\s*"
@@ -52,19 +60,29 @@ OPTION_LINE = re.compile(
 )
 
 
+def layout_answer_start(text: str) -> int:
+    """Where the answer part of an s1-layout or think-tag answer starts (0 when there is neither)."""
+    starts = [0]
+    for marker in (S1_ANSWER, THINK_END):
+        found = text.rfind(marker)
+        if found != -1:
+            starts.append(found + len(marker))
+    if BARE_S1_THINK.match(text):
+        bare = [match.end() for match in BARE_S1_ANSWER.finditer(text)]
+        starts.extend(bare[-1:])
+    return max(starts)
+
+
 def answer_section(text: str) -> str:
-    """The part of an answer after its last "## Final Response" heading or `</think>`."""
-    start = 0
+    """The text after the last "## Final Response" heading, `<|im_start|>answer` or `</think>`."""
+    start = layout_answer_start(text)
     hash_mark = text.find("#")  # scanning from each "#" is ~20x faster than a regex search
     while hash_mark != -1:
         heading = FINAL_HEADING.match(text, hash_mark)
         line_start = text.rfind("\n", 0, hash_mark) + 1
         if heading and not text[line_start:hash_mark].strip(" \t"):
-            start = heading.end()
+            start = max(start, heading.end())
         hash_mark = text.find("#", heading.end() if heading else hash_mark + 1)
-    think_end = text.rfind(THINK_END)
-    if think_end != -1:
-        start = max(start, think_end + len(THINK_END))
     return text[start:]
 
 
@@ -190,6 +208,7 @@ HUATUO_STRICT = re.compile(r"(answer is\s*?)([A-N])", re.S)
 
 def huatuo_match(text: str, options: dict[str, str]) -> tuple[str, str]:
     """(first, last) option letters as HuatuoGPT-o1's scorer reads them; it never abstains."""
+    text = text[layout_answer_start(text) :]  # meds1's addition: s1 and think-tag layouts (module doc)
     if "## Final Response\n\n" in text:
         text = text.split("## Final Response\n\n")[-1]
     matches = list(HUATUO_STRICT.finditer(text))

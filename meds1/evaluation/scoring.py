@@ -2,7 +2,8 @@
 
 Every question stays in the denominator: an empty, failed or unparseable answer is wrong. Each
 summary holds `n` (questions), `accuracy` (strict: meds1's extractor), `accuracy_huatuo`
-(HuatuoGPT-o1's scorer: the better of its first-match and last-match accuracies), `ci95` (a
+(HuatuoGPT-o1's scorer: per source, the better of its first-match and last-match accuracies;
+overall, the question-weighted mean of those per-source figures, see `huatuo_accuracy`), `ci95` (a
 percentile bootstrap interval of strict accuracy, resampling questions), `unparseable` (share of
 answers the strict extractor could not read) and `mean_output_tokens`. With repeated runs (rows
 carry `run`), accuracies are means over runs, the interval resamples questions with their
@@ -63,7 +64,7 @@ def summarize(marked: list[tuple[dict, tuple[bool, bool]]]) -> dict:
         runs[int(row.get("run", 0))].append((row, marks))
         per_question[str(row.get("id", position))].append(bool(row["correct"]))
     accuracy_runs = [sum(bool(r["correct"]) for r, _ in run) / len(run) for _, run in sorted(runs.items())]
-    huatuo_runs = [_huatuo_accuracy([marks for _, marks in run]) for _, run in sorted(runs.items())]
+    huatuo_runs = [huatuo_accuracy(run) for _, run in sorted(runs.items())]
     question_means = np.array([sum(marks) / len(marks) for marks in per_question.values()])
     summary = {
         "n": len(per_question),
@@ -80,11 +81,19 @@ def summarize(marked: list[tuple[dict, tuple[bool, bool]]]) -> dict:
     return summary
 
 
-def _huatuo_accuracy(marks: list[tuple[bool, bool]]) -> float:
-    """HuatuoGPT-o1's per-source number: the better of first-match and last-match accuracy."""
-    first = sum(f for f, _ in marks) / len(marks)
-    last = sum(t for _, t in marks) / len(marks)
-    return max(first, last)
+def huatuo_accuracy(marked: list[tuple[dict, tuple[bool, bool]]]) -> float:
+    """HuatuoGPT-o1's accuracy of judged rows, each paired with its (first, last) correctness.
+
+    Its scorer reports each source's better of first-match and last-match accuracy, and no overall
+    figure; over several sources this is the question-weighted mean of those per-source figures (the
+    sum of each source's better count over all questions), never one max over the pooled rows.
+    """
+    first: dict[str, int] = defaultdict(int)
+    last: dict[str, int] = defaultdict(int)
+    for row, (first_right, last_right) in marked:
+        first[row["source"]] += first_right
+        last[row["source"]] += last_right
+    return sum(max(first[source], last[source]) for source in first) / len(marked)
 
 
 def bootstrap_ci(values: np.ndarray, samples: int = BOOTSTRAP_SAMPLES) -> list[float]:

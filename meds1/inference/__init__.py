@@ -7,10 +7,14 @@
 - `vllm`: offline vLLM engines on local GPUs, every prompt submitted at once (optional extra);
 - `openai`: any OpenAI-compatible endpoint (async, concurrency limit, retries, rate limit).
 
+`complete_raw(prompts, sampling)` is a plain completion of each text, encoded as the model's
+tokenizer does by default (BOS first): what vLLM's `LLM.generate(str)` and an OpenAI-compatible
+`/v1/completions` server do (med-s1's difficulty filter asks the base model that way).
+
 `on_result(index, generation)`, when given, is called as each answer is ready, so callers can save
 work before the whole call returns. Local backends (hf, vllm) also `render` a conversation with the
-chat template and `complete` raw prompt texts (with per-prompt token limits and stop strings), which
-budget forcing needs. Call `close()` when done (vllm frees its GPUs).
+chat template and `complete` already-rendered texts (no special tokens added; per-prompt token
+limits), which budget forcing needs. Call `close()` when done (vllm frees its GPUs).
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ Conversation = list[dict[str, str]]
 class Sampling:
     max_new_tokens: int
     temperature: float = 0.0
-    top_p: float = 1.0
+    top_p: float | None = None  # None: no nucleus cut locally; the server's default over HTTP
     seed: int = 0
     stop: list[str] = field(default_factory=list)  # generation ends before the first of these strings
+    frequency_penalty: float = 0.0  # OpenAI/vLLM: logit -= penalty x times the token was generated so far
 
 
 @dataclass
@@ -52,6 +57,10 @@ class Backend(Protocol):
         self, conversations: list[Conversation], sampling: Sampling, on_result: OnResult | None = None
     ) -> list[Generation]: ...
 
+    def complete_raw(
+        self, prompts: list[str], sampling: Sampling, on_result: OnResult | None = None
+    ) -> list[Generation]: ...
+
     def close(self) -> None: ...
 
 
@@ -69,14 +78,20 @@ class LocalBackend:
     ) -> list[Generation]:
         return self.complete([self.render(c) for c in conversations], sampling, on_result=on_result)
 
+    def complete_raw(
+        self, prompts: list[str], sampling: Sampling, on_result: OnResult | None = None
+    ) -> list[Generation]:
+        return self.complete(prompts, sampling, on_result=on_result, add_special_tokens=True)
+
     def complete(
         self,
         prompts: list[str],
         sampling: Sampling,
         max_new_tokens: list[int] | None = None,
         on_result: OnResult | None = None,
+        add_special_tokens: bool = False,
     ) -> list[Generation]:
-        """Continue each raw prompt text (already rendered; no special tokens are added)."""
+        """Continue each prompt text (already rendered: no special tokens are added unless asked)."""
         raise NotImplementedError
 
 

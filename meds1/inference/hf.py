@@ -13,6 +13,24 @@ from meds1.inference.chat import cut_at_stop, load_chat_tokenizer
 log = logging.getLogger(__name__)
 
 
+class FrequencyPenalty:
+    """OpenAI/vLLM `frequency_penalty` as a logits processor: each token's logit minus `penalty` times
+    the number of times it occurs in the text generated so far (prompt tokens do not count).
+
+    transformers' `repetition_penalty` is a different rule (a factor, once per token seen, prompt
+    included). Applied before temperature and top-p, as vLLM applies its penalties.
+    """
+
+    def __init__(self, penalty: float, prompt_length: int):
+        self.penalty = penalty
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids, scores):
+        generated = input_ids[:, self.prompt_length :]
+        counts = scores.new_zeros(scores.shape).scatter_add_(1, generated, scores.new_ones(generated.shape))
+        return scores - self.penalty * counts
+
+
 class HFBackend(LocalBackend):
     def __init__(self, path: str, model: ModelConfig, inference: InferenceConfig):
         import torch
@@ -37,9 +55,10 @@ class HFBackend(LocalBackend):
         sampling: Sampling,
         max_new_tokens: list[int] | None = None,
         on_result: OnResult | None = None,
+        add_special_tokens: bool = False,
     ) -> list[Generation]:
         limits = max_new_tokens or [sampling.max_new_tokens] * len(prompts)
-        encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        encoded = self.tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
         results: list[Generation | None] = [None] * len(prompts)
         self.torch.manual_seed(sampling.seed)
@@ -59,15 +78,21 @@ class HFBackend(LocalBackend):
     def _generate_batch(
         self, prompts: list[list[int]], limits: list[int], sampling: Sampling
     ) -> list[Generation]:
+        from transformers import LogitsProcessorList
+
         inputs = self.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt").to(self.device)
         sample = sampling.temperature > 0
+        processors = LogitsProcessorList()
+        if sampling.frequency_penalty:
+            processors.append(FrequencyPenalty(sampling.frequency_penalty, inputs["input_ids"].shape[1]))
         with self.torch.inference_mode():
             out = self.model.generate(
                 **inputs,
                 max_new_tokens=max(limits),
                 do_sample=sample,
                 temperature=sampling.temperature if sample else None,
-                top_p=sampling.top_p if sample else None,
+                top_p=(1.0 if sampling.top_p is None else sampling.top_p) if sample else None,
+                logits_processor=processors,
                 pad_token_id=self.tokenizer.pad_token_id,
                 stop_strings=sampling.stop or None,
                 tokenizer=self.tokenizer if sampling.stop else None,

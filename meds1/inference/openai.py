@@ -1,17 +1,24 @@
-"""OpenAI-compatible HTTP backend: async requests under a concurrency limit, retries with backoff.
+"""OpenAI-compatible HTTP backend: the official `openai` SDK's async client under a concurrency limit.
 
-A request that still fails after its retries comes back as a Generation with `error` set and empty
-text; the run goes on, and callers record the failure.
+Retries are the SDK's (`inference.max_retries`): on connection errors, 408, 409, 429 and 5xx it
+waits what the server's `Retry-After`/`retry-after-ms` header asks (up to the SDK's cap, 120 s in
+openai 3.x; a longer wait is not retried), otherwise an exponential backoff of 0.5-8 s with jitter.
+Gemini throttles with 429 + Retry-After. `requests_per_minute` spaces the first attempts of
+requests (retries follow the SDK's waits). A request that still fails comes back as a Generation
+with `error` set and empty text; the run goes on, and callers record the failure.
+
+`generate` sends chat turns to `/chat/completions`; `complete_raw` sends plain text to
+`/completions`, which the server encodes with its tokenizer's defaults (vLLM and `transformers
+serve` put BOS first).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
+from collections.abc import Awaitable, Callable
 
-import httpx
 from tqdm.auto import tqdm
 
 from meds1.config import InferenceConfig
@@ -20,7 +27,8 @@ from meds1.inference import Conversation, Generation, OnResult, Sampling
 
 log = logging.getLogger(__name__)
 
-RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+# The statuses the SDK retries (openai._base_client.BaseClient._should_retry), to word the error.
+RETRIED_STATUS = {408, 409, 429}
 
 
 class RateLimiter:
@@ -41,87 +49,107 @@ class RateLimiter:
             self.next_start = time.monotonic() + self.interval
 
 
+def request_body(model: str, sampling: Sampling) -> dict:
+    """The sampling fields of a request; unset top_p and a zero penalty are left to the server."""
+    body = {
+        "model": model,
+        "max_tokens": sampling.max_new_tokens,
+        "temperature": sampling.temperature,
+        "seed": sampling.seed,
+    }
+    if sampling.top_p is not None:
+        body["top_p"] = sampling.top_p
+    if sampling.frequency_penalty:
+        body["frequency_penalty"] = sampling.frequency_penalty
+    if sampling.stop:
+        body["stop"] = list(sampling.stop)
+    return body
+
+
 class OpenAIBackend:
     def __init__(self, model: str, inference: InferenceConfig):
         if not inference.base_url:
             raise UserError("inference.base_url is not set (or set OPENAI_BASE_URL) for the openai backend")
-        self.url = inference.base_url.rstrip("/") + "/chat/completions"
         self.model = inference.served_model or model
-        self.headers = {"Authorization": f"Bearer {inference.api_key}"} if inference.api_key else {}
         self.config = inference
 
     def generate(
         self, conversations: list[Conversation], sampling: Sampling, on_result: OnResult | None = None
     ) -> list[Generation]:
-        return asyncio.run(self._generate_all(conversations, sampling, on_result))
+        async def chat(client, conversation: Conversation) -> Generation:
+            response = await client.chat.completions.create(
+                messages=conversation, **request_body(self.model, sampling)
+            )
+            choice = response.choices[0]
+            return _generation(choice.message.content, response.usage, choice.finish_reason)
+
+        return asyncio.run(self._run_all(conversations, chat, on_result))
+
+    def complete_raw(
+        self, prompts: list[str], sampling: Sampling, on_result: OnResult | None = None
+    ) -> list[Generation]:
+        async def completion(client, prompt: str) -> Generation:
+            response = await client.completions.create(prompt=prompt, **request_body(self.model, sampling))
+            choice = response.choices[0]
+            return _generation(choice.text, response.usage, choice.finish_reason)
+
+        return asyncio.run(self._run_all(prompts, completion, on_result))
 
     def close(self) -> None:
-        """Nothing to free: each generate() call opens and closes its own connections."""
+        """Nothing to free: each call opens and closes its own client."""
 
-    async def _generate_all(
-        self, conversations: list[Conversation], sampling: Sampling, on_result: OnResult | None
+    async def _run_all(
+        self, items: list, request: Callable[..., Awaitable[Generation]], on_result: OnResult | None
     ) -> list[Generation]:
+        from openai import AsyncOpenAI
+
         semaphore = asyncio.Semaphore(self.config.max_concurrency)
         limiter = RateLimiter(self.config.requests_per_minute)
-        timeout = httpx.Timeout(self.config.timeout_s, connect=min(10.0, self.config.timeout_s))
-        async with httpx.AsyncClient(timeout=timeout, headers=self.headers) as client:
-            with tqdm(total=len(conversations), desc="generate", unit="request") as bar:
+        client = AsyncOpenAI(
+            base_url=self.config.base_url,
+            api_key=self.config.api_key or "unused",  # local servers need none; the SDK insists on one
+            max_retries=self.config.max_retries,
+            timeout=self.config.timeout_s,
+        )
+        async with client:
+            with tqdm(total=len(items), desc="generate", unit="request") as bar:
 
-                async def one(index: int, conversation: Conversation) -> Generation:
+                async def one(index: int, item) -> Generation:
                     async with semaphore:
-                        generation = await self._request(client, limiter, conversation, sampling)
+                        await limiter.wait()
+                        generation = await self._attempt(request, client, item)
                     if on_result:
                         on_result(index, generation)
                     bar.update(1)
                     return generation
 
-                generations = await asyncio.gather(*(one(i, c) for i, c in enumerate(conversations)))
+                generations = await asyncio.gather(*(one(i, item) for i, item in enumerate(items)))
         failed = sum(g.error is not None for g in generations)
         if failed:
-            log.warning("openai: %d of %d requests failed after retries", failed, len(generations))
+            log.warning("openai: %d of %d requests failed", failed, len(generations))
         return list(generations)
 
-    async def _request(
-        self, client: httpx.AsyncClient, limiter: RateLimiter, conversation: Conversation, sampling: Sampling
-    ) -> Generation:
-        payload = {
-            "model": self.model,
-            "messages": conversation,
-            "max_tokens": sampling.max_new_tokens,
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            "seed": sampling.seed,
-        }
-        if sampling.stop:
-            payload["stop"] = sampling.stop
-        error = "no attempt made"
-        for attempt in range(self.config.max_retries + 1):
-            if attempt:
-                backoff = self.config.retry_backoff_s * 2 ** (attempt - 1)
-                await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
-            await limiter.wait()
-            try:
-                response = await client.post(self.url, json=payload)
-            except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                continue
-            if response.status_code in RETRYABLE_STATUS:
-                error = f"HTTP {response.status_code}"
-                continue
-            if response.status_code >= 400:
-                return Generation("", 0, 0, error=f"HTTP {response.status_code}: {response.text[:200]}")
-            try:
-                data = response.json()
-                choice = data["choices"][0]
-                text = choice["message"]["content"] or ""
-            except (ValueError, KeyError, IndexError, TypeError) as exc:
-                error = f"malformed response: {exc!r}"
-                continue
-            usage = data.get("usage") or {}
-            return Generation(
-                text,
-                int(usage.get("prompt_tokens", 0)),
-                int(usage.get("completion_tokens", 0)),
-                finish_reason=choice.get("finish_reason"),
-            )
-        return Generation("", 0, 0, error=f"failed after {self.config.max_retries + 1} attempts: {error}")
+    async def _attempt(self, request: Callable[..., Awaitable[Generation]], client, item) -> Generation:
+        """One request with the SDK's retries; any failure becomes the Generation's `error`."""
+        import openai
+
+        tries = f"failed after {self.config.max_retries + 1} attempts"
+        try:
+            return await request(client, item)
+        except openai.APIStatusError as exc:
+            retried = exc.status_code in RETRIED_STATUS or exc.status_code >= 500
+            error = f"HTTP {exc.status_code}: {str(exc.message)[:200]}"
+            return Generation("", 0, 0, error=f"{tries}: {error}" if retried else error)
+        except openai.APIConnectionError as exc:
+            return Generation("", 0, 0, error=f"{tries}: {type(exc).__name__}: {exc}")
+        except (openai.OpenAIError, AttributeError, IndexError, TypeError, ValueError) as exc:
+            return Generation("", 0, 0, error=f"malformed response: {exc!r}")
+
+
+def _generation(text: str | None, usage, finish_reason: str | None) -> Generation:
+    return Generation(
+        text or "",
+        usage.prompt_tokens if usage else 0,
+        usage.completion_tokens if usage else 0,
+        finish_reason=finish_reason,
+    )

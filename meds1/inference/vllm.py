@@ -92,6 +92,19 @@ def stream_answers(llm, requests: list[Request], emit: Callable[[int, Generation
                 emit(int(output.request_id), generation)
 
 
+def sampling_params(sampling: Sampling) -> dict:
+    """`vllm.SamplingParams` keyword arguments (less `max_tokens`, set per prompt) for `sampling`."""
+    params = {
+        "temperature": sampling.temperature,
+        "top_p": 1.0 if sampling.top_p is None else sampling.top_p,
+        "frequency_penalty": sampling.frequency_penalty,
+        "seed": sampling.seed,
+    }
+    if sampling.stop:
+        params["stop"] = list(sampling.stop)
+    return params
+
+
 def engine_placements(inference: InferenceConfig, on_cpu: bool) -> list[dict[str, str]]:
     """The environment that pins each data-parallel engine to its own GPUs, or on CPU to its own cores."""
     tp, dp = inference.tensor_parallel_size, inference.data_parallel_size
@@ -202,12 +215,11 @@ class VLLMBackend(LocalBackend):
         sampling: Sampling,
         max_new_tokens: list[int] | None = None,
         on_result: OnResult | None = None,
+        add_special_tokens: bool = False,
     ) -> list[Generation]:
         limits = max_new_tokens or [sampling.max_new_tokens] * len(prompts)
-        encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
-        params = {"temperature": sampling.temperature, "top_p": sampling.top_p, "seed": sampling.seed}
-        if sampling.stop:
-            params["stop"] = list(sampling.stop)
+        encoded = self.tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]
+        params = sampling_params(sampling)
         requests = [
             (i, ids, {**params, "max_tokens": limit})
             for i, (ids, limit) in enumerate(zip(encoded, limits, strict=True))

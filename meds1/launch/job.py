@@ -8,18 +8,16 @@ submitit calls `checkpoint` below and requeues it, and the stage resumes from it
 
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
 
 import submitit
 
-from meds1 import registry
+from meds1 import pipeline, registry
 from meds1.config import Config
 from meds1.paths import registry_path, stage_dir, stage_slug
 from meds1.workspace import config_hash, read_marker
 
-RESUMABLE_STAGES = ("train", "eval")
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 
 log = logging.getLogger(__name__)
@@ -53,7 +51,7 @@ class StageJob(submitit.helpers.Checkpointable):
         self.requeued = False
         self.report(state="running", started_at=registry.now(), node=env.hostname)
         try:
-            record = importlib.import_module(f"meds1.stages.{self.stage}").run(self.cfg)
+            record = pipeline.run(self.cfg, self.stage)
         except BaseException as error:
             if not self.requeued:
                 self.report(state="failed", error=one_line(error))
@@ -67,7 +65,7 @@ class StageJob(submitit.helpers.Checkpointable):
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission | None:
         """Called by submitit on time-out/preemption: requeue train and eval (they resume), not curate."""
-        if self.stage not in RESUMABLE_STAGES:
+        if not pipeline.get(self.stage).resumable:
             return None
         self.requeued = True
         self.requeues += 1

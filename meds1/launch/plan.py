@@ -12,14 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from meds1 import registry
+from meds1 import pipeline, registry
 from meds1.config import Config, SlurmLauncherConfig
 from meds1.errors import MissingInputError
 from meds1.launch.resources import describe, sbatch_parameters, submitit_folder
 from meds1.paths import registry_path, stage_dir, stage_slug
-from meds1.stages.all import steps as chain
-from meds1.stages.all import upstream
-from meds1.workspace import StageWorkspace, config_hash, read_marker
+from meds1.workspace import StageWorkspace, complete_output, config_hash
 
 SUBMIT = "submit"  # becomes a job (or, run locally: runs)
 COMPLETE = "complete"  # its marker matches this config: skipped
@@ -53,11 +51,6 @@ class Step:
         return registry_path(self.cfg)
 
 
-def experiment_steps(cfg: Config) -> list[tuple[Config, str]]:
-    """The (config, stage) pairs a command runs: the whole chain for stage=all, else the one stage."""
-    return chain(cfg) if cfg.stage == "all" else [(cfg, cfg.stage)]
-
-
 class Planner:
     """Builds the steps of one or more experiments (see `plan`)."""
 
@@ -73,7 +66,7 @@ class Planner:
             return self.steps[key]
         workspace = StageWorkspace(cfg, stage)
         step = Step(cfg, stage, workspace.slug, SUBMIT, workspace.hash)
-        if workspace.completed_record() is not None:
+        if workspace.completed_record(link=False) is not None:
             step.action = COMPLETE
         elif (job_id := self._queued_job(step)) is not None:
             step.action, step.job_id = QUEUED, job_id
@@ -105,13 +98,13 @@ class Planner:
 
     def _dependency(self, cfg: Config, stage: str) -> Step | None:
         """The step that must finish before `stage` can start, or None when its input is ready."""
-        before = upstream(cfg, stage)
+        before = pipeline.upstream(cfg, stage)
         if before is None:
             return None
         key = (stage_slug(cfg, before), before)
         planned = self.steps.get(key)
         if planned is None:
-            if read_marker(stage_dir(cfg, before)) is not None:
+            if complete_output(cfg, before) is not None:
                 return None
             planned = Step(cfg, before, key[0], QUEUED, config_hash(cfg, before))
             planned.job_id = self._queued_job(planned)
@@ -130,7 +123,7 @@ def plan(
     """The steps of every experiment in `configs`, in run order (each after the step it waits for)."""
     planner = Planner(launcher, active_jobs)
     for cfg in configs:
-        for variant, stage in experiment_steps(cfg):
+        for variant, stage in pipeline.command_steps(cfg):
             planner.add(variant, stage)
     return list(planner.steps.values())
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from meds1 import pipeline
 from meds1.config import Config, Resources, SlurmLauncherConfig
-from meds1.curation.resources import curate_resources
 
 # sbatch parameters submitit knows by name (the rest go through `additional_parameters`).
 SUBMITIT_NAMES = frozenset(
@@ -37,17 +37,11 @@ SUBMITIT_NAMES = frozenset(
 
 
 def stage_resources(cfg: Config, stage: str) -> Resources:
-    if stage == "train":
-        return cfg.trainer.resources
-    if stage == "eval":
-        return cfg.inference.resources
-    if stage == "curate":
-        return curate_resources(cfg)
-    raise ValueError(f"stage {stage!r} runs no job; valid: curate, train, eval")
+    return pipeline.resources(cfg, stage)
 
 
 def tasks_per_node(stage: str, resources: Resources) -> int:
-    return resources.gpus if stage == "train" and resources.gpus > 0 else 1
+    return resources.gpus if pipeline.get(stage).task_per_gpu and resources.gpus > 0 else 1
 
 
 def sbatch_parameters(cfg: Config, stage: str, launcher: SlurmLauncherConfig) -> dict[str, Any]:

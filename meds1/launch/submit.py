@@ -10,7 +10,6 @@ when a stage fails SLURM cancels the rest of its chain instead of leaving it pen
 from __future__ import annotations
 
 import contextlib
-import importlib
 import io
 import json
 import logging
@@ -19,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from meds1 import registry
+from meds1 import pipeline, registry
 from meds1.config import Config, SlurmLauncherConfig
 from meds1.errors import UserError
 from meds1.launch import status
@@ -165,7 +164,7 @@ def launch(configs: list[Config], launcher: SlurmLauncherConfig) -> list[Step]:
         print("(or add wait=true to block until they end).")
     reports = [cfg for cfg in configs if cfg.stage == "report" or (wait and cfg.stage == "all")]
     if reports:
-        importlib.import_module("meds1.stages.report").run(reports[0])
+        pipeline.run(reports[0], "report")
     failed = [step for step in steps if step.state not in (None, "done")]
     if failed:
         raise UserError(

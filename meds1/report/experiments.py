@@ -9,7 +9,7 @@ and reads the `report.group_by` value from its recorded config.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -17,9 +17,11 @@ from meds1 import registry
 from meds1.config import STAGES
 from meds1.errors import UserError
 from meds1.paths import STAGE_SECTIONS, make_slug, result_overrides, stage_sections
+from meds1.pipeline import PIPELINE
 
 NO_GROUP = "-"
 RESULT_SECTIONS = {section for sections in STAGE_SECTIONS.values() for section in sections}
+SECTION_OF_STAGE = {stage.name: stage.section for stage in PIPELINE}  # results.json's name of each stage
 
 
 @dataclass
@@ -32,6 +34,8 @@ class Experiment:
     metrics: dict | None  # eval metrics: overall, per_source, optional tts
     curation: dict | None  # stats of the curated set this experiment trained on
     curation_slug: str | None
+    predictions: str | None = None  # the eval's predictions.jsonl as recorded
+    provenance: dict[str, dict | None] = field(default_factory=dict)  # per stage: what produced it
 
     @property
     def train_samples(self) -> int | None:
@@ -111,26 +115,40 @@ def group_of(config: dict, group_by: str) -> str:
     return NO_GROUP if value in (None, {}) else str(value)
 
 
+def linked_slug(entries: dict, slug: str, config: dict, stage: str) -> str | None:
+    """The entry holding `stage`'s record: this one, or where the recorded config puts that stage."""
+    section = SECTION_OF_STAGE[stage]
+    if (entries.get(slug, {}).get("results") or {}).get(section):
+        return slug
+    if stage in config.get("stages", []):
+        linked = stage_slug_of(config, stage)
+        if linked and (entries.get(linked, {}).get("results") or {}).get(section):
+            return linked
+    return None
+
+
 def experiment(data: dict, slug: str, group_by: str) -> Experiment:
     entries = data["experiments"]
     entry = entries.get(slug, {})
     config = entry.get("config") or {}
-    results = entry.get("results") or {}
-    curation_slug = slug if results.get("curation") else None
-    if curation_slug is None and "curate" in config.get("stages", []):
-        linked = stage_slug_of(config, "curate")
-        if linked and (entries.get(linked, {}).get("results") or {}).get("curation"):
-            curation_slug = linked
-    curation = entries[curation_slug]["results"]["curation"].get("stats") if curation_slug else None
+    linked = {stage: linked_slug(entries, slug, config, stage) for stage in SECTION_OF_STAGE}
+    records = {
+        stage: entries[where]["results"][SECTION_OF_STAGE[stage]] if where else {}
+        for stage, where in linked.items()
+    }
+    curation_slug = linked["curate"]
+    evaluation = (entry.get("results") or {}).get("eval") or {}
     return Experiment(
         slug=slug,
         description=entry.get("description", ""),
         config=config,
         group=group_of(config, group_by),
         model=evaluated_model(slug, config),
-        metrics=(results.get("eval") or {}).get("metrics"),
-        curation=curation,
+        metrics=evaluation.get("metrics"),
+        curation=records["curate"].get("stats") if curation_slug else None,
         curation_slug=curation_slug,
+        predictions=evaluation.get("outputs_path"),
+        provenance={stage: record.get("provenance") for stage, record in records.items()},
     )
 
 
@@ -138,3 +156,12 @@ def experiments(data: dict, slugs: list[str], group_by: str) -> list[Experiment]
     """The chosen registry entries, ordered by group, then training rows, then slug."""
     chosen = [experiment(data, slug, group_by) for slug in slugs if slug in data["experiments"]]
     return sorted(chosen, key=lambda e: (e.group, e.train_samples is None, e.train_samples or 0, e.slug))
+
+
+def predictions_file(exp: Experiment, root: Path) -> Path | None:
+    """The eval's predictions.jsonl: where the registry says, else under `root` (a registry copied off
+    a cluster keeps its absolute paths); None when neither exists."""
+    for candidate in (exp.predictions, Path(root) / exp.slug / "eval" / "predictions.jsonl"):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None

@@ -1,4 +1,5 @@
-"""index.html: the tables, plots and stage status on one self-contained page.
+"""index.html: the tables (with paired comparisons and provenance when there are any), provenance
+warnings, plots and stage status on one self-contained page.
 
 Everything is inline (CSS in a style element, plots as base64 PNG data URIs, no scripts, no fonts
 or links to fetch), so the file can be opened offline or copied off a cluster as is.
@@ -23,6 +24,7 @@ figure { margin: 1rem 0 2rem; }
 img { max-width: 100%; border: 1px solid #eee; }
 .state-done { color: #1a7f37; } .state-failed { color: #cf222e; } .state-running { color: #9a6700; }
 .state-queued { color: #0969da; } .state-not-run { color: #777; }
+.warning { border-left: 4px solid #9a6700; padding-left: 0.75rem; }
 td.path { text-align: left; white-space: normal; word-break: break-all; font-size: 0.8rem; }
 """
 
@@ -65,6 +67,7 @@ def render(
     status: list[StageStatus] | None,
     registry: str,
     generated_at: str,
+    warnings: list[str] = (),
 ) -> str:
     parts = [
         "<!DOCTYPE html>",
@@ -78,6 +81,11 @@ def render(
     ]
     if not tables or not tables[0].body:
         parts.append("<p>No experiment has eval results yet.</p>")
+    if warnings:
+        items = "".join(f"<li>{escape(warning)}</li>" for warning in warnings)
+        parts.append(
+            f'<div class="warning"><p>Compared experiments differ in provenance:</p><ul>{items}</ul></div>'
+        )
     if charts:
         parts += ["<h2>Plots</h2>", *(_figure(chart) for chart in charts)]
     if status is not None:

@@ -10,7 +10,9 @@ med-s1 (github.com/som-shahlab/med-s1) kept one results.json::
 
 An eval summary is `{source: {accuracy, accuracy_ci, num_correct, total_examples, num_answered}}`;
 its accuracy comes from HuatuoGPT's scorer (the better of the first and last matched option), so it
-is imported as `accuracy_huatuo` and strict accuracy stays unknown. A curation stats file holds
+is imported as `accuracy_huatuo` and strict accuracy stays unknown. (med-s1's `num_correct` counts
+first matches only and `num_answered` last matches, so the overall figure is built from the per-source
+accuracies, as meds1 builds its own: their question-weighted mean.) A curation stats file holds
 `total_examples, selected_examples, filter_reasons, specialty_distribution`. A test-time-scaling eval
 has `test_time_scaling`, `reasoning_tokens` {approach: mean thinking tokens} and one summary per
 approach; each approach becomes its own experiment `<name>__eval.approach=<approach>`.
@@ -72,13 +74,13 @@ def summary_from_medsone(summary: dict) -> dict:
 def metrics_from_medsone(summary: dict) -> dict:
     sources = {s: v for s, v in summary.items() if isinstance(v, dict) and v.get("total_examples")}
     total = sum(v["total_examples"] for v in sources.values())
-    correct = sum(
-        v.get("num_correct", round((v.get("accuracy") or 0) * v["total_examples"])) for v in sources.values()
-    )
+    known = [v for v in sources.values() if v.get("accuracy") is not None]
+    weighted = sum(v["accuracy"] * v["total_examples"] for v in known)
     overall = {
         "n": total,
         "accuracy": None,
-        "accuracy_huatuo": correct / total if total else None,
+        # meds1's overall (meds1.evaluation.scoring.huatuo_accuracy): the question-weighted mean per source
+        "accuracy_huatuo": weighted / total if total and len(known) == len(sources) else None,
         "unparseable": None,
     }
     return {

@@ -9,25 +9,24 @@ Evidence, strongest first:
 4. a partial directory nobody holds -> failed (interrupted; rerunning the stage resumes it);
 5. a result in the registry with no output directory here (e.g. imported from med-s1) -> done.
 
-Whether a lock is held is probed with a non-blocking `flock` on the lock file, which never blocks
-and is released at once; a stage starting in that same instant would report itself busy.
+Whether a lock is held is probed with a non-blocking acquire of the stage's `filelock` (see
+meds1.workspace.lock_is_held), released at once; a stage starting in that same instant would report
+itself busy.
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from rich.table import Table
 
-from meds1.config import STAGES
+from meds1 import pipeline
+from meds1.pipeline import STAGES
 from meds1.report.experiments import stage_slug_of
-from meds1.workspace import MARKER, read_marker
+from meds1.workspace import MARKER, lock_is_held, lock_path, read_marker
 
-REGISTRY_SECTION = {"curate": "curation", "train": "training", "eval": "eval"}
 STATE_STYLE = {"not run": "dim", "queued": "cyan", "running": "yellow", "done": "green", "failed": "red"}
 
 
@@ -39,21 +38,6 @@ class StageStatus:
     at: str | None  # when it reached that state (ISO 8601), if known
     path: str | None  # output directory, partial directory or job log
     detail: str = ""
-
-
-def lock_is_held(lock_file: Path) -> bool:
-    """Whether some process holds an flock on `lock_file` (the lock of a running stage)."""
-    try:
-        fd = os.open(lock_file, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing releases a probe lock that was won
-    return False
 
 
 def _mtime(path: Path) -> str:
@@ -77,7 +61,7 @@ def stage_status(
     partial = root / slug / f".{stage}.partial"
     marker = read_marker(final)
     job = (entry.get("jobs") or {}).get(stage)
-    if partial.exists() and lock_is_held(root / slug / f".{stage}.lock"):
+    if partial.exists() and lock_is_held(lock_path(root / slug, stage)):
         detail = f"job {job['job_id']}" if job else "local process"
         return StageStatus(name, stage, "running", _mtime(partial), str(partial), detail)
     if job:
@@ -97,7 +81,7 @@ def stage_status(
     if partial.exists():
         note = "interrupted: partial output, no live process; rerun resumes it"
         return StageStatus(name, stage, "failed", _mtime(partial), str(partial), note)
-    recorded = (entry.get("results") or {}).get(REGISTRY_SECTION[stage])
+    recorded = (entry.get("results") or {}).get(pipeline.get(stage).section)
     if recorded:
         paths = [v for k, v in recorded.items() if k.endswith("_path") and isinstance(v, str)]
         note = "recorded in results.json; no output directory here"
@@ -110,7 +94,7 @@ def _has_trace(root: Path, slug: str, stage: str, entry: dict) -> bool:
         (root / slug / stage / MARKER).exists()
         or (root / slug / f".{stage}.partial").exists()
         or stage in (entry.get("jobs") or {})
-        or bool((entry.get("results") or {}).get(REGISTRY_SECTION[stage]))
+        or bool((entry.get("results") or {}).get(pipeline.get(stage).section))
     )
 
 

@@ -5,7 +5,9 @@ Markdown file, the terminal and the HTML page show the same numbers as three piv
 down and sources across: strict accuracy with its 95% interval, HuatuoGPT-compatible accuracy, and
 questions per source with the unparseable share. `overall` pools every question of the experiment,
 so it is the average over sources weighted by their number of questions (as the eval stage scores it).
-Metrics written before a field existed simply show "-" for it.
+`decoding` says how the answers were sampled (`T=0.5 p=0.9 2000`: temperature, top_p, max new tokens;
+`greedy 2048`). Metrics written before a field existed simply show "-" for it. With a baseline,
+`paired.csv` and one more table hold the paired comparisons (meds1.report.paired).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from pathlib import Path
 
 from rich.table import Table
 
+from meds1.report import provenance
 from meds1.report.experiments import Experiment
+from meds1.report.paired import Paired
 
 OVERALL = "overall"
 
@@ -39,6 +43,7 @@ class SourceResult:
     train_samples: int | None
     tts_budget: int | None
     mean_thinking_tokens: float | None
+    decoding: str  # see decoding()
 
 
 @dataclass
@@ -54,6 +59,23 @@ def _interval(summary: dict, key: str) -> tuple[float | None, float | None]:
     if isinstance(interval, (list, tuple)) and len(interval) == 2:
         return interval[0], interval[1]
     return None, None
+
+
+def decoding(exp: Experiment) -> str:
+    """How the eval sampled: from the metrics' own record of it, else the recorded eval config."""
+    settings = (exp.metrics or {}).get("decoding") or exp.config.get("eval") or {}
+    temperature, top_p, tokens = (settings.get(k) for k in ("temperature", "top_p", "max_new_tokens"))
+    if temperature is None and tokens is None:
+        return "-"
+    if temperature == 0:
+        return f"greedy {_number(tokens)}"
+    return f"T={_number(temperature)} p={_number(top_p)} {_number(tokens)}"
+
+
+def _number(value) -> str:
+    if value is None:
+        return "-"
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def source_results(experiments: list[Experiment]) -> list[SourceResult]:
@@ -81,6 +103,7 @@ def source_results(experiments: list[Experiment]) -> list[SourceResult]:
                     exp.train_samples,
                     tts.get("budget"),
                     tts.get("mean_thinking_tokens"),
+                    decoding(exp),
                 )
             )
     return rows
@@ -91,6 +114,19 @@ def write_csv(rows: list[SourceResult], path: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=[field.name for field in fields(SourceResult)])
         writer.writeheader()
         writer.writerows(asdict(row) for row in rows)
+
+
+def write_paired_csv(rows: list[Paired], decodings: dict[str, str], path: Path) -> None:
+    """paired.csv: every Paired field unrounded, plus the decoding of both arms."""
+    names = [field.name for field in fields(Paired)] + ["decoding", "baseline_decoding"]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=names)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                asdict(row)
+                | {"decoding": decodings[row.experiment], "baseline_decoding": decodings[row.baseline]}
+            )
 
 
 def _pct(value: float | None) -> str:
@@ -138,8 +174,18 @@ def pivots(rows: list[SourceResult], group_by: str) -> list[Pivot]:
         return Pivot(title, ["experiment", *lead, *columns], body, note)
 
     return [
-        pivot("Strict accuracy, % [95% CI]", strict_cell, [group_by], lambda r: [r.group]),
-        pivot("HuatuoGPT-compatible accuracy, %", huatuo_cell, [group_by], lambda r: [r.group]),
+        pivot(
+            "Strict accuracy, % [95% CI]",
+            strict_cell,
+            [group_by, "decoding"],
+            lambda r: [r.group, r.decoding],
+        ),
+        pivot(
+            "HuatuoGPT-compatible accuracy, %",
+            huatuo_cell,
+            [group_by, "decoding"],
+            lambda r: [r.group, r.decoding],
+        ),
         pivot(
             "Questions (unparseable share)",
             count_cell,
@@ -150,7 +196,57 @@ def pivots(rows: list[SourceResult], group_by: str) -> list[Pivot]:
     ]
 
 
-def markdown(tables: list[Pivot]) -> str:
+def _points(value: float) -> str:
+    return f"{100 * value:+.1f}"
+
+
+def paired_pivot(rows: list[Paired], baseline: str, decodings: dict[str, str], unmatched: list[str]) -> Pivot:
+    """The paired comparisons against `baseline`, one row per experiment and source (then overall)."""
+    body = [
+        [
+            r.experiment,
+            r.source,
+            decodings[r.experiment],
+            str(r.n),
+            str(r.unpaired),
+            str(r.runs),
+            _pct(r.baseline_accuracy),
+            _pct(r.accuracy),
+            f"{_points(r.difference)} [{_points(r.ci_low)}, {_points(r.ci_high)}]",
+            f"{r.baseline_better} / {r.experiment_better}",
+            f"{r.p_value:.3g}",
+        ]
+        for r in rows
+    ]
+    note = (
+        "n: questions both answered (unpaired: answered by one only, left out); runs: eval runs paired by "
+        "index; strict accuracy, %; difference: experiment - baseline, points, 95% paired bootstrap over "
+        "questions; b / c: questions only the baseline / only the experiment got right (by mean over runs); "
+        "p: McNemar's exact two-sided test"
+    )
+    if unmatched:
+        note += f". Not compared (no questions in common, or no predictions): {', '.join(unmatched)}"
+    header = ["experiment", "source", "decoding", "n", "unpaired", "runs", "baseline", "experiment %"]
+    return Pivot(
+        f"Paired with baseline {baseline} ({decodings[baseline]})",
+        [*header, "difference [95% CI]", "b / c", "McNemar p"],
+        body,
+        note,
+    )
+
+
+def provenance_pivot(experiments: list[Experiment]) -> Pivot:
+    return Pivot(
+        "Provenance",
+        list(provenance.HEADER),
+        provenance.rows(experiments),
+        "what produced each stage's record (the curation and training an experiment used are shown "
+        "where they were recorded); -: none (not installed, not under SLURM, no source data) or a "
+        "record made before meds1 kept provenance",
+    )
+
+
+def markdown(tables: list[Pivot], warnings: list[str] = ()) -> str:
     lines = ["# meds1 results", ""]
     for table in tables:
         lines += [f"## {table.title}", ""]
@@ -158,6 +254,9 @@ def markdown(tables: list[Pivot]) -> str:
         lines.append("|" + "|".join(["---", *["---:"] * (len(table.header) - 1)]) + "|")
         lines += ["| " + " | ".join(cells) + " |" for cells in table.body]
         lines += ["", table.note, ""] if table.note else [""]
+    if warnings:
+        lines += ["## Note: compared experiments differ in provenance", ""]
+        lines += [f"- {warning}" for warning in warnings] + [""]
     return "\n".join(lines)
 
 

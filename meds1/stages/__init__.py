@@ -1,12 +1,15 @@
-"""One module per stage; each exposes `run(cfg: Config) -> dict` (the record it adds to the registry)."""
+"""One module per stage (see the table in meds1.pipeline); each exposes `run(cfg: Config) -> dict`."""
 
 from __future__ import annotations
 
-from meds1 import registry
+import logging
+
+from meds1 import pipeline, registry
 from meds1.config import Config
 from meds1.paths import registry_path, stage_slug
+from meds1.workspace import StageWorkspace
 
-RESULT_SECTIONS = {"curate": "curation", "train": "training", "eval": "eval"}  # results.json's names
+log = logging.getLogger(__name__)
 
 
 def record_result(cfg: Config, stage: str, record: dict) -> None:
@@ -14,8 +17,20 @@ def record_result(cfg: Config, stage: str, record: dict) -> None:
     registry.update(
         registry_path(cfg),
         stage_slug(cfg, stage),
-        RESULT_SECTIONS[stage],
+        pipeline.get(stage).section,
         record,
         description=cfg.description,
         config=cfg,
     )
+
+
+def completed(cfg: Config, workspace: StageWorkspace, main: bool = True) -> dict | None:
+    """The record of the stage if it already finished with this config (skip it), else None. Output
+    found under another slug is linked here and (by the `main` process) recorded under this slug too."""
+    record = workspace.completed_record()
+    if record is not None:
+        message = "%s: %s is complete for this config; skipping (force=true reruns it)"
+        log.info(message, workspace.stage, workspace.final)
+        if workspace.reused_from is not None and main:
+            record_result(cfg, workspace.stage, record)
+    return record

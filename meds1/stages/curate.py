@@ -1,5 +1,7 @@
 """stage=curate: load rows, filter (quality, eval overlap, difficulty), label, select, format.
 
+`curation.pool` decides which filters define the rows selection draws from (`meds1/curation/pool.py`).
+
 Writes `filtered.parquet` (every row with `filter_status/filter_stage/filter_reason` and its
 annotations), `curated.parquet` (the selected rows) and `formatted/` (chat dataset for training).
 Expensive annotations come from the annotation cache (`meds1/curation/cache.py`), so reruns,
@@ -13,19 +15,18 @@ import logging
 import numpy as np
 import pandas as pd
 
-from meds1.config import Config
-from meds1.curation.decontamination import contaminated
-from meds1.curation.difficulty import CORRECT, UNJUDGED, annotate_difficulty, check_prompts
+from meds1.config import Config, CurationPool
+from meds1.curation.decontamination import nearest_eval_questions
+from meds1.curation.difficulty import CORRECT, UNJUDGED, annotate_difficulty
 from meds1.curation.embedding import question_embeddings
-from meds1.curation.formatting import assistant_template, format_rows
+from meds1.curation.formatting import format_rows
+from meds1.curation.pool import pool_filters
 from meds1.curation.quality import KEPT, REMOVED, quality_filter
-from meds1.curation.sampling import METHODS, select
-from meds1.curation.source import fingerprint, load_source
+from meds1.curation.sampling import select
+from meds1.curation.source import MALFORMED_LINES, fingerprint, load_source
 from meds1.curation.specialty import LABELED, annotate_specialties
-from meds1.curation.specialty import check_config as check_specialty
-from meds1.errors import UserError
 from meds1.models import load_tokenizer
-from meds1.stages import record_result
+from meds1.stages import completed, record_result
 from meds1.workspace import StageWorkspace
 
 log = logging.getLogger(__name__)
@@ -33,26 +34,26 @@ log = logging.getLogger(__name__)
 
 def run(cfg: Config) -> dict:
     workspace = StageWorkspace(cfg, "curate")
-    if (record := workspace.completed_record()) is not None:
-        log.info("curate: %s is complete for this config; skipping (force=true reruns it)", workspace.final)
+    if (record := completed(cfg, workspace)) is not None:
         return record
-    check_config(cfg)
     curation = cfg.curation
+    filters = pool_filters(curation)
     annotations: dict[str, dict] = {}
     with workspace:
         rows = load_source(curation.source)
+        malformed_lines = rows.attrs[MALFORMED_LINES]
         source = fingerprint(rows)
         tokenizer = load_tokenizer(cfg.model, cfg.paths.cache)
-        rows = quality_filter(
-            rows, tokenizer, curation.quality.truncated_cot_tokens, curation.tokenize_batch_size
-        )
+        truncated = curation.quality.truncated_cot_tokens if "quality" in filters else []
+        rows = quality_filter(rows, tokenizer, truncated, curation.tokenize_batch_size)
 
         if curation.decontamination.enabled:
             kept = rows.index[rows["filter_status"] == KEPT]
-            overlap = contaminated(rows.loc[kept], curation.decontamination)
+            matches, overlap = nearest_eval_questions(rows.loc[kept], curation.decontamination)
+            rows = rows.join(matches)
             remove(rows, kept[overlap], "decontamination", "eval_overlap")
 
-        if curation.difficulty.enabled:
+        if "difficulty" in filters:
             judged, annotations["difficulty"] = annotate_difficulty(
                 rows[rows["filter_status"] == KEPT], cfg, source
             )
@@ -68,6 +69,9 @@ def run(cfg: Config) -> dict:
         if curation.specialty.method != "none":
             labels, annotations["specialty"] = annotate_specialties(pool, cfg, source)
             rows = rows.drop(columns=[c for c in labels.columns if c in rows.columns]).join(labels)
+            if "specialty" in filters:
+                unlabeled = labels.index[labels["specialty_status"] != LABELED]
+                remove(rows, unlabeled, "specialty", UNLABELED_REASON)
             pool = rows[rows["filter_status"] == KEPT]
 
         embeddings = None
@@ -93,7 +97,8 @@ def run(cfg: Config) -> dict:
         curated.to_parquet(out / "curated.parquet", index=False)
         format_rows(curated, curation.format, tokenizer).save_to_disk(str(out / "formatted"))
 
-        stats = curation_stats(rows, curated, cfg, annotations)
+        stats = curation_stats(rows, curated, cfg, filters, annotations)
+        stats["source_malformed_lines"] = malformed_lines
         final = workspace.final
         record = {
             "dataset_path": str(final / "formatted"),
@@ -102,28 +107,14 @@ def run(cfg: Config) -> dict:
             "source_fingerprint": source,
             "stats": stats,
         }
-        workspace.commit(record)
+        source_revision = None if curation.source.path else curation.source.revision
+        workspace.commit(record, source={"revision": source_revision, "fingerprint": source})
     record_result(cfg, "curate", record)
     log_summary(stats)
     return record
 
 
-def check_config(cfg: Config) -> None:
-    """Settings that can be checked before any data or model is loaded."""
-    curation = cfg.curation
-    if curation.method not in METHODS:
-        raise UserError(f"unknown curation.method {curation.method!r}; valid: {', '.join(METHODS)}")
-    if curation.n_samples < 0:
-        raise UserError(f"curation.n_samples must be >= 0, not {curation.n_samples}")
-    check_specialty(curation.specialty)
-    if curation.method == "s1" and curation.specialty.method == "none":
-        raise UserError(
-            "curation.method=s1 samples across specialties: "
-            "set curation.specialty.method to llm, embedding or column"
-        )
-    if curation.difficulty.enabled:
-        check_prompts(curation.difficulty)
-    assistant_template(curation.format)
+UNLABELED_REASON = "no_specialty_assigned"  # med-s1's reason
 
 
 def remove(rows: pd.DataFrame, index: pd.Index, stage: str, reason: str) -> None:
@@ -140,7 +131,9 @@ STATS_COLUMNS = (
 )
 
 
-def curation_stats(rows: pd.DataFrame, curated: pd.DataFrame, cfg: Config, annotations: dict) -> dict:
+def curation_stats(
+    rows: pd.DataFrame, curated: pd.DataFrame, cfg: Config, filters: list[str], annotations: dict
+) -> dict:
     curation = cfg.curation
     rows = rows[[c for c in STATS_COLUMNS if c in rows]]  # no long texts: cheap to filter
     removed = rows[rows["filter_status"] == REMOVED]
@@ -158,6 +151,8 @@ def curation_stats(rows: pd.DataFrame, curated: pd.DataFrame, cfg: Config, annot
         "selected_rows": len(curated),
         "n_requested": curation.n_samples,
         "method": curation.method,
+        "pool": CurationPool(curation.pool).value,
+        "pool_filters": filters,
         "removed": {f"{stage}/{reason}": int(n) for (stage, reason), n in reasons.items()},
         "cot_tokens": _summary(curated["cot_tokens"].to_numpy()),
         "pool_cot_tokens": _summary(pool["cot_tokens"].to_numpy()),
@@ -172,12 +167,15 @@ def curation_stats(rows: pd.DataFrame, curated: pd.DataFrame, cfg: Config, annot
         if unjudged:
             action = "dropped" if curation.difficulty.drop_unjudged else "kept in the pool"
             warnings.append(f"difficulty: {unjudged} rows have no usable verdict; {action}")
-    if "specialty_status" in pool:
-        statuses = pool["specialty_status"].value_counts().to_dict()
+    if "specialty_status" in rows:
+        statuses = rows["specialty_status"].dropna().value_counts().to_dict()
         stats["specialty_status"] = statuses
         unlabeled = sum(n for status, n in statuses.items() if status != LABELED)
         if unlabeled:
-            warnings.append(f"specialty: {unlabeled} of {len(pool)} pool rows are unlabeled ({statuses})")
+            action = "dropped" if "specialty" in filters else "kept as one more domain"
+            warnings.append(
+                f"specialty: {unlabeled} of {sum(statuses.values())} rows got no label ({statuses}); {action}"
+            )
     return stats
 
 
@@ -194,9 +192,11 @@ def _summary(values: np.ndarray) -> dict:
 
 def log_summary(stats: dict) -> None:
     log.info(
-        "curate: %d rows -> %d passed filters -> %d selected (%s)",
+        "curate: %d rows -> %d in the %s pool (%s) -> %d selected (%s)",
         stats["total_rows"],
         stats["pool_rows"],
+        stats["pool"],
+        ", ".join(stats["pool_filters"]),
         stats["selected_rows"],
         stats["method"],
     )

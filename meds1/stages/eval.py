@@ -23,7 +23,7 @@ from meds1.evaluation.prompts import build_conversation
 from meds1.evaluation.scoring import judge, score
 from meds1.inference import Generation, Sampling, load_backend
 from meds1.models import model_path
-from meds1.stages import record_result
+from meds1.stages import completed, record_result
 from meds1.workspace import StageWorkspace, require_complete
 
 log = logging.getLogger(__name__)
@@ -38,23 +38,16 @@ def evaluated_model(cfg: Config) -> str:
     return model_path(cfg.model, cfg.paths.cache)
 
 
-def check_settings(eval_cfg: EvalConfig, backend: str) -> None:
-    if eval_cfg.tts.enabled and backend not in ("hf", "vllm"):
-        raise UserError("eval.tts (budget forcing) continues raw text: use inference=hf or inference=vllm")
-    if eval_cfg.repeats < 1:
-        raise UserError(f"eval.repeats must be >= 1 (got {eval_cfg.repeats})")
-    if eval_cfg.max_new_tokens < 1:
-        raise UserError(f"eval.max_new_tokens must be >= 1 (got {eval_cfg.max_new_tokens})")
+def check_settings(eval_cfg: EvalConfig) -> None:
     if eval_cfg.repeats > 1 and eval_cfg.temperature == 0:
         log.warning("eval: %d repeats with temperature 0 differ only by nondeterminism", eval_cfg.repeats)
 
 
 def run(cfg: Config) -> dict:
     workspace = StageWorkspace(cfg, "eval")
-    if (record := workspace.completed_record()) is not None:
-        log.info("eval: %s is complete for this config; skipping (force=true reruns it)", workspace.final)
+    if (record := completed(cfg, workspace)) is not None:
         return record
-    check_settings(cfg.eval, cfg.inference.backend)
+    check_settings(cfg.eval)
     model = evaluated_model(cfg)
     rows, skipped = load_suite(list(cfg.eval.suite), cfg.eval.max_per_source)
     runs = range(cfg.eval.repeats)
@@ -153,6 +146,7 @@ def check_failures(predictions: list[dict], allowed: int, file) -> None:
 def build_metrics(predictions: list[dict], cfg: Config, model: str, skipped: dict) -> dict:
     metrics = {
         **score(predictions),
+        "decoding": decoding(cfg.eval),
         "repeats": cfg.eval.repeats,
         "seeds": [cfg.seed + run for run in range(cfg.eval.repeats)],
         "failed": sum(bool(p.get("error")) for p in predictions),
@@ -163,9 +157,20 @@ def build_metrics(predictions: list[dict], cfg: Config, model: str, skipped: dic
         metrics["tts"] = {
             "budget": cfg.eval.tts.budget,
             "num_ignore": cfg.eval.tts.num_ignore,
+            "layout": cfg.eval.tts.layout,
+            "answer_max_tokens": cfg.eval.tts.answer_max_tokens,
             "mean_thinking_tokens": statistics.fmean(p.get("thinking_tokens", 0) for p in predictions),
         }
     return metrics
+
+
+def decoding(eval_cfg: EvalConfig) -> dict:
+    """The sampling settings that produced the answers (greedy when temperature is 0)."""
+    return {
+        "temperature": eval_cfg.temperature,
+        "top_p": eval_cfg.top_p,
+        "max_new_tokens": eval_cfg.max_new_tokens,
+    }
 
 
 def log_table(metrics: dict) -> None:
@@ -193,6 +198,10 @@ def log_table(metrics: dict) -> None:
             m["mean_output_tokens"] or 0.0,
             spread,
         )
+    log.info(
+        "eval: decoding: temperature %(temperature)g, top_p %(top_p)g, max_new_tokens %(max_new_tokens)d",
+        metrics["decoding"],
+    )
     if "tts" in metrics:
         log.info(
             "eval: budget forcing: budget %(budget)d, mean thinking tokens %(mean_thinking_tokens).1f",

@@ -16,7 +16,7 @@ import shutil
 from meds1.config import Config
 from meds1.errors import MissingInputError, UserError
 from meds1.models import model_path
-from meds1.stages import record_result
+from meds1.stages import completed, record_result
 from meds1.training import distributed
 from meds1.training.preemption import Preempted
 from meds1.training.sft import check_options, derive_batch_sizes, train_sft
@@ -49,8 +49,7 @@ def run(cfg: Config) -> dict:
     derive_batch_sizes(cfg.trainer.global_batch_size, cfg.trainer.per_device_batch_size, env.world_size)
     check_options(cfg.trainer, env.world_size)
     workspace = StageWorkspace(cfg, "train")
-    if (record := workspace.completed_record()) is not None:
-        log.info("train: %s is complete for this config; skipping (force=true reruns it)", workspace.final)
+    if (record := completed(cfg, workspace, main=env.is_main)) is not None:
         return record
     dataset = load_formatted(cfg)
     try:

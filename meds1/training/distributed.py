@@ -5,8 +5,10 @@ The same code runs three ways:
 - alone (`python run.py stage=train`): world size 1, no process group;
 - under `torchrun --nproc_per_node=N run.py stage=train ...`: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK/
   MASTER_ADDR/MASTER_PORT;
-- as SLURM tasks (`srun`, or submitit with one task per GPU): each task reads SLURM_PROCID, SLURM_NTASKS,
-  SLURM_LOCALID and the job's node list, and rank 0's host becomes the master address.
+- as SLURM tasks (`srun`, or submitit with one task per GPU): submitit's `SlurmJobEnvironment` reads
+  SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_JOB_NUM_NODES and the job's node list; the first host
+  becomes the master address (loopback on one node). submitit's `TorchDistributedEnvironment` is not used:
+  it needs a submitit job (not plain `srun`) and draws a random port that tests cannot predict.
 
 `process_group` exports the torchrun-style variables (which accelerate and the HF Trainer read) and starts
 the process group: NCCL on GPUs (with gloo for CPU tensors), gloo on CPU. Rank-0-only work goes through
@@ -18,8 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -30,7 +31,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
-NODELIST_VARS = ("SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST", "SLURM_NODELIST")
 DEFAULT_PORT_BASE = 29500
 
 
@@ -63,24 +63,9 @@ def planned_world_size(resources: Resources) -> int:
     return tasks_per_node(resources) * max(resources.nodes, 1)
 
 
-def first_host(nodelist: str) -> str:
-    """The first host of a SLURM node list: `gpu[07-09,12],cpu1` -> `gpu07`, `r[1-2]-n[3-4]` -> `r1-n3`."""
-    depth, end = 0, len(nodelist)
-    for i, char in enumerate(nodelist):
-        depth += {"[": 1, "]": -1}.get(char, 0)
-        if char == "," and depth == 0:
-            end = i
-            break
-    first = nodelist[:end].strip()
-    host = re.sub(r"\[([^\]]*)\]", lambda m: re.split(r"[,-]", m.group(1))[0], first)
-    if not host or "[" in host or "]" in host:
-        raise UserError(f"cannot read the first host of the SLURM node list {nodelist!r}; set MASTER_ADDR")
-    return host
-
-
-def detect(environ: Mapping[str, str] | None = None) -> DistributedEnv:
+def detect() -> DistributedEnv:
     """This process's place in the job, from torchrun's variables, else SLURM's, else a single process."""
-    env = os.environ if environ is None else environ
+    env = os.environ
     if all(name in env for name in TORCHRUN_VARS):
         world = int(env["WORLD_SIZE"])
         return DistributedEnv(
@@ -92,30 +77,41 @@ def detect(environ: Mapping[str, str] | None = None) -> DistributedEnv:
             master_port=int(env.get("MASTER_PORT", DEFAULT_PORT_BASE)),
             launcher="torchrun",
         )
-    tasks = int(env.get("SLURM_STEP_NUM_TASKS", env.get("SLURM_NTASKS", "1")))
-    if "SLURM_PROCID" in env and tasks > 1:
-        nodes = int(env.get("SLURM_STEP_NUM_NODES", env.get("SLURM_NNODES", "1")))
-        nodelist = next((env[k] for k in NODELIST_VARS if env.get(k)), None)
-        if "MASTER_ADDR" in env:
-            master = env["MASTER_ADDR"]
-        elif nodes == 1:
-            master = "127.0.0.1"
-        elif nodelist:
-            master = first_host(nodelist)
-        else:
-            raise UserError("a multi-node SLURM task has no SLURM_JOB_NODELIST; set MASTER_ADDR")
-        # Derived from the job id so two jobs sharing a node do not collide; a requeued job keeps its id.
-        port = int(env.get("MASTER_PORT", DEFAULT_PORT_BASE + int(env.get("SLURM_JOB_ID", "0")) % 20000))
-        return DistributedEnv(
-            rank=int(env["SLURM_PROCID"]),
-            world_size=tasks,
-            local_rank=int(env.get("SLURM_LOCALID", "0")),
-            local_world_size=max(tasks // max(nodes, 1), 1),
-            master_addr=master,
-            master_port=port,
-            launcher="slurm",
-        )
+    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
+        return slurm_env()
     return DistributedEnv()
+
+
+def slurm_env() -> DistributedEnv:
+    """A SLURM task's place, read by submitit (a submitit job's task, or one started by `srun`)."""
+    from submitit.slurm.slurm import SlurmJobEnvironment, SlurmParseException
+
+    job = SlurmJobEnvironment()
+    if "MASTER_ADDR" in os.environ:
+        master = os.environ["MASTER_ADDR"]
+    elif job.num_nodes == 1:
+        master = "127.0.0.1"
+    else:
+        try:
+            master = job.hostnames[0]
+        except SlurmParseException:
+            nodes = os.environ.get("SLURM_JOB_NODELIST")
+            raise UserError(
+                f"cannot read the first host of the SLURM node list {nodes!r}; set MASTER_ADDR"
+            ) from None
+    # Derived from the job id so two jobs sharing a node do not collide; a requeued job keeps its id.
+    port = int(
+        os.environ.get("MASTER_PORT", DEFAULT_PORT_BASE + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000)
+    )
+    return DistributedEnv(
+        rank=job.global_rank,
+        world_size=job.num_tasks,
+        local_rank=job.local_rank,
+        local_world_size=max(job.num_tasks // job.num_nodes, 1),
+        master_addr=master,
+        master_port=port,
+        launcher="slurm",
+    )
 
 
 def _torch_dist():

@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 
 REPORTERS = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
 CHECKPOINT_FORMATS = {"sharded": "SHARDED_STATE_DICT", "full": "FULL_STATE_DICT"}
-WEIGHTS_DTYPES = ("float32", "bfloat16", "float16")
 SEGMENTS = "segments.jsonl"  # one line per training run of this stage (first run, resumes after requeue)
 
 
@@ -54,14 +53,7 @@ def derive_batch_sizes(
 
 def check_options(trainer: TrainerConfig, world_size: int) -> None:
     """Reject settings that cannot work here before any model is loaded or GPU touched."""
-    if not 0 <= trainer.validation_fraction < 1:
-        raise UserError(
-            f"trainer.validation_fraction={trainer.validation_fraction} must be in [0, 1) (0 = no validation)"
-        )
     for name in trainer.report_to:
-        if name not in REPORTERS:
-            valid = ", ".join(REPORTERS)
-            raise UserError(f"unknown trainer.report_to {name!r}; valid: {valid} (or [] for none)")
         if not any(find_spec(module) for module in REPORTERS[name]):
             raise UserError(f"trainer.report_to={name} needs `pip install {name}` (or drop it)")
     import torch
@@ -81,15 +73,6 @@ def check_options(trainer: TrainerConfig, world_size: int) -> None:
             "trainer.fsdp.enabled=true needs several processes (torchrun --nproc_per_node=N run.py ..., or "
             "one SLURM task per GPU); this is a single process"
         )
-    if trainer.weights_dtype not in WEIGHTS_DTYPES:
-        raise UserError(
-            f"unknown trainer.weights_dtype {trainer.weights_dtype!r}; valid: {', '.join(WEIGHTS_DTYPES)}"
-        )
-    if trainer.fsdp.checkpoint_format not in CHECKPOINT_FORMATS:
-        raise UserError(
-            f"unknown trainer.fsdp.checkpoint_format {trainer.fsdp.checkpoint_format!r}; "
-            f"valid: {', '.join(CHECKPOINT_FORMATS)}"
-        )
 
 
 def sft_arguments(
@@ -106,6 +89,8 @@ def sft_arguments(
         per_device_eval_batch_size=per_device,
         gradient_accumulation_steps=accumulation,
         weight_decay=trainer.weight_decay,
+        adam_beta1=trainer.adam_beta1,
+        adam_beta2=trainer.adam_beta2,
         warmup_steps=trainer.warmup_ratio,  # a value below 1 is a fraction of the total steps
         lr_scheduler_type=trainer.lr_scheduler,
         max_length=trainer.block_size,

@@ -1,0 +1,102 @@
+"""Composing a command line's config in Hydra's two steps, and which of its overrides change it.
+
+Hydra composes in two steps: the defaults list, which only config group choices (`model=tiny`) change,
+then the other overrides (`curation.n_samples=5`) applied as values. `Composer` caches the first step
+per set of group choices, so a sweep over values composes once, and each point applies its own values.
+
+Slugs are named from the overrides that change the config (see meds1.paths), so `experiment=demo` and
+`experiment=demo curation.n_samples=<demo's own value>` meet in one directory. An override is dropped
+when the config composed without it resolves to the same values. Overrides that cannot change a result
+(`stage`, `paths.root`, launcher settings: `paths.slug_candidate`) are kept as given and cost nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from meds1.paths import slug_candidate
+
+
+class Composer:
+    """`compose_groups(group_overrides)` composes the job config (no `hydra` node) for a tuple of group
+    and hydra overrides; `is_group(key)` says whether a key names a config group."""
+
+    def __init__(
+        self, compose_groups: Callable[[tuple[str, ...]], DictConfig], is_group: Callable[[str], bool]
+    ):
+        self._compose_groups = compose_groups
+        self._is_group = is_group
+        self._composed: dict[tuple[str, ...], DictConfig] = {}
+
+    def parse(self, overrides: Sequence[str]) -> list:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        return OverridesParser.create().parse_overrides(list(overrides))
+
+    def is_composing(self, override) -> bool:
+        """Whether an override changes Hydra's first step: a hydra override or a config group choice."""
+        group = self._is_group(override.key_or_group) and not isinstance(override.value(), dict)
+        return override.is_hydra_override() or group
+
+    def split(self, parsed: list) -> tuple[list, list]:
+        """(group and hydra overrides, value overrides) of parsed Hydra `Override`s."""
+        return [o for o in parsed if self.is_composing(o)], [o for o in parsed if not self.is_composing(o)]
+
+    def groups_config(self, groups: list) -> DictConfig:
+        key = tuple(override.input_line for override in groups)
+        if key not in self._composed:
+            self._composed[key] = self._compose_groups(key)
+        return self._composed[key]
+
+    def apply(self, groups: list, values: list) -> DictConfig:
+        """The config composed from `groups`, with `values` applied (a copy; the cache is untouched)."""
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+        config = copy.deepcopy(self.groups_config(groups))
+        ConfigLoaderImpl._apply_overrides_to_config(values, config)
+        return config
+
+    def compose(self, overrides: Sequence[str]) -> DictConfig:
+        """One command line's job config (without its `hydra` node), as Hydra would compose it."""
+        return self.apply(*self.split(self.parse(overrides)))
+
+    def resolved(self, parsed: list) -> dict | None:
+        """The values composed from parsed overrides, interpolations resolved, without the `overrides`
+        record; None if they cannot be composed or resolved (a remaining override may need a removed one)."""
+        from hydra.errors import HydraException
+
+        try:
+            values = OmegaConf.to_container(self.apply(*self.split(parsed)), resolve=True)
+        except (HydraException, OmegaConfBaseException):
+            return None
+        values.pop("overrides", None)
+        return values
+
+    def effective(self, overrides: Sequence[str]) -> list[str]:
+        """`overrides` without those whose removal leaves the resolved config unchanged."""
+        parsed = self.parse(overrides)
+        candidates = [
+            i for i, o in enumerate(parsed) if slug_candidate(o.input_line) and o.key_or_group != "experiment"
+        ]
+        target = self.resolved(parsed) if candidates else None
+        if target is None:
+            return list(overrides)
+        kept = list(range(len(parsed)))
+        for index in candidates:  # one at a time, so the overrides kept still compose to `target`
+            trial = [i for i in kept if i != index]
+            if self.resolved([parsed[i] for i in trial]) == target:
+                kept = trial
+        return [overrides[i] for i in kept]
+
+
+def global_composer(config_name: str = "config") -> Composer:
+    """A Composer on the initialized global Hydra (inside `@hydra.main` or `initialize_config_dir`)."""
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+
+    repository = GlobalHydra.instance().config_loader().repository
+    return Composer(lambda groups: compose(config_name, overrides=list(groups)), repository.group_exists)

@@ -1,0 +1,118 @@
+"""The stage table: everything meds1 knows about a stage, in one place, and the chain they form.
+
+Dispatch, `stage=all`, the SLURM plan and jobs, slugs and config hashes, status and the report all read
+this table. A stage's name is its `stage=` value, its directory under `<root>/<slug>/` and its job name;
+`section` is the key of its record in results.json. Entry points and resource functions are named as
+`module:attribute` strings and imported only when called, so reading the table imports no stage code.
+
+Adding a stage: add a row here and write its module (a `run(cfg) -> record` function).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from meds1.config import Config, Resources
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    entry: str  # "module:function" that runs the stage: run(cfg) -> the record it adds to results.json
+    section: str  # its key under `experiments.<slug>.results` in results.json
+    reads: tuple[str, ...]  # config sections that change its result, beyond those of the stages before it
+    resources: str  # what its job asks for: a config key ("trainer.resources") or a "module:function"(cfg)
+    task_per_gpu: bool = False  # its job runs one task per GPU (a distributed process group)
+    resumable: bool = False  # requeued on time-out/preemption, it resumes from its partial directory
+
+
+PIPELINE = (
+    Stage(
+        name="curate",
+        entry="meds1.stages.curate:run",
+        section="curation",
+        reads=("curation", "model", "seed"),
+        resources="meds1.curation.resources:curate_resources",
+    ),
+    Stage(
+        name="train",
+        entry="meds1.stages.train:run",
+        section="training",
+        reads=("trainer",),
+        resources="trainer.resources",
+        task_per_gpu=True,
+        resumable=True,
+    ),
+    Stage(
+        name="eval",
+        entry="meds1.stages.eval:run",
+        section="eval",
+        reads=("eval", "inference"),
+        resources="inference.resources",
+        resumable=True,
+    ),
+)
+BY_NAME = {stage.name: stage for stage in PIPELINE}
+STAGES = tuple(BY_NAME)
+# Commands that are not pipeline stages: the whole chain, and the report over the registry.
+COMMAND_ENTRIES = {"all": "meds1.stages.all:run", "report": "meds1.stages.report:run"}
+
+
+def get(name: str) -> Stage:
+    if name not in BY_NAME:
+        raise ValueError(f"unknown stage {name!r}; valid: {', '.join(STAGES)}")
+    return BY_NAME[name]
+
+
+def load(reference: str) -> Any:
+    """The object a "module:attribute" string names (imported now)."""
+    module, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def run(cfg: Config, name: str) -> Any:
+    """Run stage or command `name` of `cfg` here."""
+    entry = COMMAND_ENTRIES[name] if name in COMMAND_ENTRIES else get(name).entry
+    return load(entry)(cfg)
+
+
+def resources(cfg: Config, name: str) -> Resources:
+    """What stage `name`'s job asks the scheduler for."""
+    reference = get(name).resources
+    if ":" in reference:
+        return load(reference)(cfg)
+    value = cfg
+    for part in reference.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def base_variant(cfg: Config) -> Config:
+    """The same experiment evaluating the untrained model, recorded as `<name>-base`."""
+    return dataclasses.replace(
+        cfg, name=f"{cfg.name}-base", stages=["eval"], description=f"{cfg.model.name} without fine-tuning"
+    )
+
+
+def steps(cfg: Config) -> list[tuple[Config, str]]:
+    """(config, stage) in run order: the experiment's stages, then the untrained model's eval if asked."""
+    chain = [(cfg, stage) for stage in cfg.stages]
+    if cfg.compare_base:
+        chain.append((base_variant(cfg), "eval"))
+    return chain
+
+
+def command_steps(cfg: Config) -> list[tuple[Config, str]]:
+    """The (config, stage) pairs a command runs: the whole chain for stage=all, else the one stage."""
+    return steps(cfg) if cfg.stage == "all" else [(cfg, cfg.stage)]
+
+
+def upstream(cfg: Config, stage: str) -> str | None:
+    """The stage whose output `stage` reads in this experiment (None for its first stage)."""
+    order = cfg.stages if stage in cfg.stages else list(STAGES)
+    index = order.index(stage)
+    return order[index - 1] if index > 0 else None
