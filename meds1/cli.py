@@ -172,7 +172,7 @@ def _job_configs(hydra, master: DictConfig):
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from hydra_plugins.meds1_launcher.compose import SweepComposer
+    from meds1.overrides import SweepComposer
 
     params = [f"{key}={value}" for key, value in (master.hydra.sweeper.get("params") or {}).items()]
     parser = OverridesParser.create(config_loader=hydra.config_loader)

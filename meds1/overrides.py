@@ -2,7 +2,8 @@
 
 Hydra composes in two steps: the defaults list, which only config group choices (`model=tiny`) change,
 then the other overrides (`curation.n_samples=5`) applied as values. `Composer` caches the first step
-per set of group choices, so a sweep over values composes once, and each point applies its own values.
+per set of group choices, so a sweep over values composes once, and each point applies its own values
+(`SweepComposer` does it on a sweep's config loader: Hydra would compose each point twice, ~0.3 s each).
 
 Slugs are named from the overrides that change the config (see meds1.paths), so `experiment=demo` and
 `experiment=demo curation.n_samples=<demo's own value>` meet in one directory. An override is dropped
@@ -15,7 +16,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from meds1.paths import slug_candidate
@@ -91,6 +92,20 @@ class Composer:
             if self.resolved([parsed[i] for i in trial]) == target:
                 kept = trial
         return [overrides[i] for i in kept]
+
+
+class SweepComposer(Composer):
+    """A Composer on the sweep's config loader and master config: `compose(overrides)` is one point's job
+    config, `effective(overrides)` the overrides that change it (what its slugs are named from)."""
+
+    def __init__(self, config_loader, master_config: DictConfig):
+        def compose_groups(groups: tuple[str, ...]) -> DictConfig:
+            config = config_loader.load_sweep_config(master_config, list(groups))
+            with open_dict(config):
+                del config["hydra"]
+            return config
+
+        super().__init__(compose_groups, config_loader.repository.group_exists)
 
 
 def global_composer(config_name: str = "config") -> Composer:

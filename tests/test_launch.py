@@ -365,8 +365,8 @@ def test_sweep_points_compose_exactly_as_hydra_composes_them(point):
     from hydra.types import RunMode
     from omegaconf import OmegaConf, open_dict
 
-    from hydra_plugins.meds1_launcher.compose import SweepComposer
     from meds1.config import CONF_DIR, register_configs
+    from meds1.overrides import SweepComposer
 
     register_configs()
     loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONF_DIR)))

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 
-from hydra_plugins.meds1_launcher.compose import SweepComposer
+from meds1.overrides import SweepComposer
 
 
 class ChainedSlurmLauncher(SlurmLauncher):
