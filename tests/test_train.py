@@ -142,7 +142,7 @@ def test_sft_arguments_from_a_gpu_recipe():
     arguments = sft_arguments(cfg.trainer, Path("/tmp/ckpt"), 1, 2, seed=1)
     args = SFTConfig(**arguments, use_cpu=True)
     assert args.per_device_train_batch_size == 1 and args.gradient_accumulation_steps == 2
-    assert args.bf16 and not args.activation_checkpointing  # FSDP checkpoints activations itself
+    assert args.bf16 and not args.gradient_checkpointing  # FSDP checkpoints activations itself
     assert args.learning_rate == 1e-5 and args.max_length == 32768 and args.report_to == []
     assert (args.adam_beta1, args.adam_beta2, args.weight_decay) == (0.9, 0.95, 1e-4)
     plugin_args = args.fsdp_plugin_args
@@ -159,7 +159,7 @@ def test_sft_arguments_for_packing_and_validation():
     arguments = sft_arguments(cfg.trainer, Path("/tmp/ckpt"), 4, 1, seed=1)
     assert arguments["packing"] and arguments["packing_strategy"] == "bfd"
     assert arguments["eval_strategy"] == "steps" and arguments["eval_steps"] == cfg.trainer.save_steps
-    assert "fsdp" not in arguments and arguments["activation_checkpointing"] is False
+    assert "fsdp" not in arguments and arguments["gradient_checkpointing"] is False
 
 
 def test_adam_betas_reach_the_optimizer(make_config, tiny_model_dir):

