@@ -56,7 +56,7 @@ def run() -> list[dict]:
 
     with tempfile.TemporaryDirectory() as tmp:
         # 3 heads of 32: vLLM's CPU attention does not serve the demo model's heads of 24 (tiny.yaml)
-        cfg = compose(["experiment=demo", "inference=vllm", "model.tiny.num_heads=3", f"paths.root={tmp}"])
+        cfg = compose(["experiment=demo", "inference=vllm", f"paths.root={tmp}"])
         path = model_path(cfg.model, cfg.paths.cache)
         rows, _ = load_suite(list(cfg.eval.suite))
         conversations = [build_conversation(row, cfg.eval) for row in rows]
