@@ -55,7 +55,6 @@ def run() -> list[dict]:
     from meds1.models import model_path
 
     with tempfile.TemporaryDirectory() as tmp:
-        # 3 heads of 32: vLLM's CPU attention does not serve the demo model's heads of 24 (tiny.yaml)
         cfg = compose(["experiment=demo", "inference=vllm", f"paths.root={tmp}"])
         path = model_path(cfg.model, cfg.paths.cache)
         rows, _ = load_suite(list(cfg.eval.suite))
