@@ -21,6 +21,7 @@ import hashlib
 import re
 from pathlib import Path
 
+from meds1 import pipeline
 from meds1.config import Config
 from meds1.pipeline import PIPELINE, STAGES
 
@@ -61,8 +62,7 @@ def stage_sections(stages: list[str], stage: str) -> set[str]:
     An experiment without a train stage evaluates the base model, so its eval does not depend on
     curation or trainer settings.
     """
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
+    pipeline.get(stage)  # an unknown stage fails here, naming the valid ones
     if stage == "eval" and "train" not in stages:
         return {"model", "seed", *STAGE_SECTIONS["eval"]}
     upstream = STAGES[: STAGES.index(stage) + 1]

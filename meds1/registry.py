@@ -28,8 +28,8 @@ from typing import Any
 
 from filelock import FileLock
 
+from meds1 import pipeline
 from meds1.errors import UserError
-from meds1.pipeline import STAGES
 
 # Results keys written by meds1 before they were the stage names (med-s1's), and their stage.
 OLD_RESULT_KEYS = {"curation": "curate", "training": "train"}
@@ -102,8 +102,7 @@ def update(
     config: Any = None,
 ) -> dict:
     """Set `experiments[slug].results[stage] = record` (under the lock) and return the entry."""
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
+    pipeline.get(stage)  # an unknown stage fails here, naming the valid ones
     with _locked_entry(path, slug) as entry:
         if description is not None:
             entry["description"] = description
