@@ -82,7 +82,7 @@ def synthetic_rows(n: int = ROWS, seed: int = SEED) -> pd.DataFrame:
 
 
 def run_ours(source: Path, root: Path, cache: Path) -> pd.DataFrame:
-    from meds1.config import compose
+    from meds1.compose import compose
     from meds1.stages import curate
 
     cfg = compose(

@@ -101,7 +101,7 @@ def bench_scoring() -> dict:
 def bench_hf_throughput() -> dict:
     import torch
 
-    from meds1.config import compose
+    from meds1.compose import compose
     from meds1.evaluation.data import load_suite
     from meds1.evaluation.prompts import build_conversation
     from meds1.inference import Sampling, load_backend

@@ -24,7 +24,7 @@ HOLD = {"hold": True}
 
 
 def _sweep_configs(root: Path):
-    from meds1.config import compose
+    from meds1.compose import compose
 
     return [
         compose(["stage=all", "compare_base=false", f"curation.n_samples={n}", f"paths.root={root}"])
@@ -106,7 +106,8 @@ def sweep_command_line(root: Path) -> float:
 DISPATCH = """
 import contextlib, io, sys, time
 start = time.perf_counter()
-from meds1.config import SlurmLauncherConfig, compose
+from meds1.compose import compose
+from meds1.config import SlurmLauncherConfig
 from meds1.launch.submit import launch
 cfg = compose(["experiment=med-s1-1k", "stage=curate", "dry_run=true", "paths.root={root}"])
 composed = time.perf_counter()

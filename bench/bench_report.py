@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 
 from meds1 import registry
-from meds1.config import compose
+from meds1.compose import compose
 from meds1.paths import make_slug
 from meds1.stages import report
 

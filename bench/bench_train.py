@@ -38,7 +38,7 @@ def tokens_per_second(packing: bool, cache: Path, work: Path) -> float:
     """Non-padding tokens per second over the steps after warm-up."""
     from transformers import TrainerCallback
 
-    from meds1.config import compose
+    from meds1.compose import compose
     from meds1.models import model_path
     from meds1.training.sft import build_trainer, load_model, split_validation
 
@@ -72,7 +72,7 @@ def tokens_per_second(packing: bool, cache: Path, work: Path) -> float:
 
 
 def run() -> list[dict]:
-    from meds1.config import compose
+    from meds1.compose import compose
     from meds1.models import model_path
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -86,7 +86,7 @@ def measure(
     import torch
     from transformers import TrainerCallback
 
-    from meds1.config import compose
+    from meds1.compose import compose
     from meds1.models import model_path
     from meds1.training import distributed
     from meds1.training.sft import build_trainer, check_options, load_model, save_final, split_validation

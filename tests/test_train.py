@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from meds1.config import Resources, compose
+from meds1.compose import compose
+from meds1.config import Resources
 from meds1.errors import MissingInputError, UserError
 from meds1.paths import stage_dir
 from meds1.stages import train

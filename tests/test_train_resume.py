@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from meds1.config import compose
+from meds1.compose import compose
 from meds1.paths import stage_dir, stage_slug
 from meds1.stages import curate, train
 from tests.conftest import REPO

@@ -22,9 +22,10 @@ class ChainedSlurmLauncher(SlurmLauncher):
         self.composer: SweepComposer | None = None
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from meds1.config import SlurmLauncherConfig, to_config
+        from meds1.config import SlurmLauncherConfig
         from meds1.launch.dispatch import exit_on_user_error
         from meds1.launch.submit import launch
+        from meds1.rules import to_config
 
         assert self.config is not None and self.hydra_context is not None
         self.composer = self.composer or SweepComposer(self.hydra_context.config_loader, self.config)

@@ -10,8 +10,9 @@ import sys
 from omegaconf import DictConfig
 
 from meds1 import pipeline
-from meds1.config import Config, SlurmLauncherConfig, to_config
+from meds1.config import Config, SlurmLauncherConfig
 from meds1.errors import UserError
+from meds1.rules import to_config
 
 log = logging.getLogger("meds1")
 

@@ -311,7 +311,7 @@ def export_medsone(registry_file: Path, patterns: list[str] = ()) -> dict:
 
 
 def _registry_file(root: str | None) -> Path:
-    from meds1.config import compose
+    from meds1.compose import compose
     from meds1.paths import registry_path
 
     return registry_path(compose([f"paths.root={root}"] if root else []))
