@@ -162,11 +162,12 @@ def test_text_matcher_gives_exactly_difflibs_ratios():
 def test_suite_loads_every_shape_and_skips_bad_rows(tmp_path):
     good = {"question": "Q1", "options": {"A": "x", "B": "y"}, "answer_idx": "B"}
     (tmp_path / "obj.json").write_text(json.dumps({"S1": [good, {"question": "Q2", "options": {"A": "x"}}]}))
-    (tmp_path / "flat.json").write_text(json.dumps([{**good, "source": "S2"}, {**good, "answer_idx": None}]))
+    flat = [{**good, "source": "S2"}, {**good, "answer_idx": None, "source": "S2"}]
+    (tmp_path / "flat.json").write_text(json.dumps(flat))
     (tmp_path / "S3.jsonl").write_text(json.dumps(good) + "\n" + json.dumps({**good, "question": ""}) + "\n")
     rows, skipped = load_suite([str(tmp_path / f) for f in ("obj.json", "flat.json", "S3.jsonl")])
     assert [r["source"] for r in rows] == ["S1", "S2", "S3"]
-    assert skipped == {"missing_options": 1, "missing_answer": 1, "missing_question": 1}
+    assert skipped == {"S1": {"missing_options": 1}, "S2": {"missing_answer": 1}, "S3": {"missing_question": 1}}
 
 
 def test_suite_normalizes_options_and_answers(tmp_path):
@@ -178,7 +179,7 @@ def test_suite_normalizes_options_and_answers(tmp_path):
     rows, skipped = load_suite([str(tmp_path / "s.json")])
     assert rows[0]["options"]["J"] == "t9" and rows[0]["answer_idx"] == "J"
     assert rows[1]["options"] == {"A": "x", "B": "y"} and rows[1]["answer_idx"] == "B"
-    assert skipped == {"missing_answer": 1, "option_keys_not_letters": 1, "not_an_object": 1}
+    assert skipped == {"S": {"answer_not_an_option": 1, "option_keys_not_letters": 1}, "s": {"not_an_object": 1}}
 
 
 def test_suite_entries_may_be_directories_and_hub_datasets(tmp_path):
