@@ -756,3 +756,69 @@ def test_budget_forcing_after_a_custom_template_needs_its_markers():
     markers = ["eval.tts.think_start='<r>'", "eval.tts.think_end='</r>'", "eval.tts.answer_prefix='</r>'"]
     assert compose([*custom, *markers]).eval.tts.think_end == "</r>"
     assert compose(["experiment=med-s1-1k", "eval=tts"]).eval.tts.layout == "huatuo"
+
+
+# m1's six files (collect_eval_data.py), as ReasoningEval ships them: eval_data.json-shaped jsonl
+M1_FILES = {
+    ("Benchmark_Lancet", "midium.jsonl"): "Lancet",
+    ("Benchmark_LastHumanity", "midium.jsonl"): "HumanityLastExam",
+    ("Benchmark_MedBullets", "medbullets_op4.jsonl"): "MedBullets_op4",
+    ("Benchmark_MedBullets", "medbullets_op5.jsonl"): "MedBullets_op5",
+    ("Benchmark_MedXpertQA", "midium.jsonl"): "MedXpertQA",
+    ("Benchmark_NEJM", "midium.jsonl"): "NEJM",
+}
+HUATUO_SOURCES = ("MedMCQA_validation", "MedQA_USLME_test", "PubMedQA_test", "MMLU-Pro_Medical_test")
+
+
+def _mcq(i: int, letters: str = "ABCD") -> dict:
+    options = {letter: f"option {letter} of {i}" for letter in letters}
+    return {"question": f"Question {i}?", "options": options, "answer_idx": letters[i % len(letters)]}
+
+
+def test_eval_m1_reads_huatuos_five_and_m1s_six_files(tmp_path, monkeypatch):
+    from meds1.compose import compose
+
+    huatuo, m1 = tmp_path / "huatuo", tmp_path / "m1"
+    huatuo.mkdir()
+    for source in [*HUATUO_SOURCES, "GPQA_Medical_test"]:
+        (huatuo / f"{source}.json").write_text(json.dumps([_mcq(i) for i in range(3)]))
+    for (repo, file), _name in M1_FILES.items():
+        (m1 / repo).mkdir(parents=True, exist_ok=True)
+        letters = "ABCDEFGHIJ" if "MedXpertQA" in repo else "ABCDE" if "op5" in file else "ABCD"
+        rows = [{"idx": i, **_mcq(i, letters), "answer": "C. text\n"} for i in range(2)]  # HLE's answer text
+        _jsonl(m1 / repo / file, rows)
+    monkeypatch.setenv("MEDS1_EVAL_DATA", str(huatuo))
+    monkeypatch.setenv("MEDS1_M1_DATA", str(m1))
+    cfg = compose(["experiment=med-s1-1k", "eval=m1"])
+    rows, skipped = load_suite(cfg.eval.suite)
+    counts = Counter(r["source"] for r in rows)
+    assert counts == {
+        **dict.fromkeys([*HUATUO_SOURCES, "GPQA_Medical_test"], 3),
+        **dict.fromkeys(M1_FILES.values(), 2),
+    }
+    assert skipped == {} and len(counts) == 11
+    assert Counter(len(r["options"]) for r in rows if r["source"] == "MedXpertQA") == {10: 2}
+    decontamination, _ = load_suite(cfg.curation.decontamination.suite, key="curation.decontamination.suite")
+    assert [r["id"] for r in decontamination] == [r["id"] for r in rows]  # decontamination sees every suite
+
+
+def test_eval_gpqa_diamond_maps_and_shuffles_the_hub_columns(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from meds1.compose import compose
+
+    rows = [
+        {**GPQA_ROW, "Question": f"Q{i}", "Incorrect Answer 3": None if i == 2 else "Lysosome"}
+        for i in range(4)
+    ]
+    pd.DataFrame([{"Record ID": f"rec{i}", **row} for i, row in enumerate(rows)]).to_csv(
+        tmp_path / "gpqa_diamond.csv", index=False
+    )
+    monkeypatch.setenv("MEDS1_GPQA_DIAMOND", str(tmp_path / "gpqa_diamond.csv"))
+    cfg = compose(["experiment=base", "eval=gpqa-diamond"])
+    assert cfg.eval.suite[0]["revision"] == "633f5ee89ab8ad4522a9f850766b73f62147ffdd"
+    loaded, skipped = load_suite(cfg.eval.suite)
+    assert [r["source"] for r in loaded] == ["gpqa-diamond"] * 4 and skipped == {}
+    assert [len(r["options"]) for r in loaded] == [4, 4, 3, 4]  # an empty cell is no option, not "nan"
+    assert all(r["options"][r["answer_idx"]] == "Mitochondrion" for r in loaded)
+    assert "Record ID" not in loaded[0] and loaded[0]["option_order"]

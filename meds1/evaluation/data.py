@@ -3,8 +3,9 @@
 A suite is a list of entries (`eval.suite`), each a string or a mapping (`meds1.config.SuiteSpec`):
 
 - a file: one object `{source: [rows]}`, a flat list of rows (each with `source`, else the file's
-  stem is the source), or jsonl of such rows; `pkg://meds1/...` names a file shipped in the package;
-- a directory: every `*.json` / `*.jsonl` file in it, in name order (or `data_files` of it);
+  stem is the source), jsonl of such rows, or a .csv / .parquet table; `pkg://meds1/...` names a file
+  shipped in the package;
+- a directory: every such file in it, in name order (or only its `data_files`);
 - a hub dataset: `hf://OWNER/NAME?split=test&config=...&revision=...&source=...` (`source` names
   rows without their own `source` column; default: NAME_SPLIT). Loaded with `datasets`.
 
@@ -67,7 +68,21 @@ def question_id(source: str, question: str, options: dict[str, str]) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
+TABLE_SUFFIXES = (".csv", ".parquet")  # tables as benchmarks ship them (GPQA's gpqa_diamond.csv)
+FILE_SUFFIXES = (".json", ".jsonl", *TABLE_SUFFIXES)
+
+
+def _read_table(file: Path) -> list[dict]:
+    import pandas as pd
+
+    table = pd.read_csv(file) if file.suffix == ".csv" else pd.read_parquet(file)
+    table = table.astype(object).where(table.notna(), None)  # an empty cell is missing, not "nan"
+    return [{"source": file.stem, **row} for row in table.to_dict("records")]
+
+
 def _read_file(file: Path) -> list[dict]:
+    if file.suffix in TABLE_SUFFIXES:
+        return _read_table(file)
     if file.suffix == ".jsonl":
         rows = []
         for number, line in enumerate(file.read_text().splitlines(), start=1):
@@ -116,9 +131,9 @@ def read_entry(spec: SuiteSpec) -> list[tuple[str, list]]:
         if absent:
             raise UserError(f"eval file {absent[0]} does not exist (data_files of {spec.path})")
     elif path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in (".json", ".jsonl"))
+        files = sorted(p for p in path.iterdir() if p.suffix in FILE_SUFFIXES)
         if not files:
-            raise UserError(f"eval suite directory {path} holds no .json or .jsonl files")
+            raise UserError(f"eval suite directory {path} holds no {', '.join(FILE_SUFFIXES)} files")
     elif path.is_file():
         files = [path]
     else:
