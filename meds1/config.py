@@ -495,6 +495,7 @@ class ReportConfig:
     out_dir: str = "${paths.root}/report"
     status: bool = True  # print each experiment's stage status (not run/queued/running/done/failed)
     baseline: str | None = None  # an experiment: add paired comparisons of every other one against it
+    sources: list[str] = field(default_factory=list)  # eval sources (names or globs) shown; empty: all
 
 
 @dataclass
