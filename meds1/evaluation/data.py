@@ -43,6 +43,8 @@ from meds1.rules import suite_specs
 log = logging.getLogger(__name__)
 
 LETTERS = string.ascii_uppercase
+LETTER_SET = frozenset(LETTERS)
+ID_JSON = json.JSONEncoder(ensure_ascii=False)  # json.dumps(..., ensure_ascii=False) without a new encoder
 LETTER = re.compile(r"\s*\(?([A-Za-z])[).:]?\s*")
 SHOWN_FIELDS = 8  # fields listed in the no-usable-row error
 # Column names benchmarks use, tried in order when suggesting a mapping.
@@ -64,7 +66,7 @@ PROBLEM_FIELD = {  # skip reason -> the SuiteSpec field that would fix it
 
 def question_id(source: str, question: str, options: dict[str, str]) -> str:
     """A stable id (not Python's salted hash) of a question's content."""
-    text = json.dumps([source, question, sorted(options.items())], ensure_ascii=False)
+    text = ID_JSON.encode([source, question, sorted(options.items())])
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
@@ -84,7 +86,7 @@ def _read_file(file: Path) -> list[dict]:
     if file.suffix in TABLE_SUFFIXES:
         return _read_table(file)
     if file.suffix == ".jsonl":
-        rows = []
+        rows, stem = [], file.stem
         for number, line in enumerate(file.read_text().splitlines(), start=1):
             if not line.strip():
                 continue
@@ -92,7 +94,7 @@ def _read_file(file: Path) -> list[dict]:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 raise UserError(f"eval file {file}: line {number} is not JSON") from None
-            rows.append({"source": file.stem, **row} if isinstance(row, dict) else row)
+            rows.append({"source": stem, **row} if isinstance(row, dict) else row)
         return rows
     try:
         data = json.loads(file.read_text())
@@ -105,7 +107,8 @@ def _read_file(file: Path) -> list[dict]:
             for row in (rows if isinstance(rows, list) else [rows])
         ]
     if isinstance(data, list):
-        return [{"source": file.stem, **row} if isinstance(row, dict) else row for row in data]
+        stem = file.stem
+        return [{"source": stem, **row} if isinstance(row, dict) else row for row in data]
     raise UserError(f"eval file {file} holds neither an object {{source: [rows]}} nor a list of rows")
 
 
@@ -163,10 +166,14 @@ def _options(row: dict, spec: SuiteSpec) -> tuple[dict[str, str], dict[str, str]
             raw = dict(zip(LETTERS, raw, strict=False))
         if not isinstance(raw, dict):
             return "missing_options"
-    options = {str(k).strip().upper(): str(v) for k, v in raw.items() if v is not None and str(v).strip()}
+    options = {}
+    for key, value in raw.items():  # a loop, not a comprehension: this runs for every question
+        text = value if type(value) is str else None if value is None else str(value)
+        if text and not text.isspace():
+            options[(key if type(key) is str else str(key)).strip().upper()] = text
     if len(options) < 2:
         return "missing_options"
-    if any(len(letter) != 1 or letter not in LETTERS for letter in options):
+    if not options.keys() <= LETTER_SET:
         return "option_keys_not_letters"
     return options, columns
 
