@@ -225,15 +225,29 @@ def _check_spec(spec: SuiteSpec, where: str) -> None:
     def names(value) -> bool:
         return isinstance(value, str) and bool(value.strip())
 
-    lists = isinstance(spec.options, list) and spec.options and all(names(c) for c in spec.options)
+    def name_list(value) -> bool:
+        return isinstance(value, list) and bool(value) and all(map(names, value))
+
     checks = [
         ("question", names(spec.question), "a column name"),
-        ("options", names(spec.options) or lists, "a column name or a list of column names"),
+        (
+            "options",
+            names(spec.options) or name_list(spec.options),
+            "a column name or a list of column names",
+        ),
         ("answer", names(spec.answer), "a column name"),
         ("name", spec.name is None or names(spec.name), "a source name"),
         ("answer_format", spec.answer_format is None or spec.answer_format in set(AnswerFormat), ""),
         ("shuffle", spec.shuffle in (None, True, False), "true, false or null"),
         ("seed", isinstance(spec.seed, int) and not isinstance(spec.seed, bool), "an integer"),
+        ("split", names(spec.split), "a split name"),
+        ("config", spec.config is None or names(spec.config), "a config name"),
+        ("revision", spec.revision is None or names(spec.revision), "a commit sha, tag or branch"),
+        (
+            "data_files",
+            spec.data_files is None or names(spec.data_files) or name_list(spec.data_files),
+            "a file name or a list of them",
+        ),
         ("keep", spec.keep is None or (isinstance(spec.keep, list) and all(map(names, spec.keep))), "a list"),
     ]
     for field, ok, valid in checks:

@@ -6,8 +6,9 @@ A suite is a list of entries (`eval.suite`), each a string or a mapping (`meds1.
   stem is the source), jsonl of such rows, or a .csv / .parquet table; `pkg://meds1/...` names a file
   shipped in the package;
 - a directory: every such file in it, in name order (or only its `data_files`);
-- a hub dataset: `hf://OWNER/NAME?split=test&config=...&revision=...&source=...` (`source` names
-  rows without their own `source` column; default: NAME_SPLIT). Loaded with `datasets`.
+- a hub dataset: `hf://OWNER/NAME?split=test&config=...&revision=...&source=...` (`source`, like a
+  mapping's `name`, names every row; default: the rows' `source` column, else NAME_SPLIT). Loaded with
+  `datasets`.
 
 By default a row needs `question`, `options` (letter -> text, or a list of texts for A, B, ...; options
 may run A..J) and `answer_idx` (a letter, or a 0-based index). A mapping says where a benchmark keeps
