@@ -411,6 +411,15 @@ def test_no_usable_row_errors_name_the_field_and_a_fix(tmp_path, rows, mapping, 
         load_suite([{"path": file, **mapping} if mapping else file])
 
 
+def test_empty_files_and_files_of_non_rows_stop_the_load(tmp_path):
+    (tmp_path / "Empty.jsonl").write_text("\n")
+    (tmp_path / "Strings.json").write_text(json.dumps(["a", "b"]))
+    with pytest.raises(UserError, match=r"^Empty.jsonl: holds no rows"):
+        load_suite([str(tmp_path / "Empty.jsonl")])
+    with pytest.raises(UserError, match=r"^Strings.json: none of 2 rows usable: rows are not JSON objects"):
+        load_suite([str(tmp_path / "Strings.json")])
+
+
 def test_a_source_of_a_file_that_vanishes_stops_the_load(tmp_path):
     good = {"question": "Q", "options": ["x", "y"], "answer_idx": "A"}
     (tmp_path / "all.json").write_text(json.dumps({"Kept": [good], "Lost": [{**good, "answer_idx": "Z"}]}))
@@ -502,6 +511,9 @@ def test_real_eval_files_load_with_exact_counts(shared_data):
         "PubMedQA_test": 1000,
     }
     assert skipped == {}
+    assert {frozenset(r) for r in rows} == {
+        frozenset(["source", "question", "options", "answer_idx", "answer", "id"])
+    }
     assert len({r["id"] for r in rows}) == len(rows)  # MMLU-Pro repeats 95 questions: ids stay distinct
     assert Counter(len(r["options"]) for r in rows if r["source"].startswith("MMLU"))[10] == 1215
 
