@@ -225,6 +225,12 @@ def _jsonl(path, rows):
         ("opts", "label", None, [{"opts": ["x", "y", "z"], "label": 2}]),
         ("opts", "label", "index0", [{"opts": ["x", "y", "z"], "label": "2"}]),
         ("opts", "label", "index1", [{"opts": ["x", "y", "z"], "label": 3}]),
+        (
+            "opts",
+            "label",
+            "index1",
+            [{"opts": ["x", "y", "z"], "label": 3.0}],
+        ),  # pandas' int column with gaps
         ("opts", "gold", "text", [{"opts": ["x", "y", "z"], "gold": "  z "}]),
         (["a", "b", "c"], "label", "letter", [{"a": "x", "b": "y", "c": "z", "label": "C"}]),
         ("opts", "label", "letter", [{"opts": '{"A": "x", "B": "y", "C": "z"}', "label": "C"}]),  # JSON text

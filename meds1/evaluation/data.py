@@ -183,6 +183,8 @@ def _answer(value, options: dict[str, str], answer_format: str | None) -> str:
     """The letter of the correct option, or a skip reason (see PROBLEM_FIELD)."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return "missing_answer"
+    if isinstance(value, float) and value.is_integer():  # an integer column with gaps, read by pandas
+        value = int(value)
     if answer_format == "text":
         wanted = " ".join(str(value).split())
         found = [letter for letter, text in options.items() if " ".join(text.split()) == wanted]
