@@ -249,7 +249,7 @@ class DecontaminationConfig:
     """Drop training rows that restate an eval question (reason `eval_overlap`)."""
 
     enabled: bool = True
-    suite: list[str] = field(default_factory=list)  # eval files; the YAML sets ${eval.suite}
+    suite: list[Any] = field(default_factory=list)  # SuiteSpec entries; the YAML sets ${eval.suite}
     columns: list[str] = field(default_factory=lambda: ["Question"])  # the row's texts compared
     method: DecontaminationMethod = DecontaminationMethod.tfidf
     threshold: float = 0.65  # tfidf: cosine to one eval question at or above which a row is removed
@@ -407,9 +407,41 @@ class BudgetForcingConfig:
     chunk_size: int = 1024  # questions per round trip; predictions are saved after each chunk
 
 
+AnswerFormat = choices("AnswerFormat", "letter", "index0", "index1", "text")
+SUITE_HUB_SCHEME = "hf://"
+
+
+@dataclass
+class SuiteSpec:
+    """One benchmark of `eval.suite` and where its fields are (meds1/evaluation/data.py reads it).
+
+    An entry is a path / hub URI string (HuatuoGPT's eval_data.json shape) or a mapping with these keys.
+    Hydra cannot type a union of a string and a mapping, so `eval.suite` is `list[Any]` and
+    `meds1.rules.suite_specs` turns each entry into a SuiteSpec (failing at compose on a bad key).
+    """
+
+    path: str  # a file, a directory, pkg://meds1/..., or hf://OWNER/NAME (a hub dataset)
+    name: str | None = None  # the source name of every row; default: the row's `source`, else the file stem
+    question: str = "question"
+    options: str | list[str] = "options"  # a column of {letter: text} / [texts], or columns A, B, ...
+    answer: str = "answer_idx"
+    # letter | index0 | index1 | text (the option's text, whitespace-normalized); null: a letter, or an
+    # integer taken as a 0-based index (eval_data.json). An `answer` that is one of the option columns
+    # marks the correct option itself (GPQA's `Correct Answer`).
+    answer_format: AnswerFormat | None = None
+    shuffle: bool | None = None  # shuffle each question's options; null: when `answer` is an option column
+    seed: int = 0  # the shuffle's seed: the same seed gives the same option order in any process
+    keep: list[str] | None = None  # columns carried into predictions (null: all; a mapping: none)
+    split: str = "test"  # hub: the split
+    config: str | None = None  # hub: the config name
+    revision: str | None = None  # hub: pin a commit sha (hub datasets change under their branches)
+    data_files: str | list[str] | None = None  # the file(s) to read inside `path` (a hub repo or a directory)
+
+
 @dataclass
 class EvalConfig:
-    suite: list[str] = MISSING  # files, directories or hf://OWNER/NAME?split=... (meds1/evaluation/data.py)
+    # Entries: paths/URIs or SuiteSpec mappings (`{path: ..., answer: label}`); see SuiteSpec
+    suite: list[Any] = MISSING
     max_per_source: int | None = None
     prompt: str = "Please answer the following multiple-choice question:\n{question}\n{options}"
     strict: bool = False  # append strict_suffix (HuatuoGPT's --strict_prompt idea)
@@ -463,6 +495,7 @@ class ReportConfig:
     out_dir: str = "${paths.root}/report"
     status: bool = True  # print each experiment's stage status (not run/queued/running/done/failed)
     baseline: str | None = None  # an experiment: add paired comparisons of every other one against it
+    sources: list[str] = field(default_factory=list)  # eval sources (names or globs) shown; empty: all
 
 
 @dataclass

@@ -6,19 +6,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from omegaconf import DictConfig, OmegaConf
 
 from meds1.config import (
+    SUITE_HUB_SCHEME,
+    AnswerFormat,
     Config,
     CurationConfig,
     CurationMethod,
     InferenceBackend,
     SpecialtyMethod,
     Stage,
+    SuiteSpec,
 )
 from meds1.errors import UserError
 
@@ -75,6 +80,8 @@ def _problems(config: Config) -> Iterator[str]:
 
 def _curation_problems(curation: CurationConfig, ranges: list, templates: list) -> Iterator[str]:
     decontamination, difficulty, specialty = curation.decontamination, curation.difficulty, curation.specialty
+    if decontamination.enabled:
+        yield from _suite_problems(decontamination.suite, "curation.decontamination.suite")
     ranges += [
         ("curation.n_samples", curation.n_samples, curation.n_samples >= 0, ">= 0"),
         *(
@@ -141,6 +148,7 @@ def _curation_problems(curation: CurationConfig, ranges: list, templates: list) 
 
 def _eval_problems(config: Config, ranges: list) -> Iterator[str]:
     eval_cfg, tts = config.eval, config.eval.tts
+    yield from _suite_problems(eval_cfg.suite, "eval.suite")
     ranges += [
         ("eval.repeats", eval_cfg.repeats, eval_cfg.repeats >= 1, ">= 1"),
         ("eval.max_new_tokens", eval_cfg.max_new_tokens, eval_cfg.max_new_tokens >= 1, ">= 1"),
@@ -155,4 +163,99 @@ def _eval_problems(config: Config, ranges: list) -> Iterator[str]:
         yield (
             "eval.tts: the model was trained with curation.format.assistant_template; set "
             "eval.tts.think_start, eval.tts.think_end and eval.tts.answer_prefix to that template's markers"
+        )
+
+
+HUB_PARAMETERS = {"split": "split", "config": "config", "revision": "revision", "source": "name"}
+SUITE_KEYS = tuple(f.name for f in dataclasses.fields(SuiteSpec))
+
+
+def _suite_problems(entries: list, key: str) -> Iterator[str]:
+    try:
+        suite_specs(entries, key)
+    except ValueError as problem:
+        yield str(problem)
+
+
+def suite_specs(entries: list, key: str = "eval.suite") -> list[SuiteSpec]:
+    """Each suite entry (a path / hf:// URI string, a mapping, or a SuiteSpec) as a SuiteSpec; a bad
+    entry raises ValueError naming `key[index]`, the bad key or value, and what is valid."""
+    return [_suite_spec(entry, f"{key}[{index}]") for index, entry in enumerate(entries)]
+
+
+def _suite_spec(entry, where: str) -> SuiteSpec:
+    if isinstance(entry, SuiteSpec):
+        return entry
+    if isinstance(entry, str):
+        return _string_spec(entry, where)
+    if not isinstance(entry, Mapping):
+        raise ValueError(f"{where}: expected a path, an hf:// URI or a mapping {{path: ..., answer: ...}}")
+    unknown = sorted(set(entry) - set(SUITE_KEYS))
+    if unknown:
+        raise ValueError(f"{where}: unknown key {unknown[0]!r}; valid: {', '.join(SUITE_KEYS)}")
+    if not isinstance(entry.get("path"), str) or not entry["path"].strip():
+        raise ValueError(f"{where}: a mapping needs `path` (a file, directory or hf://OWNER/NAME)")
+    fields, path = {"keep": [], **entry}, entry["path"]
+    if path.startswith(SUITE_HUB_SCHEME):  # the URI's parameters, unless the mapping sets them itself
+        fields = {**_hub_query(path, where), **fields, "path": path.split("?")[0]}
+    spec = SuiteSpec(**fields)
+    _check_spec(spec, where)
+    return spec
+
+
+def _string_spec(entry: str, where: str) -> SuiteSpec:
+    if not entry.startswith(SUITE_HUB_SCHEME):
+        return SuiteSpec(path=entry)
+    return SuiteSpec(path=entry.split("?")[0], **_hub_query(entry, where))
+
+
+def _hub_query(entry: str, where: str) -> dict:
+    parts = urlsplit(entry)
+    query = {name: values[-1] for name, values in parse_qs(parts.query).items()}
+    unknown = sorted(set(query) - set(HUB_PARAMETERS))
+    if not (parts.netloc + parts.path).strip() or unknown:
+        raise ValueError(
+            f"{where}: {entry!r}: expected hf://OWNER/NAME?split=..., with parameters "
+            f"{', '.join(HUB_PARAMETERS)}" + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+        )
+    return {HUB_PARAMETERS[name]: value for name, value in query.items()}
+
+
+def _check_spec(spec: SuiteSpec, where: str) -> None:
+    def names(value) -> bool:
+        return isinstance(value, str) and bool(value.strip())
+
+    def name_list(value) -> bool:
+        return isinstance(value, list) and bool(value) and all(map(names, value))
+
+    checks = [
+        ("question", names(spec.question), "a column name"),
+        (
+            "options",
+            names(spec.options) or name_list(spec.options),
+            "a column name or a list of column names",
+        ),
+        ("answer", names(spec.answer), "a column name"),
+        ("name", spec.name is None or names(spec.name), "a source name"),
+        ("answer_format", spec.answer_format is None or spec.answer_format in set(AnswerFormat), ""),
+        ("shuffle", spec.shuffle in (None, True, False), "true, false or null"),
+        ("seed", isinstance(spec.seed, int) and not isinstance(spec.seed, bool), "an integer"),
+        ("split", names(spec.split), "a split name"),
+        ("config", spec.config is None or names(spec.config), "a config name"),
+        ("revision", spec.revision is None or names(spec.revision), "a commit sha, tag or branch"),
+        (
+            "data_files",
+            spec.data_files is None or names(spec.data_files) or name_list(spec.data_files),
+            "a file name or a list of them",
+        ),
+        ("keep", spec.keep is None or (isinstance(spec.keep, list) and all(map(names, spec.keep))), "a list"),
+    ]
+    for field, ok, valid in checks:
+        if not ok:
+            valid = valid or ", ".join(AnswerFormat)
+            raise ValueError(f"{where}.{field}={getattr(spec, field)!r}: must be {valid}")
+    if spec.shuffle is False and isinstance(spec.options, list) and spec.answer in spec.options:
+        raise ValueError(
+            f"{where}: answer {spec.answer!r} is an option column, so unshuffled options would always put "
+            "the correct one in the same place; drop shuffle: false"
         )

@@ -166,3 +166,40 @@ def test_eval_decodes_as_huatuogpt_by_default_and_greedy_on_request():
     greedy = compose(["experiment=med-s1-1k", "eval=greedy"]).eval
     assert (greedy.temperature, greedy.top_p, greedy.max_new_tokens) == (0.0, 1.0, 2000)
     assert greedy.suite == huatuo.suite and greedy.prompt == huatuo.prompt
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "eval.suite=[{path:x.json,anwser:label}]",
+            r"^eval.suite\[0\]: unknown key 'anwser'; valid: path, name,",
+        ),
+        (
+            "eval.suite=[{path:x.json,answer_format:roman}]",
+            r"^eval.suite\[0\].answer_format='roman': must be",
+        ),
+        ("eval.suite=['hf://a/b?splitt=test']", r"^eval.suite\[0\]: 'hf://a/b\?splitt=test': expected hf://"),
+    ],
+)
+def test_bad_suite_entries_fail_at_compose(override, message):
+    with pytest.raises(UserError, match=message):
+        compose(["experiment=base", override])
+    with pytest.raises(UserError, match=message.replace("eval.suite", "curation.decontamination.suite")):
+        compose(["experiment=med-s1-1k", "stage=curate", override])
+
+
+def test_named_suites_compose_and_decontamination_follows_them():
+    m1 = compose(["experiment=med-s1-1k", "eval=m1"])
+    names = [entry["name"] for entry in m1.eval.suite if isinstance(entry, dict)]
+    assert len(m1.eval.suite) == 11 and names == [
+        "Lancet",
+        "HumanityLastExam",
+        "MedBullets_op4",
+        "MedBullets_op5",
+        "MedXpertQA",
+        "NEJM",
+    ]
+    assert m1.curation.decontamination.suite == m1.eval.suite
+    gpqa = compose(["experiment=base", "eval=gpqa-diamond"]).eval.suite[0]
+    assert (gpqa["config"], gpqa["split"], gpqa["answer"]) == ("gpqa_diamond", "train", "Correct Answer")

@@ -396,3 +396,33 @@ def test_real_rows_rephrased_from_eval_questions_are_caught(shared_data):
     s1_rule = replace(config, method=DecontaminationMethod.ngram, ngram_share=0.0)
     _, by_s1_rule = nearest_eval_questions(frame, s1_rule)
     assert by_s1_rule[[151, 154, 193]].tolist() == [False, False, True]
+
+
+def test_decontamination_compares_against_mapped_suites(tmp_path):
+    """A benchmark in another shape (GPQA's columns, a MedXpertQA-like `label`) decontaminates like any."""
+    gpqa = tmp_path / "gpqa.jsonl"
+    gpqa.write_text(
+        json.dumps({"Question": REPHRASED[0], "Correct Answer": "a", "Incorrect Answer 1": "b"}) + "\n"
+    )
+    medxpert = tmp_path / "MedXpertQA_test.jsonl"
+    medxpert.write_text(
+        json.dumps({"question": REPHRASED[1], "options": {"A": "x", "B": "y"}, "label": "B"}) + "\n"
+    )
+    suite = [
+        {
+            "path": str(gpqa),
+            "name": "gpqa-diamond",
+            "question": "Question",
+            "options": ["Incorrect Answer 1", "Correct Answer"],
+            "answer": "Correct Answer",
+        },
+        {"path": str(medxpert), "answer": "label"},
+    ]
+    frame = pd.DataFrame({"Question": [*REPHRASED[:2], UNRELATED]})
+    matches, mask = nearest_eval_questions(frame, DecontaminationConfig(suite=suite))
+    assert mask.tolist() == [True, True, False]
+    assert matches["overlap_source"].tolist()[:2] == ["gpqa-diamond", "MedXpertQA_test"]
+    with pytest.raises(
+        UserError, match=r"^decontamination needs the eval suite: MedXpertQA_test.jsonl: none of 1"
+    ):
+        nearest_eval_questions(frame, DecontaminationConfig(suite=[str(medxpert)]))

@@ -2,6 +2,7 @@
 
 import difflib
 import json
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -162,11 +163,16 @@ def test_text_matcher_gives_exactly_difflibs_ratios():
 def test_suite_loads_every_shape_and_skips_bad_rows(tmp_path):
     good = {"question": "Q1", "options": {"A": "x", "B": "y"}, "answer_idx": "B"}
     (tmp_path / "obj.json").write_text(json.dumps({"S1": [good, {"question": "Q2", "options": {"A": "x"}}]}))
-    (tmp_path / "flat.json").write_text(json.dumps([{**good, "source": "S2"}, {**good, "answer_idx": None}]))
+    flat = [{**good, "source": "S2"}, {**good, "answer_idx": None, "source": "S2"}]
+    (tmp_path / "flat.json").write_text(json.dumps(flat))
     (tmp_path / "S3.jsonl").write_text(json.dumps(good) + "\n" + json.dumps({**good, "question": ""}) + "\n")
     rows, skipped = load_suite([str(tmp_path / f) for f in ("obj.json", "flat.json", "S3.jsonl")])
     assert [r["source"] for r in rows] == ["S1", "S2", "S3"]
-    assert skipped == {"missing_options": 1, "missing_answer": 1, "missing_question": 1}
+    assert skipped == {
+        "S1": {"missing_options": 1},
+        "S2": {"missing_answer": 1},
+        "S3": {"missing_question": 1},
+    }
 
 
 def test_suite_normalizes_options_and_answers(tmp_path):
@@ -178,7 +184,10 @@ def test_suite_normalizes_options_and_answers(tmp_path):
     rows, skipped = load_suite([str(tmp_path / "s.json")])
     assert rows[0]["options"]["J"] == "t9" and rows[0]["answer_idx"] == "J"
     assert rows[1]["options"] == {"A": "x", "B": "y"} and rows[1]["answer_idx"] == "B"
-    assert skipped == {"missing_answer": 1, "option_keys_not_letters": 1, "not_an_object": 1}
+    assert skipped == {
+        "S": {"answer_not_an_option": 1, "option_keys_not_letters": 1},
+        "s": {"not_an_object": 1},
+    }
 
 
 def test_suite_entries_may_be_directories_and_hub_datasets(tmp_path):
@@ -202,6 +211,285 @@ def test_suite_entries_may_be_directories_and_hub_datasets(tmp_path):
 def test_bad_suite_entries_are_one_line_errors(entry, message):
     with pytest.raises(UserError, match=message):
         load_suite([entry])
+
+
+def _jsonl(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("options", "answer", "answer_format", "rows"),
+    [
+        ("opts", "label", "letter", [{"opts": {"A": "x", "B": "y", "C": "z"}, "label": "(c)"}]),
+        ("opts", "label", None, [{"opts": ["x", "y", "z"], "label": 2}]),
+        ("opts", "label", "index0", [{"opts": ["x", "y", "z"], "label": "2"}]),
+        ("opts", "label", "index1", [{"opts": ["x", "y", "z"], "label": 3}]),
+        (
+            "opts",
+            "label",
+            "index1",
+            [{"opts": ["x", "y", "z"], "label": 3.0}],
+        ),  # pandas' int column with gaps
+        ("opts", "gold", "text", [{"opts": ["x", "y", "z"], "gold": "  z "}]),
+        (["a", "b", "c"], "label", "letter", [{"a": "x", "b": "y", "c": "z", "label": "C"}]),
+        ("opts", "label", "letter", [{"opts": '{"A": "x", "B": "y", "C": "z"}', "label": "C"}]),  # JSON text
+    ],
+)
+def test_mapped_shapes_load_the_same_question(tmp_path, options, answer, answer_format, rows):
+    file = _jsonl(tmp_path / "b.jsonl", [{"q": "Which?", **row} for row in rows])
+    mapping = {"path": file, "name": "Bench", "question": "q", "options": options, "answer": answer}
+    loaded, skipped = load_suite([{**mapping, "answer_format": answer_format}])
+    assert skipped == {}
+    assert [(r["source"], r["question"], r["options"], r["answer_idx"], r["answer"]) for r in loaded] == [
+        ("Bench", "Which?", {"A": "x", "B": "y", "C": "z"}, "C", "z")
+    ]
+    assert loaded[0]["id"] == question_id("Bench", "Which?", {"A": "x", "B": "y", "C": "z"})
+    assert set(loaded[0]) == {
+        "id",
+        "source",
+        "question",
+        "options",
+        "answer_idx",
+        "answer",
+    }  # no stray columns
+
+
+def test_mapped_rows_that_cannot_be_used_are_counted_by_reason(tmp_path):
+    good = {"q": "Q", "opts": ["x y", "x  y", "z"], "gold": "z"}
+    rows = [
+        good,
+        {**good, "gold": "x y"},  # two options read "x y" once whitespace is normalized
+        {**good, "gold": "w"},
+        {**good, "gold": None},
+        {**good, "opts": ["only"]},
+        {**good, "q": " "},
+    ]
+    file = _jsonl(tmp_path / "t.jsonl", rows)
+    spec = {"path": file, "question": "q", "options": "opts", "answer": "gold", "answer_format": "text"}
+    loaded, skipped = load_suite([spec])
+    assert len(loaded) == 1
+    assert skipped == {
+        "t": {
+            "answer_text_ambiguous": 1,
+            "answer_text_unmatched": 1,
+            "missing_answer": 1,
+            "missing_options": 1,
+            "missing_question": 1,
+        }
+    }
+    index_rows = [{"q": "Q", "o": ["x", "y"], "a": value} for value in (0, 2, True, "B")]
+    loaded, skipped = load_suite(
+        [
+            {
+                "path": _jsonl(tmp_path / "i.jsonl", index_rows),
+                "question": "q",
+                "options": "o",
+                "answer": "a",
+                "answer_format": "index0",
+            }
+        ]
+    )
+    assert [r["answer_idx"] for r in loaded] == ["A"] and skipped == {"i": {"answer_not_an_option": 3}}
+
+
+GPQA_ROW = {
+    "Question": "Which organelle makes ATP?",
+    "Correct Answer": "Mitochondrion",
+    "Incorrect Answer 1": "Ribosome",
+    "Incorrect Answer 2": "Golgi apparatus",
+    "Incorrect Answer 3": "Lysosome",
+}
+GPQA_OPTIONS = ["Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3", "Correct Answer"]
+
+
+def _gpqa(tmp_path, seed=0, count=40):
+    rows = [{**GPQA_ROW, "Question": f"{GPQA_ROW['Question']} ({i})"} for i in range(count)]
+    spec = {
+        "path": _jsonl(tmp_path / "gpqa.jsonl", rows),
+        "name": "gpqa-diamond",
+        "question": "Question",
+        "options": GPQA_OPTIONS,
+        "answer": "Correct Answer",
+        "seed": seed,
+    }
+    return spec, load_suite([spec])[0]
+
+
+def test_a_correct_answer_column_is_shuffled_with_its_order_recorded(tmp_path):
+    spec, rows = _gpqa(tmp_path)
+    for row in rows:
+        assert row["options"][row["answer_idx"]] == "Mitochondrion"
+        assert sorted(row["option_order"]) == sorted(GPQA_OPTIONS) and row["shuffle_seed"] == 0
+        assert [GPQA_ROW[column] for column in row["option_order"]] == list(row["options"].values())
+    assert len({row["answer_idx"] for row in rows}) == 4  # the correct option is not always in one place
+    assert rows == load_suite([spec])[0]  # same seed, same order
+    _, reseeded = _gpqa(tmp_path, seed=1)
+    assert [r["id"] for r in reseeded] == [r["id"] for r in rows]  # ids do not depend on the order
+    assert [r["option_order"] for r in reseeded] != [r["option_order"] for r in rows]
+
+
+def test_the_shuffle_is_the_same_in_another_process(tmp_path):
+    spec, rows = _gpqa(tmp_path, seed=7, count=10)
+    script = (
+        "import json, sys; from meds1.evaluation.data import load_suite; "
+        "rows, _ = load_suite([json.loads(sys.argv[1])]); "
+        "print(json.dumps([r['option_order'] for r in rows]))"
+    )
+    for hash_seed in ("1", "2"):  # Python's string hash differs between these processes; the order must not
+        result = subprocess.run(
+            [sys.executable, "-c", script, json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=REPO,
+            env={**os.environ, "PYTHONHASHSEED": hash_seed},
+        )
+        assert json.loads(result.stdout) == [r["option_order"] for r in rows]
+
+
+def test_a_benchmark_with_no_usable_row_stops_with_the_mapping_that_fixes_it(tmp_path):
+    medxpert = [
+        {
+            "id": f"Text-{i}",
+            "question": "Q",
+            "options": {"A": "x", "B": "y"},
+            "label": "B",
+            "medical_task": "Dx",
+        }
+        for i in range(3)
+    ]
+    file = _jsonl(tmp_path / "MedXpertQA_test.jsonl", medxpert)
+    good = str(tmp_path / "good.json")
+    (tmp_path / "good.json").write_text(
+        json.dumps([{"question": "Q", "options": ["x", "y"], "answer_idx": "A"}])
+    )
+    with pytest.raises(UserError) as error:
+        load_suite([good, file])
+    assert str(error.value) == (
+        "MedXpertQA_test.jsonl: none of 3 rows usable: no 'answer_idx' (fields: id, question, options, "
+        f"label, medical_task); map it, e.g. {{path: {file}, answer: label}}"
+    )
+    rows, _ = load_suite([good, {"path": file, "answer": "label", "keep": ["medical_task"]}])
+    assert [(r["source"], r["answer_idx"], r.get("medical_task")) for r in rows][1:] == [
+        ("MedXpertQA_test", "B", "Dx")
+    ] * 3
+
+
+@pytest.mark.parametrize(
+    ("rows", "mapping", "message"),
+    [
+        (
+            [{"problem": "Q", "options": ["x", "y"], "answer_idx": "A"}],
+            {},
+            "no 'question' .*question: problem}",
+        ),
+        (
+            [{"question": "Q", "choices": ["x", "y"], "answer_idx": "A"}],
+            {},
+            "no 'options' .*options: choices}",
+        ),
+        (
+            [{"question": "Q", "A": "x", "B": "y", "answer_idx": "A"}],
+            {},
+            r"no 'options' .*options: \[A, B\]}",
+        ),
+        (
+            [{"question": "Q", "options": ["xx", "yy"], "answer": "yy"}],
+            {},
+            "no 'answer_idx' .*answer: answer, answer_format: text}",
+        ),
+        (
+            [{"question": "Q", "options": ["xx", "yy"], "answer_idx": "yy"}],
+            {},
+            r"'answer_idx' \('yy'\) is no option's letter .*answer: answer_idx, answer_format: text}",
+        ),
+        (
+            [{"question": "Q", "options": ["x", "y"], "cop": 2}],
+            {"answer": "cop", "answer_format": "letter"},
+            "answer: cop, answer_format: index0 \\(or index1\\)}",
+        ),
+    ],
+)
+def test_no_usable_row_errors_name_the_field_and_a_fix(tmp_path, rows, mapping, message):
+    file = _jsonl(tmp_path / "B.jsonl", rows)
+    with pytest.raises(UserError, match=message):
+        load_suite([{"path": file, **mapping} if mapping else file])
+
+
+def test_empty_files_and_files_of_non_rows_stop_the_load(tmp_path):
+    (tmp_path / "Empty.jsonl").write_text("\n")
+    (tmp_path / "Strings.json").write_text(json.dumps(["a", "b"]))
+    with pytest.raises(UserError, match=r"^Empty.jsonl: holds no rows"):
+        load_suite([str(tmp_path / "Empty.jsonl")])
+    with pytest.raises(UserError, match=r"^Strings.json: none of 2 rows usable: rows are not JSON objects"):
+        load_suite([str(tmp_path / "Strings.json")])
+
+
+def test_a_source_of_a_file_that_vanishes_stops_the_load(tmp_path):
+    good = {"question": "Q", "options": ["x", "y"], "answer_idx": "A"}
+    (tmp_path / "all.json").write_text(json.dumps({"Kept": [good], "Lost": [{**good, "answer_idx": "Z"}]}))
+    with pytest.raises(UserError, match=r"^all.json \(source Lost\): none of 1 rows usable"):
+        load_suite([str(tmp_path / "all.json")])
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (
+            {"path": "x.json", "anwser": "label"},
+            r"eval.suite\[0\]: unknown key 'anwser'; valid: path, name, ",
+        ),
+        ({"answer": "label"}, r"eval.suite\[0\]: a mapping needs `path`"),
+        ({"path": "x.json", "answer_format": "roman"}, r"answer_format='roman': must be letter, index0, "),
+        ({"path": "x.json", "options": []}, "options=\\[\\]: must be a column name or a list"),
+        (
+            {"path": "x.json", "options": ["a", "b"], "answer": "a", "shuffle": False},
+            "is an option column",
+        ),
+        (3, "expected a path, an hf:// URI or a mapping"),
+    ],
+)
+def test_bad_mappings_are_one_line_errors(entry, message):
+    with pytest.raises(UserError, match=message):
+        load_suite([entry])
+
+
+def test_mapping_hub_entries_and_data_files(tmp_path):
+    import pandas as pd
+
+    hub = tmp_path / "hub" / "data"
+    hub.mkdir(parents=True)
+    row = {
+        "Question": "Q",
+        "Correct Answer": "c",
+        "Incorrect Answer 1": "i1",
+        "Incorrect Answer 2": "i2",
+        "Incorrect Answer 3": "i3",
+    }
+    pd.DataFrame([row]).to_parquet(hub / "train-00000.parquet")
+    (tmp_path / "repo").mkdir()
+    _jsonl(
+        tmp_path / "repo" / "midium.jsonl",
+        [{"question": "Q", "options": {"A": "x", "B": "y"}, "answer_idx": "B"}],
+    )
+    _jsonl(tmp_path / "repo" / "other.jsonl", [{"nothing": 1}])
+    entries = [
+        {
+            "path": f"hf://{tmp_path / 'hub'}",
+            "split": "train",
+            "name": "gpqa-diamond",
+            "question": "Question",
+            "options": GPQA_OPTIONS,
+            "answer": "Correct Answer",
+        },
+        {"path": str(tmp_path / "repo"), "data_files": "midium.jsonl", "name": "Lancet"},
+    ]
+    rows, _ = load_suite(entries)
+    assert [(r["source"], r["options"][r["answer_idx"]]) for r in rows] == [
+        ("gpqa-diamond", "c"),
+        ("Lancet", "y"),
+    ]
 
 
 def test_duplicate_questions_keep_distinct_stable_ids(tmp_path):
@@ -229,6 +517,9 @@ def test_real_eval_files_load_with_exact_counts(shared_data):
         "PubMedQA_test": 1000,
     }
     assert skipped == {}
+    assert {frozenset(r) for r in rows} == {
+        frozenset(["source", "question", "options", "answer_idx", "answer", "id"])
+    }
     assert len({r["id"] for r in rows}) == len(rows)  # MMLU-Pro repeats 95 questions: ids stay distinct
     assert Counter(len(r["options"]) for r in rows if r["source"].startswith("MMLU"))[10] == 1215
 
@@ -483,3 +774,69 @@ def test_budget_forcing_after_a_custom_template_needs_its_markers():
     markers = ["eval.tts.think_start='<r>'", "eval.tts.think_end='</r>'", "eval.tts.answer_prefix='</r>'"]
     assert compose([*custom, *markers]).eval.tts.think_end == "</r>"
     assert compose(["experiment=med-s1-1k", "eval=tts"]).eval.tts.layout == "huatuo"
+
+
+# m1's six files (collect_eval_data.py), as ReasoningEval ships them: eval_data.json-shaped jsonl
+M1_FILES = {
+    ("Benchmark_Lancet", "midium.jsonl"): "Lancet",
+    ("Benchmark_LastHumanity", "midium.jsonl"): "HumanityLastExam",
+    ("Benchmark_MedBullets", "medbullets_op4.jsonl"): "MedBullets_op4",
+    ("Benchmark_MedBullets", "medbullets_op5.jsonl"): "MedBullets_op5",
+    ("Benchmark_MedXpertQA", "midium.jsonl"): "MedXpertQA",
+    ("Benchmark_NEJM", "midium.jsonl"): "NEJM",
+}
+HUATUO_SOURCES = ("MedMCQA_validation", "MedQA_USLME_test", "PubMedQA_test", "MMLU-Pro_Medical_test")
+
+
+def _mcq(i: int, letters: str = "ABCD") -> dict:
+    options = {letter: f"option {letter} of {i}" for letter in letters}
+    return {"question": f"Question {i}?", "options": options, "answer_idx": letters[i % len(letters)]}
+
+
+def test_eval_m1_reads_huatuos_five_and_m1s_six_files(tmp_path, monkeypatch):
+    from meds1.compose import compose
+
+    huatuo, m1 = tmp_path / "huatuo", tmp_path / "m1"
+    huatuo.mkdir()
+    for source in [*HUATUO_SOURCES, "GPQA_Medical_test"]:
+        (huatuo / f"{source}.json").write_text(json.dumps([_mcq(i) for i in range(3)]))
+    for (repo, file), _name in M1_FILES.items():
+        (m1 / repo).mkdir(parents=True, exist_ok=True)
+        letters = "ABCDEFGHIJ" if "MedXpertQA" in repo else "ABCDE" if "op5" in file else "ABCD"
+        rows = [{"idx": i, **_mcq(i, letters), "answer": "C. text\n"} for i in range(2)]  # HLE's answer text
+        _jsonl(m1 / repo / file, rows)
+    monkeypatch.setenv("MEDS1_EVAL_DATA", str(huatuo))
+    monkeypatch.setenv("MEDS1_M1_DATA", str(m1))
+    cfg = compose(["experiment=med-s1-1k", "eval=m1"])
+    rows, skipped = load_suite(cfg.eval.suite)
+    counts = Counter(r["source"] for r in rows)
+    assert counts == {
+        **dict.fromkeys([*HUATUO_SOURCES, "GPQA_Medical_test"], 3),
+        **dict.fromkeys(M1_FILES.values(), 2),
+    }
+    assert skipped == {} and len(counts) == 11
+    assert Counter(len(r["options"]) for r in rows if r["source"] == "MedXpertQA") == {10: 2}
+    decontamination, _ = load_suite(cfg.curation.decontamination.suite, key="curation.decontamination.suite")
+    assert [r["id"] for r in decontamination] == [r["id"] for r in rows]  # decontamination sees every suite
+
+
+def test_eval_gpqa_diamond_maps_and_shuffles_the_hub_columns(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from meds1.compose import compose
+
+    rows = [
+        {**GPQA_ROW, "Question": f"Q{i}", "Incorrect Answer 3": None if i == 2 else "Lysosome"}
+        for i in range(4)
+    ]
+    pd.DataFrame([{"Record ID": f"rec{i}", **row} for i, row in enumerate(rows)]).to_csv(
+        tmp_path / "gpqa_diamond.csv", index=False
+    )
+    monkeypatch.setenv("MEDS1_GPQA_DIAMOND", str(tmp_path / "gpqa_diamond.csv"))
+    cfg = compose(["experiment=base", "eval=gpqa-diamond"])
+    assert cfg.eval.suite[0]["revision"] == "633f5ee89ab8ad4522a9f850766b73f62147ffdd"
+    loaded, skipped = load_suite(cfg.eval.suite)
+    assert [r["source"] for r in loaded] == ["gpqa-diamond"] * 4 and skipped == {}
+    assert [len(r["options"]) for r in loaded] == [4, 4, 3, 4]  # an empty cell is no option, not "nan"
+    assert all(r["options"][r["answer_idx"]] == "Mitochondrion" for r in loaded)
+    assert "Record ID" not in loaded[0] and loaded[0]["option_order"]

@@ -189,3 +189,52 @@ def test_a_server_killed_mid_run_gives_recorded_failures_then_a_clean_resume(
         stop_process(doomed)
     assert metrics["failed"] == 0 and metrics["overall"]["n"] == 12
     assert len(_predictions(cfg)) == 12
+
+
+def test_a_mapped_suite_is_evaluated_and_its_skipped_rows_counted(make_config, tmp_path):
+    gpqa = [
+        {
+            "Question": f"Which organelle makes ATP ({i})?",
+            "Correct Answer": "Mitochondrion",
+            "Wrong 1": "Ribosome",
+            "Wrong 2": "Golgi apparatus",
+            "Wrong 3": "Lysosome",
+        }
+        for i in range(3)
+    ]
+    gpqa.append({"Question": "", "Correct Answer": "x", "Wrong 1": "y"})
+    file = tmp_path / "gpqa.jsonl"
+    file.write_text("".join(json.dumps(row) + "\n" for row in gpqa))
+    entry = (
+        f"{{path:'{file}',name:gpqa-diamond,question:Question,"
+        "options:['Wrong 1','Wrong 2','Wrong 3','Correct Answer'],answer:'Correct Answer',seed:3}"
+    )
+    cfg = make_config(
+        *BASE,
+        f"eval.suite=[pkg://meds1/data/demo_eval.json,{entry}]",
+        "eval.max_per_source=2",
+        "eval.max_new_tokens=4",
+    )
+    record = eval_stage.run(cfg)
+    metrics = record["metrics"]
+    assert metrics["per_source"]["gpqa-diamond"]["n"] == 2 and metrics["overall"]["n"] == 8
+    assert metrics["skipped_rows"] == {"gpqa-diamond": {"missing_question": 1}}
+    shuffled = [p for p in _predictions(cfg) if p["source"] == "gpqa-diamond"]
+    for p in shuffled:
+        assert p["options"][p["answer_idx"]] == "Mitochondrion" and p["shuffle_seed"] == 3
+        assert p["prompt"].endswith("\n".join(f"{k}. {v}" for k, v in p["options"].items()))
+
+
+def test_a_benchmark_with_no_usable_row_stops_the_eval_before_generation(make_config, tmp_path):
+    file = tmp_path / "MedXpertQA_test.jsonl"
+    file.write_text(
+        json.dumps({"id": "T-1", "question": "Q", "options": {"A": "x", "B": "y"}, "label": "A"}) + "\n"
+    )
+    cfg = make_config(*BASE, f"eval.suite=[pkg://meds1/data/demo_eval.json,'{file}']")
+    with pytest.raises(
+        UserError, match=r"^MedXpertQA_test.jsonl: none of 1 rows usable: no 'answer_idx' .*label}$"
+    ):
+        eval_stage.run(cfg)
+    assert (
+        not stage_dir(cfg, "eval").exists() and not (stage_dir(cfg, "eval").parent / ".eval.partial").exists()
+    )

@@ -331,3 +331,68 @@ def test_index_html_renders_in_headless_chromium(full_report, data, tmp_path):
     image = Image.open(screenshot).convert("L")
     low, high = image.getextrema()
     assert image.size == (1280, 3000) and high - low > 100  # something was drawn, not a blank page
+
+
+M1_SOURCES = [
+    "GPQA_Medical_test",
+    "HumanityLastExam",
+    "Lancet",
+    "MMLU-Pro_Medical_test",
+    "MedBullets_op4",
+    "MedBullets_op5",
+    "MedMCQA_validation",
+    "MedQA_USLME_test",
+    "MedXpertQA",
+    "NEJM",
+    "PubMedQA_test",
+]
+
+
+def m1_registry(root, skipped):
+    """Two evals on m1's eleven sources, one of them with rows skipped when its suite was loaded."""
+    root.mkdir()
+    experiments = {}
+    for slug, rate in (("m1-a", 0.5), ("m1-b", 0.75)):
+        per_source = {
+            s: {"n": 4 * (i + 1), "accuracy": rate, "ci95": [0.1, 0.9]} for i, s in enumerate(M1_SOURCES)
+        }
+        metrics = {"overall": {"n": 264, "accuracy": rate}, "per_source": per_source}
+        if slug == "m1-b":
+            metrics["skipped_rows"] = skipped
+        experiments[slug] = {"results": {"eval": {"metrics": metrics}}}
+    (root / "results.json").write_text(json.dumps({"experiments": experiments}))
+
+
+def test_eleven_sources_are_transposed_and_skipped_rows_reported(make_config, tmp_path, capsys):
+    m1_registry(tmp_path / "out", {"MedXpertQA": {"answer_not_an_option": 3, "missing_question": 1}})
+    report.run(make_config("stage=report", "report.outputs=[markdown,csv,plots]"))
+    text = (tmp_path / "out" / "report" / "results.md").read_text()
+    assert "| experiment | m1-a | m1-b |" in text  # sources down, experiments across
+    assert "| Lancet | 50.0 [10.0, 90.0] | 75.0 [10.0, 90.0] |" in text
+    assert "| NEJM | 40 | 40 |" in text  # the questions table, transposed too
+    assert "| m1-b | MedXpertQA | 4 | answer_not_an_option 3, missing_question 1 |" in text
+    assert "Skipped eval rows" in capsys.readouterr().out
+    rows = list(csv.DictReader((tmp_path / "out" / "report" / "results.csv").open()))
+    assert len(rows) == 2 * 12  # the tidy csv keeps one line per experiment and source
+    assert_png((tmp_path / "out" / "report" / "per_source.png").read_bytes())
+
+
+def test_report_sources_picks_sources_everywhere(make_config, tmp_path):
+    m1_registry(tmp_path / "out", {"MedXpertQA": {"answer_not_an_option": 3}})
+    report.run(make_config("stage=report", "report.sources=[Med*,NEJM]", "report.outputs=[markdown,csv]"))
+    text = (tmp_path / "out" / "report" / "results.md").read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| experiment | curation.method"))
+    assert header.split(" | ")[3:] == [
+        "MedBullets_op4",
+        "MedBullets_op5",
+        "MedMCQA_validation",
+        "MedQA_USLME_test",
+        "MedXpertQA",
+        "NEJM",
+        "overall |",
+    ]  # six sources: read across again
+    rows = list(csv.DictReader((tmp_path / "out" / "report" / "results.csv").open()))
+    assert {r["source"] for r in rows} == {*header.split(" | ")[3:-1], "overall"}
+    assert "| m1-b | MedXpertQA | 3 |" in text
+    with pytest.raises(UserError, match=r"report.sources: 'Lancte' matches no eval source; valid: GPQA_"):
+        report.run(make_config("stage=report", "report.sources=[Lancte]"))

@@ -90,10 +90,11 @@ def tfidf_scores(texts: list[str], reference: list[str]) -> tuple[np.ndarray, np
 
 
 def eval_questions(decontamination: DecontaminationConfig) -> list[dict]:
+    """Every question of every chosen suite entry, read as the eval reads it (mappings included)."""
     from meds1.evaluation.data import load_suite
 
     try:
-        rows, _ = load_suite(list(decontamination.suite))
+        rows, _ = load_suite(list(decontamination.suite), key="curation.decontamination.suite")
     except UserError as error:
         raise UserError(
             f"decontamination needs the eval suite: {error}. Point MEDS1_EVAL_DATA at it, set "

@@ -8,6 +8,8 @@ and reads the `report.group_by` value from its recorded config.
 
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
 import json
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -159,3 +161,29 @@ def predictions_file(exp: Experiment, root: Path) -> Path | None:
         if candidate and Path(candidate).is_file():
             return Path(candidate)
     return None
+
+
+def with_sources(chosen: list[Experiment], patterns: list[str]) -> list[Experiment]:
+    """The experiments with only the eval sources matching `patterns` (names or globs; `report.sources`)
+    in their per-source metrics and skipped-row counts; `overall` stays as the eval scored it."""
+    if not patterns:
+        return chosen
+    known = sorted({s for e in chosen for s in ((e.metrics or {}).get("per_source") or {})})
+    for pattern in patterns:
+        if not fnmatch.filter(known, pattern):
+            raise UserError(
+                f"report.sources: {pattern!r} matches no eval source; valid: {', '.join(known) or 'none yet'}"
+            )
+
+    def picked(per_source: dict) -> dict:
+        return {s: v for s, v in per_source.items() if any(fnmatchcase(s, p) for p in patterns)}
+
+    narrowed = []
+    for exp in chosen:
+        metrics = exp.metrics
+        if metrics:
+            metrics = {**metrics, "per_source": picked(metrics.get("per_source") or {})}
+            if isinstance(metrics.get("skipped_rows"), dict):
+                metrics["skipped_rows"] = picked(metrics["skipped_rows"])
+        narrowed.append(dataclasses.replace(exp, metrics=metrics))
+    return narrowed

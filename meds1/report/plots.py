@@ -162,7 +162,7 @@ def per_source(experiments: list[Experiment], metric: str) -> Chart | None:
         ax.bar(xs, ys, width, label=exp.slug)
         _errorbar(ax, xs, ys, intervals, fmt="none", color="black", lw=1)
         series[exp.slug] = list(zip(names, ys, strict=True))
-    ax.set_xticks(range(len(sources)), sources, rotation=20, ha="right")
+    ax.set_xticks(range(len(sources)), sources, rotation=20 if len(sources) <= 8 else 45, ha="right")
     ax.set_ylabel(_metric_label(metric))
     ax.set_ylim(0, 100)
     return _chart("per_source", "Accuracy per eval source" + left_out, figure, series, grid="y")

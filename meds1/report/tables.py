@@ -23,6 +23,7 @@ from meds1.report.experiments import Experiment
 from meds1.report.paired import Paired
 
 OVERALL = "overall"
+MAX_SOURCE_COLUMNS = 8  # more sources than this: the tables are transposed (sources down, experiments across)
 
 
 @dataclass
@@ -173,7 +174,7 @@ def pivots(rows: list[SourceResult], group_by: str) -> list[Pivot]:
             )
         return Pivot(title, ["experiment", *lead, *columns], body, note)
 
-    return [
+    tables = [
         pivot(
             "Strict accuracy, % [95% CI]",
             strict_cell,
@@ -194,6 +195,34 @@ def pivots(rows: list[SourceResult], group_by: str) -> list[Pivot]:
             note=f"{OVERALL}: all questions pooled, i.e. sources weighted by their number of questions",
         ),
     ]
+    return [_transposed(table) for table in tables] if len(sources) > MAX_SOURCE_COLUMNS else tables
+
+
+def _transposed(table: Pivot) -> Pivot:
+    """Sources down and experiments across, for suites too wide to read across (m1's eleven sources)."""
+    header, *body = (list(cells) for cells in zip(table.header, *table.body, strict=True))
+    note = f"{table.note}; " if table.note else ""
+    return Pivot(table.title, header, body, note + "one column per experiment, one row per source")
+
+
+def skipped_pivot(experiments: list[Experiment]) -> Pivot | None:
+    """Rows the eval left out when loading its suite, per experiment and source, by reason; None if none."""
+    body = []
+    for exp in experiments:
+        skipped = (exp.metrics or {}).get("skipped_rows") or {}
+        if skipped and all(isinstance(count, int) for count in skipped.values()):  # before per-source counts
+            skipped = {"-": skipped}
+        for source, reasons in sorted(skipped.items()):
+            if reasons:
+                text = ", ".join(f"{reason} {count}" for reason, count in sorted(reasons.items()))
+                body.append([exp.slug, source, str(sum(reasons.values())), text])
+    note = (
+        "rows of a partly usable benchmark that could not be scored (not in the tables above); "
+        "map the benchmark's fields in eval.suite to keep them"
+    )
+    if not body:
+        return None
+    return Pivot("Skipped eval rows", ["experiment", "source", "rows", "reasons"], body, note)
 
 
 def _points(value: float) -> str:

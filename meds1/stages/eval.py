@@ -48,8 +48,8 @@ def run(cfg: Config) -> dict:
     if (record := completed(cfg, workspace)) is not None:
         return record
     check_settings(cfg.eval)
+    rows, skipped = load_suite(list(cfg.eval.suite), cfg.eval.max_per_source)  # a bad suite stops here
     model = evaluated_model(cfg)
-    rows, skipped = load_suite(list(cfg.eval.suite), cfg.eval.max_per_source)
     runs = range(cfg.eval.repeats)
     with workspace:
         file = workspace.path / PREDICTIONS

@@ -15,6 +15,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 from rich.console import Console
@@ -54,11 +55,12 @@ def run(cfg: Config) -> dict:
     slugs = registry_view.choose(known, list(report.experiments))
     chosen = registry_view.experiments(data, slugs, report.group_by)
     check_group_by(cfg, chosen)
+    chosen = registry_view.with_sources(chosen, list(report.sources))
 
     rows = tables.source_results(chosen)
     pivots = tables.pivots(rows, report.group_by)
     comparison = (
-        compare_with_baseline(report.baseline, data, chosen, root, report.group_by)
+        compare_with_baseline(report.baseline, data, chosen, root, report.group_by, list(report.sources))
         if report.baseline
         else None
     )
@@ -67,7 +69,9 @@ def run(cfg: Config) -> dict:
     for warning in warnings:
         log.warning("report: provenance of compared experiments: %s", warning)
     recorded = any(any(e.provenance.values()) for e in chosen)  # older registries have no provenance
+    skipped = tables.skipped_pivot(chosen)
     sections = [comparison.pivot] if comparison else []
+    sections += [skipped] if skipped else []
     sections += [tables.provenance_pivot(chosen)] if recorded else []
     stage_status = status.statuses(root, data, slugs) if report.status else None
     console = Console(width=None if sys.stdout.isatty() else LOG_WIDTH)
@@ -77,6 +81,8 @@ def run(cfg: Config) -> dict:
         console.print("No chosen experiment has eval results yet.")
     if comparison:
         console.print(tables.to_rich(comparison.pivot))
+    if skipped:
+        console.print(tables.to_rich(skipped))
     if recorded:
         console.print("Provenance", style="italic")
         for exp in chosen:
@@ -102,9 +108,15 @@ class Comparison:
 
 
 def compare_with_baseline(
-    name: str, data: dict, chosen: list[registry_view.Experiment], root: Path, group_by: str
+    name: str,
+    data: dict,
+    chosen: list[registry_view.Experiment],
+    root: Path,
+    group_by: str,
+    sources: list[str] = (),
 ) -> Comparison:
-    """Every chosen experiment with eval results against the baseline `name` (see meds1.report.paired)."""
+    """Every chosen experiment with eval results against the baseline `name` (see meds1.report.paired),
+    per source (those matching `sources`, when given) and overall."""
     evaluated = sorted(
         slug for slug, e in data["experiments"].items() if (e.get("results") or {}).get("eval")
     )
@@ -129,6 +141,12 @@ def compare_with_baseline(
             continue
         file = registry_view.predictions_file(exp, root)
         found = paired.compare(exp.slug, paired.read_answers(file), name, baseline_answers) if file else []
+        if sources:
+            found = [
+                r
+                for r in found
+                if r.source == tables.OVERALL or any(fnmatchcase(r.source, p) for p in sources)
+            ]
         if file is None:
             log.warning("report: no predictions.jsonl for %s; it is not compared with the baseline", exp.slug)
         rows += found
