@@ -10,7 +10,7 @@ Verdicts: `correct` (the row is removed, reason `base_model_correct`), `incorrec
 request failed after the backend's retries) and `no_answer` (the base model's request failed). The
 last three are recorded as such, never silently counted as hard; `drop_unjudged` decides whether
 those rows stay in the pool. More rows without a base-model answer than
-`curation.difficulty.max_unusable_fraction`, or without a usable verdict than
+`curation.difficulty.max_unusable_fraction`, or without a usable verdict of the `llm` judge than
 `curation.difficulty.judge.max_unusable_fraction`, stop the stage (meds1/curation/unusable.py); so
 does a base model or judge over `openai` whose first request fails (`preflight_difficulty`).
 
@@ -240,16 +240,17 @@ def annotate_difficulty(
         "judge verdicts",
         final=is_judged,
     )
-    with_answer = verdicts[verdicts["verdict"] != NO_ANSWER]
-    check_usable(
-        "judge",
-        with_answer["verdict"],
-        [CORRECT, INCORRECT],
-        with_answer["judge_reply"],
-        f"{JUDGE_KEY}.max_unusable_fraction",
-        judge.max_unusable_fraction,
-        str(verdicts_cache.dir),
-    )
+    if judge.method == JudgeMethod.llm:  # `match` does not fail: its unparseable is an empty answer
+        with_answer = verdicts[verdicts["verdict"] != NO_ANSWER]
+        check_usable(
+            "judge",
+            with_answer["verdict"],
+            [CORRECT, INCORRECT],
+            with_answer["judge_reply"],
+            f"{JUDGE_KEY}.max_unusable_fraction",
+            judge.max_unusable_fraction,
+            str(verdicts_cache.dir),
+        )
     annotations = answers.join(verdicts).loc[pool["row_id"]]
     annotations.index = pool.index
     return annotations, {"answers": answers_info, "verdicts": verdicts_info}
