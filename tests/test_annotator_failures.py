@@ -172,6 +172,18 @@ def test_a_dead_base_model_or_judge_stops_at_its_first_request(dead, message, se
     assert server.count(JUDGE) <= 1 and server.count() <= 1  # nothing annotated
 
 
+@pytest.mark.parametrize("status", [401, 404])  # a wrong api_key, an unknown model name
+def test_an_endpoint_refusing_the_request_stops_at_the_first_one(status, tmp_path, make_config):
+    with ScriptedServer(lambda path, prompt: status) as refusing:
+        cfg = make_config(*labeler(refusing.base_url), f"curation.source.path={source(tmp_path)}")
+        with pytest.raises(
+            UserError,
+            match=rf"^the first request to the specialty labeler failed: HTTP {status}: .*; check its",
+        ):
+            curate.run(cfg)
+        assert refusing.count() == 1
+
+
 def test_a_labeler_answering_nonsense_stops_at_its_first_request(tmp_path, make_config):
     with ScriptedServer(lambda path, prompt: NONSENSE) as nonsense:
         cfg = make_config(*labeler(nonsense.base_url), f"curation.source.path={source(tmp_path)}")
