@@ -153,6 +153,8 @@ class JudgeConfig:
         "or 'No'.\n"
     )
     reference_column: str = "Response"  # the reference answer (a short gold column if the source has one)
+    # share of judged rows without a usable verdict (unparseable or failed) above which curate stops
+    max_unusable_fraction: float = 0.05
 
 
 class PromptFormat(Choice):
@@ -182,6 +184,7 @@ class DifficultyConfig:
     stop: list[str] = field(default_factory=lambda: ["</s>", "\n\n"])
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     drop_unjudged: bool = False  # also drop rows whose verdict is unparseable/failed (recorded either way)
+    max_unusable_fraction: float = 0.05  # share of rows without a base-model answer above which curate stops
 
 
 class UnlabeledRows(Choice):
@@ -227,6 +230,7 @@ class SpecialtyConfig:
     code_pattern: str = r"SPECIALTY:\s*(\d{3})"  # its first match's group is the 1-based number in the list
     correction: str | None = None  # unparseable reply: null asks the prompt again; text: a correction turn
     unlabeled: UnlabeledRows = UnlabeledRows.drop
+    max_unusable_fraction: float = 0.05  # llm: share of rows left unlabeled above which curate stops
 
 
 @dataclass

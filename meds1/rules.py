@@ -101,6 +101,14 @@ def _curation_problems(curation: CurationConfig, ranges: list, templates: list) 
             "in [0, 1]",
         ),
         ("curation.decontamination.ngram", decontamination.ngram, decontamination.ngram >= 1, ">= 1"),
+        *(
+            (f"curation.{key}.max_unusable_fraction", limit, 0 <= limit <= 1, "in [0, 1]")
+            for key, limit in (
+                ("difficulty", difficulty.max_unusable_fraction),
+                ("difficulty.judge", difficulty.judge.max_unusable_fraction),
+                ("specialty", specialty.max_unusable_fraction),
+            )
+        ),
     ]
     if curation.method == CurationMethod.s1 and specialty.method == SpecialtyMethod.none:
         yield (

@@ -270,16 +270,29 @@ def test_empty_curated_dataset_names_the_curate_command(make_config):
         train.run(cfg)
 
 
+def test_a_curated_set_smaller_than_one_batch_names_the_curation(make_config):
+    chat = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    cfg = make_config("experiment=demo", "stage=train", "curation.n_samples=3")
+    fake_curate_output(cfg, [chat] * 3)
+    with pytest.raises(
+        UserError,
+        match=r"demo.*/curate/formatted has 3 rows, fewer than one batch \(trainer.global_batch_size=4\): "
+        r"change curation settings \(curation.n_samples=3\), run `python run.py experiment=demo stage=curate "
+        r"curation.n_samples=3 .*force=true`",
+    ):
+        train.run(cfg)
+
+
 def test_model_that_cannot_be_loaded_is_named(make_config, tmp_path):
     not_a_model = tmp_path / "not-a-model"
     not_a_model.mkdir()
     chat = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
     cfg = make_config("experiment=demo", "stage=train", "model.build=null", f"model.path={not_a_model}")
-    fake_curate_output(cfg, [chat])
+    fake_curate_output(cfg, [chat] * 4)  # exactly one batch: trained on
     with pytest.raises(UserError, match=f"cannot load model '{not_a_model}' \\(model.path\\)"):
         train.run(cfg)
     missing = make_config("experiment=demo", "stage=train", "model.build=null", "model.path=/no/such/model")
-    fake_curate_output(missing, [chat])
+    fake_curate_output(missing, [chat] * 4)
     with pytest.raises(UserError, match="model path /no/such/model does not exist"):
         train.run(missing)
 

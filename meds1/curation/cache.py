@@ -66,6 +66,20 @@ class AnnotationCache:
         os.replace(tmp, target)
 
 
+def kept(cached: pd.DataFrame, final: Callable[[pd.DataFrame], pd.Series] | None) -> pd.DataFrame:
+    """The cached rows worth keeping: all, or those `final` marks (a failed request is asked again)."""
+    if final is None or not len(cached):
+        return cached
+    return cached[final(cached).to_numpy(dtype=bool)]
+
+
+def missing(
+    cache: AnnotationCache, row_ids: Sequence[int], final: Callable[[pd.DataFrame], pd.Series] | None = None
+) -> list[int]:
+    """The rows of `row_ids` that `annotate` would compute now (read without waiting for the lock)."""
+    return [int(r) for r in pd.Index(row_ids).difference(kept(cache.load(), final).index)]
+
+
 def annotate(
     cache: AnnotationCache,
     row_ids: Sequence[int],
@@ -87,9 +101,7 @@ def annotate(
         log.info("%s: another job is annotating into %s; waiting for it", desc, cache.dir)
         cache.lock.acquire()
     try:
-        cached = cache.load()
-        if final is not None and len(cached):
-            cached = cached[final(cached).to_numpy(dtype=bool)]
+        cached = kept(cache.load(), final)
         todo = [int(r) for r in wanted.difference(cached.index)]
         reused = len(wanted) - len(todo)
         if todo:

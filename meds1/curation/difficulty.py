@@ -9,7 +9,10 @@ Verdicts: `correct` (the row is removed, reason `base_model_correct`), `incorrec
 `unparseable` (the judge's reply did not end in Yes/No after every attempt), `failed` (the judge's
 request failed after the backend's retries) and `no_answer` (the base model's request failed). The
 last three are recorded as such, never silently counted as hard; `drop_unjudged` decides whether
-those rows stay in the pool.
+those rows stay in the pool. More rows without a base-model answer than
+`curation.difficulty.max_unusable_fraction`, or without a usable verdict of the `llm` judge than
+`curation.difficulty.judge.max_unusable_fraction`, stop the stage (meds1/curation/unusable.py); so
+does a base model or judge over `openai` whose first request fails (`preflight_difficulty`).
 
 Judges:
 - `llm`: any model through an inference backend (default: med-s1's verify_answer prompt,
@@ -28,14 +31,26 @@ import functools
 import re
 import unicodedata
 
+import numpy as np
 import pandas as pd
 
-from meds1.config import Config, DifficultyConfig, JudgeConfig, PromptFormat
+from meds1.config import Config, DifficultyConfig, InferenceBackend, JudgeConfig, JudgeMethod, PromptFormat
 from meds1.curation import QUESTION
-from meds1.curation.cache import AnnotationCache, annotate
-from meds1.curation.llm import FAILED, OK, UNPARSEABLE, ask, check_not_all_failed, llm_spec, load_llm
+from meds1.curation.cache import AnnotationCache, annotate, missing
+from meds1.curation.llm import (
+    FAILED,
+    OK,
+    UNPARSEABLE,
+    ask,
+    check_endpoint_hint,
+    check_not_all_failed,
+    llm_spec,
+    load_llm,
+    preflight,
+)
+from meds1.curation.unusable import check_usable
 from meds1.errors import UserError
-from meds1.inference import Backend, Generation, Sampling
+from meds1.inference import Backend, Conversation, Generation, Sampling
 
 CORRECT, INCORRECT, NO_ANSWER = "correct", "incorrect", "no_answer"
 UNJUDGED = (UNPARSEABLE, FAILED, NO_ANSWER)
@@ -103,17 +118,75 @@ def verdicts_spec(judge: JudgeConfig, answers_key: str) -> dict:
     return spec
 
 
+JUDGE_KEY = "curation.difficulty.judge"
+
+
+def is_answered(cached: pd.DataFrame) -> pd.Series:
+    """Cached answers worth keeping: a failed request is asked again."""
+    return cached["base_answer_error"].isna()
+
+
+def is_judged(cached: pd.DataFrame) -> pd.Series:
+    """Cached verdicts worth keeping: a failed request, or a row without an answer, is judged again."""
+    return ~cached["verdict"].isin([FAILED, NO_ANSWER])
+
+
+def _check_reference(pool: pd.DataFrame, judge: JudgeConfig) -> None:
+    if judge.reference_column not in pool.columns:
+        raise UserError(
+            f"{JUDGE_KEY}.reference_column {judge.reference_column!r} is not a source column; "
+            f"valid: {', '.join(map(str, pool.columns))}"
+        )
+
+
+def preflight_difficulty(pool: pd.DataFrame, cfg: Config, source_fingerprint: str) -> int:
+    """The first request of each annotator of the filter that will ask an endpoint (the base model or
+    the judge over `openai`, with rows not cached yet), sent before any annotation; returns how many
+    were sent. The judge is asked to compare a row's reference with itself."""
+    difficulty, judge = cfg.curation.difficulty, cfg.curation.difficulty.judge
+    _check_reference(pool, judge)
+    ids = pool["row_id"].tolist()
+    answers_cache = AnnotationCache(cfg.paths.cache, "answers", answers_spec(cfg, source_fingerprint))
+    sent = 0
+    remote_base = cfg.inference.backend == InferenceBackend.openai
+    if remote_base and (todo := missing(answers_cache, ids, is_answered)):
+        question = pool.set_index("row_id").at[todo[0], QUESTION]
+        (generation,) = ask_base_model(_load_base_model(cfg), [question], difficulty, cfg.seed)
+        if generation.error is not None:
+            raise UserError(
+                f"the first request to the base model failed: {generation.error}; "
+                + check_endpoint_hint("inference")
+            )
+        sent += 1
+    verdicts_cache = AnnotationCache(cfg.paths.cache, "verdicts", verdicts_spec(judge, answers_cache.key))
+    llm_judge = judge.method == JudgeMethod.llm and judge.llm.inference.backend == InferenceBackend.openai
+    if llm_judge and (todo := missing(verdicts_cache, ids, is_judged)):
+        row = pool.set_index("row_id").loc[todo[0]]
+        reference = str(row[judge.reference_column])
+        preflight(
+            judge.llm,
+            judge_conversation(judge, row[QUESTION], reference, reference),
+            parse_verdict if judge.max_unusable_fraction < 1 else None,
+            "judge",
+            f"{JUDGE_KEY}.llm",
+            f"{JUDGE_KEY}.max_unusable_fraction",
+            cfg.paths.cache,
+            JUDGE_CORRECTION,
+            cfg.seed,
+        )
+        sent += 1
+    return sent
+
+
 def annotate_difficulty(
     pool: pd.DataFrame, cfg: Config, source_fingerprint: str
 ) -> tuple[pd.DataFrame, dict]:
-    """Base answers and verdicts for every row of `pool` (cached), as columns indexed like `pool`."""
+    """Base answers and verdicts for every row of `pool` (cached), as columns indexed like `pool`.
+
+    Stops (UserError) when too many rows got no answer, or no usable verdict (see the module docstring).
+    """
     difficulty = cfg.curation.difficulty
-    reference = difficulty.judge.reference_column
-    if reference not in pool.columns:
-        raise UserError(
-            f"curation.difficulty.judge.reference_column {reference!r} is not a source column; "
-            f"valid: {', '.join(map(str, pool.columns))}"
-        )
+    _check_reference(pool, difficulty.judge)
     by_id = pool.set_index("row_id")
     chunk = cfg.curation.annotation_chunk
 
@@ -122,7 +195,7 @@ def annotate_difficulty(
 
     def compute_answers(ids: list[int]) -> pd.DataFrame:
         generations = ask_base_model(base_model(), by_id.loc[ids, QUESTION].tolist(), difficulty, cfg.seed)
-        check_not_all_failed(generations, "base model")
+        check_not_all_failed(generations, "base model", "inference")
         return pd.DataFrame(
             {
                 "row_id": ids,
@@ -137,7 +210,16 @@ def annotate_difficulty(
         compute_answers,
         chunk,
         "base-model answers",
-        final=lambda cached: cached["base_answer_error"].isna(),
+        final=is_answered,
+    )
+    check_usable(
+        "base model",
+        pd.Series(np.where(is_answered(answers), "answered", FAILED), index=answers.index),
+        ["answered"],
+        answers["base_answer_error"],
+        "curation.difficulty.max_unusable_fraction",
+        difficulty.max_unusable_fraction,
+        str(answers_cache.dir),
     )
 
     judge = difficulty.judge
@@ -156,8 +238,19 @@ def annotate_difficulty(
         compute_verdicts,
         chunk,
         "judge verdicts",
-        final=lambda cached: ~cached["verdict"].isin([FAILED, NO_ANSWER]),
+        final=is_judged,
     )
+    if judge.method == JudgeMethod.llm:  # `match` does not fail: its unparseable is an empty answer
+        with_answer = verdicts[verdicts["verdict"] != NO_ANSWER]
+        check_usable(
+            "judge",
+            with_answer["verdict"],
+            [CORRECT, INCORRECT],
+            with_answer["judge_reply"],
+            f"{JUDGE_KEY}.max_unusable_fraction",
+            judge.max_unusable_fraction,
+            str(verdicts_cache.dir),
+        )
     annotations = answers.join(verdicts).loc[pool["row_id"]]
     annotations.index = pool.index
     return annotations, {"answers": answers_info, "verdicts": verdicts_info}
@@ -192,6 +285,15 @@ def _load_base_model(cfg: Config):
     return load_backend(cfg.inference, cfg.model, model_path(cfg.model, cfg.paths.cache))
 
 
+def judge_conversation(judge: JudgeConfig, question: str, answer: str, reference: str) -> Conversation:
+    return [
+        {
+            "role": "user",
+            "content": judge.prompt.format(question=question, answer=answer, reference=reference),
+        }
+    ]
+
+
 def judge_rows(rows: pd.DataFrame, judge: JudgeConfig, backend, seed: int) -> pd.DataFrame:
     """Verdicts for rows with `base_answer`, `base_answer_error`, the question and the reference.
 
@@ -206,23 +308,20 @@ def judge_rows(rows: pd.DataFrame, judge: JudgeConfig, backend, seed: int) -> pd
             verdict[i] = match_verdict(rows.at[i, "base_answer"], references[i])
     elif len(answered):
         conversations = [
-            [
-                {
-                    "role": "user",
-                    "content": judge.prompt.format(
-                        question=rows.at[i, QUESTION],
-                        answer=rows.at[i, "base_answer"],
-                        reference=references[i],
-                    ),
-                }
-            ]
+            judge_conversation(judge, rows.at[i, QUESTION], rows.at[i, "base_answer"], references[i])
             for i in answered
         ]
-        for i, result in zip(
-            answered,
-            ask(backend(), conversations, parse_verdict, JUDGE_CORRECTION, judge.llm, seed, "judge"),
-            strict=True,
-        ):
+        replies = ask(
+            backend(),
+            conversations,
+            parse_verdict,
+            JUDGE_CORRECTION,
+            judge.llm,
+            seed,
+            "judge",
+            f"{JUDGE_KEY}.llm",
+        )
+        for i, result in zip(answered, replies, strict=True):
             verdict[i] = result.value if result.status == OK else result.status
             reply[i] = result.text
     return pd.DataFrame(

@@ -6,7 +6,8 @@ request the backend could not complete (it has already retried with backoff) is 
 (and asked again by the next run); a reply still unparseable after every attempt as `unparseable`.
 Nothing here raises for a bad reply; only when every request of a sizeable batch fails -- a wrong URL,
 key or model name, not a hiccup -- does the run stop, with the error, rather than record thousands of
-failures.
+failures. Before that, `preflight` sends an annotator's first request alone, so a broken endpoint or a
+model that does not answer as asked stops the stage in seconds, not after a night of retries.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from meds1.config import LLMConfig
+from meds1.config import InferenceBackend, LLMConfig
+from meds1.curation.unusable import cut
 from meds1.errors import UserError
 from meds1.inference import Backend, Conversation, Generation, Sampling
 
@@ -43,22 +45,66 @@ def load_llm(llm: LLMConfig, cache_dir: str, key: str) -> Backend:
 
 def llm_spec(llm: LLMConfig, prompt: str) -> dict:
     """What decides an LLM's replies, for the annotation cache key."""
-    return {
+    spec = {
         "model": dataclasses.asdict(llm.model),
         "prompt": prompt,
         "max_new_tokens": llm.max_new_tokens,
         "temperature": llm.temperature,
         "attempts": llm.attempts,
     }
+    if llm.inference.served_model:  # another model answers: its replies are not the model's
+        spec["served_model"] = llm.inference.served_model
+    return spec
 
 
-def check_not_all_failed(generations: list[Generation], what: str) -> None:
+def check_endpoint_hint(inference_key: str = "") -> str:
+    """What to check when requests fail; `inference_key` names the backend's config (e.g. `inference`)."""
+    url = f"{inference_key}.base_url" if inference_key else "base_url"
+    return f"check its endpoint ({url}), api_key and model name"
+
+
+def check_not_all_failed(generations: list[Generation], what: str, inference_key: str = "") -> None:
     errors = [g.error for g in generations]
     if len(errors) >= ALL_FAILED_MIN and all(errors):
         raise UserError(
             f"all {len(errors)} requests to the {what} failed, e.g. {errors[0]}; "
-            "check its endpoint (base_url), api_key and model name"
+            + check_endpoint_hint(inference_key)
         )
+
+
+def preflight(
+    llm: LLMConfig,
+    conversation: Conversation,
+    parse: Callable[[str], str | None] | None,
+    what: str,
+    key: str,
+    accept_key: str,
+    cache_dir: str,
+    correction: str | None = None,
+    seed: int = 0,
+) -> Reply | None:
+    """Send an annotator's first conversation alone, before annotating; stop the stage if it fails.
+
+    `key` names the LLM's config (e.g. curation.specialty.llm). A failed request (refused connection,
+    auth error, unknown model) stops the stage; so does a reply `parse` cannot use after `llm.attempts`
+    (None: any reply will do), naming `accept_key`, the annotator's limit on unusable replies. Only
+    the `openai` backend makes requests; a local model is not asked (None).
+    """
+    if llm.inference.backend != InferenceBackend.openai:
+        return None
+    backend = load_llm(llm, cache_dir, key)
+    (reply,) = ask(backend, [conversation], parse or (lambda text: text), correction, llm, seed, what, key)
+    if reply.status == FAILED:
+        raise UserError(
+            f"the first request to the {what} failed: {reply.text}; {check_endpoint_hint(f'{key}.inference')}"
+        )
+    if reply.status == UNPARSEABLE:
+        raise UserError(
+            f"the {what}'s reply to its first request is unusable after {reply.attempts} attempt(s): "
+            f"{cut(reply.text)}; check {key} (model name, endpoint) and its prompt, "
+            f"or accept unusable replies: {accept_key}=1"
+        )
+    return reply
 
 
 def ask(
@@ -69,14 +115,16 @@ def ask(
     llm: LLMConfig,
     seed: int,
     what: str = "model",
+    key: str = "",
 ) -> list[Reply]:
+    """Replies to `conversations`; `what` and `key` (the LLM's config key) name the annotator in errors."""
     replies: list[Reply | None] = [None] * len(conversations)
     conversations = list(conversations)
     pending = list(range(len(conversations)))
     for attempt in range(1, max(1, llm.attempts) + 1):
         sampling = Sampling(llm.max_new_tokens, temperature=llm.temperature, seed=seed + attempt - 1)
         generations = backend.generate([conversations[i] for i in pending], sampling)
-        check_not_all_failed(generations, what)
+        check_not_all_failed(generations, what, f"{key}.inference" if key else "")
         retry = []
         for i, generation in zip(pending, generations, strict=True):
             if generation.error is not None:

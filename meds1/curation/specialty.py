@@ -11,7 +11,9 @@ som-shahlab/med-s1@92b9b79 `data/Medical_Specialties_and_Subspecialties.txt`) or
 - `column`: labels the user brings in a source column (`curation.specialty.column`).
 - `none`: no labels (selection methods other than s1 need none).
 `specialty_status` records how each label came about: labeled, unparseable, failed or missing. What
-happens to unlabeled rows (`unlabeled`: drop or domain) is the curate stage's business.
+happens to unlabeled rows (`unlabeled`: drop or domain) is the curate stage's business. The `llm`
+labeler stops the stage when its first request fails (`preflight_specialty`), or when it leaves more
+rows unlabeled than `curation.specialty.max_unusable_fraction` (meds1/curation/unusable.py).
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ import re
 import numpy as np
 import pandas as pd
 
-from meds1.config import Config, SpecialtyConfig
+from meds1.config import Config, SpecialtyConfig, SpecialtyMethod
 from meds1.curation import QUESTION
-from meds1.curation.cache import AnnotationCache, annotate
+from meds1.curation.cache import AnnotationCache, annotate, missing
 from meds1.curation.embedding import embed, load_embedder, question_embeddings
-from meds1.curation.llm import FAILED, OK, ask, llm_spec, load_llm
+from meds1.curation.llm import FAILED, OK, ask, llm_spec, load_llm, preflight
+from meds1.curation.unusable import check_usable
 from meds1.errors import UserError
 from meds1.paths import resolve_data_path
 
@@ -79,6 +82,42 @@ def labels_spec(cfg: Config, taxonomy: list[str], source_fingerprint: str) -> di
     return spec
 
 
+KEY = "curation.specialty"
+
+
+def is_labeled_or_tried(cached: pd.DataFrame) -> pd.Series:
+    """Cached labels worth keeping: a failed request is asked again."""
+    return cached["specialty_status"] != FAILED
+
+
+def preflight_specialty(pool: pd.DataFrame, cfg: Config, source_fingerprint: str) -> int:
+    """The `llm` labeler's first request over `openai`, sent before any annotation when some rows of
+    `pool` are not labeled yet; returns how many requests were sent (0 or 1)."""
+    specialty = cfg.curation.specialty
+    if specialty.method != SpecialtyMethod.llm or not len(pool):
+        return 0
+    taxonomy = load_taxonomy(specialty.taxonomy)
+    cache = AnnotationCache(cfg.paths.cache, "specialties", labels_spec(cfg, taxonomy, source_fingerprint))
+    todo = missing(cache, pool["row_id"].tolist(), is_labeled_or_tried)
+    if not todo:
+        return 0
+    question = pool.set_index("row_id").at[todo[0], QUESTION]
+    reply = preflight(
+        specialty.llm,
+        labeler_conversation(question, numbered(taxonomy), specialty),
+        (lambda text: parse_specialty(text, taxonomy, specialty.code_pattern))
+        if specialty.max_unusable_fraction < 1
+        else None,
+        "specialty labeler",
+        f"{KEY}.llm",
+        f"{KEY}.max_unusable_fraction",
+        cfg.paths.cache,
+        specialty.correction,
+        cfg.seed,
+    )
+    return int(reply is not None)
+
+
 def annotate_specialties(
     pool: pd.DataFrame, cfg: Config, source_fingerprint: str
 ) -> tuple[pd.DataFrame, dict]:
@@ -91,7 +130,7 @@ def annotate_specialties(
     by_id = pool.set_index("row_id")
 
     if specialty.method == "llm":
-        backend = functools.cache(lambda: load_llm(specialty.llm, cfg.paths.cache, "curation.specialty.llm"))
+        backend = functools.cache(lambda: load_llm(specialty.llm, cfg.paths.cache, f"{KEY}.llm"))
 
         def compute(ids: list[int]) -> pd.DataFrame:
             return label_with_llm(by_id.loc[ids, QUESTION], taxonomy, specialty, backend(), cfg.seed)
@@ -110,8 +149,18 @@ def annotate_specialties(
         compute,
         cfg.curation.annotation_chunk,
         "specialty labels",
-        final=lambda cached: cached["specialty_status"] != FAILED,
+        final=is_labeled_or_tried,
     )
+    if specialty.method == SpecialtyMethod.llm:
+        check_usable(
+            "specialty labeler",
+            labels["specialty_status"],
+            [LABELED],
+            labels["specialty_reply"],
+            f"{KEY}.max_unusable_fraction",
+            specialty.max_unusable_fraction,
+            str(cache.dir),
+        )
     labels = labels.loc[pool["row_id"], ["specialty", "specialty_status"]]
     labels.index = pool.index
     return labels, info
@@ -134,22 +183,23 @@ def column_labels(pool: pd.DataFrame, column: str) -> pd.DataFrame:
     )
 
 
+def labeler_conversation(question: str, listing: str, specialty: SpecialtyConfig) -> list[dict[str, str]]:
+    return [{"role": "user", "content": specialty.prompt.format(question=question, specialties=listing)}]
+
+
 def label_with_llm(
     questions: pd.Series, taxonomy: list[str], specialty: SpecialtyConfig, backend, seed: int
 ) -> pd.DataFrame:
     listing = numbered(taxonomy)
-    conversations = [
-        [{"role": "user", "content": specialty.prompt.format(question=q, specialties=listing)}]
-        for q in questions
-    ]
     replies = ask(
         backend,
-        conversations,
+        [labeler_conversation(q, listing, specialty) for q in questions],
         lambda text: parse_specialty(text, taxonomy, specialty.code_pattern),
         specialty.correction,
         specialty.llm,
         seed,
         "specialty labeler",
+        f"{KEY}.llm",
     )
     return pd.DataFrame(
         {

@@ -1,6 +1,9 @@
 """stage=curate: load rows, filter (quality, eval overlap, difficulty), label, select, format.
 
 `curation.pool` decides which filters define the rows selection draws from (`meds1/curation/pool.py`).
+Before any annotation, each annotator that will ask an endpoint sends one request (a broken endpoint
+stops the stage in seconds); an annotator that leaves too many rows unusable stops it before selection
+(`meds1/curation/unusable.py`), and so does a selection of 0 rows.
 
 Writes `filtered.parquet` (every row with `filter_status/filter_stage/filter_reason` and its
 annotations), `curated.parquet` (the selected rows) and `formatted/` (chat dataset for training).
@@ -11,20 +14,22 @@ sweeps and other experiments over the same source only compute what is missing.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from meds1.config import Config, CurationPool
 from meds1.curation.decontamination import nearest_eval_questions
-from meds1.curation.difficulty import CORRECT, UNJUDGED, annotate_difficulty
+from meds1.curation.difficulty import CORRECT, UNJUDGED, annotate_difficulty, preflight_difficulty
 from meds1.curation.embedding import question_embeddings
 from meds1.curation.formatting import format_rows
 from meds1.curation.pool import pool_filters
 from meds1.curation.quality import KEPT, REMOVED, quality_filter
 from meds1.curation.sampling import select
 from meds1.curation.source import MALFORMED_LINES, fingerprint, load_source
-from meds1.curation.specialty import LABELED, annotate_specialties
+from meds1.curation.specialty import LABELED, annotate_specialties, preflight_specialty
+from meds1.errors import UserError
 from meds1.models import load_tokenizer
 from meds1.stages import completed, record_result
 from meds1.workspace import StageWorkspace
@@ -52,6 +57,13 @@ def run(cfg: Config) -> dict:
             matches, overlap = nearest_eval_questions(rows.loc[kept], curation.decontamination)
             rows = rows.join(matches)
             remove(rows, kept[overlap], "decontamination", "eval_overlap")
+
+        preflight_pool = rows[rows["filter_status"] == KEPT]
+        preflights = preflight_difficulty(preflight_pool, cfg, source) if "difficulty" in filters else 0
+        if curation.specialty.method != "none":
+            preflights += preflight_specialty(preflight_pool, cfg, source)
+        if preflights:
+            log.info("curate: %d annotator(s) answered their first request; annotating", preflights)
 
         if "difficulty" in filters:
             judged, annotations["difficulty"] = annotate_difficulty(
@@ -94,6 +106,8 @@ def run(cfg: Config) -> dict:
 
         out = workspace.path
         rows.to_parquet(out / "filtered.parquet", index=False)
+        if not len(curated):
+            raise nothing_selected(rows, out / "filtered.parquet")
         curated.to_parquet(out / "curated.parquet", index=False)
         format_rows(curated, curation.format, tokenizer).save_to_disk(str(out / "formatted"))
 
@@ -115,6 +129,15 @@ def run(cfg: Config) -> dict:
 
 
 UNLABELED_REASON = "no_specialty_assigned"  # med-s1's reason
+
+
+def nothing_selected(rows: pd.DataFrame, filtered: Path) -> UserError:
+    removed = rows[rows["filter_status"] == REMOVED].groupby(["filter_stage", "filter_reason"]).size()
+    reasons = ", ".join(f"{stage}/{reason} {n}" for (stage, reason), n in removed.items()) or "none"
+    return UserError(
+        f"curate selected 0 of {len(rows)} rows (removed: {reasons}); each row's reason is in {filtered}; "
+        "change the curation settings (curation.n_samples, curation.pool, the filters) or curation.source"
+    )
 
 
 def remove(rows: pd.DataFrame, index: pd.Index, stage: str, reason: str) -> None:

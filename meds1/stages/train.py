@@ -41,6 +41,12 @@ def load_formatted(cfg: Config):
     dataset = load_from_disk(str(directory))
     if len(dataset) == 0:
         raise empty
+    if len(dataset) < cfg.trainer.global_batch_size:
+        raise UserError(
+            f"the curated dataset {directory} has {len(dataset)} rows, fewer than one batch "
+            f"(trainer.global_batch_size={cfg.trainer.global_batch_size}): change curation settings "
+            f"(curation.n_samples={cfg.curation.n_samples}), run `{rerun}`"
+        )
     return dataset
 
 
