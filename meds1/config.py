@@ -43,8 +43,11 @@ InferenceBackend = choices("InferenceBackend", "hf", "openai", "vllm")
 CurationMethod = choices("CurationMethod", "s1", "random", "all", "embedding-diversity")
 JudgeMethod = choices("JudgeMethod", "llm", "match")
 SpecialtyMethod = choices("SpecialtyMethod", "llm", "embedding", "column", "none")
-FormatLayout = choices("FormatLayout", "huatuo", "s1")
-ThinkingLayout = choices("ThinkingLayout", "huatuo", "s1", "think")  # budget forcing's markers
+FormatLayout = choices("FormatLayout", "huatuo", "s1", "think", "nemotron")  # meds1/curation/formatting.py
+ThinkingLayout = choices("ThinkingLayout", "huatuo", "s1", "think", "nemotron")  # budget forcing's markers
+EvalPrompting = choices("EvalPrompting", "plain", "step")  # step: med-s1's "Let's think step by step."
+EvalAggregate = choices("EvalAggregate", "mean", "majority")  # a question's score over its repeats
+EvalInterval = choices("EvalInterval", "bootstrap", "hierarchical")  # how ci95 resamples
 WeightsDtype = choices("WeightsDtype", "float32", "bfloat16", "float16")
 CheckpointFormat = choices("CheckpointFormat", "sharded", "full")
 Reporter = choices("Reporter", "tensorboard", "wandb")
@@ -88,6 +91,7 @@ class ModelConfig:
     path: str = MISSING  # hub id or local directory
     revision: str | None = None
     dtype: str = "bfloat16"
+    system_prompt: str | None = None  # the system turn the model expects (Nemotron: "detailed thinking on")
     build: ModelBuild | None = None  # tiny: built locally under paths.cache, then loaded from there
     tiny: TinyModelSpec = field(default_factory=TinyModelSpec)
 
@@ -261,11 +265,12 @@ class DecontaminationConfig:
 class FormatConfig:
     """How a curated row becomes a chat conversation."""
 
-    layout: FormatLayout = (
-        FormatLayout.huatuo
-    )  # huatuo: "## Thinking / ## Final Response"; s1: s1's think/answer markers
-    system_prompt: str | None = None
+    # huatuo: "## Thinking / ## Final Response"; s1: s1's think/answer markers (med-s1's `qwen`);
+    # think: <think>...</think> then the answer; nemotron: med-s1's <think>{cot}</think>Answer: {response}
+    layout: FormatLayout = FormatLayout.huatuo
+    system_prompt: str | None = None  # the curation YAMLs set ${model.system_prompt}
     assistant_template: str | None = None  # "{cot}"/"{response}" template; overrides `layout` when set
+    clean_text: bool = False  # med-s1's preprocess_text on every field (drops "[...]" spans): med-s1 imports
 
 
 PerturbationType = choices(
@@ -420,6 +425,11 @@ class EvalConfig:
     temperature: float = 0.0
     top_p: float = 1.0
     repeats: int = 1  # independent runs with seeds seed, seed+1, ...; metrics report mean and spread
+    repeats_per_source: dict[str, int] = field(default_factory=dict)  # source -> runs (others: repeats)
+    system_prompt: str | None = None  # a system turn before the question; the eval YAMLs set the trained one
+    prompting: EvalPrompting = EvalPrompting.plain  # step: append med-s1's "\n\nLet's think step by step."
+    aggregate: EvalAggregate = EvalAggregate.mean  # majority: right iff right in at least half its runs
+    interval: EvalInterval = EvalInterval.bootstrap  # hierarchical: med-s1's (questions, then runs)
     max_failures: int = 0  # generations that may still fail after retries (counted wrong) before eval stops
     tts: BudgetForcingConfig = field(default_factory=BudgetForcingConfig)
 

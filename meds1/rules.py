@@ -143,6 +143,10 @@ def _eval_problems(config: Config, ranges: list) -> Iterator[str]:
     eval_cfg, tts = config.eval, config.eval.tts
     ranges += [
         ("eval.repeats", eval_cfg.repeats, eval_cfg.repeats >= 1, ">= 1"),
+        *(
+            (f"eval.repeats_per_source.{source}", n, n >= 1, ">= 1")
+            for source, n in eval_cfg.repeats_per_source.items()
+        ),
         ("eval.max_new_tokens", eval_cfg.max_new_tokens, eval_cfg.max_new_tokens >= 1, ">= 1"),
     ]
     if tts.enabled and config.inference.backend == InferenceBackend.openai:

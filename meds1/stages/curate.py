@@ -95,7 +95,9 @@ def run(cfg: Config) -> dict:
         out = workspace.path
         rows.to_parquet(out / "filtered.parquet", index=False)
         curated.to_parquet(out / "curated.parquet", index=False)
-        format_rows(curated, curation.format, tokenizer).save_to_disk(str(out / "formatted"))
+        format_rows(
+            curated, curation.format, tokenizer, thinking="none" not in curation.trace.transforms
+        ).save_to_disk(str(out / "formatted"))
 
         stats = curation_stats(rows, curated, cfg, filters, annotations)
         stats["source_malformed_lines"] = malformed_lines
