@@ -123,3 +123,14 @@ def test_per_source_repeats_majority_and_step_prompting_end_to_end(make_config):
     assert metrics["scoring"] == {"aggregate": "majority", "interval": "hierarchical"}
     assert metrics["overall"]["n"] == 6
     assert metrics["overall"]["accuracy"] in {k / 6 for k in range(7)}  # majority: whole questions
+
+
+def test_rescoring_a_file_with_medsones_options(tmp_path, capsys):
+    from meds1.evaluation.score import main
+
+    file = tmp_path / "predictions.jsonl"
+    predictions = rows({"q1": [True, False], "q2": [False, False], "q3": [True, True]})
+    file.write_text("".join(json.dumps({**p, "question": "Q?"}) + "\n" for p in predictions))
+    assert main([str(file), "--aggregate", "majority", "--interval", "hierarchical"]) == 0
+    overall = json.loads(capsys.readouterr().out)["overall"]
+    assert overall["accuracy"] == pytest.approx(2 / 3) and overall["n"] == 3
