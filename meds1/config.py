@@ -100,13 +100,21 @@ class ModelConfig:
 class SourceConfig:
     """Where curation reads rows: a local file (`path`) or a hub dataset."""
 
-    path: str | None = None  # parquet/json/jsonl; "pkg://meds1/..." for files shipped in the package
+    path: str | None = None  # parquet/json/jsonl, a save_to_disk folder; "pkg://meds1/..." for shipped files
     name: str | None = None
     config: str | None = None
     split: str = "train"
     revision: str | None = None  # pin a commit sha: hub datasets change under their branches
     data_files: str | None = None  # hub: read this file of the repo instead of the named config's files
     columns: dict[str, str] = field(default_factory=dict)  # source column -> Question/Complex_CoT/Response
+    # Columns built from others before `columns` renames (meds1/curation/source.py): a template over the
+    # row's columns ("{question}\nWhat is the diagnosis?"), or the first non-null of a list of columns.
+    templates: dict[str, str] = field(default_factory=dict)
+    first_of: dict[str, list[str]] = field(default_factory=dict)
+    first_of_fallback: str | None = None  # the value when all of them are null (null: the row is dropped)
+    unwrap: list[str] = field(
+        default_factory=list
+    )  # canonical columns whose 1-element lists become the element
     skip_malformed: bool = False  # jsonl: skip lines that are not a JSON object (recorded in curate's stats)
 
 

@@ -23,7 +23,7 @@ from meds1.curation.formatting import format_rows
 from meds1.curation.pool import pool_filters
 from meds1.curation.quality import KEPT, REMOVED, quality_filter
 from meds1.curation.sampling import select
-from meds1.curation.source import MALFORMED_LINES, fingerprint, load_source
+from meds1.curation.source import DROPPED_ROWS, MALFORMED_LINES, fingerprint, load_source
 from meds1.curation.specialty import LABELED, annotate_specialties
 from meds1.models import load_tokenizer
 from meds1.stages import completed, record_result
@@ -41,7 +41,7 @@ def run(cfg: Config) -> dict:
     annotations: dict[str, dict] = {}
     with workspace:
         rows = load_source(curation.source)
-        malformed_lines = rows.attrs[MALFORMED_LINES]
+        malformed_lines, source_dropped = rows.attrs[MALFORMED_LINES], rows.attrs[DROPPED_ROWS]
         source = fingerprint(rows)
         tokenizer = load_tokenizer(cfg.model, cfg.paths.cache)
         truncated = curation.quality.truncated_cot_tokens if "quality" in filters else []
@@ -101,6 +101,7 @@ def run(cfg: Config) -> dict:
 
         stats = curation_stats(rows, curated, cfg, filters, annotations)
         stats["source_malformed_lines"] = malformed_lines
+        stats["source_dropped"] = source_dropped
         final = workspace.final
         record = {
             "dataset_path": str(final / "formatted"),
