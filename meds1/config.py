@@ -372,6 +372,7 @@ class TrainerConfig:
     weight_decay: float = 0.0
     adam_beta1: float = 0.9  # AdamW betas; the defaults are torch's and transformers' (s1 uses beta2 0.95)
     adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8  # torch's and transformers' default (med-s1's results.json states it)
     warmup_ratio: float = 0.0
     lr_scheduler: str = "cosine"
     block_size: int = MISSING
