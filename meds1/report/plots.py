@@ -26,7 +26,8 @@ FIRST_STAGE, LAST_STAGE = "quality", "selection"
 ALL_ROWS = "all rows"
 MAX_BARS = 10  # experiments or curated sets per bar chart; more are left out, with a note in the title
 CHART_NAMES = ("sample_efficiency", "per_source", "test_time_scaling", "curation_funnel", "specialties")
-CHART_NAMES += ("perturbation_rates", "trace_formats")  # the trace study
+TRACE_CHARTS = ("perturbation_rates", "trace_formats")  # the trace study's (drawn when it has data)
+CHART_NAMES += TRACE_CHARTS
 
 
 @dataclass
