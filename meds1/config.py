@@ -45,6 +45,7 @@ JudgeMethod = choices("JudgeMethod", "llm", "match")
 SpecialtyMethod = choices("SpecialtyMethod", "llm", "embedding", "column", "none")
 FormatLayout = choices("FormatLayout", "huatuo", "s1", "think", "nemotron")  # meds1/curation/formatting.py
 ThinkingLayout = choices("ThinkingLayout", "huatuo", "s1", "think", "nemotron")  # budget forcing's markers
+ClusterRanking = choices("ClusterRanking", "random", "cot-length")  # embedding-diversity, within a cluster
 EvalPrompting = choices("EvalPrompting", "plain", "step")  # step: med-s1's "Let's think step by step."
 EvalAggregate = choices("EvalAggregate", "mean", "majority")  # a question's score over its repeats
 EvalInterval = choices("EvalInterval", "bootstrap", "hierarchical")  # how ci95 resamples
@@ -340,6 +341,7 @@ class CurationConfig:
     specialty_weights: dict[str, float] = field(default_factory=dict)  # s1: weights for the other picks
     cluster_fraction: float = 0.1  # embedding-diversity: k-means clusters per selected row
     outlier_fraction: float = 0.1  # embedding-diversity: share of picks that are the farthest outliers
+    cluster_ranking: ClusterRanking = ClusterRanking.random  # cot-length: longest CoT (characters) first
     trace: TraceConfig = field(default_factory=TraceConfig)
     format: FormatConfig = field(default_factory=FormatConfig)
     tokenize_batch_size: int = 1000

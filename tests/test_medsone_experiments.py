@@ -85,6 +85,10 @@ EXPERIMENTS = {  # entries shaped as in med-s1@d15c393 results.json (names and v
         "datasets": SAME},
     "broken-reference": {"model_key": "llama3.1:8b", "curation": {"method": "random", "n_samples": 10},
                          "training_params": "same as nowhere", "datasets": SAME},
+    "odd-keys": {"model_key": "llama3.1:8b", "prompting": "cot", "datasets": SAME,
+                 "curation": {"method": "embedding-diversity", "n_samples": 100, "column": "Complex_CoT",
+                              "weird": 1},
+                 "training_params": {**TRAINING, "max_grad_norm": 1.0}},
     "unknown-model": {"model_key": "gpt9", "curation": None, "training_params": None,
                       "datasets": "same as base"},
 }  # fmt: skip
@@ -132,16 +136,18 @@ def test_untranslatable_keys_are_reported_one_line_each(imported):
     assert translations["base-qwen"].problems == [
         'format="qwen": a top-level format is ignored by med-s1 (it reads curation.format)'
     ]
-    name = "medqa-1k-embedding-difficulty-diversity-question-cluster-10-outlier-5"
-    assert translations[name].problems == [
-        'curation.intra_group_ranking="cot-length": no meds1 equivalent: not applied'
-    ]
     assert translations["qwen-32b-test"].problems == [
         "curation.huatuo_format=true: legacy key med-s1 ignores (layout huatuo)"
     ]
     assert translations["medqa-1k-random-step-extract"].problems == []
-    text = (imported[1] / "experiment" / f"{name}.yaml").read_text()
-    assert "# Not translated: curation.intra_group_ranking" in text
+    assert translations["odd-keys"].problems == [
+        'curation.column="Complex_CoT": meds1 embeds the Question only',
+        "curation.weird=1: no meds1 equivalent: not applied",
+        "training_params.max_grad_norm=1.0: no meds1 equivalent: not applied",
+        'prompting="cot": unknown; known: step',
+    ]
+    text = (imported[1] / "experiment" / "odd-keys.yaml").read_text()
+    assert "# Not translated: curation.weird=1: no meds1 equivalent: not applied" in text
 
 
 def test_resolution_training_and_curation_settings(imported):
@@ -176,7 +182,10 @@ def test_resolution_training_and_curation_settings(imported):
     assert nemotron.curation.format.system_prompt == nemotron.eval.system_prompt == "detailed thinking on"
 
     embedding = compose_imported(out, "medqa-1k-embedding-difficulty-diversity-question-cluster-10-outlier-5")
-    assert embedding.curation.method == "embedding-diversity"
+    assert (
+        embedding.curation.method == "embedding-diversity"
+        and embedding.curation.cluster_ranking == "cot-length"
+    )
     assert (embedding.curation.cluster_fraction, embedding.curation.outlier_fraction) == (0.1, 0.05)
 
     no_cot = compose_imported(out, "medqa-25k-no-cot")
@@ -225,7 +234,7 @@ def test_command_line_reports_each_problem_on_its_own_line(imported, tmp_path, c
         'base-qwen: format="qwen": a top-level format is ignored by med-s1 (it reads curation.format)'
         in problems
     )
-    assert len(problems) == 5
+    assert len(problems) == 8
     assert captured.out.startswith(f"wrote {len(EXPERIMENTS) - 2} of {len(EXPERIMENTS)} experiments")
 
 
@@ -264,7 +273,7 @@ def test_all_75_experiments_of_medsone_head_compose_and_plan(tmp_path):
     translations = import_experiments(results, tmp_path / "conf")
     assert len(translations) == 75 and all(t.text is not None for t in translations)
     reported = sorted(p for t in translations for p in t.problems)
-    assert len(reported) == 3  # top-level format, intra_group_ranking, huatuo_format
+    assert len(reported) == 2  # a top-level format, the legacy huatuo_format
     for translation in translations:
         if "override /eval: gpqa-diamond" in translation.text and not HAS_GPQA_DIAMOND:
             continue

@@ -204,6 +204,9 @@ def _curation(experiment: _Experiment, curation: dict) -> None:
             experiment.set("curation.cluster_fraction", curation["cluster_percentage"] / 100)
         if "outlier_percentage" in curation:
             experiment.set("curation.outlier_fraction", curation["outlier_percentage"] / 100)
+        if curation.get("intra_group_ranking") in ("cot-length", "random"):
+            handled.add("intra_group_ranking")
+            experiment.set("curation.cluster_ranking", curation["intra_group_ranking"])
         if curation.get("column", "Question") != "Question":
             experiment.cannot("curation.column", curation["column"], "meds1 embeds the Question only")
     if "huatuo_format" in curation:

@@ -88,6 +88,7 @@ def run(cfg: Config) -> dict:
             embeddings=embeddings,
             cluster_fraction=curation.cluster_fraction,
             outlier_fraction=curation.outlier_fraction,
+            cluster_ranking=curation.cluster_ranking,
         )
         remove(rows, pool.index.difference(pool.index[chosen]), "selection", "not_selected")
         curated = pool.iloc[chosen]

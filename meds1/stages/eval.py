@@ -40,8 +40,10 @@ def evaluated_model(cfg: Config) -> str:
 
 
 def check_settings(eval_cfg: EvalConfig) -> None:
-    if eval_cfg.repeats > 1 and eval_cfg.temperature == 0:
-        log.warning("eval: %d repeats with temperature 0 differ only by nondeterminism", eval_cfg.repeats)
+    if max_repeats(eval_cfg) > 1 and eval_cfg.temperature == 0:
+        log.warning(
+            "eval: %d repeats with temperature 0 differ only by nondeterminism", max_repeats(eval_cfg)
+        )
 
 
 def run(cfg: Config) -> dict:
