@@ -123,3 +123,19 @@ def test_report_stage_writes_the_trace_figures_and_table(imported, make_config, 
     markdown = (out / "results.md").read_text()
     assert "## Reasoning traces" in markdown and "| medqa-1k-random-skip-66 | step > skip 0.66 |" in markdown
     assert 'id="perturbation_rates"' in (out / "index.html").read_text()
+
+
+def test_imported_results_get_an_overall_interval_from_their_sources(imported):
+    from meds1.report.plots import _overall
+
+    _, chosen = imported
+    skip = next(e for e in chosen if e.slug == "medqa-1k-random-skip-66")
+    y, (low, high) = _overall(skip, "accuracy_huatuo")
+    assert (round(y, 6), round(low, 6), round(high, 6)) == (55.0, 53.0, 57.0)  # one source: its own interval
+    skip.metrics["per_source"]["PubMedQA_test"] = {
+        "n": 1000,
+        "accuracy_huatuo": 0.55,
+        "ci95_huatuo": [0.53, 0.57],
+    }
+    y, (low, high) = _overall(skip, "accuracy_huatuo")
+    assert round(high - low, 6) == round(4 / 2**0.5, 6)  # two equal halves: the width shrinks by sqrt(2)

@@ -329,13 +329,27 @@ def trace_label(chain: dict) -> str:
     return " > ".join(parts)
 
 
+def _overall(exp: Experiment, metric: str) -> tuple[float | None, tuple[float, float] | None]:
+    """The overall score and interval; without an overall interval (med-s1's imported summaries have
+    per-source ones only), the per-source intervals combined as independent normal estimates of the
+    question-weighted mean: SE = sqrt(sum (n_s / n)^2 SE_s^2), SE_s = width_s / 3.92."""
+    metrics = exp.metrics or {}
+    y, interval = _score(metrics.get("overall"), metric)
+    sources = [(s.get("n"), *_score(s, metric)) for s in (metrics.get("per_source") or {}).values()]
+    if y is None or interval is not None or not sources or any(None in source for source in sources):
+        return y, interval
+    total = sum(n for n, _, _ in sources)
+    se = sum((n / total * (high - low) / 3.92) ** 2 for n, _, (low, high) in sources) ** 0.5
+    return y, (y - 1.96 * se, y + 1.96 * se)
+
+
 def perturbation_rates(experiments: list[Experiment], metric: str) -> Chart | None:
     """Accuracy vs perturbation rate, one line per perturbation type (restored sets as their own
     lines), each starting at rate 0 from the unperturbed experiment with the same transforms and model
     when there is one: med-s1's perturbation figure."""
     scored = []
     for exp in experiments:
-        y, interval = _score((exp.metrics or {}).get("overall"), metric)
+        y, interval = _overall(exp, metric)
         if y is not None and exp.curation_slug is not None and not exp.tts:
             scored.append((exp, trace_chain(exp.config), y, interval))
     points: dict[str, list[tuple]] = {}
@@ -375,7 +389,7 @@ def trace_formats(experiments: list[Experiment], metric: str) -> Chart | None:
     chain ("source", "step", "list", "none", ...), best first."""
     bars = []
     for exp in experiments:
-        y, interval = _score((exp.metrics or {}).get("overall"), metric)
+        y, interval = _overall(exp, metric)
         chain = trace_chain(exp.config)
         if y is not None and exp.curation_slug is not None and not chain["type"] and not exp.tts:
             bars.append((trace_label(chain), exp.slug, y, interval))
