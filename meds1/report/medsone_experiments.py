@@ -52,12 +52,8 @@ FORMATS = {"huatuo": "huatuo", "qwen": "s1", "nemotron": "nemotron"}
 MEDSONE_GPUS = 4  # med-s1's training node (train/sft_carina.sh --gres=gpu:4)
 # med-s1's eval decoding (eval/model.py): set beside eval=gpqa-diamond, which is not eval=medsone.
 MEDSONE_DECODING = {"temperature": 0.0, "top_p": 0.9, "max_new_tokens": 8192}
-# Keys med-s1 itself ignores: reported, with why, and otherwise left out.
-IGNORED = {
-    "format": "a top-level format is ignored by med-s1 (it reads curation.format)",
-    "description": None,  # carried as the experiment's description
-    "results": None,
-}
+KNOWN = {*RESOLVED_KEYS, "model_key", "prompting", "eval", "description"}  # a config's keys meds1 reads
+IGNORED = {"format": "a top-level format is ignored by med-s1 (it reads curation.format)"}  # reported
 
 
 @dataclass
@@ -79,7 +75,8 @@ def resolve(name: str, experiments: dict, key: str, seen: tuple[str, ...] = ()) 
     return value
 
 
-def _yaml_value(value: object) -> str:
+def _shown(value: object) -> str:
+    """A value as a problem line shows it (JSON: strings quoted, booleans lower case)."""
     return json.dumps(value)
 
 
@@ -90,8 +87,7 @@ class _Experiment:
         self.name = name
         self.defaults: dict[str, str] = {}
         self.body: dict = {"name": name}
-        self.notes: list[str] = []  # comment lines inside the file
-        self.problems: list[str] = []
+        self.problems: list[str] = []  # "key=value: why" for each key not translated
 
     def set(self, dotted: str, value: object) -> None:
         node = self.body
@@ -101,7 +97,7 @@ class _Experiment:
         node[leaf] = value
 
     def cannot(self, key: str, value: object, why: str) -> None:
-        self.problems.append(f"{key}={_yaml_value(value)}: {why}")
+        self.problems.append(f"{key}={_shown(value)}: {why}")
 
 
 def translate(name: str, experiments: dict, source: str, out_name: str | None = None) -> Translation:
@@ -118,20 +114,20 @@ def translate(name: str, experiments: dict, source: str, out_name: str | None = 
         return Translation(
             name,
             None,
-            [f"model_key={_yaml_value(config.get('model_key'))}: unknown; known: {', '.join(MODELS)}"],
+            [f"model_key={_shown(config.get('model_key'))}: unknown; known: {', '.join(MODELS)}"],
         )
     experiment.defaults["model"] = model
     for key, value in config.items():
-        if key in IGNORED and IGNORED[key]:
+        if key in IGNORED:
             experiment.cannot(key, value, IGNORED[key])
-        elif key not in IGNORED and key not in (*RESOLVED_KEYS, "model_key", "prompting", "eval"):
+        elif key not in KNOWN:
             experiment.cannot(key, value, "not a med-s1 experiment key meds1 knows")
     datasets = resolved["datasets"] if isinstance(resolved["datasets"], dict) else {}
     curation = resolved["curation"] if isinstance(resolved["curation"], dict) else None
     training = resolved["training_params"] if isinstance(resolved["training_params"], dict) else None
     stages = [*(["curate"] if curation else []), *(["train"] if training else []), "eval"]
     if training and not curation:
-        experiment.cannot("training_params", "...", "training without curation has no rows: not trained")
+        experiment.cannot("training_params", training, "training without curation has no rows: not trained")
         stages.remove("train")
     experiment.set("stages", stages)
     description = entry.get("description") or f"med-s1 experiment {name}"
@@ -148,7 +144,7 @@ def translate(name: str, experiments: dict, source: str, out_name: str | None = 
 
 def _datasets(experiment: _Experiment, datasets: dict, curates: bool) -> None:
     curate, evaluate = datasets.get("curate"), datasets.get("eval", "huatuo-eval")
-    for key in set(datasets) - {"curate", "eval"}:
+    for key in sorted(set(datasets) - {"curate", "eval"}):
         experiment.cannot(f"datasets.{key}", datasets[key], "not a med-s1 dataset role")
     if curates:
         if curate in SOURCES:
