@@ -43,8 +43,12 @@ InferenceBackend = choices("InferenceBackend", "hf", "openai", "vllm")
 CurationMethod = choices("CurationMethod", "s1", "random", "all", "embedding-diversity")
 JudgeMethod = choices("JudgeMethod", "llm", "match")
 SpecialtyMethod = choices("SpecialtyMethod", "llm", "embedding", "column", "none")
-FormatLayout = choices("FormatLayout", "huatuo", "s1")
-ThinkingLayout = choices("ThinkingLayout", "huatuo", "s1", "think")  # budget forcing's markers
+FormatLayout = choices("FormatLayout", "huatuo", "s1", "think", "nemotron")  # meds1/curation/formatting.py
+ThinkingLayout = choices("ThinkingLayout", "huatuo", "s1", "think", "nemotron")  # budget forcing's markers
+ClusterRanking = choices("ClusterRanking", "random", "cot-length")  # embedding-diversity, within a cluster
+EvalPrompting = choices("EvalPrompting", "plain", "step")  # step: med-s1's "Let's think step by step."
+EvalAggregate = choices("EvalAggregate", "mean", "majority")  # a question's score over its repeats
+EvalInterval = choices("EvalInterval", "bootstrap", "hierarchical")  # how ci95 resamples
 WeightsDtype = choices("WeightsDtype", "float32", "bfloat16", "float16")
 CheckpointFormat = choices("CheckpointFormat", "sharded", "full")
 Reporter = choices("Reporter", "tensorboard", "wandb")
@@ -88,6 +92,7 @@ class ModelConfig:
     path: str = MISSING  # hub id or local directory
     revision: str | None = None
     dtype: str = "bfloat16"
+    system_prompt: str | None = None  # the system turn the model expects (Nemotron: "detailed thinking on")
     build: ModelBuild | None = None  # tiny: built locally under paths.cache, then loaded from there
     tiny: TinyModelSpec = field(default_factory=TinyModelSpec)
 
@@ -96,13 +101,21 @@ class ModelConfig:
 class SourceConfig:
     """Where curation reads rows: a local file (`path`) or a hub dataset."""
 
-    path: str | None = None  # parquet/json/jsonl; "pkg://meds1/..." for files shipped in the package
+    path: str | None = None  # parquet/json/jsonl, a save_to_disk folder; "pkg://meds1/..." for shipped files
     name: str | None = None
     config: str | None = None
     split: str = "train"
     revision: str | None = None  # pin a commit sha: hub datasets change under their branches
     data_files: str | None = None  # hub: read this file of the repo instead of the named config's files
     columns: dict[str, str] = field(default_factory=dict)  # source column -> Question/Complex_CoT/Response
+    # Columns built from others before `columns` renames (meds1/curation/source.py): a template over the
+    # row's columns ("{question}\nWhat is the diagnosis?"), or the first non-null of a list of columns.
+    templates: dict[str, str] = field(default_factory=dict)
+    first_of: dict[str, list[str]] = field(default_factory=dict)
+    first_of_fallback: str | None = None  # the value when all of them are null (null: the row is dropped)
+    unwrap: list[str] = field(
+        default_factory=list
+    )  # canonical columns whose 1-element lists become the element
     skip_malformed: bool = False  # jsonl: skip lines that are not a JSON object (recorded in curate's stats)
 
 
@@ -265,11 +278,12 @@ class DecontaminationConfig:
 class FormatConfig:
     """How a curated row becomes a chat conversation."""
 
-    layout: FormatLayout = (
-        FormatLayout.huatuo
-    )  # huatuo: "## Thinking / ## Final Response"; s1: s1's think/answer markers
-    system_prompt: str | None = None
+    # huatuo: "## Thinking / ## Final Response"; s1: s1's think/answer markers (med-s1's `qwen`);
+    # think: <think>...</think> then the answer; nemotron: med-s1's <think>{cot}</think>Answer: {response}
+    layout: FormatLayout = FormatLayout.huatuo
+    system_prompt: str | None = None  # the curation YAMLs set ${model.system_prompt}
     assistant_template: str | None = None  # "{cot}"/"{response}" template; overrides `layout` when set
+    clean_text: bool = False  # med-s1's preprocess_text on every field (drops "[...]" spans): med-s1 imports
 
 
 PerturbationType = choices(
@@ -331,6 +345,7 @@ class CurationConfig:
     specialty_weights: dict[str, float] = field(default_factory=dict)  # s1: weights for the other picks
     cluster_fraction: float = 0.1  # embedding-diversity: k-means clusters per selected row
     outlier_fraction: float = 0.1  # embedding-diversity: share of picks that are the farthest outliers
+    cluster_ranking: ClusterRanking = ClusterRanking.random  # cot-length: longest CoT (characters) first
     trace: TraceConfig = field(default_factory=TraceConfig)
     format: FormatConfig = field(default_factory=FormatConfig)
     tokenize_batch_size: int = 1000
@@ -363,6 +378,7 @@ class TrainerConfig:
     weight_decay: float = 0.0
     adam_beta1: float = 0.9  # AdamW betas; the defaults are torch's and transformers' (s1 uses beta2 0.95)
     adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8  # torch's and transformers' default (med-s1's results.json states it)
     warmup_ratio: float = 0.0
     lr_scheduler: str = "cosine"
     block_size: int = MISSING
@@ -456,6 +472,11 @@ class EvalConfig:
     temperature: float = 0.0
     top_p: float = 1.0
     repeats: int = 1  # independent runs with seeds seed, seed+1, ...; metrics report mean and spread
+    repeats_per_source: dict[str, int] = field(default_factory=dict)  # source -> runs (others: repeats)
+    system_prompt: str | None = None  # a system turn before the question; the eval YAMLs set the trained one
+    prompting: EvalPrompting = EvalPrompting.plain  # step: append med-s1's "\n\nLet's think step by step."
+    aggregate: EvalAggregate = EvalAggregate.mean  # majority: right iff right in at least half its runs
+    interval: EvalInterval = EvalInterval.bootstrap  # hierarchical: med-s1's (questions, then runs)
     max_failures: int = 0  # generations that may still fail after retries (counted wrong) before eval stops
     tts: BudgetForcingConfig = field(default_factory=BudgetForcingConfig)
 

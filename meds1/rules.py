@@ -159,6 +159,10 @@ def _eval_problems(config: Config, ranges: list) -> Iterator[str]:
     yield from _suite_problems(eval_cfg.suite, "eval.suite")
     ranges += [
         ("eval.repeats", eval_cfg.repeats, eval_cfg.repeats >= 1, ">= 1"),
+        *(
+            (f"eval.repeats_per_source.{source}", n, n >= 1, ">= 1")
+            for source, n in eval_cfg.repeats_per_source.items()
+        ),
         ("eval.max_new_tokens", eval_cfg.max_new_tokens, eval_cfg.max_new_tokens >= 1, ">= 1"),
     ]
     if tts.enabled and config.inference.backend == InferenceBackend.openai:

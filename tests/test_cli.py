@@ -34,7 +34,11 @@ def own_configs(tmp_path):
     [
         (["experiment=nope"], "unknown experiment 'nope'; valid: base, demo, med-s1-1k"),
         (["stage=deploy"], "stage='deploy': valid: curate, train, eval, all, report"),
-        (["model=gpt9"], "unknown model 'gpt9'; valid: llama3.1-8b, qwen2.5-7b, tiny"),
+        (
+            ["model=gpt9"],
+            "unknown model 'gpt9'; valid: huatuo-o1-8b, llama3.1-8b, nemotron-nano-8b, qwen2.5-7b, qwq-32b, "
+            "tiny",
+        ),
         (["curation.n_sample=5"], "unknown config key 'curation.n_sample' (did you mean 'n_samples'?)"),
         (["trainer.lr=1"], "valid keys in trainer: recipe, learning_rate"),
         (["curation.n_samples=abc"], "curation.n_samples=abc: expected an integer"),
@@ -43,7 +47,7 @@ def own_configs(tmp_path):
         (["curation.method=foo"], "curation.method='foo': valid: s1, random, all, embedding-diversity"),
         (["curation.specialty.method=magic"], "curation.specialty.method='magic': valid: llm, embedding"),
         (["curation.difficulty.judge.method=vibes"], "judge.method='vibes': valid: llm, match"),
-        (["curation.format.layout=plain"], "curation.format.layout='plain': valid: huatuo, s1"),
+        (["curation.format.layout=plain"], "format.layout='plain': valid: huatuo, s1, think, nemotron"),
         (["trainer.report_to=[wandb,mlflowx]"], "trainer.report_to[1]='mlflowx': valid: tensorboard, wandb"),
         (["trainer.weights_dtype=fp8"], "trainer.weights_dtype='fp8': valid: float32, bfloat16, float16"),
         (["trainer.fsdp.checkpoint_format=zip"], "checkpoint_format='zip': valid: sharded, full"),
@@ -56,7 +60,7 @@ def own_configs(tmp_path):
             ["curation.decontamination.threshold=2"],
             "curation.decontamination.threshold=2.0: must be in (0, 1]",
         ),
-        (["eval.tts.layout=r1"], "eval.tts.layout='r1': valid: huatuo, s1, think"),
+        (["eval.tts.layout=r1"], "eval.tts.layout='r1': valid: huatuo, s1, think, nemotron"),
         (["curation.pool=most"], "curation.pool='most': valid: all, quality, filtered"),
         (["curation.uniform_fraction=1.5"], "curation.uniform_fraction=1.5: must be in [0, 1]"),
         (["curation.specialty.method=none"], "curation.method=s1 samples across specialties"),

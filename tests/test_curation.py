@@ -426,3 +426,31 @@ def test_decontamination_compares_against_mapped_suites(tmp_path):
         UserError, match=r"^decontamination needs the eval suite: MedXpertQA_test.jsonl: none of 1"
     ):
         nearest_eval_questions(frame, DecontaminationConfig(suite=[str(medxpert)]))
+
+
+def test_embedding_diversity_can_take_each_clusters_longest_cots_first():
+    frame, vectors = embedded_pool(50, 4)  # 4 blobs of 50
+    frame["Complex_CoT"] = ["x" * ((i * 37) % 101) for i in range(len(frame))]
+    settings = dict(
+        embeddings=vectors, cluster_fraction=0.1, outlier_fraction=0.0, cluster_ranking="cot-length"
+    )
+    chosen = select(frame, "embedding-diversity", 20, seed=3, **settings)
+    lengths = frame["Complex_CoT"].str.len().to_numpy()
+    for blob in range(4):
+        mine = [i for i in chosen if i // 50 == blob]
+        members = np.arange(blob * 50, blob * 50 + 50)
+        assert (
+            sorted(lengths[mine].tolist(), reverse=True)
+            == sorted(lengths[members].tolist(), reverse=True)[: len(mine)]
+        )
+    assert sorted(chosen.tolist()) != sorted(
+        select(
+            frame,
+            "embedding-diversity",
+            20,
+            seed=3,
+            embeddings=vectors,
+            cluster_fraction=0.1,
+            outlier_fraction=0.0,
+        ).tolist()
+    )

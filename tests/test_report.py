@@ -175,14 +175,15 @@ def test_stage_writes_every_output(full_report):
     root, result = full_report
     out = root / "report"
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted(
-        ["results.md", "results.csv", "index.html", *(f"{n}.png" for n in plots.CHART_NAMES)]
-    )
+    drawn = [
+        n for n in plots.CHART_NAMES if n not in plots.TRACE_CHARTS
+    ]  # no trace study here (test_report_traces)
+    assert names == sorted(["results.md", "results.csv", "index.html", *(f"{n}.png" for n in drawn)])
     assert sorted(result["files"]) == sorted(str(out / n) for n in names)
-    for name in plots.CHART_NAMES:
+    for name in drawn:
         assert_png((out / f"{name}.png").read_bytes())
     page = (out / "index.html").read_text()
-    assert page.count("data:image/png;base64,") == len(plots.CHART_NAMES)
+    assert page.count("data:image/png;base64,") == len(drawn)
     assert "http://" not in page and "https://" not in page and "<script" not in page
 
 

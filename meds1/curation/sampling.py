@@ -12,7 +12,9 @@
 `embedding-diversity` (med-s1's variant): k-means over the question embeddings with
 `cluster_fraction * n` clusters; the `outlier_fraction * n` rows farthest from their centroid are
 taken first, then the clusters are visited round-robin (in a seeded random order each round),
-taking a random unchosen row from each until n rows are chosen.
+taking a random unchosen row from each until n rows are chosen (`cluster_ranking="cot-length"`: the
+unchosen row with the longest CoT in characters, med-s1's `intra_group_ranking`, som-shahlab/med-s1@d15c393
+data/curation_methods/advanced.py).
 
 Every method returns exactly min(n, pool) positions.
 """
@@ -40,6 +42,7 @@ def select(
     embeddings: np.ndarray | None = None,
     cluster_fraction: float = 0.1,
     outlier_fraction: float = 0.1,
+    cluster_ranking: str = "random",
 ) -> np.ndarray:
     """Positions (0..len(pool)-1) of the chosen rows, in the order they were chosen."""
     rng = np.random.default_rng(seed)
@@ -60,7 +63,8 @@ def select(
         )
     if embeddings is None or len(embeddings) != len(pool):
         raise ValueError("embedding-diversity needs one embedding per pool row")
-    return diversity_sample(embeddings, n, rng, cluster_fraction, outlier_fraction, seed)
+    lengths = pool["Complex_CoT"].fillna("").str.len().to_numpy() if cluster_ranking == "cot-length" else None
+    return diversity_sample(embeddings, n, rng, cluster_fraction, outlier_fraction, seed, lengths)
 
 
 def s1_sample(
@@ -121,6 +125,7 @@ def diversity_sample(
     cluster_fraction: float,
     outlier_fraction: float,
     seed: int,
+    lengths: np.ndarray | None = None,
 ) -> np.ndarray:
     try:
         from sklearn.cluster import KMeans
@@ -135,7 +140,11 @@ def diversity_sample(
     taken[outliers] = True
     chosen = [int(i) for i in outliers]
 
-    members = [rng.permutation(np.flatnonzero((labels == c) & ~taken)) for c in range(k)]
+    members = [np.flatnonzero((labels == c) & ~taken) for c in range(k)]
+    if lengths is None:  # a random row of each cluster; else its longest CoT first
+        members = [rng.permutation(rows) for rows in members]
+    else:
+        members = [rows[np.argsort(-lengths[rows], kind="stable")] for rows in members]
     next_member = np.zeros(k, dtype=np.int64)
     while len(chosen) < n:
         active = [c for c in range(k) if next_member[c] < len(members[c])]

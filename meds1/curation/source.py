@@ -1,4 +1,8 @@
-"""Load curation rows from a local file or a hub dataset onto the canonical columns."""
+"""Load curation rows from a local file or folder, or a hub dataset, onto the canonical columns.
+
+Order: read -> `templates` and `first_of` build columns from the source's -> `columns` renames ->
+`unwrap` takes one-element lists apart. Rows that mapping cannot fill are dropped and counted
+(`attrs[DROPPED_ROWS]`, in curate's stats)."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from meds1.paths import resolve_data_path
 log = logging.getLogger(__name__)
 
 MALFORMED_LINES = "malformed_lines"  # frame.attrs key: the jsonl line numbers skipped
+DROPPED_ROWS = "dropped_rows"  # frame.attrs key: {reason: rows} the source's own mapping dropped
 
 
 def read_jsonl(file: Path, skip_malformed: bool) -> pd.DataFrame:
@@ -69,7 +74,10 @@ def load_source(source: SourceConfig) -> pd.DataFrame:
     if frame.empty:
         skipped = f" (skipped malformed lines {malformed})" if malformed else ""
         raise UserError(f"source {origin} has no rows{skipped}")
+    frame, dropped = derive_columns(frame, source, origin)
     frame = frame.rename(columns=dict(source.columns))
+    frame, unwrapped = unwrap_lists(frame, source.unwrap, origin)
+    dropped.update(unwrapped)
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise UserError(
@@ -81,14 +89,74 @@ def load_source(source: SourceConfig) -> pd.DataFrame:
     frame = frame.reset_index(drop=True).rename(columns={"row_id": "source_row_id"})
     frame.insert(0, "row_id", range(len(frame)))
     frame.attrs[MALFORMED_LINES] = malformed
+    frame.attrs[DROPPED_ROWS] = dropped
+    if dropped:
+        log.warning("Dropped source rows of %s: %s", origin, dropped)
     log.info("Loaded %d rows from %s", len(frame), origin)
     return frame
+
+
+def _require(frame: pd.DataFrame, needed: list[str], key: str, origin: str) -> None:
+    absent = [c for c in needed if c not in frame.columns]
+    if absent:
+        raise UserError(
+            f"{key} names column(s) {', '.join(absent)} that source {origin} lacks; "
+            f"it has {', '.join(map(str, frame.columns))}"
+        )
+
+
+def derive_columns(frame: pd.DataFrame, source: SourceConfig, origin: str) -> tuple[pd.DataFrame, dict]:
+    """`source.templates` and `source.first_of` columns (med-s1's NEJM-CR mapping: Question = the case
+    + "\nWhat is the diagnosis of the patient?", Response = the first diagnosis field that is set)."""
+    import string
+
+    dropped: dict[str, int] = {}
+    frame = frame.copy()
+    for column, template in source.templates.items():
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name]
+        _require(frame, fields, f"curation.source.templates.{column}", origin)
+        frame[column] = [template.format(**row) for row in frame[fields].to_dict("records")]
+    for column, candidates in source.first_of.items():
+        _require(frame, list(candidates), f"curation.source.first_of.{column}", origin)
+        first = frame[list(candidates)].bfill(axis=1).iloc[:, 0]
+        if source.first_of_fallback is not None:
+            frame[column] = first.fillna(source.first_of_fallback)
+        else:
+            frame[column] = first
+            unset = first.isna()
+            if unset.any():
+                dropped[f"source/no_{column}"] = int(unset.sum())
+                frame = frame[~unset]
+    return frame, dropped
+
+
+def unwrap_lists(frame: pd.DataFrame, columns: list[str], origin: str) -> tuple[pd.DataFrame, dict]:
+    """Replace one-element lists in `columns` by their element (s1's `thinking_trajectories`); a row
+    holding a list of another length is dropped, counted under its reason."""
+    dropped: dict[str, int] = {}
+    _require(frame, list(columns), "curation.source.unwrap", origin)
+    for column in columns:
+        values = frame[column]
+        listed = values.map(lambda v: not isinstance(v, str) and hasattr(v, "__len__"))
+        bad = listed & values.map(lambda v: not isinstance(v, str) and hasattr(v, "__len__") and len(v) != 1)
+        if bad.any():
+            dropped[f"source/{column}_not_one_element"] = int(bad.sum())
+            frame, values, listed = frame[~bad], values[~bad], listed[~bad]
+        frame = frame.assign(**{column: values.where(~listed, values[listed].map(lambda v: v[0]))})
+    return frame, dropped
 
 
 def _read_file(path: str, skip_malformed: bool) -> pd.DataFrame:
     file = resolve_data_path(path)
     if not file.exists():
         raise UserError(f"curation.source.path {path} does not exist")
+    if file.is_dir():  # a `datasets` save_to_disk folder (med-s1's NEJM-CR dataset)
+        from datasets import load_from_disk
+
+        try:
+            return load_from_disk(str(file)).to_pandas()
+        except (FileNotFoundError, ValueError) as exc:
+            raise UserError(f"could not read curation.source.path {path} as a saved dataset: {exc}") from None
     reader = READERS.get(file.suffix.lower())
     if reader is None:
         raise UserError(f"unsupported source file type {file.suffix!r}; valid: {', '.join(READERS)}")

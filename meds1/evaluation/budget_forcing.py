@@ -37,6 +37,7 @@ MARKERS = {
     "huatuo": Markers("## Thinking\n\n", "## Final Response", "\n\n## Final Response\n\n"),
     "s1": Markers("<|im_start|>think\n", "<|im_start|>answer", "\n<|im_start|>answer\nAnswer:"),
     "think": Markers("<think>\n", "</think>", "\n</think>\n\n"),  # reasoning models' think tags
+    "nemotron": Markers("<think>", "</think>", "</think>Answer:"),  # med-s1's nemotron format
 }
 
 

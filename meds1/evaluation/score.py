@@ -1,11 +1,14 @@
 """Re-score a predictions file without regenerating it.
 
-    python -m meds1.evaluation.score PREDICTIONS.jsonl [--out FILE]
+    python -m meds1.evaluation.score PREDICTIONS.jsonl [--out FILE] [--aggregate majority]
+        [--interval hierarchical]
 
 Each line needs `question, options, answer_idx, source, output` (other fields are kept). The
 metrics (overall and per source, as in metrics.json) are printed as JSON on stdout; `--out` writes
 the lines back with `extracted` (the option letter or null) and `correct` set by the current
-extractor. A line that is not JSON or lacks a field stops the run with its line number.
+extractor. `--aggregate majority` and `--interval hierarchical` score as med-s1 did (eval.aggregate,
+eval.interval: meds1.evaluation.scoring). A line that is not JSON or lacks a field stops the run with
+its line number.
 """
 
 from __future__ import annotations
@@ -43,12 +46,14 @@ def read_lines(path: Path) -> list[dict]:
     return rows
 
 
-def rescore(path: Path, out: Path | None = None) -> dict:
+def rescore(
+    path: Path, out: Path | None = None, aggregate: str = "mean", interval: str = "bootstrap"
+) -> dict:
     rows = [judge(row) for row in read_lines(path)]
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-    return score(rows)
+    return score(rows, aggregate=aggregate, interval=interval)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,9 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("predictions", type=Path, help="a predictions.jsonl file")
     parser.add_argument("--out", type=Path, help="write the lines back with `extracted` and `correct` here")
+    parser.add_argument("--aggregate", choices=["mean", "majority"], default="mean", help="over repeats")
+    parser.add_argument("--interval", choices=["bootstrap", "hierarchical"], default="bootstrap")
     args = parser.parse_args(argv)
     try:
-        metrics = rescore(args.predictions, args.out)
+        metrics = rescore(args.predictions, args.out, args.aggregate, args.interval)
     except UserError as error:
         print(f"meds1: {error}", file=sys.stderr)
         return 1

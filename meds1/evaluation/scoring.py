@@ -7,7 +7,9 @@ overall, the question-weighted mean of those per-source figures, see `huatuo_acc
 percentile bootstrap interval of strict accuracy, resampling questions), `unparseable` (share of
 answers the strict extractor could not read) and `mean_output_tokens`. With repeated runs (rows
 carry `run`), accuracies are means over runs, the interval resamples questions with their
-per-question mean over runs, and `accuracy_runs` / `accuracy_std` give the spread.
+per-question mean over runs, and `accuracy_runs` / `accuracy_std` give the spread. `score`'s
+`aggregate` and `interval` (eval.aggregate, eval.interval) select med-s1's majority rule and
+hierarchical bootstrap instead.
 """
 
 from __future__ import annotations
@@ -39,20 +41,29 @@ def huatuo_correct(row: dict) -> tuple[bool, bool]:
     return first.lower() == answer, last.lower() == answer
 
 
-def score(predictions: list[dict]) -> dict:
+def score(predictions: list[dict], aggregate: str = "mean", interval: str = "bootstrap") -> dict:
     """{"overall": S, "per_source": {source: S}} from judged prediction rows (see module doc)."""
     marked = [(row, huatuo_correct(row)) for row in predictions]
     by_source: dict[str, list] = defaultdict(list)
     for row, marks in marked:
         by_source[row["source"]].append((row, marks))
     return {
-        "overall": summarize(marked),
-        "per_source": {source: summarize(rows) for source, rows in sorted(by_source.items())},
+        "overall": summarize(marked, aggregate, interval),
+        "per_source": {
+            source: summarize(rows, aggregate, interval) for source, rows in sorted(by_source.items())
+        },
     }
 
 
-def summarize(marked: list[tuple[dict, tuple[bool, bool]]]) -> dict:
-    """The summary S of judged rows, each paired with its HuatuoGPT (first, last) correctness."""
+def summarize(
+    marked: list[tuple[dict, tuple[bool, bool]]], aggregate: str = "mean", interval: str = "bootstrap"
+) -> dict:
+    """The summary S of judged rows, each paired with its HuatuoGPT (first, last) correctness.
+
+    A question's score is its mean correctness over its runs (`mean`), or med-s1's `majority`: 1 when it
+    is right in at least half of them (ties count right; som-shahlab/med-s1@d15c393 eval/scorer.py:score).
+    `interval`: `bootstrap` resamples question scores; `hierarchical` is med-s1's
+    calculate_confidence_interval (questions, then runs within each; see `hierarchical_ci`)."""
     if not marked:
         return dict.fromkeys(
             ("accuracy", "accuracy_huatuo", "ci95", "unparseable", "mean_output_tokens"), None
@@ -64,21 +75,39 @@ def summarize(marked: list[tuple[dict, tuple[bool, bool]]]) -> dict:
         runs[int(row.get("run", 0))].append((row, marks))
         per_question[str(row.get("id", position))].append(bool(row["correct"]))
     accuracy_runs = [sum(bool(r["correct"]) for r, _ in run) / len(run) for _, run in sorted(runs.items())]
-    huatuo_runs = [huatuo_accuracy(run) for _, run in sorted(runs.items())]
+    uniform = len({len(marks) for marks in per_question.values()}) == 1  # every question has the same runs
     question_means = np.array([sum(marks) / len(marks) for marks in per_question.values()])
+    scores = (question_means >= 0.5).astype(float) if aggregate == "majority" else question_means
+    hierarchical = interval == "hierarchical"
+    ci = hierarchical_ci(list(per_question.values())) if hierarchical else bootstrap_ci(scores)
     summary = {
         "n": len(per_question),
-        "accuracy": statistics.fmean(accuracy_runs),
-        "accuracy_huatuo": statistics.fmean(huatuo_runs),
-        "ci95": bootstrap_ci(question_means),
+        "accuracy": (
+            statistics.fmean(accuracy_runs) if aggregate == "mean" and uniform else float(scores.mean())
+        ),
+        "accuracy_huatuo": huatuo_over_runs(marked),
+        "ci95": ci,
         "unparseable": sum(r["extracted"] is None for r in rows) / len(rows),
         "mean_output_tokens": statistics.fmean(float(r.get("output_tokens") or 0) for r in rows),
     }
-    if len(runs) > 1:
+    if len(runs) > 1 and uniform:
         summary["accuracy_runs"] = accuracy_runs
-        summary["accuracy_huatuo_runs"] = huatuo_runs
+        summary["accuracy_huatuo_runs"] = [huatuo_accuracy(run) for _, run in sorted(runs.items())]
         summary["accuracy_std"] = statistics.stdev(accuracy_runs)
     return summary
+
+
+def huatuo_over_runs(marked: list[tuple[dict, tuple[bool, bool]]]) -> float:
+    """HuatuoGPT accuracy averaged over runs: per source, the mean over its runs of `huatuo_accuracy`;
+    overall, the question-weighted mean of those (equal to the mean over runs when runs are uniform)."""
+    by_source: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
+    for row, marks in marked:
+        by_source[row["source"]][int(row.get("run", 0))].append((row, marks))
+    total = 0.0
+    for source_runs in by_source.values():
+        means = [huatuo_accuracy(run) for run in source_runs.values()]
+        total += statistics.fmean(means) * len(next(iter(source_runs.values())))
+    return total / sum(len(next(iter(r.values()))) for r in by_source.values())
 
 
 def huatuo_accuracy(marked: list[tuple[dict, tuple[bool, bool]]]) -> float:
@@ -106,4 +135,18 @@ def bootstrap_ci(values: np.ndarray, samples: int = BOOTSTRAP_SAMPLES) -> list[f
     levels, counts = np.unique(values, return_counts=True)
     draws = np.random.default_rng(BOOTSTRAP_SEED).multinomial(len(values), counts / len(values), size=samples)
     low, high = np.percentile(draws @ levels / len(values), [2.5, 97.5])
+    return [float(low), float(high)]
+
+
+def hierarchical_ci(per_question: list[list[bool]], samples: int = BOOTSTRAP_SAMPLES) -> list[float]:
+    """med-s1's hierarchical bootstrap (eval/scorer.py:calculate_confidence_interval @d15c393), seeded:
+    each resample draws the questions with replacement, then each drawn question's runs with replacement;
+    its statistic is the mean over questions of their resampled run means (run accuracy, not majority).
+    Redrawing r runs of which c are right gives Binomial(r, c/r) right, which is how it is drawn here."""
+    runs = np.array([len(marks) for marks in per_question])
+    right = np.array([sum(marks) for marks in per_question]) / runs
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    drawn = rng.integers(len(runs), size=(samples, len(runs)))
+    means = rng.binomial(runs[drawn], right[drawn]) / runs[drawn]
+    low, high = np.percentile(means.mean(axis=1), [2.5, 97.5])
     return [float(low), float(high)]

@@ -27,6 +27,10 @@ Export writes the same shape, summaries inline (accuracy = HuatuoGPT-compatible 
 
     python -m meds1.report.medsone import path/to/med-s1/results.json [--root DIR] [--prefix P] [--replace]
     python -m meds1.report.medsone export [--root DIR] [--out FILE] [--experiments GLOB ...]
+    python -m meds1.report.medsone experiments path/to/med-s1/results.json --out DIR [--prefix P]
+
+`experiments` writes each med-s1 experiment's config as a meds1 experiment file (DIR/experiment/NAME.yaml,
+run with `python run.py --config-dir DIR experiment=NAME`): meds1/report/medsone_experiments.py.
 """
 
 from __future__ import annotations
@@ -331,8 +335,17 @@ def main(argv: list[str] | None = None) -> int:
     exporting.add_argument("--experiments", nargs="*", default=[], help="names or globs (default: all)")
     for command in (importing, exporting):
         command.add_argument("--root", help="meds1 output root (default: $MEDS1_OUTPUT or ./outputs)")
+    configs = commands.add_parser("experiments", help="write med-s1's experiments as meds1 experiment files")
+    configs.add_argument("file", type=Path, help="med-s1 results.json")
+    configs.add_argument("--out", type=Path, required=True, help="config dir: files go to OUT/experiment/")
+    configs.add_argument("--prefix", default="", help="prepended to every experiment name")
+    configs.add_argument(
+        "--source", help="how file headers name results.json, e.g. som-shahlab/med-s1@d15c393"
+    )
     args = parser.parse_args(argv)
     try:
+        if args.command == "experiments":
+            return _write_experiments(args.file, args.out, args.prefix, args.source)
         registry_file = _registry_file(args.root)
         if args.command == "import":
             done = import_medsone(args.file, registry_file, prefix=args.prefix, replace=args.replace)
@@ -352,6 +365,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"meds1: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _write_experiments(results_file: Path, out: Path, prefix: str, source: str | None) -> int:
+    from meds1.report.medsone_experiments import import_experiments
+
+    translations = import_experiments(results_file, out, prefix, source)
+    for translation in translations:
+        for problem in translation.problems:
+            print(f"{translation.name}: {problem}", file=sys.stderr)
+    written = [t for t in translations if t.text is not None]
+    print(
+        f"wrote {len(written)} of {len(translations)} experiments to {out / 'experiment'}; run one with: "
+        f"python run.py --config-dir {out} experiment=<name>"
+    )
+    return 0 if len(written) == len(translations) else 1
 
 
 if __name__ == "__main__":

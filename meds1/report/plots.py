@@ -8,7 +8,9 @@ and the PNG bytes, or None when no experiment has the data for it:
 - per-source bars: accuracy per eval source and overall for every chosen experiment;
 - test-time scaling: accuracy vs mean thinking tokens, one line per evaluated model;
 - curation funnel: rows left after each filter, per curated set;
-- specialties: the share of each specialty in the selected rows, per curated set.
+- specialties: the share of each specialty in the selected rows, per curated set;
+- perturbation rates: accuracy vs perturbation rate, one line per perturbation type (med-s1's figure);
+- trace formats: accuracy per reasoning-trace format (the transform chain), one bar per experiment.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ FIRST_STAGE, LAST_STAGE = "quality", "selection"
 ALL_ROWS = "all rows"
 MAX_BARS = 10  # experiments or curated sets per bar chart; more are left out, with a note in the title
 CHART_NAMES = ("sample_efficiency", "per_source", "test_time_scaling", "curation_funnel", "specialties")
+TRACE_CHARTS = ("perturbation_rates", "trace_formats")  # the trace study's (drawn when it has data)
+CHART_NAMES += TRACE_CHARTS
 
 
 @dataclass
@@ -280,5 +284,126 @@ def charts(experiments: list[Experiment], metric: str) -> list[Chart]:
         thinking_tokens(experiments, metric),
         curation_funnel(experiments),
         specialties(experiments),
+        perturbation_rates(experiments, metric),
+        trace_formats(experiments, metric),
     ]
     return [chart for chart in drawn if chart is not None]
+
+
+# --- the trace study (med-s1's perturbation figure, accuracy per trace format) ---------------------
+
+
+def trace_chain(config: dict) -> dict:
+    """What an experiment did to its traces, from its recorded config: {transforms, type, rate, restore}.
+
+    Reads meds1's `curation.trace`, or the `extract`/`perturbation`/`restore` keys of a med-s1 curation
+    config (experiments imported from med-s1's results.json), so both draw on the same figures."""
+    curation = config.get("curation") if isinstance(config.get("curation"), dict) else {}
+    trace = curation.get("trace")
+    if isinstance(trace, dict):
+        perturbation = trace.get("perturbation") or {}
+        transforms, restore = list(trace.get("transforms") or []), bool(trace.get("restore"))
+    else:
+        extract = curation.get("extract")
+        transforms = [] if extract is None else [extract] if isinstance(extract, str) else list(extract)
+        perturbation = curation.get("perturbation") or {}
+        restore = bool(curation.get("restore"))
+        if perturbation and transforms and transforms[-1] != "step":
+            transforms.append("step")  # med-s1 appends it before perturbing
+    kind = perturbation.get("type")
+    return {
+        "transforms": transforms,
+        "type": kind,
+        "rate": perturbation.get("rate") if kind else None,
+        "restore": restore and kind is not None,
+    }
+
+
+def trace_label(chain: dict) -> str:
+    """ "step > skip 0.33 > restore"; "source" for the source traces."""
+    parts = list(chain["transforms"]) or ["source"]
+    if chain["type"]:
+        parts.append(f"{chain['type']} {chain['rate']:g}")
+    if chain["restore"]:
+        parts.append("restore")
+    return " > ".join(parts)
+
+
+def _overall(exp: Experiment, metric: str) -> tuple[float | None, tuple[float, float] | None]:
+    """The overall score and interval; without an overall interval (med-s1's imported summaries have
+    per-source ones only), the per-source intervals combined as independent normal estimates of the
+    question-weighted mean: SE = sqrt(sum (n_s / n)^2 SE_s^2), SE_s = width_s / 3.92."""
+    metrics = exp.metrics or {}
+    y, interval = _score(metrics.get("overall"), metric)
+    sources = [(s.get("n"), *_score(s, metric)) for s in (metrics.get("per_source") or {}).values()]
+    if y is None or interval is not None or not sources or any(None in source for source in sources):
+        return y, interval
+    total = sum(n for n, _, _ in sources)
+    se = sum((n / total * (high - low) / 3.92) ** 2 for n, _, (low, high) in sources) ** 0.5
+    return y, (y - 1.96 * se, y + 1.96 * se)
+
+
+def perturbation_rates(experiments: list[Experiment], metric: str) -> Chart | None:
+    """Accuracy vs perturbation rate, one line per perturbation type (restored sets as their own
+    lines), each starting at rate 0 from the unperturbed experiment with the same transforms and model
+    when there is one: med-s1's perturbation figure."""
+    scored = []
+    for exp in experiments:
+        y, interval = _overall(exp, metric)
+        if y is not None and exp.curation_slug is not None and not exp.tts:
+            scored.append((exp, trace_chain(exp.config), y, interval))
+    points: dict[str, list[tuple]] = {}
+    for exp, chain, y, interval in scored:
+        if not chain["type"]:
+            continue
+        name = chain["type"] + (" + restore" if chain["restore"] else "")
+        points.setdefault(name, []).append((chain["rate"], y, interval, None))
+        base = next(
+            (
+                (other_y, other_interval)
+                for other, other_chain, other_y, other_interval in scored
+                if not other_chain["type"]
+                and other_chain["transforms"] == chain["transforms"]
+                and (other.config.get("model") or {}).get("name")
+                == (exp.config.get("model") or {}).get("name")
+            ),
+            None,
+        )
+        if base and not any(point[0] == 0 for point in points[name]):
+            points[name].append((0.0, *base, None))
+    if not points:
+        return None
+    figure = _figure(10, 4.8)
+    ax = figure.add_subplot()
+    series = _lines(ax, points)
+    rates = sorted({point[0] for line in points.values() for point in line})
+    ax.set_xticks(rates, [f"{100 * rate:.0f}%" for rate in rates])
+    ax.set_xlabel("perturbation rate (0%: the unperturbed trace)")
+    ax.set_ylabel(_metric_label(metric))
+    title = "Perturbed reasoning traces: accuracy vs perturbation rate"
+    return _chart("perturbation_rates", title, figure, series, grid="both")
+
+
+def trace_formats(experiments: list[Experiment], metric: str) -> Chart | None:
+    """Accuracy per trace format: one bar per curated, unperturbed experiment, labelled by its trace
+    chain ("source", "step", "list", "none", ...), best first."""
+    bars = []
+    for exp in experiments:
+        y, interval = _overall(exp, metric)
+        chain = trace_chain(exp.config)
+        if y is not None and exp.curation_slug is not None and not chain["type"] and not exp.tts:
+            bars.append((trace_label(chain), exp.slug, y, interval))
+    if not bars or all(label == "source" for label, *_ in bars):
+        return None
+    bars.sort(key=lambda bar: -bar[2])
+    labels = [f"{label}\n({slug})" for label, slug, _, _ in bars]
+    figure = _figure(max(10, 0.9 * len(bars)), 5.2)
+    ax = figure.add_subplot()
+    xs = list(range(len(bars)))
+    ys, intervals = [bar[2] for bar in bars], [bar[3] for bar in bars]
+    ax.bar(xs, ys, 0.7, label="trace format")
+    _errorbar(ax, xs, ys, intervals, fmt="none", color="black", lw=1)
+    ax.set_xticks(xs, labels, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel(_metric_label(metric))
+    series = {"trace format": [(label, y) for (label, _, y, _) in bars]}
+    return _chart("trace_formats", "Accuracy per reasoning-trace format", figure, series, grid="y")

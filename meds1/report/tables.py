@@ -297,3 +297,38 @@ def to_rich(table: Pivot) -> Table:
     for cells in table.body:
         rich_table.add_row(*cells)
     return rich_table
+
+
+def trace_format(config: dict) -> str:
+    """The chat layout the experiment trained on (meds1's curation.format.layout, or med-s1's format)."""
+    fmt = (config.get("curation") or {}).get("format") if isinstance(config.get("curation"), dict) else None
+    if isinstance(fmt, dict):
+        return str(fmt.get("layout") or "-")
+    return str(fmt or "-")
+
+
+def trace_pivot(experiments: list[Experiment]) -> Pivot | None:
+    """The trace study: each evaluated experiment's trace chain (transforms > perturbation > restore)
+    and chat layout beside its overall accuracies; None when no chosen experiment changed its traces."""
+    from meds1.report.plots import trace_chain, trace_label
+
+    chains = {exp.slug: trace_chain(exp.config) for exp in experiments if exp.metrics}
+    if not any(chain["transforms"] or chain["type"] for chain in chains.values()):
+        return None
+    body = []
+    for exp in experiments:
+        if exp.slug not in chains:
+            continue
+        overall = next(r for r in source_results([exp]) if r.source == OVERALL)
+        trace = trace_label(chains[exp.slug]) if "curate" in (exp.config.get("stages") or []) else "-"
+        rows = "-" if exp.train_samples is None else str(exp.train_samples)
+        body.append(
+            [exp.slug, trace, trace_format(exp.config), rows, strict_cell(overall), huatuo_cell(overall)]
+        )
+    return Pivot(
+        "Reasoning traces",
+        ["experiment", "trace", "format", "train rows", "strict accuracy, %", "HuatuoGPT-compatible, %"],
+        body,
+        "trace: the transforms applied to the selected rows' reasoning, then the perturbation (type rate) "
+        "and restore; source: the source's own traces; -: not fine-tuned",
+    )

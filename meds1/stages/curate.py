@@ -27,7 +27,7 @@ from meds1.curation.formatting import format_rows
 from meds1.curation.pool import pool_filters
 from meds1.curation.quality import KEPT, REMOVED, quality_filter
 from meds1.curation.sampling import select
-from meds1.curation.source import MALFORMED_LINES, fingerprint, load_source
+from meds1.curation.source import DROPPED_ROWS, MALFORMED_LINES, fingerprint, load_source
 from meds1.curation.specialty import LABELED, annotate_specialties, preflight_specialty
 from meds1.errors import UserError
 from meds1.models import load_tokenizer
@@ -46,7 +46,7 @@ def run(cfg: Config) -> dict:
     annotations: dict[str, dict] = {}
     with workspace:
         rows = load_source(curation.source)
-        malformed_lines = rows.attrs[MALFORMED_LINES]
+        malformed_lines, source_dropped = rows.attrs[MALFORMED_LINES], rows.attrs[DROPPED_ROWS]
         source = fingerprint(rows)
         tokenizer = load_tokenizer(cfg.model, cfg.paths.cache)
         truncated = curation.quality.truncated_cot_tokens if "quality" in filters else []
@@ -100,6 +100,7 @@ def run(cfg: Config) -> dict:
             embeddings=embeddings,
             cluster_fraction=curation.cluster_fraction,
             outlier_fraction=curation.outlier_fraction,
+            cluster_ranking=curation.cluster_ranking,
         )
         remove(rows, pool.index.difference(pool.index[chosen]), "selection", "not_selected")
         curated = pool.iloc[chosen]
@@ -109,10 +110,13 @@ def run(cfg: Config) -> dict:
         if not len(curated):
             raise nothing_selected(rows, out / "filtered.parquet")
         curated.to_parquet(out / "curated.parquet", index=False)
-        format_rows(curated, curation.format, tokenizer).save_to_disk(str(out / "formatted"))
+        format_rows(
+            curated, curation.format, tokenizer, thinking="none" not in curation.trace.transforms
+        ).save_to_disk(str(out / "formatted"))
 
         stats = curation_stats(rows, curated, cfg, filters, annotations)
         stats["source_malformed_lines"] = malformed_lines
+        stats["source_dropped"] = source_dropped
         final = workspace.final
         record = {
             "dataset_path": str(final / "formatted"),

@@ -3,7 +3,8 @@
 Each answer is appended to `predictions.jsonl` in the partial directory the moment it is ready,
 keyed by the question's stable id and the run, so a crashed or preempted eval resumes and generates
 only what is missing (answers whose generation failed are retried). With `eval.repeats=k` the suite
-is answered k times with seeds seed, seed+1, ...; with `eval.tts.enabled` (`eval=tts`) answers go
+is answered k times with seeds seed, seed+1, ... (`eval.repeats_per_source` sets k per source, as
+med-s1's DEFAULT_REPETITIONS did); with `eval.tts.enabled` (`eval=tts`) answers go
 through s1 budget forcing. Writes `predictions.jsonl`, `metrics.json`, a per-source table in the
 log, and the metrics into the registry.
 """
@@ -39,8 +40,10 @@ def evaluated_model(cfg: Config) -> str:
 
 
 def check_settings(eval_cfg: EvalConfig) -> None:
-    if eval_cfg.repeats > 1 and eval_cfg.temperature == 0:
-        log.warning("eval: %d repeats with temperature 0 differ only by nondeterminism", eval_cfg.repeats)
+    if max_repeats(eval_cfg) > 1 and eval_cfg.temperature == 0:
+        log.warning(
+            "eval: %d repeats with temperature 0 differ only by nondeterminism", max_repeats(eval_cfg)
+        )
 
 
 def run(cfg: Config) -> dict:
@@ -50,18 +53,18 @@ def run(cfg: Config) -> dict:
     check_settings(cfg.eval)
     rows, skipped = load_suite(list(cfg.eval.suite), cfg.eval.max_per_source)  # a bad suite stops here
     model = evaluated_model(cfg)
-    runs = range(cfg.eval.repeats)
+    wanted = [(r, row) for r in range(max_repeats(cfg.eval)) for row in rows if r < repeats(row, cfg.eval)]
     with workspace:
         file = workspace.path / PREDICTIONS
         done = read_predictions(file)
-        missing = [(run, row) for run in runs for row in rows if _needs_answer(done.get((row["id"], run)))]
+        missing = [(run, row) for run, row in wanted if _needs_answer(done.get((row["id"], run)))]
         if done:
-            total = len(rows) * len(runs)
-            log.info("eval: resuming, %d of %d answers already saved", total - len(missing), total)
+            saved = len(wanted) - len(missing)
+            log.info("eval: resuming, %d of %d answers already saved", saved, len(wanted))
         if missing:
             generate_missing(file, missing, cfg, model)
             done = read_predictions(file)
-        predictions = [done[(row["id"], run)] for run in runs for row in rows]
+        predictions = [done[(row["id"], run)] for run, row in wanted]
         check_failures(predictions, cfg.eval.max_failures, file)
         metrics = build_metrics(predictions, cfg, model, skipped)
         write_predictions(file, predictions)
@@ -76,6 +79,15 @@ def run(cfg: Config) -> dict:
     record_result(cfg, "eval", record)
     log_table(metrics)
     return record
+
+
+def repeats(row: dict, eval_cfg: EvalConfig) -> int:
+    """Runs of this question: its source's `eval.repeats_per_source` entry, else `eval.repeats`."""
+    return eval_cfg.repeats_per_source.get(row["source"], eval_cfg.repeats)
+
+
+def max_repeats(eval_cfg: EvalConfig) -> int:
+    return max([eval_cfg.repeats, *eval_cfg.repeats_per_source.values()])
 
 
 def _needs_answer(prediction: dict | None) -> bool:
@@ -145,14 +157,18 @@ def check_failures(predictions: list[dict], allowed: int, file) -> None:
 
 def build_metrics(predictions: list[dict], cfg: Config, model: str, skipped: dict) -> dict:
     metrics = {
-        **score(predictions),
+        **score(predictions, aggregate=cfg.eval.aggregate, interval=cfg.eval.interval),
         "decoding": decoding(cfg.eval),
         "repeats": cfg.eval.repeats,
-        "seeds": [cfg.seed + run for run in range(cfg.eval.repeats)],
+        "seeds": [cfg.seed + run for run in range(max_repeats(cfg.eval))],
         "failed": sum(bool(p.get("error")) for p in predictions),
         "skipped_rows": skipped,
         "model": model,
     }
+    if cfg.eval.repeats_per_source:
+        metrics["repeats_per_source"] = dict(cfg.eval.repeats_per_source)
+    if cfg.eval.aggregate != "mean" or cfg.eval.interval != "bootstrap":
+        metrics["scoring"] = {"aggregate": cfg.eval.aggregate, "interval": cfg.eval.interval}
     if cfg.eval.tts.enabled:
         metrics["tts"] = {
             "budget": cfg.eval.tts.budget,

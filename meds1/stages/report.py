@@ -59,6 +59,7 @@ def run(cfg: Config) -> dict:
 
     rows = tables.source_results(chosen)
     pivots = tables.pivots(rows, report.group_by)
+    pivots += [trace] if (trace := tables.trace_pivot(chosen)) else []
     comparison = (
         compare_with_baseline(report.baseline, data, chosen, root, report.group_by, list(report.sources))
         if report.baseline

@@ -91,6 +91,7 @@ def sft_arguments(
         weight_decay=trainer.weight_decay,
         adam_beta1=trainer.adam_beta1,
         adam_beta2=trainer.adam_beta2,
+        adam_epsilon=trainer.adam_epsilon,
         warmup_steps=trainer.warmup_ratio,  # a value below 1 is a fraction of the total steps
         lr_scheduler_type=trainer.lr_scheduler,
         max_length=trainer.block_size,
