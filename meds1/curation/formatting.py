@@ -18,6 +18,12 @@ LAYOUTS = {
     "huatuo": "## Thinking\n\n{cot}\n\n## Final Response\n\n{response}",
     "s1": "<|im_start|>think\n{cot}\n<|im_start|>answer\n{response}",
 }
+# A row without a trace (curation.trace.transforms=[none]): the answer alone, as med-s1's extract "none"
+# (data/utils/formatting.py:format_chat_template: "## Final Response\n\n{answer}").
+ANSWER_ONLY = {
+    "huatuo": "## Final Response\n\n{response}",
+    "s1": "<|im_start|>answer\n{response}",
+}
 
 
 def assistant_template(fmt: FormatConfig) -> str:
@@ -28,6 +34,8 @@ def assistant_template(fmt: FormatConfig) -> str:
 
 def to_messages(question: str, cot: str, response: str, fmt: FormatConfig) -> list[dict[str, str]]:
     template = assistant_template(fmt)
+    if fmt.assistant_template is None and not cot.strip():
+        template = ANSWER_ONLY.get(fmt.layout, template)
     if fmt.assistant_template is None and fmt.layout == "s1":
         cot, response = cot.strip(), response.strip()
         response = response if "Answer:" in response else f"Answer: {response}"

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from meds1.config import Config, CurationPool
+from meds1.curation import traces
 from meds1.curation.decontamination import nearest_eval_questions
 from meds1.curation.difficulty import CORRECT, UNJUDGED, annotate_difficulty
 from meds1.curation.embedding import question_embeddings
@@ -91,6 +92,13 @@ def run(cfg: Config) -> dict:
         )
         remove(rows, pool.index.difference(pool.index[chosen]), "selection", "not_selected")
         curated = pool.iloc[chosen]
+        trace_stats = None
+        if traces.requested(curation.trace):
+            traced = traces.transform_traces(curated, cfg)
+            rows = rows.join(traced.records)
+            for reason, index in traced.dropped.items():
+                remove(rows, index, "trace", reason)
+            curated, trace_stats = traced.curated, traced.stats
 
         out = workspace.path
         rows.to_parquet(out / "filtered.parquet", index=False)
@@ -99,6 +107,8 @@ def run(cfg: Config) -> dict:
 
         stats = curation_stats(rows, curated, cfg, filters, annotations)
         stats["source_malformed_lines"] = malformed_lines
+        if trace_stats is not None:
+            stats["traces"] = trace_stats
         final = workspace.final
         record = {
             "dataset_path": str(final / "formatted"),
@@ -211,5 +221,19 @@ def log_summary(stats: dict) -> None:
         log.info("  %d specialties selected; most: %s", len(stats["specialties"]), top)
     if stats["cot_tokens"]:
         log.info("  selected CoT tokens: %s", stats["cot_tokens"])
+    if "traces" in stats:
+        t = stats["traces"]
+        log.info(
+            "  traces: chain %s, perturbation %s, restore %s; %d of %d rows not ok (%d dropped); "
+            "stages %s; requests %s",
+            t["chain"],
+            t["perturbation"],
+            t["restore"],
+            t["not_ok"],
+            t["rows"],
+            t["dropped"],
+            t["stages"],
+            t["requests"],
+        )
     for warning in stats["warnings"]:
         log.warning("curate: %s", warning)
