@@ -35,7 +35,14 @@ def _steps(text: str, n: int = 4) -> str:
 
 def canned_reply(prompt: str) -> str:
     """What a capable model answers to each of med-s1's trace prompts, built from the prompt."""
-    cot = _between(prompt, "transform:\n", "\nIMPORTANT") or _between(prompt, "trace:\n", "\nIMPORTANT")
+    cot = next(
+        (
+            text
+            for start in ("transform:\n", "trace:\n", "reasoning:\n")
+            if (text := _between(prompt, start, "\nIMPORTANT"))
+        ),
+        "",
+    )
     if "Merge these two consecutive steps" in prompt:
         first = _between(prompt, "## Step 1:", "## Step 2:")
         return f"## Step 1+2: {first.splitlines()[0] if first else 'Merged'}\nBoth steps, merged."
@@ -63,9 +70,8 @@ def canned_reply(prompt: str) -> str:
     if "determine the most appropriate note format" in prompt:
         return " isbar\n"
     if "clinical note." in prompt:
-        return (
-            "Here is the note:\n# Identification\nA clinician.\n\n\n\n## Situation\n" + _sentences(cot, 2)[0]
-        )
+        note = "Here is the note:\n## Identification\nA clinician.\n# Situation\n\n\n\n"
+        return note + _sentences(cot, 2)[0]
     if "decision tree format" in prompt:
         return "Decision tree:\nKey finding?\n  --> yes: next test\n  ->no: stop"
     if "Questions and Answers" in prompt:
