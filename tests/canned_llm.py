@@ -116,8 +116,20 @@ class CannedLLMServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: a client reuses its connections
+
             def log_message(self, *args) -> None:
                 pass
+
+            def do_GET(self) -> None:  # /stats: for a client in another process
+                with server.lock:
+                    stats = {"requests": len(server.prompts), "max_in_flight": server.max_in_flight}
+                content = json.dumps(stats).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
@@ -178,3 +190,11 @@ class CannedLLMServer:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+if __name__ == "__main__":  # python -m tests.canned_llm DELAY_S: serve until killed, the base URL on stdout
+    import sys
+
+    with CannedLLMServer(delay_s=float(sys.argv[1]) if len(sys.argv) > 1 else 0.0) as running:
+        print(running.base_url, flush=True)
+        threading.Event().wait()

@@ -533,3 +533,65 @@ def test_a_transform_reading_a_column_the_source_lacks_fails_before_any_request(
         assert own.requests == 0
         out = transform_traces(demo_rows.assign(diagnosis="Gout"), cfg)
     assert out.curated["Complex_CoT"].eq("Gout, surely").all()
+
+
+# --- the curate stage ---------------------------------------------------------------------------------
+
+
+def curate_overrides(server, *extra: str) -> list[str]:
+    return [
+        "experiment=demo",
+        "curation.n_samples=5",
+        f"curation.trace.llm.inference.base_url={server.base_url}",
+        "curation.trace.llm.inference.api_key=unused",
+        *extra,
+    ]
+
+
+@pytest.mark.slow
+def test_curate_records_every_stage_per_row_and_trains_on_the_final_trace(make_config, server):
+    from meds1.stages import curate
+
+    cfg = make_config(
+        *curate_overrides(
+            server,
+            "curation.trace.transforms=[step]",
+            "curation.trace.perturbation.type=shuffle",
+            "curation.trace.restore=true",
+        )
+    )
+    record = curate.run(cfg)
+    stats = record["stats"]["traces"]
+    assert stats["chain"] == ["step"] and stats["perturbation"] == {"type": "shuffle", "rate": 1.0}
+    assert stats["stages"] == {
+        "trace_step": {"ok": 5},
+        "trace_perturbed": {"ok": 5},
+        "trace_restored": {"ok": 5},
+    }
+    filtered = pd.read_parquet(record["filtered_path"])
+    selected = filtered[filtered["trace_status"].notna()]
+    assert len(selected) == 5 and selected["trace_status"].eq("ok").all()
+    for column in ("trace_original", "trace_step", "trace_perturbed", "trace_restored"):
+        assert selected[column].str.len().gt(0).all(), column
+    assert filtered.loc[filtered["trace_status"].isna(), "trace_step"].isna().all()  # unselected rows: none
+    curated = pd.read_parquet(record["curated_path"])
+    assert (
+        curated["Complex_CoT"].tolist()
+        == selected.set_index("row_id").loc[curated["row_id"], "trace_restored"].tolist()
+    )
+    from datasets import load_from_disk
+
+    texts = load_from_disk(record["dataset_path"])["text"]
+    assert all("## Thinking\n\n## Step 1:" in t for t in texts)
+
+
+@pytest.mark.slow
+def test_curate_without_a_trace_trains_on_the_answer_alone(make_config, server):
+    from datasets import load_from_disk
+
+    from meds1.stages import curate
+
+    record = curate.run(make_config(*curate_overrides(server, "curation.trace.transforms=[none]")))
+    texts = load_from_disk(record["dataset_path"])["text"]
+    assert texts and all("## Final Response\n\n" in t and "## Thinking" not in t for t in texts)
+    assert record["stats"]["traces"]["requests"] == {"requests": 0, "reused": 0, "sent": 0}

@@ -1,9 +1,11 @@
-"""stage=curate: load rows, filter (quality, eval overlap, difficulty), label, select, format.
+"""stage=curate: load rows, filter (quality, eval overlap, difficulty), label, select, transform the
+selected rows' traces (meds1/curation/traces), format.
 
 `curation.pool` decides which filters define the rows selection draws from (`meds1/curation/pool.py`).
 
 Writes `filtered.parquet` (every row with `filter_status/filter_stage/filter_reason` and its
-annotations), `curated.parquet` (the selected rows) and `formatted/` (chat dataset for training).
+annotations; selected rows also with their trace after each `curation.trace` stage and its status),
+`curated.parquet` (the selected rows, as trained on) and `formatted/` (chat dataset for training).
 Expensive annotations come from the annotation cache (`meds1/curation/cache.py`), so reruns,
 sweeps and other experiments over the same source only compute what is missing.
 """
