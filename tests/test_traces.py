@@ -538,6 +538,19 @@ def test_a_transform_reading_a_column_the_source_lacks_fails_before_any_request(
 # --- the curate stage ---------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(("transforms", "gpus"), [("[step]", 2), ("[none]", 0), ("[]", 0)])
+def test_curate_asks_for_the_gpus_of_a_local_trace_llm(transforms, gpus, make_config):
+    from meds1.curation.resources import curate_resources
+
+    cfg = make_config(
+        "experiment=random-1k",
+        f"curation.trace.transforms={transforms}",
+        "curation.trace.llm.inference.backend=vllm",
+        "curation.trace.llm.inference.resources.gpus=2",
+    )
+    assert curate_resources(cfg).gpus == gpus
+
+
 def curate_overrides(server, *extra: str) -> list[str]:
     return [
         "experiment=demo",
