@@ -324,6 +324,7 @@ SWEEP = [
 ]
 
 
+@pytest.mark.slow
 def test_a_15_point_sweep_asks_for_the_step_rewrites_once_and_a_rerun_asks_nothing(demo_rows, trace_config):
     with CannedLLMServer() as own:
         base = trace_config("curation.trace.transforms=[step]", base_url=own.base_url)
@@ -349,6 +350,7 @@ def test_a_15_point_sweep_asks_for_the_step_rewrites_once_and_a_rerun_asks_nothi
     assert (skip_100["trace_perturbed"].map(perturb.parse_steps).map(len) == 1).all()
 
 
+@pytest.mark.slow
 def test_answer_makes_the_response_wrong_unless_med_s1s_option(demo_rows, trace_config):
     base = ["curation.trace.transforms=[step]", "curation.trace.perturbation.type=answer"]
     fixed = transform_traces(demo_rows, trace_config(*base, "curation.trace.perturbation.rate=0.5"))
@@ -371,6 +373,7 @@ def test_answer_makes_the_response_wrong_unless_med_s1s_option(demo_rows, trace_
     assert kept.curated["Complex_CoT"].tolist() == fixed.curated["Complex_CoT"].tolist()
 
 
+@pytest.mark.slow
 def test_a_rejected_restore_keeps_the_perturbed_trace_and_is_recorded(demo_rows, trace_config):
     def responder(prompt: str) -> str:
         if "improve this low-quality" in prompt:
@@ -401,6 +404,7 @@ def test_a_rejected_restore_keeps_the_perturbed_trace_and_is_recorded(demo_rows,
     assert old.curated["Complex_CoT"].tolist() == old.records["trace_step"].tolist()  # med-s1's fallback
 
 
+@pytest.mark.slow
 def test_failed_requests_are_recorded_kept_or_dropped_and_too_many_stop_the_stage(demo_rows, trace_config):
     failing = set(demo_rows["Complex_CoT"][:2].str[:80])
 
