@@ -60,7 +60,7 @@ def run_transform(transform: Transform, rows: pd.DataFrame, llm: TraceLLM) -> li
             live.append(i)
             prompts.append(call.prompt.format(**values))
             inputs.append(values)
-        replies = llm.ask(prompts, call.max_new_tokens, f"trace {transform.name}: {call.name}")
+        replies = llm.ask(prompts, call.prompt, call.max_new_tokens, f"trace {transform.name}: {call.name}")
         for i, values, reply in zip(live, inputs, replies, strict=True):
             if reply.error is not None:
                 outcomes[i].status = f"failed: {reply.error}"

@@ -1,19 +1,19 @@
 """The trace LLM's requests, each asked once: cached by the request's own text.
 
-A request is one user turn and its token cap; its cache id is a hash of both, under a cache key for
-the model and sampling (`curation.trace.llm`) and the seed. Whatever produced the text -- the source
-row, the transforms before it, a perturbation -- is in the text, so every experiment that needs the
-same rewrite (the 15 points of a perturbation sweep need the same 1,000 step rewrites) finds it
-cached, and a rerun sends nothing. The requests go through the annotation cache
-(meds1/curation/cache.py) in chunks of `curation.annotation_chunk`: a crash loses at most one chunk,
-and a failed request (after the backend's retries) is recorded, not cached, so the next run asks again.
+A request is one user turn; its cache id is a hash of its text, under a cache key for the prompt
+template it fills, the token cap, the model and sampling (`curation.trace.llm`) and the seed.
+Whatever produced the text -- the source row, the transforms before it, a perturbation -- is in the
+text, so every experiment that needs the same rewrite (the 15 points of a perturbation sweep need the
+same 1,000 step rewrites) finds it cached, and a rerun sends nothing. The requests go through the
+annotation cache (meds1/curation/cache.py) in chunks of `curation.annotation_chunk`: a crash loses at
+most one chunk, and a failed request (after the backend's retries) is recorded, not cached, so the next
+run asks again.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from dataclasses import dataclass
 
 import pandas as pd
@@ -32,10 +32,9 @@ class Reply:
     error: str | None = None
 
 
-def request_id(prompt: str, max_new_tokens: int) -> int:
-    """A stable 60-bit id of a request (the annotation cache addresses rows by integer ids)."""
-    digest = hashlib.sha256(json.dumps([prompt, max_new_tokens]).encode()).hexdigest()
-    return int(digest[:15], 16)
+def request_id(prompt: str) -> int:
+    """A stable 60-bit id of a request's text (the annotation cache addresses rows by integer ids)."""
+    return int(hashlib.sha256(prompt.encode()).hexdigest()[:15], 16)
 
 
 class TraceLLM:
@@ -45,21 +44,25 @@ class TraceLLM:
         self.llm = llm
         self.seed = seed
         self.chunk_rows = chunk_rows
-        spec = {
+        self.spec = {
             "model": dataclasses.asdict(llm.model),
             "temperature": llm.temperature,
             "top_p": llm.top_p,
             "seed": seed,
         }
-        self.cache = AnnotationCache(cache_dir, "trace-requests", spec)
         self.cache_dir = cache_dir
         self._backend = None
         self.counts = {"requests": 0, "reused": 0, "sent": 0}
 
-    def ask(self, prompts: list[str], max_new_tokens: int | None, desc: str) -> list[Reply]:
-        """One reply per prompt (in order); identical prompts are asked once."""
+    def ask(self, prompts: list[str], template: str, max_new_tokens: int | None, desc: str) -> list[Reply]:
+        """One reply per prompt (in order; identical prompts are asked once). The prompts are `template`
+        filled in: each template's requests are a cache key of their own, so a key stays small and jobs
+        of different transforms do not wait for each other's lock."""
         tokens = max_new_tokens or self.llm.max_new_tokens
-        ids = [request_id(p, tokens) for p in prompts]
+        cache = AnnotationCache(
+            self.cache_dir, "trace-requests", {**self.spec, "template": template, "max_new_tokens": tokens}
+        )
+        ids = [request_id(p) for p in prompts]
         unique = dict(zip(ids, prompts, strict=True))
         if not unique:
             return []
@@ -81,7 +84,7 @@ class TraceLLM:
             )
 
         replies, info = annotate(
-            self.cache,
+            cache,
             list(unique),
             compute,
             self.chunk_rows,
