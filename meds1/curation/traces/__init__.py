@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from meds1.config import Config, TraceConfig
+from meds1.config import Config, PerturbationConfig, TraceConfig
 from meds1.curation import COT, QUESTION, RESPONSE
 from meds1.curation.traces import perturb
 from meds1.curation.traces.calls import OK, Outcome, run_transform
@@ -107,70 +107,90 @@ def stage_name(chain: Chain, transform: str) -> str:
 
 
 def perturbation_outcomes(chain: Chain, trace: TraceConfig, seed: int, llm: TraceLLM) -> list[Outcome]:
-    rows = chain.rows()
-    cfg = trace.perturbation
-    rate, kind_ = cfg.rate, cfg.type
+    """Each active row's perturbed trace (and Response, for `answer`), or why it was not perturbed."""
+    rows, cfg = chain.rows(), trace.perturbation
     steps = {i: perturb.parse_steps(str(t)) for i, t in rows[COT].items()}
     outcomes = {i: Outcome() for i in rows.index}
-    too_short = [i for i in rows.index if len(steps[i]) < (1 if kind_ in ("add_irrelevant", "answer") else 2)]
-    for i in too_short:
-        outcomes[i].status = f"rejected: perturbation: {len(steps[i])} step(s)"
-    todo = [i for i in rows.index if i not in set(too_short)]
+    fewest = 1 if cfg.type in ("add_irrelevant", "answer") else 2
+    for i in rows.index:
+        if len(steps[i]) < fewest:
+            outcomes[i].status = f"rejected: perturbation: {len(steps[i])} step(s)"
+    todo = [i for i in rows.index if outcomes[i].status == OK]
     rngs = {i: perturb.row_rng(seed, rows.at[i, "row_id"]) for i in todo}
-
-    if kind_ in ("skip", "shuffle"):
-        change = perturb.skip if kind_ == "skip" else perturb.shuffle
+    if cfg.type in ("skip", "shuffle"):
+        change = perturb.skip if cfg.type == "skip" else perturb.shuffle
         for i in todo:
-            outcomes[i].values[COT] = perturb.renumber(change(steps[i], rate, rngs[i]))
-    elif kind_ == "add_irrelevant":
+            outcomes[i].values[COT] = perturb.renumber(change(steps[i], cfg.rate, rngs[i]))
+    elif cfg.type == "add_irrelevant":
         groups = {text: g for g, text in enumerate(dict.fromkeys(rows[COT].astype(str)))}
         pool = [(groups[str(rows.at[i, COT])], s) for i in rows.index for s in steps[i]]
         for i in todo:
-            added = perturb.add_irrelevant(steps[i], rate, rngs[i], pool, groups[str(rows.at[i, COT])])
+            added = perturb.add_irrelevant(steps[i], cfg.rate, rngs[i], pool, groups[str(rows.at[i, COT])])
             outcomes[i].values[COT] = perturb.renumber(added)
-    elif kind_ == "collapse_consecutive":
-        pairs = {
-            i: perturb.collapse_pairs(len(steps[i]), rate, rngs[i], cfg.collapse_overlapping) for i in todo
-        }
-        asks = [(i, p) for i in todo for p in pairs[i]]
-        frame = pd.DataFrame(
-            {
-                "avg_words": [
-                    str(int((perturb.words(steps[i][p]) + perturb.words(steps[i][p + 1])) / 2))
-                    for i, p in asks
-                ],
-                "first": [steps[i][p] for i, p in asks],
-                "second": [steps[i][p + 1] for i, p in asks],
-            }
-        )
-        merged = run_transform(load_perturbation_spec("collapse_consecutive"), frame, llm)
-        merges: dict = {i: {} for i in todo}
-        for (i, p), outcome in zip(asks, merged, strict=True):
-            if kind(outcome.status) == "failed":
-                outcomes[i].status = outcome.status
-            merges[i][p] = outcome.replies.get("merged", "")  # an empty merge keeps its pair (med-s1)
-        for i in todo:
-            if outcomes[i].status == OK:
-                outcomes[i].values[COT] = perturb.renumber(perturb.merge(steps[i], merges[i]))
-    elif kind_ == "answer":
-        chosen = perturb.answer_rows(rows["row_id"].tolist(), rate, seed)
-        wrong = [i for i in todo if int(rows.at[i, "row_id"]) in chosen]
-        spec = load_perturbation_spec("answer")
-        if cfg.answer_keeps_response:  # med-s1: the wrong RESPONSE was parsed and thrown away
-            spec = dataclasses.replace(spec, writes={k: w for k, w in spec.writes.items() if k != RESPONSE})
-        frame = pd.DataFrame(
-            {
-                QUESTION: rows.loc[wrong, QUESTION].tolist(),
-                "last_step": [steps[i][-1] for i in wrong],
-                RESPONSE: rows.loc[wrong, RESPONSE].tolist(),
-            }
-        )
-        for i, outcome in zip(wrong, run_transform(spec, frame, llm), strict=True):
-            if outcome.status == OK:
-                last = outcome.values.pop("last_step")
-                outcome.values[COT] = perturb.renumber(perturb.replace_last_step(steps[i], last))
-            outcomes[i] = outcome
+    elif cfg.type == "collapse_consecutive":
+        collapse(steps, todo, rngs, cfg, llm, outcomes)
+    elif cfg.type == "answer":
+        wrong_answers(rows, steps, todo, seed, cfg, llm, outcomes)
     return [outcomes[i] for i in rows.index]
+
+
+def collapse(
+    steps: dict, todo: list, rngs: dict, cfg: PerturbationConfig, llm: TraceLLM, outcomes: dict
+) -> None:
+    """The LLM merges each chosen pair of consecutive steps (all rows' pairs asked at once)."""
+    pairs = [
+        (i, p)
+        for i in todo
+        for p in perturb.collapse_pairs(len(steps[i]), cfg.rate, rngs[i], cfg.collapse_overlapping)
+    ]
+    asks = pd.DataFrame(
+        {
+            "avg_words": [
+                str(int((perturb.words(steps[i][p]) + perturb.words(steps[i][p + 1])) / 2)) for i, p in pairs
+            ],
+            "first": [steps[i][p] for i, p in pairs],
+            "second": [steps[i][p + 1] for i, p in pairs],
+        }
+    )
+    merges: dict = {i: {} for i in todo}
+    for (i, p), outcome in zip(
+        pairs, run_transform(load_perturbation_spec("collapse_consecutive"), asks, llm), strict=True
+    ):
+        if kind(outcome.status) == "failed":
+            outcomes[i].status = outcome.status
+        merges[i][p] = outcome.replies.get("merged", "")  # an empty merge keeps its pair (med-s1)
+    for i in todo:
+        if outcomes[i].status == OK:
+            outcomes[i].values[COT] = perturb.renumber(perturb.merge(steps[i], merges[i]))
+
+
+def wrong_answers(
+    rows: pd.DataFrame,
+    steps: dict,
+    todo: list,
+    seed: int,
+    cfg: PerturbationConfig,
+    llm: TraceLLM,
+    outcomes: dict,
+) -> None:
+    """For int(rate x N) rows the LLM writes a wrong last step and Response (med-s1: the step only)."""
+    chosen = perturb.answer_rows(rows["row_id"].tolist(), cfg.rate, seed)
+    wrong = [i for i in todo if int(rows.at[i, "row_id"]) in chosen]
+    spec = load_perturbation_spec("answer")
+    if cfg.answer_keeps_response:  # med-s1: the wrong RESPONSE was parsed and thrown away
+        spec = dataclasses.replace(spec, writes={k: w for k, w in spec.writes.items() if k != RESPONSE})
+    asks = pd.DataFrame(
+        {
+            QUESTION: rows.loc[wrong, QUESTION].tolist(),
+            "last_step": [steps[i][-1] for i in wrong],
+            RESPONSE: rows.loc[wrong, RESPONSE].tolist(),
+        }
+    )
+    for i, outcome in zip(wrong, run_transform(spec, asks, llm), strict=True):
+        if outcome.status == OK:
+            last = outcome.values.pop("last_step")
+            outcome.values[COT] = perturb.renumber(perturb.replace_last_step(steps[i], last))
+        outcomes[i] = outcome
 
 
 def transform_traces(curated: pd.DataFrame, cfg: Config) -> TraceResult:
