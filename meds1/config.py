@@ -145,6 +145,7 @@ class LLMConfig:
     inference: InferenceConfig = field(default_factory=_openai_inference)
     max_new_tokens: int = 512
     temperature: float = 0.0
+    top_p: float | None = None  # None: the backend's default (no nucleus cut locally)
     attempts: int = 3  # asks again (with the reply and a correction) while the reply cannot be parsed
 
 
@@ -292,17 +293,30 @@ PerturbationType = choices(
 TraceFailure = choices("TraceFailure", "keep", "drop")
 
 
+RestoreFallback = choices("RestoreFallback", "perturbed", "unperturbed")
+
+
 def _trace_llm() -> LLMConfig:
-    # med-s1's trace rewrites: Gemini 2.0 Flash, temperature 0.1, top_p 0.95, 8192 tokens
-    return LLMConfig(max_new_tokens=8192, temperature=0.1)
+    # med-s1's trace rewrites (data/utils/openai_utils.py:get_model_response): Gemini 2.0 Flash, temperature
+    # 0.1, top_p 0.95, 8192 tokens (a transform's YAML may cap its own calls lower, as med-s1 did)
+    return LLMConfig(max_new_tokens=8192, temperature=0.1, top_p=0.95)
 
 
 @dataclass
 class PerturbationConfig:
-    """A perturbation of step traces (meds1/curation/traces): which, and at what rate in (0, 1]."""
+    """A perturbation of step traces (meds1/curation/traces): which, and at what rate in (0, 1].
+
+    The two flags restore med-s1's behaviour where a published number depends on it.
+    """
 
     type: PerturbationType | None = None  # null: traces are not perturbed
     rate: float = 1.0
+    answer_keeps_response: bool = (
+        False  # answer: true keeps the correct Response (med-s1 discarded the wrong one)
+    )
+    collapse_overlapping: bool = (
+        False  # collapse_consecutive at 1.0: true merges every overlapping pair (med-s1)
+    )
 
 
 @dataclass
@@ -317,6 +331,8 @@ class TraceConfig:
     llm: LLMConfig = field(default_factory=_trace_llm)
     perturbation: PerturbationConfig = field(default_factory=PerturbationConfig)
     restore: bool = False
+    # a rejected restore keeps the perturbed trace; unperturbed: the step trace before perturbing (med-s1)
+    restore_fallback: RestoreFallback = RestoreFallback.perturbed
     on_failure: TraceFailure = TraceFailure.keep  # keep the previous trace (med-s1) or drop the row
     max_failed_fraction: float = 0.05  # above it the stage stops instead of training on untransformed rows
 

@@ -24,8 +24,10 @@ from meds1.config import (
     SpecialtyMethod,
     Stage,
     SuiteSpec,
+    TraceConfig,
 )
 from meds1.errors import UserError
+from meds1.trace_spec import expand, produces_steps
 
 
 def to_config(cfg: DictConfig, overrides: list[str] | None = None) -> Config:
@@ -148,9 +150,45 @@ def _curation_problems(curation: CurationConfig, ranges: list, templates: list) 
                 ">= 1",
             ),
         ]
+    yield from _trace_problems(curation.trace, ranges)
     if curation.format.assistant_template is not None:
         templates.append(
             ("curation.format.assistant_template", curation.format.assistant_template, ("cot", "response"))
+        )
+
+
+def _trace_problems(trace: TraceConfig, ranges: list) -> Iterator[str]:
+    """Transforms that exist and parse, and a perturbation that has steps to perturb."""
+    ranges.append(
+        (
+            "curation.trace.max_failed_fraction",
+            trace.max_failed_fraction,
+            0 <= trace.max_failed_fraction <= 1,
+            "in [0, 1]",
+        )
+    )
+    try:
+        expand(trace.transforms)
+    except UserError as exc:
+        yield str(exc)
+        return
+    kind = trace.perturbation.type
+    if kind is None:
+        return
+    ranges.append(
+        (
+            "curation.trace.perturbation.rate",
+            trace.perturbation.rate,
+            0 < trace.perturbation.rate <= 1,
+            "in (0, 1]",
+        )
+    )
+    if not produces_steps(trace.transforms):
+        chain = ", ".join(trace.transforms)
+        yield (
+            f"curation.trace.perturbation.type={kind} perturbs '## Step N:' step traces, but the transform "
+            f"chain [{chain}] does not end in one: end curation.trace.transforms with step "
+            "(or step-evidence, cot-step)"
         )
 
 

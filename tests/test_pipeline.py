@@ -21,6 +21,7 @@ LAYERS = {
     "meds1.provenance": 0,
     "meds1.pipeline": 1,
     "meds1.config": 1,
+    "meds1.trace_spec": 1,
     "meds1.rules": 2,
     "meds1.registry": 2,
     "meds1.paths": 3,

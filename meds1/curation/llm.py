@@ -51,6 +51,7 @@ def llm_spec(llm: LLMConfig, prompt: str) -> dict:
         "max_new_tokens": llm.max_new_tokens,
         "temperature": llm.temperature,
         "attempts": llm.attempts,
+        **({"top_p": llm.top_p} if llm.top_p is not None else {}),  # unset: the keys cached before it existed
     }
     if llm.inference.served_model:  # another model answers: its replies are not the model's
         spec["served_model"] = llm.inference.served_model
@@ -122,7 +123,7 @@ def ask(
     conversations = list(conversations)
     pending = list(range(len(conversations)))
     for attempt in range(1, max(1, llm.attempts) + 1):
-        sampling = Sampling(llm.max_new_tokens, temperature=llm.temperature, seed=seed + attempt - 1)
+        sampling = Sampling(llm.max_new_tokens, llm.temperature, llm.top_p, seed=seed + attempt - 1)
         generations = backend.generate([conversations[i] for i in pending], sampling)
         check_not_all_failed(generations, what, f"{key}.inference" if key else "")
         retry = []

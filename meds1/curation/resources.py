@@ -1,9 +1,9 @@
 """What `stage=curate` asks a scheduler for: its own resources plus those of any model it runs locally.
 
 The difficulty filter runs the base model through `inference` (vLLM/hf on GPUs, or an endpoint),
-and the judge and the specialty labeler each run through their own `llm.inference`. A model served
-by an endpoint (`openai` backend) costs the job nothing; a local one (`hf`, `vllm`) needs its
-backend's GPUs, CPUs and memory inside the curate job. Cheap to call (no heavy imports), so the
+and the judge, the specialty labeler and the trace LLM each run through their own `llm.inference`.
+A model served by an endpoint (`openai` backend) costs the job nothing; a local one (`hf`, `vllm`)
+needs its backend's GPUs, CPUs and memory inside the curate job. Cheap to call (no heavy imports), so the
 SLURM launcher and dry runs can use it.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from meds1.config import Config, Resources
 from meds1.curation.pool import pool_filters
+from meds1.trace_spec import expand
 
 REMOTE_BACKENDS = ("openai",)
 
@@ -28,6 +29,13 @@ def local_model_resources(cfg: Config) -> list[Resources]:
     labeler = curation.specialty
     if labeler.method == "llm" and labeler.llm.inference.backend not in REMOTE_BACKENDS:
         needs.append(labeler.llm.inference.resources)
+    trace = curation.trace
+    uses_trace_llm = any(t.calls for t in expand(trace.transforms)) or trace.perturbation.type in (
+        "collapse_consecutive",
+        "answer",
+    )
+    if (uses_trace_llm or trace.restore) and trace.llm.inference.backend not in REMOTE_BACKENDS:
+        needs.append(trace.llm.inference.resources)
     return needs
 
 

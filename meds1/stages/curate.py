@@ -1,4 +1,5 @@
-"""stage=curate: load rows, filter (quality, eval overlap, difficulty), label, select, format.
+"""stage=curate: load rows, filter (quality, eval overlap, difficulty), label, select, transform the
+selected rows' traces (meds1/curation/traces), format.
 
 `curation.pool` decides which filters define the rows selection draws from (`meds1/curation/pool.py`).
 Before any annotation, each annotator that will ask an endpoint sends one request (a broken endpoint
@@ -6,7 +7,8 @@ stops the stage in seconds); an annotator that leaves too many rows unusable sto
 (`meds1/curation/unusable.py`), and so does a selection of 0 rows.
 
 Writes `filtered.parquet` (every row with `filter_status/filter_stage/filter_reason` and its
-annotations), `curated.parquet` (the selected rows) and `formatted/` (chat dataset for training).
+annotations; selected rows also with their trace after each `curation.trace` stage and its status),
+`curated.parquet` (the selected rows, as trained on) and `formatted/` (chat dataset for training).
 Expensive annotations come from the annotation cache (`meds1/curation/cache.py`), so reruns,
 sweeps and other experiments over the same source only compute what is missing.
 """
@@ -20,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from meds1.config import Config, CurationPool
+from meds1.curation import traces
 from meds1.curation.decontamination import nearest_eval_questions
 from meds1.curation.difficulty import CORRECT, UNJUDGED, annotate_difficulty, preflight_difficulty
 from meds1.curation.embedding import question_embeddings
@@ -104,6 +107,13 @@ def run(cfg: Config) -> dict:
         )
         remove(rows, pool.index.difference(pool.index[chosen]), "selection", "not_selected")
         curated = pool.iloc[chosen]
+        trace_stats = None
+        if traces.requested(curation.trace):
+            traced = traces.transform_traces(curated, cfg)
+            rows = rows.join(traced.records)
+            for reason, index in traced.dropped.items():
+                remove(rows, index, "trace", reason)
+            curated, trace_stats = traced.curated, traced.stats
 
         out = workspace.path
         rows.to_parquet(out / "filtered.parquet", index=False)
@@ -117,6 +127,8 @@ def run(cfg: Config) -> dict:
         stats = curation_stats(rows, curated, cfg, filters, annotations)
         stats["source_malformed_lines"] = malformed_lines
         stats["source_dropped"] = source_dropped
+        if trace_stats is not None:
+            stats["traces"] = trace_stats
         final = workspace.final
         record = {
             "dataset_path": str(final / "formatted"),
@@ -238,5 +250,19 @@ def log_summary(stats: dict) -> None:
         log.info("  %d specialties selected; most: %s", len(stats["specialties"]), top)
     if stats["cot_tokens"]:
         log.info("  selected CoT tokens: %s", stats["cot_tokens"])
+    if "traces" in stats:
+        t = stats["traces"]
+        log.info(
+            "  traces: chain %s, perturbation %s, restore %s; %d of %d rows not ok (%d dropped); "
+            "stages %s; requests %s",
+            t["chain"],
+            t["perturbation"],
+            t["restore"],
+            t["not_ok"],
+            t["rows"],
+            t["dropped"],
+            t["stages"],
+            t["requests"],
+        )
     for warning in stats["warnings"]:
         log.warning("curate: %s", warning)
