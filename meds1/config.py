@@ -477,6 +477,8 @@ class Config:
     dry_run: bool = False  # print the plan (on SLURM: jobs, resources, dependencies, paths); run nothing
     wait: bool = False  # hydra/launcher=slurm: block until the jobs end (default: return once queued)
     overrides: list[str] = field(default_factory=list)  # the command line's overrides that change the config
+    # For each of `overrides`: the top-level keys whose resolved values it changes (names stage slugs).
+    override_scope: dict[str, list[str]] = field(default_factory=dict)
     paths: PathsConfig = field(default_factory=PathsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     curation: CurationConfig = field(default_factory=CurationConfig)

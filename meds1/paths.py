@@ -1,18 +1,23 @@
 """Experiment slugs and stage directories.
 
 A stage's outputs live in `<root>/<slug>/<stage>/`. The slug is the experiment name plus the
-command-line overrides that can change *that stage's* result, counting only those that change the
-composed config (`Config.overrides` holds those: meds1.overrides drops an override that sets a value
-the experiment already has), so:
+command-line overrides that change what *that stage* reads, by value: `Config.override_scope` holds,
+for each override that changes the composed config, the top-level keys whose resolved values it
+changes (meds1.overrides composes the config without each override and compares), and a stage's
+slug names those that touch its sections (`stage_sections`, cumulative with the stages before it).
+The stage's config hash (meds1.workspace) is taken over the same resolved sections, so:
 
 - `stage=curate` and a later `stage=train` with the same overrides meet in the same place;
 - `-m curation.n_samples=1000,5000` gives separate slugs for every stage;
 - `-m trainer.learning_rate=1e-5,2e-5` shares one curate output and trains twice;
 - `stage=eval eval.max_new_tokens=512` evaluates the already-trained model into a new slug;
+- `eval.suite=[mine.json]` names the curation's slug too: the curation's decontamination suite
+  follows `eval.suite` (`${eval.suite}`), so it curates (and trains) anew under that slug;
 - `curation.n_samples=<the experiment's own value>` changes nothing, so adds nothing to the slug.
 
 Overrides of settings that cannot change results (stage, force, paths, launcher, a stage's scheduler
-`resources`, ...) never enter a slug.
+`resources`, ...) never enter a slug. Slugs are injective: where making one safe directory name
+changed the text (`/`, spaces, quotes, brackets), a digest of the text is appended.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pathlib import Path
 from meds1 import pipeline
 from meds1.config import Config
 from meds1.pipeline import PIPELINE, STAGES
+from meds1.registry import redacted
 
 # Top-level keys whose overrides never change what a stage computes.
 RESULT_NEUTRAL = frozenset(
@@ -45,6 +51,7 @@ RESULT_NEUTRAL = frozenset(
 # The config sections each stage reads, in addition to those of the stages before it.
 STAGE_SECTIONS = {stage.name: stage.reads for stage in PIPELINE}
 MAX_SLUG_LEN = 120
+DIGEST_LEN = 10
 
 
 def override_key(override: str) -> str:
@@ -69,6 +76,30 @@ def stage_sections(stages: list[str], stage: str) -> set[str]:
     return {section for s in upstream for section in STAGE_SECTIONS[s]}
 
 
+def identity_keys(stages: list[str], stage: str) -> set[str]:
+    """Top-level config keys whose values make `stage`'s result: the sections it reads, and for eval the
+    stage list too (it evaluates the trained model only when the experiment trains)."""
+    keys = stage_sections(stages, stage)
+    return keys | {"stages"} if stage == "eval" else keys
+
+
+def result_view(value):
+    """What of a config value can change a result: secrets redacted, scheduler `resources` left out."""
+    value = redacted(value)
+    if isinstance(value, dict):
+        return {k: result_view(v) for k, v in value.items() if k != "resources"}
+    if isinstance(value, list):
+        return [result_view(v) for v in value]
+    return value
+
+
+def changed_keys(before: dict, after: dict) -> list[str]:
+    """The top-level keys whose result values differ between two resolved configs."""
+    return sorted(
+        k for k in before.keys() | after.keys() if result_view(before.get(k)) != result_view(after.get(k))
+    )
+
+
 def slug_candidate(override: str) -> bool:
     """Whether an override can change some stage's result (and so can enter a slug)."""
     neutral = override_section(override) in RESULT_NEUTRAL
@@ -76,7 +107,8 @@ def slug_candidate(override: str) -> bool:
 
 
 def result_overrides(overrides: list[str], sections: set[str]) -> list[str]:
-    """Overrides that can change a result scoped to `sections`; unknown sections count everywhere."""
+    """Overrides that can change a result scoped to `sections`, judged by their key's text (unknown
+    sections count everywhere): how slugs were named before `override_scope`, for older records."""
     known = {section for names in STAGE_SECTIONS.values() for section in names}
     kept = []
     for override in overrides:
@@ -86,24 +118,39 @@ def result_overrides(overrides: list[str], sections: set[str]) -> list[str]:
     return sorted(kept)
 
 
+def scoped_overrides(overrides: list[str], scope: dict[str, list[str]], keys: set[str]) -> list[str]:
+    """The overrides that change any of `keys` by value (`scope`: override -> the keys it changes); one
+    without a scope (a config built without meds1.overrides, an older record) is judged by its text."""
+    sections = keys - {"stages"}
+    return sorted(
+        override
+        for override in overrides
+        if (keys & set(scope[override]) if override in scope else result_overrides([override], sections))
+    )
+
+
 def safe_name(text: str) -> str:
-    """A single directory name: no separators, no `..`, nothing a shell or filesystem trips on."""
+    """A single directory name: no separators, no `..`, nothing a shell or filesystem trips on. Where the
+    text had to change (or be shortened), a digest of it is appended, so distinct texts stay distinct."""
     cleaned = re.sub(r"[^A-Za-z0-9._=,+-]+", "-", text)
-    cleaned = re.sub(r"\.{2,}", ".", cleaned).strip(".-")
-    if not cleaned:
-        cleaned = "x"
-    if len(cleaned) > MAX_SLUG_LEN:
-        digest = hashlib.sha1(text.encode()).hexdigest()[:10]
-        cleaned = f"{cleaned[: MAX_SLUG_LEN - 11]}-{digest}"
-    return cleaned
+    cleaned = re.sub(r"\.{2,}", ".", cleaned).strip(".-") or "x"
+    if cleaned == text and len(cleaned) <= MAX_SLUG_LEN:
+        return cleaned
+    digest = hashlib.sha1(text.encode()).hexdigest()[:DIGEST_LEN]
+    return f"{cleaned[: MAX_SLUG_LEN - DIGEST_LEN - 1]}-{digest}"
 
 
 def make_slug(name: str, overrides: list[str]) -> str:
     return safe_name("__".join([name, *overrides]))
 
 
+def slug_overrides(cfg: Config, stage: str) -> list[str]:
+    """The overrides that name `stage`'s slug: those that change what it reads."""
+    return scoped_overrides(cfg.overrides, cfg.override_scope, identity_keys(cfg.stages, stage))
+
+
 def stage_slug(cfg: Config, stage: str) -> str:
-    return make_slug(cfg.name, result_overrides(cfg.overrides, stage_sections(cfg.stages, stage)))
+    return make_slug(cfg.name, slug_overrides(cfg, stage))
 
 
 def stage_dir(cfg: Config, stage: str) -> Path:
