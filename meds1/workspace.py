@@ -124,11 +124,6 @@ class StageDir:
         return self.partial.exists() and not lock_is_held(self.lock)
 
 
-def lock_path(experiment_dir: Path, stage: str) -> Path:
-    """The lock a process holds while it runs `stage` in `experiment_dir` (`<root>/<slug>`)."""
-    return Path(experiment_dir) / f".{stage}.lock"
-
-
 def find_complete(root: Path, stage: str, config_hash: str) -> Path | None:
     """A finished output of `stage` under any slug of `root` whose marker holds `config_hash`."""
     for marker in sorted(Path(root).glob(f"*/{stage}/{MARKER}")):

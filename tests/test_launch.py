@@ -13,8 +13,8 @@ from meds1.cli import check_overrides
 from meds1.config import SlurmLauncherConfig
 from meds1.errors import MissingInputError
 from meds1.launch.plan import COMPLETE, QUEUED, SUBMIT, format_plan, plan
+from meds1.launch.queue import settled_state
 from meds1.launch.resources import sbatch_parameters, stage_resources
-from meds1.launch.status import settled_state
 from meds1.launch.submit import array_groups, waves
 from meds1.paths import registry_path, stage_dir
 from meds1.workspace import StageWorkspace
@@ -149,7 +149,9 @@ def test_sweep_points_share_the_stages_they_have_in_common(make_config):
 
 def test_single_stage_needs_its_input_complete_or_queued(make_config, tmp_path):
     cfg = make_config("experiment=demo", "stage=train")
-    with pytest.raises(MissingInputError, match="needs the output of stage curate.*run stage=curate first"):
+    said = r"stage curate's output for train of demo \(done or queued\) not found at .*/demo/curate: "
+    said += r"run `python run.py experiment=demo stage=curate .*` first"
+    with pytest.raises(MissingInputError, match=said):
         plan([cfg], SLURM)
     curate_hash = StageWorkspace(cfg, "curate").hash
     job = {"job_id": "41", "state": "queued", "config_hash": curate_hash, "submitted_at": registry.now()}
