@@ -153,6 +153,22 @@ def stage_slug(cfg: Config, stage: str) -> str:
     return make_slug(cfg.name, slug_overrides(cfg, stage))
 
 
+def stage_config(cfg: Config, stage: str) -> dict:
+    """What a stage's record keeps of the config: the experiment's name and stages, the overrides that
+    name its slug (with the keys each changes), and the sections it reads; so a curation a sweep shares
+    does not carry one sweep point's trainer settings."""
+    overrides = slug_overrides(cfg, stage)
+    config = {
+        "name": cfg.name,
+        "stages": [str(s) for s in cfg.stages],
+        "overrides": overrides,
+        "override_scope": {o: cfg.override_scope[o] for o in overrides if o in cfg.override_scope},
+    }
+    for section in sorted(stage_sections(cfg.stages, stage)):
+        config[section] = redacted(getattr(cfg, section))
+    return config
+
+
 def stage_dir(cfg: Config, stage: str) -> Path:
     return Path(cfg.paths.root) / stage_slug(cfg, stage) / stage
 

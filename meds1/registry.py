@@ -102,14 +102,21 @@ def update(
     description: str | None = None,
     config: Any = None,
 ) -> dict:
-    """Set `experiments[slug].results[stage] = record` (under the lock) and return the entry."""
+    """Set `experiments[slug].results[stage] = record` (under the lock) and return the entry.
+
+    `config` (what the stage read: meds1.paths.stage_config) is kept with the record, and is the entry's
+    `config` while this stage is the entry's last in pipeline order (entries of older registries keep
+    the config they have until a stage records its own).
+    """
     pipeline.get(stage)  # an unknown stage fails here, naming the valid ones
     with _locked_entry(path, slug) as entry:
         if description is not None:
             entry["description"] = description
-        if config is not None:
-            entry["config"] = redacted(config)
-        entry.setdefault("results", {})[stage] = redacted({**record, "timestamp": now()})
+        results = entry.setdefault("results", {})
+        results[stage] = redacted({**record, "timestamp": now(), **({"config": config} if config else {})})
+        configured = [s for s in pipeline.STAGES if (results.get(s) or {}).get("config")]
+        if configured:
+            entry["config"] = results[configured[-1]]["config"]
     return entry
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from meds1 import registry
 from meds1.config import STAGES
 from meds1.errors import UserError
-from meds1.paths import STAGE_SECTIONS, make_slug, result_overrides, stage_sections
+from meds1.paths import STAGE_SECTIONS, identity_keys, make_slug, scoped_overrides, stage_sections
 
 NO_GROUP = "-"
 RESULT_SECTIONS = {section for sections in STAGE_SECTIONS.values() for section in sections}
@@ -85,12 +85,18 @@ def used_sections(config: dict) -> set[str] | None:
     return stage_sections(stages, stages[-1])
 
 
+def recorded_slug(config: dict, keys: set[str]) -> str:
+    """The slug a recorded config names from the overrides that change `keys` (by value when the record
+    says what each override changes, else by the override's key, as older meds1 named slugs)."""
+    overrides = config.get("overrides", [])
+    return make_slug(config["name"], scoped_overrides(overrides, config.get("override_scope") or {}, keys))
+
+
 def stage_slug_of(config: dict, stage: str) -> str | None:
     """Where a recorded config puts `stage`'s outputs (see meds1.paths), or None when unknown."""
     if used_sections(config) is None:
         return None
-    sections = stage_sections(config["stages"], stage)
-    return make_slug(config["name"], result_overrides(config.get("overrides", []), sections))
+    return recorded_slug(config, identity_keys(config["stages"], stage))
 
 
 def evaluated_model(slug: str, config: dict) -> str:
@@ -98,9 +104,7 @@ def evaluated_model(slug: str, config: dict) -> str:
     sections = used_sections(config)
     if sections is None:
         return config.get("name") or slug
-    return make_slug(
-        config["name"], result_overrides(config.get("overrides", []), sections - {"eval", "inference"})
-    )
+    return recorded_slug(config, sections - {"eval", "inference"})
 
 
 def group_of(config: dict, group_by: str) -> str:
