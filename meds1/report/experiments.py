@@ -9,6 +9,7 @@ and reads the `report.group_by` value from its recorded config.
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 from meds1 import registry
 from meds1.config import STAGES
 from meds1.errors import UserError
-from meds1.paths import STAGE_SECTIONS, identity_keys, make_slug, scoped_overrides, stage_sections
+from meds1.paths import STAGE_SECTIONS, identity_keys, make_slug, scoped_overrides, stage_sections, stage_slug
 
 NO_GROUP = "-"
 RESULT_SECTIONS = {section for sections in STAGE_SECTIONS.values() for section in sections}
@@ -56,15 +57,58 @@ def load_registry(path: Path) -> dict:
     return data
 
 
+def is_command(text: str) -> bool:
+    """Whether a report name is a command line's overrides (`experiment=demo seed=1`), not a slug."""
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        return False
+    return bool(words) and all("=" in word and "__" not in word for word in words)
+
+
+def command_slug(text: str, key: str) -> str:
+    """The slug of what a command line's overrides run: its last stage's (slugs are named by value, so
+    `experiment=med-s1-1k curation.n_samples=1000`, that experiment's own size, is `med-s1-1k`)."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from meds1.compose import compose_command
+
+    try:
+        cfg = compose_command(shlex.split(text))
+    except (HydraException, OmegaConfBaseException, UserError) as error:
+        reason = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        problem = f"{key}: {text!r} is neither an experiment nor a command line that composes ({reason})"
+        raise UserError(problem) from None
+    return stage_slug(cfg, cfg.stages[-1])
+
+
+def names(value) -> list[str]:
+    """`report.experiments` as a list: one name (a string) or a list of them."""
+    return [] if value in (None, "") else [str(value)] if isinstance(value, str) else [str(v) for v in value]
+
+
 def choose(slugs: set[str], patterns: list[str]) -> list[str]:
-    """The slugs matching any of `patterns` (exact names or globs), sorted; all when none given."""
+    """The slugs matching any of `patterns` (exact names, globs or command lines), sorted; all when none."""
     if not patterns:
         return sorted(slugs)
+    chosen = set()
     for pattern in patterns:
-        if not any(fnmatchcase(slug, pattern) for slug in slugs):
+        matched = {slug for slug in slugs if fnmatchcase(slug, pattern)}
+        if not matched and is_command(pattern):
+            named = command_slug(pattern, "report.experiments")
+            matched = {named} & slugs
+            pattern = f"{pattern} (slug {named})"
+        if not matched:
             known = ", ".join(sorted(slugs)) or "none"
             raise UserError(f"report.experiments: {pattern!r} matches no experiment; experiments: {known}")
-    return sorted(slug for slug in slugs if any(fnmatchcase(slug, p) for p in patterns))
+        chosen |= matched
+    return sorted(chosen)
+
+
+def baseline_slug(name: str, evaluated: set[str]) -> str:
+    """`report.baseline` as a slug: a slug, or a command line naming one."""
+    return command_slug(name, "report.baseline") if name not in evaluated and is_command(name) else name
 
 
 def config_value(config: dict, key: str):
