@@ -422,3 +422,30 @@ def test_run_and_sweep_points_that_restate_the_experiment_share_its_slug(tmp_pat
     assert "curate demo: would submit" in sweep.stdout
     assert "curate demo__curation.n_samples=5: would submit" in sweep.stdout
     assert f"n_samples={own}" not in sweep.stdout
+
+
+def test_a_job_whose_stage_ends_without_its_completion_marker_is_reported_failed(make_config, monkeypatch):
+    from meds1 import pipeline
+    from meds1.launch.job import StageJob
+    from meds1.paths import stage_slug
+    from meds1.report.status import stage_status
+    from meds1.workspace import config_hash
+
+    cfg = make_config("experiment=demo", "stage=curate")
+    local_job = {"EXECUTOR": "local", "LOCAL_JOB_ID": "4242", "LOCAL_NTASKS": "1", "LOCAL_JOB_NUM_NODES": "1"}
+    for key, value in {**local_job, "LOCAL_NODEID": "0", "LOCAL_GLOBALID": "0", "LOCAL_LOCALID": "0"}.items():
+        monkeypatch.setenv(f"SUBMITIT_{key}", value)  # what submitit sets in the job's process
+    path, slug = registry_path(cfg), stage_slug(cfg, "curate")
+    submitted = {"job_id": "4242", "state": "queued", "submitted_at": registry.now()}
+    registry.record_jobs(path, [(slug, "curate", {**submitted, "config_hash": config_hash(cfg, "curate")})])
+    # The fault: the stage returns a record but its output never became complete (a stage that forgot to
+    # commit, or an output another process removed before the job looked).
+    monkeypatch.setattr(pipeline, "run", lambda cfg, stage: {"rows": 0})
+    with pytest.raises(RuntimeError, match="^stage curate returned without its completion marker$"):
+        StageJob(cfg, "curate")()
+    entry = registry.load(path)["experiments"][slug]
+    job = entry["jobs"]["curate"]
+    assert (job["state"], job["error"]) == ("failed", "stage curate returned without its completion marker")
+    root = Path(cfg.paths.root)
+    assert stage_status(root, slug, "curate", entry).state == "failed"
+    assert settled_state(root, slug, "curate", job)["state"] == "failed"  # and once SLURM forgets it
