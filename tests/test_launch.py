@@ -449,3 +449,21 @@ def test_a_job_whose_stage_ends_without_its_completion_marker_is_reported_failed
     root = Path(cfg.paths.root)
     assert stage_status(root, slug, "curate", entry).state == "failed"
     assert settled_state(root, slug, "curate", job)["state"] == "failed"  # and once SLURM forgets it
+
+
+def test_the_planner_neither_mixes_nor_replaces_outputs_of_another_config(make_config):
+    import dataclasses
+
+    from meds1.errors import OutputConflictError
+
+    cfg = make_config("experiment=demo", "stage=curate")
+    with StageWorkspace(cfg, "curate") as workspace:
+        workspace.commit({"n": 220})
+    edited = dataclasses.replace(cfg, curation=dataclasses.replace(cfg.curation, n_samples=50))
+    mixed = r"was made with another config .* remake it with `.* force=true`"
+    with pytest.raises(MissingInputError, match=mixed):
+        plan([dataclasses.replace(edited, stage="train")], SLURM)  # a lone train job would read the old rows
+    with pytest.raises(OutputConflictError, match="To replace it add force=true"):
+        plan([edited], SLURM)  # a curate job would replace them
+    (step,) = plan([dataclasses.replace(edited, force=True)], SLURM)
+    assert step.action == SUBMIT
