@@ -95,9 +95,8 @@ def result_view(value):
 
 def changed_keys(before: dict, after: dict) -> list[str]:
     """The top-level keys whose result values differ between two resolved configs."""
-    return sorted(
-        k for k in before.keys() | after.keys() if result_view(before.get(k)) != result_view(after.get(k))
-    )
+    differ = [k for k in before.keys() | after.keys() if before.get(k) != after.get(k)]
+    return sorted(k for k in differ if result_view(before.get(k)) != result_view(after.get(k)))
 
 
 def slug_candidate(override: str) -> bool:
