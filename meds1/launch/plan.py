@@ -3,7 +3,9 @@ run as jobs, which are already complete, and which job each waits for.
 
 A stage appears once per slug, so sweep points that share a stage's result (a learning-rate sweep shares
 one curation) share its job. A stage whose marker matches its config is complete and not resubmitted; one
-whose job from an earlier submission is still in the queue is waited for instead of submitted again.
+whose job from an earlier submission is still in the queue is waited for instead of submitted again. The
+plan refuses what a job would refuse (meds1.workspace): replacing a complete output made with another
+config, or reading one.
 """
 
 from __future__ import annotations
