@@ -23,16 +23,16 @@ from meds1.config import (
 from meds1.errors import UserError
 
 
-def to_config(cfg: DictConfig, overrides: dict[str, list[str] | None] | None = None) -> Config:
+def to_config(cfg: DictConfig, overrides: dict[str, list[str] | None] | list[str] | None = None) -> Config:
     """Resolve a composed DictConfig into a typed, validated `Config`, with absolute output paths.
 
     `overrides`: the command line's overrides that change the config, each with the top-level keys it
-    changes, or None where that is unknown (`meds1.overrides.Composer.effective`).
+    changes, or None where that is unknown (`meds1.overrides.Composer.effective`; a list: all unknown).
     """
     if overrides is not None:
         cfg.overrides = list(overrides)
     config: Config = OmegaConf.to_object(cfg)
-    if overrides is not None:
+    if isinstance(overrides, dict):
         config.override_scope = {o: keys for o, keys in overrides.items() if keys is not None}
     config.paths.root = str(Path(config.paths.root).expanduser().resolve())
     config.paths.cache = str(Path(config.paths.cache).expanduser().resolve())
