@@ -23,6 +23,7 @@ changed the text (`/`, spaces, quotes, brackets), a digest of the text is append
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -128,19 +129,24 @@ def scoped_overrides(overrides: list[str], scope: dict[str, list[str]], keys: se
     )
 
 
-def safe_name(text: str) -> str:
+def safe_name(text: str, identity: str | None = None) -> str:
     """A single directory name: no separators, no `..`, nothing a shell or filesystem trips on. Where the
-    text had to change (or be shortened), a digest of it is appended, so distinct texts stay distinct."""
+    text had to change (or be shortened), or `identity` is given, a digest of `identity` (default: the
+    text) is appended, so distinct texts stay distinct."""
     cleaned = re.sub(r"[^A-Za-z0-9._=,+-]+", "-", text)
     cleaned = re.sub(r"\.{2,}", ".", cleaned).strip(".-") or "x"
-    if cleaned == text and len(cleaned) <= MAX_SLUG_LEN:
+    if cleaned == text and len(cleaned) <= MAX_SLUG_LEN and identity is None:
         return cleaned
-    digest = hashlib.sha1(text.encode()).hexdigest()[:DIGEST_LEN]
+    digest = hashlib.sha1((identity or text).encode()).hexdigest()[:DIGEST_LEN]
     return f"{cleaned[: MAX_SLUG_LEN - DIGEST_LEN - 1]}-{digest}"
 
 
 def make_slug(name: str, overrides: list[str]) -> str:
-    return safe_name("__".join([name, *overrides]))
+    """`name__override__override`; where a part could blur the `__` between parts (`a=1__b=2` is one
+    override or two), the digest is of the parts themselves."""
+    parts = [name, *overrides]
+    blurred = any("__" in part or part.startswith("_") or part.endswith("_") for part in parts)
+    return safe_name("__".join(parts), json.dumps(parts) if blurred else None)
 
 
 def slug_overrides(cfg: Config, stage: str) -> list[str]:

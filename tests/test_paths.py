@@ -166,3 +166,18 @@ def test_distinct_override_values_give_distinct_slugs():
     assert len(slugs) == len(values) > 300
     for slug in slugs:
         assert "/" not in slug and len(slug) <= 120 and safe_name(slug) == slug  # a slug is already safe
+
+
+def test_distinct_override_lists_give_distinct_slugs():
+    lists = [
+        ["a=1__b=2"],
+        ["a=1", "b=2"],
+        ["a=1_", "_b=2"],
+        ["a=1", "__b=2"],
+        ["a=1___b=2"],
+        *([f"curation.source.path={value}"] for value in tricky_values()[:50]),
+        *([f"curation.source.path={value}", "seed=1"] for value in tricky_values()[:50]),
+    ]
+    slugs = {make_slug("demo", overrides) for overrides in lists}
+    assert len(slugs) == len(lists)
+    assert make_slug("demo", ["seed=1", "curation.n_samples=5"]) == "demo__seed=1__curation.n_samples=5"
