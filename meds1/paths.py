@@ -30,7 +30,7 @@ from pathlib import Path
 from meds1 import pipeline
 from meds1.config import Config
 from meds1.pipeline import PIPELINE, STAGES
-from meds1.registry import redacted
+from meds1.registry import SECRET_KEY, redacted
 
 # Top-level keys whose overrides never change what a stage computes.
 RESULT_NEUTRAL = frozenset(
@@ -94,10 +94,25 @@ def result_view(value):
     return value
 
 
+def result_differs(before, after, key: str = "") -> bool:
+    """Whether two config values (under `key`) differ as `result_view` sees them, descending only into
+    what differs (cheap: it runs for every override on every command line)."""
+    if key == "resources" or before == after:
+        return False
+    if SECRET_KEY.search(key):
+        return (before is None) != (after is None)
+    if isinstance(before, dict) and isinstance(after, dict):
+        if any(k != "resources" for k in before.keys() ^ after.keys()):
+            return True
+        return any(result_differs(before[k], after[k], str(k)) for k in before.keys() & after.keys())
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        return any(result_differs(a, b) for a, b in zip(before, after, strict=True))
+    return True
+
+
 def changed_keys(before: dict, after: dict) -> list[str]:
     """The top-level keys whose result values differ between two resolved configs."""
-    differ = [k for k in before.keys() | after.keys() if before.get(k) != after.get(k)]
-    return sorted(k for k in differ if result_view(before.get(k)) != result_view(after.get(k)))
+    return sorted(k for k in before.keys() | after.keys() if result_differs(before.get(k), after.get(k), k))
 
 
 def slug_candidate(override: str) -> bool:

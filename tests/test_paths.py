@@ -181,3 +181,23 @@ def test_distinct_override_lists_give_distinct_slugs():
     slugs = {make_slug("demo", overrides) for overrides in lists}
     assert len(slugs) == len(lists)
     assert make_slug("demo", ["seed=1", "curation.n_samples=5"]) == "demo__seed=1__curation.n_samples=5"
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ({"a": 1, "resources": {"gpus": 1}}, {"a": 1, "resources": {"gpus": 4}}),
+        ({"api_key": "x", "b": [1]}, {"api_key": "y", "b": [1]}),
+        ({"api_key": None}, {"api_key": "y"}),
+        ({"b": [{"resources": 1, "c": 2}]}, {"b": [{"resources": 2, "c": 2}]}),
+        ({"b": [{"c": 2}]}, {"b": [{"c": 3}]}),
+        ({"b": [1, 2]}, {"b": [1]}),
+        ({"b": {"c": None}}, {"b": {}}),
+        ({"b": 1}, {"b": "1"}),
+        ({"b": {"hf_token": "s", "d": 1}}, {"b": {"hf_token": "t", "d": 2}}),
+    ],
+)
+def test_what_names_a_slug_is_what_is_hashed(before, after):
+    from meds1.paths import result_differs, result_view
+
+    assert result_differs(before, after) == (result_view(before) != result_view(after))
