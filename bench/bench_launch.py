@@ -164,7 +164,7 @@ def row(figure, ours, baseline, target, unit="s", speedup=False) -> dict:
 
 
 def run() -> list[dict]:
-    from meds1.launch.status import cluster_problem
+    from meds1.launch.queue import cluster_problem
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-launch-") as tmp:

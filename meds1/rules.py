@@ -30,11 +30,17 @@ from meds1.errors import UserError
 from meds1.trace_spec import expand, produces_steps
 
 
-def to_config(cfg: DictConfig, overrides: list[str] | None = None) -> Config:
-    """Resolve a composed DictConfig into a typed, validated `Config`, with absolute output paths."""
+def to_config(cfg: DictConfig, overrides: dict[str, list[str] | None] | list[str] | None = None) -> Config:
+    """Resolve a composed DictConfig into a typed, validated `Config`, with absolute output paths.
+
+    `overrides`: the command line's overrides that change the config, each with the top-level keys it
+    changes, or None where that is unknown (`meds1.overrides.Composer.effective`; a list: all unknown).
+    """
     if overrides is not None:
         cfg.overrides = list(overrides)
     config: Config = OmegaConf.to_object(cfg)
+    if isinstance(overrides, dict):
+        config.override_scope = {o: keys for o, keys in overrides.items() if keys is not None}
     config.paths.root = str(Path(config.paths.root).expanduser().resolve())
     config.paths.cache = str(Path(config.paths.cache).expanduser().resolve())
     validate(config)

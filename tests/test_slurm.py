@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from meds1.launch.status import active_jobs, cluster_problem
+from meds1.launch.queue import active_jobs, cluster_problem
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slurm

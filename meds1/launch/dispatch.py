@@ -43,7 +43,7 @@ def run_command(config: Config, hydra) -> dict | list:
     """Submit | plan | run: the one place that decides where a command's stages run."""
     launcher = slurm_launcher(hydra)
     if config.stage == "report":
-        from meds1.launch.status import refresh
+        from meds1.launch.queue import refresh
         from meds1.paths import registry_path
 
         refresh(registry_path(config))  # settle jobs that ended without reporting (cancelled, killed)
