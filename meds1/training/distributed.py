@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from meds1.config import Resources
 from meds1.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -51,16 +50,6 @@ class DistributedEnv:
     @property
     def is_distributed(self) -> bool:
         return self.world_size > 1
-
-
-def tasks_per_node(resources: Resources) -> int:
-    """SLURM tasks to start on each node for training: one per GPU (one for a CPU run)."""
-    return max(resources.gpus, 1)
-
-
-def planned_world_size(resources: Resources) -> int:
-    """Training processes a scheduler starts for these resources: one task per GPU on every node."""
-    return tasks_per_node(resources) * max(resources.nodes, 1)
 
 
 def detect() -> DistributedEnv:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from meds1.config import TrainerConfig
 from meds1.errors import UserError
+from meds1.rules import derive_batch_sizes
 from meds1.training import distributed
 from meds1.training.preemption import PreemptionGuard, stop_on_signal_callback
 
@@ -30,25 +31,6 @@ log = logging.getLogger(__name__)
 REPORTERS = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
 CHECKPOINT_FORMATS = {"sharded": "SHARDED_STATE_DICT", "full": "FULL_STATE_DICT"}
 SEGMENTS = "segments.jsonl"  # one line per training run of this stage (first run, resumes after requeue)
-
-
-def derive_batch_sizes(
-    global_batch_size: int, per_device_batch_size: int, world_size: int
-) -> tuple[int, int]:
-    """(per-device batch, gradient accumulation steps) giving exactly `global_batch_size` per step."""
-    if global_batch_size % world_size:
-        raise UserError(
-            f"trainer.global_batch_size={global_batch_size} is not divisible by the world size {world_size}"
-        )
-    per_rank = global_batch_size // world_size
-    per_device = min(per_device_batch_size, per_rank)
-    if per_rank % per_device:
-        raise UserError(
-            f"trainer.per_device_batch_size={per_device_batch_size} does not divide the "
-            f"{per_rank} rows each of {world_size} process(es) takes per step "
-            f"(global batch {global_batch_size})"
-        )
-    return per_device, per_rank // per_device
 
 
 def check_options(trainer: TrainerConfig, world_size: int) -> None:
