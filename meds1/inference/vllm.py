@@ -31,6 +31,7 @@ from meds1.config import InferenceConfig, ModelConfig
 from meds1.errors import UserError
 from meds1.inference import Generation, LocalBackend, OnResult, Sampling
 from meds1.inference.chat import load_chat_tokenizer
+from meds1.provenance import installed_version
 from meds1.rules import VLLM_INSTALL
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,13 @@ class VLLMBackend(LocalBackend):
         placements = engine_placements(inference, on_cpu)
         self.tokenizer = load_chat_tokenizer(path, model.revision)
         arguments = engine_arguments(path, model, inference, on_cpu)
+        self.engine = {
+            "backend": "vllm",
+            "engine": f"vllm {installed_version('vllm')}",
+            "device": "cpu" if on_cpu else "cuda",
+            "tensor_parallel_size": inference.tensor_parallel_size,
+            "data_parallel_size": inference.data_parallel_size,
+        }
         self.llm = None
         self.workers: list = []
         if len(placements) == 1:
