@@ -153,7 +153,7 @@ def test_single_stage_needs_its_input_complete_or_queued(make_config, tmp_path):
         plan([cfg], SLURM)
     curate_hash = StageWorkspace(cfg, "curate").hash
     job = {"job_id": "41", "state": "queued", "config_hash": curate_hash, "submitted_at": registry.now()}
-    registry.record_job(registry_path(cfg), "demo", "curate", job)
+    registry.record_jobs(registry_path(cfg), [("demo", "curate", job)])
     with pytest.raises(MissingInputError):
         plan([cfg], SLURM, active_jobs=set())  # the registry says queued, but SLURM no longer has it
     curate, train = plan([cfg], SLURM, active_jobs={"41"})
