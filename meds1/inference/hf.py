@@ -9,6 +9,7 @@ from tqdm.auto import tqdm
 from meds1.config import InferenceConfig, ModelConfig
 from meds1.inference import Generation, LocalBackend, OnResult, Sampling
 from meds1.inference.chat import cut_at_stop, load_chat_tokenizer
+from meds1.models import from_pretrained
 from meds1.provenance import installed_version
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class HFBackend(LocalBackend):
         self.tokenizer = load_chat_tokenizer(path, model.revision)
         dtype = inference.dtype if inference.dtype != "auto" else model.dtype
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = AutoModelForCausalLM.from_pretrained(path, revision=model.revision, dtype=dtype)
+        self.model = from_pretrained(AutoModelForCausalLM, path, revision=model.revision, dtype=dtype)
         self.model.to(self.device).eval()
         self.engine = {
             "backend": "hf",

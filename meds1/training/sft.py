@@ -22,6 +22,7 @@ from pathlib import Path
 
 from meds1.config import TrainerConfig
 from meds1.errors import UserError
+from meds1.models import from_pretrained
 from meds1.rules import derive_batch_sizes
 from meds1.training import distributed
 from meds1.training.preemption import PreemptionGuard, stop_on_signal_callback
@@ -127,13 +128,8 @@ def load_model(model_path: str, revision: str | None, dtype: str, attn_implement
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    try:
-        model = AutoModelForCausalLM.from_pretrained(model_path, revision=revision, dtype=dtype, **extra)
-        tokenizer = AutoTokenizer.from_pretrained(model_path, revision=revision)
-    except (OSError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0]
-        raise UserError(f"cannot load model {model_path!r} (model.path): {reason}") from None
-    return model, tokenizer
+    model = from_pretrained(AutoModelForCausalLM, model_path, revision=revision, dtype=dtype, **extra)
+    return model, from_pretrained(AutoTokenizer, model_path, revision=revision)
 
 
 def split_validation(dataset, fraction: float, seed: int):
