@@ -157,8 +157,29 @@ def process_group(env: DistributedEnv, timeout_s: int = 1800) -> Iterator[None]:
     )
     try:
         yield
-    finally:
-        dist.destroy_process_group()
+    except BaseException:
+        shut_down(dist, agreed=False)
+        raise
+    shut_down(dist, agreed=True)
+
+
+def shut_down(dist, agreed: bool) -> None:
+    """Destroy the process group once nothing else holds it, so every rank exits 0 after success.
+
+    The HF Trainer, its DDP wrapper and its accelerator reference each other: the cyclic garbage collector
+    frees them whenever it next runs, which may be at interpreter exit, after the group was destroyed. DDP's
+    reducer then drops the last reference to the gloo process group during finalization, whose worker
+    threads cannot be joined any more: `terminate called without an active exception`, SIGABRT, exit 1
+    after a complete run. Collecting first frees them now; the group is then destroyed, its threads joined.
+    After success (`agreed`) the ranks first meet, so none tears down its end while another still talks to
+    it; after an error they do not (a rank may be stuck in a collective the failed one never joins).
+    """
+    import gc
+
+    gc.collect()
+    if agreed:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def broadcast(value: T) -> T:
