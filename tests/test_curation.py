@@ -204,6 +204,9 @@ TRICKY_TEXTS = [
     "   leading and trailing spaces   ",
     "<|eot_id|> special token text in the middle <|begin_of_text|> here",
     "",
+    " one leading space, one trailing space ",
+    "line\n next line starts with a space",
+    "a word per piece: 1,000 x 2.5 = 2,500.0 (approx.)",
 ]
 
 
