@@ -256,10 +256,11 @@ class VLLMBackend(LocalBackend):
             try:
                 rank, kind, payload = self.results.get(timeout=POLL_S)
             except queue.Empty:
-                dead = [rank for rank, worker in enumerate(self.workers) if worker.exitcode is not None]
+                dead = {rank: w.exitcode for rank, w in enumerate(self.workers) if w.exitcode is not None}
                 if dead:
                     self.close()
-                    raise RuntimeError(f"vllm engine process(es) {dead} exited unexpectedly") from None
+                    codes = ", ".join(f"engine {rank}: exit code {code}" for rank, code in dead.items())
+                    raise RuntimeError(f"vllm engine process(es) exited unexpectedly ({codes})") from None
                 continue
             if kind == "failed":
                 self.close()
