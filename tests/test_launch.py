@@ -388,7 +388,7 @@ def test_a_multirun_dry_run_applies_each_points_overrides_on_top_of_its_experime
         "dry_run=true",
         "experiment=demo,med-s1-1k",
         "curation.n_samples=5,7",
-        "trainer.resources.gpus=3",
+        "trainer.resources.gpus=4",  # each point's global batch (4) splits over 4 GPUs
         f"paths.root={tmp_path}",
         f"hydra.sweep.dir={tmp_path / 'multirun'}",
         env=no_slurm_env(),
@@ -396,7 +396,7 @@ def test_a_multirun_dry_run_applies_each_points_overrides_on_top_of_its_experime
     assert result.returncode == 0, result.stdout + result.stderr
     plans = result.stdout.split("\n  #")
     med_train = next(p for p in plans if p.startswith("9 train  med-s1-1k__curation.n_samples=5"))
-    assert "tasks/node=3 gpus/node=3 cpus/task=10 mem=256GB time=720min" in med_train
+    assert "tasks/node=4 gpus/node=4 cpus/task=8 mem=256GB time=720min" in med_train
     assert result.stdout.count("would submit") == 13  # 4 points x 3 stages + the demo's shared base eval
 
 
