@@ -417,7 +417,7 @@ class TrainerConfig:
     report_to: list[Reporter] = field(default_factory=list)  # tensorboard and/or wandb; logs under train/
     fsdp: FSDPConfig = field(default_factory=FSDPConfig)
     # What a scheduler gives this stage: `gpus` per node and `nodes`; one process (task) per GPU, so the
-    # world size is gpus x nodes (see meds1.training.distributed.planned_world_size).
+    # world size is gpus x nodes (meds1.pipeline.processes), which global_batch_size must divide.
     resources: Resources = field(default_factory=Resources)
 
 

@@ -89,6 +89,16 @@ def resources(cfg: Config, name: str) -> Resources:
     return value
 
 
+def tasks_per_node(name: str, resources: Resources) -> int:
+    """Tasks stage `name`'s job starts on each node: one per GPU where it trains one process per GPU."""
+    return resources.gpus if get(name).task_per_gpu and resources.gpus > 0 else 1
+
+
+def processes(name: str, resources: Resources) -> int:
+    """The processes stage `name` runs as under a scheduler (its training world size for train)."""
+    return tasks_per_node(name, resources) * resources.nodes
+
+
 def base_variant(cfg: Config) -> Config:
     """The same experiment evaluating the untrained model, recorded as `<name>-base`."""
     return dataclasses.replace(

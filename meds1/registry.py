@@ -171,13 +171,8 @@ def job_state(job: dict | None) -> JobState | None:
     return JobState(state) if state in JobState.__members__ else None
 
 
-def record_job(path: Path, slug: str, stage: str, job: dict) -> None:
-    """Set `experiments[slug].jobs[stage]` (a scheduler job: id, state, log path, ...) under the lock."""
-    record_jobs(path, [(slug, stage, job)])
-
-
 def record_jobs(path: Path, jobs: list[tuple[str, str, dict]], *, merge: bool = False) -> None:
-    """`record_job` for many (slug, stage, job) under one lock, e.g. a whole sweep's submission.
+    """Record many jobs (slug, stage, job) under one lock, e.g. a whole sweep's submission.
 
     With `merge`, each job's fields update the stage's record, and only while that record is of the same
     job id: a job reporting on itself, or a status refresh, never overwrites a newer submission.

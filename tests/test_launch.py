@@ -155,7 +155,7 @@ def test_single_stage_needs_its_input_complete_or_queued(make_config, tmp_path):
         plan([cfg], SLURM)
     curate_hash = StageWorkspace(cfg, "curate").hash
     job = {"job_id": "41", "state": "queued", "config_hash": curate_hash, "submitted_at": registry.now()}
-    registry.record_job(registry_path(cfg), "demo", "curate", job)
+    registry.record_jobs(registry_path(cfg), [("demo", "curate", job)])
     with pytest.raises(MissingInputError):
         plan([cfg], SLURM, active_jobs=set())  # the registry says queued, but SLURM no longer has it
     curate, train = plan([cfg], SLURM, active_jobs={"41"})
@@ -390,7 +390,7 @@ def test_a_multirun_dry_run_applies_each_points_overrides_on_top_of_its_experime
         "dry_run=true",
         "experiment=demo,med-s1-1k",
         "curation.n_samples=5,7",
-        "trainer.resources.gpus=3",
+        "trainer.resources.gpus=4",  # each point's global batch (4) splits over 4 GPUs
         f"paths.root={tmp_path}",
         f"hydra.sweep.dir={tmp_path / 'multirun'}",
         env=no_slurm_env(),
@@ -398,7 +398,7 @@ def test_a_multirun_dry_run_applies_each_points_overrides_on_top_of_its_experime
     assert result.returncode == 0, result.stdout + result.stderr
     plans = result.stdout.split("\n  #")
     med_train = next(p for p in plans if p.startswith("9 train  med-s1-1k__curation.n_samples=5"))
-    assert "tasks/node=3 gpus/node=3 cpus/task=10 mem=256GB time=720min" in med_train
+    assert "tasks/node=4 gpus/node=4 cpus/task=8 mem=256GB time=720min" in med_train
     assert result.stdout.count("would submit") == 13  # 4 points x 3 stages + the demo's shared base eval
 
 
