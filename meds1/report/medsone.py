@@ -45,6 +45,7 @@ from meds1 import registry
 from meds1.errors import UserError
 from meds1.paths import make_slug, safe_name
 from meds1.report.experiments import choose, load_registry
+from meds1.report.medsone_experiments import import_experiments, read_experiments
 
 # med-s1 filter reasons with a meds1 equivalent; others are kept as `medsone/<reason>`.
 REASONS = {"not_selected_in_sampling": "selection/not_selected"}
@@ -203,17 +204,10 @@ def import_medsone(
     results_file: Path, registry_file: Path, *, prefix: str = "", replace: bool = False
 ) -> dict:
     """Add every experiment of a med-s1 results.json to the registry; returns {slugs, warnings}."""
-    try:
-        data = json.loads(results_file.read_text())
-    except FileNotFoundError:
-        raise UserError(f"med-s1 results file {results_file} does not exist") from None
-    except json.JSONDecodeError as error:
-        raise UserError(f"med-s1 results file {results_file} is not valid JSON ({error})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("experiments"), dict):
-        raise UserError(f"{results_file} is not in med-s1's shape: no top-level 'experiments' object")
+    experiments = read_experiments(results_file)
     warnings: list[str] = []
     entries: dict[str, dict] = {}
-    for name, entry in data["experiments"].items():
+    for name, entry in experiments.items():
         if not isinstance(entry, dict):
             warnings.append(f"{name}: not an object; skipped")
             continue
@@ -368,8 +362,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write_experiments(results_file: Path, out: Path, prefix: str, source: str | None) -> int:
-    from meds1.report.medsone_experiments import import_experiments
-
     translations = import_experiments(results_file, out, prefix, source)
     for translation in translations:
         for problem in translation.problems:

@@ -286,12 +286,8 @@ def _render(experiment: _Experiment, name: str, source: str) -> str:
     return "\n".join(lines) + body
 
 
-def import_experiments(
-    results_file: Path, out: Path, prefix: str = "", source: str | None = None
-) -> list[Translation]:
-    """Write one experiment file per med-s1 experiment under `out/experiment/`; returns every translation.
-
-    `source` names the results file in each file's header (default: its path)."""
+def read_experiments(results_file: Path) -> dict:
+    """The `experiments` object of a med-s1 results.json (else a UserError saying what is wrong)."""
     try:
         data = json.loads(results_file.read_text())
     except FileNotFoundError:
@@ -301,6 +297,16 @@ def import_experiments(
     experiments = data.get("experiments") if isinstance(data, dict) else None
     if not isinstance(experiments, dict):
         raise UserError(f"{results_file} is not in med-s1's shape: no top-level 'experiments' object")
+    return experiments
+
+
+def import_experiments(
+    results_file: Path, out: Path, prefix: str = "", source: str | None = None
+) -> list[Translation]:
+    """Write one experiment file per med-s1 experiment under `out/experiment/`; returns every translation.
+
+    `source` names the results file in each file's header (default: its path)."""
+    experiments = read_experiments(results_file)
     folder = out / "experiment"
     folder.mkdir(parents=True, exist_ok=True)
     translations = []
