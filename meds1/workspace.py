@@ -25,6 +25,7 @@ from meds1.config import Config
 from meds1.errors import MissingInputError, StageBusyError
 from meds1.paths import override_section, stage_dir, stage_sections, stage_slug
 from meds1.registry import now, redacted, write_json_atomic
+from meds1.trace_spec import file_digests
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ def config_hash(cfg: Config, stage: str) -> str:
     sections = sorted(stage_sections(cfg.stages, stage))
     payload = {name: strip(redacted(getattr(cfg, name))) for name in sections}
     payload["stage"] = stage
+    if "curation" in sections and (files := file_digests(cfg.curation.trace)):  # an edited file counts
+        payload["trace_files"] = files
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

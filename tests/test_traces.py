@@ -22,10 +22,12 @@ from meds1.errors import UserError
 from meds1.trace_spec import (
     apply_post,
     failed_check,
+    file_digests,
     load_perturbation_spec,
     load_transform,
     shipped_transforms,
 )
+from meds1.workspace import config_hash
 from tests.canned_llm import CannedLLMServer, canned_reply
 from tests.conftest import REPO
 
@@ -517,6 +519,45 @@ writes: {Complex_CoT: out}
     )
     result = transform_traces(demo_rows, trace_config(f"curation.trace.transforms=[{spec}]"))
     assert result.curated["Complex_CoT"].str.startswith("## STEP 1: POINT 1").all()
+
+
+SHOUT = """name: shout
+calls:
+  - name: out
+    inputs: {cot: Complex_CoT}
+    prompt: |
+      Put this in a clear, step-by-step format. Text to transform:
+      {cot}
+    post: [{clip_to: "## Step 1:"}, WORDS]
+writes: {Complex_CoT: out}
+"""
+
+
+def test_an_edited_transform_file_changes_every_later_stages_config_hash(tmp_path, trace_config):
+    spec = tmp_path / "shout.yaml"
+    spec.write_text(SHOUT.replace("WORDS", "upper"))
+    cfg = trace_config(f"curation.trace.transforms=[step,{spec}]", "curation.trace.restore=true")
+    before = {stage: config_hash(cfg, stage) for stage in ("curate", "train")}
+    assert file_digests(cfg.curation.trace).keys() == {"step", str(spec), "perturbation/restore"}
+    assert {stage: config_hash(cfg, stage) for stage in before} == before  # the same text, the same hash
+    spec.write_text(SHOUT.replace("WORDS", "lower"))
+    after = {stage: config_hash(cfg, stage) for stage in before}
+    assert all(after[stage] != before[stage] for stage in before)
+    assert file_digests(trace_config().curation.trace) == {}  # no chain: the hashes from before stay
+
+
+@pytest.mark.slow
+def test_curate_reruns_after_its_transform_file_is_edited(tmp_path, make_config, server):
+    from meds1.stages import curate
+
+    spec = tmp_path / "shout.yaml"
+    spec.write_text(SHOUT.replace("WORDS", "upper"))
+    overrides = curate_overrides(server, f"curation.trace.transforms=[{spec}]")
+    loud = pd.read_parquet(curate.run(make_config(*overrides))["curated_path"])
+    spec.write_text(SHOUT.replace("WORDS", "lower"))
+    quiet = pd.read_parquet(curate.run(make_config(*overrides))["curated_path"])  # no force=true
+    assert loud["Complex_CoT"].str.startswith("## STEP 1:").all()
+    assert quiet["Complex_CoT"].str.startswith("## step 1:").all()
 
 
 @pytest.mark.parametrize(
