@@ -88,6 +88,11 @@ def tests() -> dict:
 
 
 def main() -> int:
+    import torch
+
+    if not torch.cuda.is_available():
+        print("accept_gpu: needs a CUDA GPU (torch sees none here); run it on a GPU node", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     results = [evaluation(), training(), tests()]
     for result in results:

@@ -170,15 +170,15 @@ def run_baseline(source: Path, out: Path, tokenizer) -> pd.DataFrame:
 
 
 def run() -> list[dict]:
-    from meds1.config import ModelConfig
+    from meds1.compose import compose
     from meds1.models import load_tokenizer
 
     work = Path(tempfile.mkdtemp(prefix="bench-curation-"))
     try:
         cache = work / "cache"
         tokenizer = load_tokenizer(
-            ModelConfig(name="tiny", path="tiny", build="tiny"), str(cache)
-        )  # built untimed
+            compose(["model=tiny"]).model, str(cache)
+        )  # the demo's model, built untimed
         source = work / "rows.parquet"
         synthetic_rows().to_parquet(source, index=False)
 

@@ -53,7 +53,7 @@ def _submit_one_by_one(steps, launcher) -> None:
         executor.update_parameters(**parameters)
         step.job_id = executor.submit(StageJob(step.cfg, step.stage)).job_id
         job = {"job_id": step.job_id, "state": "queued", "config_hash": step.config_hash}
-        registry.record_job(step.registry, step.slug, step.stage, job)
+        registry.record_jobs(step.registry, [(step.slug, step.stage, job)])
 
 
 def sweep_in_process(root: Path) -> tuple[float, float, int]:
@@ -164,7 +164,7 @@ def row(figure, ours, baseline, target, unit="s", speedup=False) -> dict:
 
 
 def run() -> list[dict]:
-    from meds1.launch.status import cluster_problem
+    from meds1.launch.queue import cluster_problem
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-launch-") as tmp:

@@ -24,3 +24,17 @@ def compose(overrides: list[str] = ()) -> Config:
         cfg = composer.compose(overrides)
         effective = composer.effective(overrides)
     return to_config(cfg, overrides=effective)
+
+
+def compose_command(overrides: list[str]) -> Config:
+    """`compose`, in the running Hydra app when there is one (so an own `--config-dir` counts), else on
+    conf/: what a command line given as a value (`report.baseline`) names."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from meds1.overrides import global_composer
+
+    if not GlobalHydra.instance().is_initialized():
+        return compose(overrides)
+    composer = global_composer(HydraConfig.get().job.config_name if HydraConfig.initialized() else "config")
+    return to_config(composer.compose(overrides), overrides=composer.effective(overrides))

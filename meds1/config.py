@@ -417,7 +417,7 @@ class TrainerConfig:
     report_to: list[Reporter] = field(default_factory=list)  # tensorboard and/or wandb; logs under train/
     fsdp: FSDPConfig = field(default_factory=FSDPConfig)
     # What a scheduler gives this stage: `gpus` per node and `nodes`; one process (task) per GPU, so the
-    # world size is gpus x nodes (see meds1.training.distributed.planned_world_size).
+    # world size is gpus x nodes (meds1.pipeline.processes), which global_batch_size must divide.
     resources: Resources = field(default_factory=Resources)
 
 
@@ -529,13 +529,15 @@ class InferenceConfig:
 class ReportConfig:
     """What `stage=report` shows (read by `meds1/report/`)."""
 
-    experiments: list[str] = field(default_factory=list)  # slugs or globs (`med-s1-*`); empty: all
+    # Experiments: a slug, a glob (`med-s1-*`) or a command line's overrides (`experiment=demo seed=1`), or a
+    # list of them; empty: all. (Any: a single name is one experiment, where a list type would refuse it.)
+    experiments: Any = field(default_factory=list)
     group_by: str = "curation.method"  # config key whose value groups experiments into plot series
     metric: ReportMetric = ReportMetric.accuracy  # what the plots show: accuracy (strict) or accuracy_huatuo
     outputs: list[ReportOutput] = field(default_factory=lambda: list(ReportOutput))
     out_dir: str = "${paths.root}/report"
     status: bool = True  # print each experiment's stage status (not run/queued/running/done/failed)
-    baseline: str | None = None  # an experiment: add paired comparisons of every other one against it
+    baseline: str | None = None  # an experiment (slug or command line): compare every other one against it
     sources: list[str] = field(default_factory=list)  # eval sources (names or globs) shown; empty: all
 
 
@@ -551,6 +553,8 @@ class Config:
     dry_run: bool = False  # print the plan (on SLURM: jobs, resources, dependencies, paths); run nothing
     wait: bool = False  # hydra/launcher=slurm: block until the jobs end (default: return once queued)
     overrides: list[str] = field(default_factory=list)  # the command line's overrides that change the config
+    # For each of `overrides`: the top-level keys whose resolved values it changes (names stage slugs).
+    override_scope: dict[str, list[str]] = field(default_factory=dict)
     paths: PathsConfig = field(default_factory=PathsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     curation: CurationConfig = field(default_factory=CurationConfig)

@@ -11,3 +11,7 @@ class MissingInputError(UserError):
 
 class StageBusyError(UserError):
     """Another process is running the same stage of the same experiment."""
+
+
+class OutputConflictError(UserError):
+    """A complete output made with another config is where this run would write (or read) it."""

@@ -130,4 +130,17 @@ def load_tokenizer(model: ModelConfig, cache_dir: str):
     """The model's tokenizer (fast), through the same `from_pretrained` path for every model."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(model_path(model, cache_dir), revision=model.revision)
+    return from_pretrained(AutoTokenizer, model_path(model, cache_dir), revision=model.revision)
+
+
+def from_pretrained(loader, path: str, **arguments):
+    """`loader.from_pretrained(path, **arguments)` (a transformers Auto class); a model that is neither on
+    disk nor downloadable (offline, no access, a misspelt id) is one line that names the fix."""
+    try:
+        return loader.from_pretrained(path, **arguments)
+    except (OSError, ValueError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UserError(
+            f"cannot load model {path!r} (model.path): {reason} To run without the hub, download it where "
+            "the hub is reachable (`hf download ID --local-dir DIR`) and set model.path=DIR"
+        ) from None

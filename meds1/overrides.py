@@ -5,10 +5,13 @@ then the other overrides (`curation.n_samples=5`) applied as values. `Composer` 
 per set of group choices, so a sweep over values composes once, and each point applies its own values
 (`SweepComposer` does it on a sweep's config loader: Hydra would compose each point twice, ~0.3 s each).
 
-Slugs are named from the overrides that change the config (see meds1.paths), so `experiment=demo` and
+Slugs are named by value (see meds1.paths), so `experiment=demo` and
 `experiment=demo curation.n_samples=<demo's own value>` meet in one directory. An override is dropped
-when the config composed without it resolves to the same values. Overrides that cannot change a result
-(`stage`, `paths.root`, launcher settings: `paths.slug_candidate`) are kept as given and cost nothing.
+when the config composed without it resolves to the same values; one that is kept records which
+top-level keys it changes, from that same composition (no compose per stage), so an override names the
+slug of every stage whose resolved sections it changes, whatever its key (`eval.suite` also changes
+the curation's `decontamination.suite: ${eval.suite}`). Overrides that cannot change a result (`stage`,
+`paths.root`, launcher settings: `paths.slug_candidate`) are kept as given and cost nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import Callable, Sequence
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from meds1.paths import slug_candidate
+from meds1.paths import changed_keys, slug_candidate
 
 
 class Composer:
@@ -77,21 +80,26 @@ class Composer:
         values.pop("overrides", None)
         return values
 
-    def effective(self, overrides: Sequence[str]) -> list[str]:
-        """`overrides` without those whose removal leaves the resolved config unchanged."""
+    def effective(self, overrides: Sequence[str]) -> dict[str, list[str] | None]:
+        """`overrides` without those whose removal leaves the resolved config unchanged, each with the
+        top-level keys whose result values it changes (None: unknown, the config does not resolve)."""
         parsed = self.parse(overrides)
         candidates = [
             i for i, o in enumerate(parsed) if slug_candidate(o.input_line) and o.key_or_group != "experiment"
         ]
         target = self.resolved(parsed) if candidates else None
-        if target is None:
-            return list(overrides)
+        if candidates and target is None:
+            return dict.fromkeys(overrides)
         kept = list(range(len(parsed)))
+        scope: dict[int, list[str]] = {}
         for index in candidates:  # one at a time, so the overrides kept still compose to `target`
             trial = [i for i in kept if i != index]
-            if self.resolved([parsed[i] for i in trial]) == target:
+            without = self.resolved([parsed[i] for i in trial])
+            if without == target:
                 kept = trial
-        return [overrides[i] for i in kept]
+            else:  # a remaining override may need this one (None): it may change anything
+                scope[index] = sorted(target) if without is None else changed_keys(without, target)
+        return {overrides[i]: scope.get(i, []) for i in kept}
 
 
 class SweepComposer(Composer):

@@ -1,29 +1,36 @@
 """Experiment slugs and stage directories.
 
 A stage's outputs live in `<root>/<slug>/<stage>/`. The slug is the experiment name plus the
-command-line overrides that can change *that stage's* result, counting only those that change the
-composed config (`Config.overrides` holds those: meds1.overrides drops an override that sets a value
-the experiment already has), so:
+command-line overrides that change what *that stage* reads, by value: `Config.override_scope` holds,
+for each override that changes the composed config, the top-level keys whose resolved values it
+changes (meds1.overrides composes the config without each override and compares), and a stage's
+slug names those that touch its sections (`stage_sections`, cumulative with the stages before it).
+The stage's config hash (meds1.workspace) is taken over the same resolved sections, so:
 
 - `stage=curate` and a later `stage=train` with the same overrides meet in the same place;
 - `-m curation.n_samples=1000,5000` gives separate slugs for every stage;
 - `-m trainer.learning_rate=1e-5,2e-5` shares one curate output and trains twice;
 - `stage=eval eval.max_new_tokens=512` evaluates the already-trained model into a new slug;
+- `eval.suite=[mine.json]` names the curation's slug too: the curation's decontamination suite
+  follows `eval.suite` (`${eval.suite}`), so it curates (and trains) anew under that slug;
 - `curation.n_samples=<the experiment's own value>` changes nothing, so adds nothing to the slug.
 
 Overrides of settings that cannot change results (stage, force, paths, launcher, a stage's scheduler
-`resources`, ...) never enter a slug.
+`resources`, ...) never enter a slug. Slugs are injective: where making one safe directory name
+changed the text (`/`, spaces, quotes, brackets), a digest of the text is appended.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 
 from meds1 import pipeline
 from meds1.config import Config
 from meds1.pipeline import PIPELINE, STAGES
+from meds1.registry import SECRET_KEY, redacted
 
 # Top-level keys whose overrides never change what a stage computes.
 RESULT_NEUTRAL = frozenset(
@@ -45,6 +52,7 @@ RESULT_NEUTRAL = frozenset(
 # The config sections each stage reads, in addition to those of the stages before it.
 STAGE_SECTIONS = {stage.name: stage.reads for stage in PIPELINE}
 MAX_SLUG_LEN = 120
+DIGEST_LEN = 10
 
 
 def override_key(override: str) -> str:
@@ -69,6 +77,44 @@ def stage_sections(stages: list[str], stage: str) -> set[str]:
     return {section for s in upstream for section in STAGE_SECTIONS[s]}
 
 
+def identity_keys(stages: list[str], stage: str) -> set[str]:
+    """Top-level config keys whose values make `stage`'s result: the sections it reads, and for eval the
+    stage list too (it evaluates the trained model only when the experiment trains)."""
+    keys = stage_sections(stages, stage)
+    return keys | {"stages"} if stage == "eval" else keys
+
+
+def result_view(value):
+    """What of a config value can change a result: secrets redacted, scheduler `resources` left out."""
+    value = redacted(value)
+    if isinstance(value, dict):
+        return {k: result_view(v) for k, v in value.items() if k != "resources"}
+    if isinstance(value, list):
+        return [result_view(v) for v in value]
+    return value
+
+
+def result_differs(before, after, key: str = "") -> bool:
+    """Whether two config values (under `key`) differ as `result_view` sees them, descending only into
+    what differs (cheap: it runs for every override on every command line)."""
+    if key == "resources" or before == after:
+        return False
+    if SECRET_KEY.search(key):
+        return (before is None) != (after is None)
+    if isinstance(before, dict) and isinstance(after, dict):
+        if any(k != "resources" for k in before.keys() ^ after.keys()):
+            return True
+        return any(result_differs(before[k], after[k], str(k)) for k in before.keys() & after.keys())
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        return any(result_differs(a, b) for a, b in zip(before, after, strict=True))
+    return True
+
+
+def changed_keys(before: dict, after: dict) -> list[str]:
+    """The top-level keys whose result values differ between two resolved configs."""
+    return sorted(k for k in before.keys() | after.keys() if result_differs(before.get(k), after.get(k), k))
+
+
 def slug_candidate(override: str) -> bool:
     """Whether an override can change some stage's result (and so can enter a slug)."""
     neutral = override_section(override) in RESULT_NEUTRAL
@@ -76,7 +122,8 @@ def slug_candidate(override: str) -> bool:
 
 
 def result_overrides(overrides: list[str], sections: set[str]) -> list[str]:
-    """Overrides that can change a result scoped to `sections`; unknown sections count everywhere."""
+    """Overrides that can change a result scoped to `sections`, judged by their key's text (unknown
+    sections count everywhere): how slugs were named before `override_scope`, for older records."""
     known = {section for names in STAGE_SECTIONS.values() for section in names}
     kept = []
     for override in overrides:
@@ -86,24 +133,60 @@ def result_overrides(overrides: list[str], sections: set[str]) -> list[str]:
     return sorted(kept)
 
 
-def safe_name(text: str) -> str:
-    """A single directory name: no separators, no `..`, nothing a shell or filesystem trips on."""
+def scoped_overrides(overrides: list[str], scope: dict[str, list[str]], keys: set[str]) -> list[str]:
+    """The overrides that change any of `keys` by value (`scope`: override -> the keys it changes); one
+    without a scope (a config built without meds1.overrides, an older record) is judged by its text."""
+    sections = keys - {"stages"}
+    return sorted(
+        override
+        for override in overrides
+        if (keys & set(scope[override]) if override in scope else result_overrides([override], sections))
+    )
+
+
+def safe_name(text: str, identity: str | None = None) -> str:
+    """A single directory name: no separators, no `..`, nothing a shell or filesystem trips on. Where the
+    text had to change (or be shortened), or `identity` is given, a digest of `identity` (default: the
+    text) is appended, so distinct texts stay distinct."""
     cleaned = re.sub(r"[^A-Za-z0-9._=,+-]+", "-", text)
-    cleaned = re.sub(r"\.{2,}", ".", cleaned).strip(".-")
-    if not cleaned:
-        cleaned = "x"
-    if len(cleaned) > MAX_SLUG_LEN:
-        digest = hashlib.sha1(text.encode()).hexdigest()[:10]
-        cleaned = f"{cleaned[: MAX_SLUG_LEN - 11]}-{digest}"
-    return cleaned
+    cleaned = re.sub(r"\.{2,}", ".", cleaned).strip(".-") or "x"
+    if cleaned == text and len(cleaned) <= MAX_SLUG_LEN and identity is None:
+        return cleaned
+    digest = hashlib.sha1((identity or text).encode()).hexdigest()[:DIGEST_LEN]
+    return f"{cleaned[: MAX_SLUG_LEN - DIGEST_LEN - 1]}-{digest}"
 
 
 def make_slug(name: str, overrides: list[str]) -> str:
-    return safe_name("__".join([name, *overrides]))
+    """`name__override__override`; where a part could blur the `__` between parts (`a=1__b=2` is one
+    override or two), the digest is of the parts themselves."""
+    parts = [name, *overrides]
+    blurred = any("__" in part or part.startswith("_") or part.endswith("_") for part in parts)
+    return safe_name("__".join(parts), json.dumps(parts) if blurred else None)
+
+
+def slug_overrides(cfg: Config, stage: str) -> list[str]:
+    """The overrides that name `stage`'s slug: those that change what it reads."""
+    return scoped_overrides(cfg.overrides, cfg.override_scope, identity_keys(cfg.stages, stage))
 
 
 def stage_slug(cfg: Config, stage: str) -> str:
-    return make_slug(cfg.name, result_overrides(cfg.overrides, stage_sections(cfg.stages, stage)))
+    return make_slug(cfg.name, slug_overrides(cfg, stage))
+
+
+def stage_config(cfg: Config, stage: str) -> dict:
+    """What a stage's record keeps of the config: the experiment's name and stages, the overrides that
+    name its slug (with the keys each changes), and the sections it reads; so a curation a sweep shares
+    does not carry one sweep point's trainer settings."""
+    overrides = slug_overrides(cfg, stage)
+    config = {
+        "name": cfg.name,
+        "stages": [str(s) for s in cfg.stages],
+        "overrides": overrides,
+        "override_scope": {o: cfg.override_scope[o] for o in overrides if o in cfg.override_scope},
+    }
+    for section in sorted(stage_sections(cfg.stages, stage)):
+        config[section] = redacted(getattr(cfg, section))
+    return config
 
 
 def stage_dir(cfg: Config, stage: str) -> Path:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Stage:
+class StageSpec:
     name: str
     entry: str  # "module:function" that runs the stage: run(cfg) -> the record it adds to results.json
     reads: tuple[str, ...]  # config sections that change its result, beyond those of the stages before it
@@ -32,13 +32,13 @@ class Stage:
 
 
 PIPELINE = (
-    Stage(
+    StageSpec(
         name="curate",
         entry="meds1.stages.curate:run",
         reads=("curation", "model", "seed"),
         resources="meds1.curation.resources:curate_resources",
     ),
-    Stage(
+    StageSpec(
         name="train",
         entry="meds1.stages.train:run",
         reads=("trainer",),
@@ -46,7 +46,7 @@ PIPELINE = (
         task_per_gpu=True,
         resumable=True,
     ),
-    Stage(
+    StageSpec(
         name="eval",
         entry="meds1.stages.eval:run",
         reads=("eval", "inference"),
@@ -60,7 +60,7 @@ STAGES = tuple(BY_NAME)
 COMMAND_ENTRIES = {"all": "meds1.stages.all:run", "report": "meds1.stages.report:run"}
 
 
-def get(name: str) -> Stage:
+def get(name: str) -> StageSpec:
     if name not in BY_NAME:
         raise ValueError(f"unknown stage {name!r}; valid: {', '.join(STAGES)}")
     return BY_NAME[name]
@@ -87,6 +87,16 @@ def resources(cfg: Config, name: str) -> Resources:
     for part in reference.split("."):
         value = getattr(value, part)
     return value
+
+
+def tasks_per_node(name: str, resources: Resources) -> int:
+    """Tasks stage `name`'s job starts on each node: one per GPU where it trains one process per GPU."""
+    return resources.gpus if get(name).task_per_gpu and resources.gpus > 0 else 1
+
+
+def processes(name: str, resources: Resources) -> int:
+    """The processes stage `name` runs as under a scheduler (its training world size for train)."""
+    return tasks_per_node(name, resources) * resources.nodes
 
 
 def base_variant(cfg: Config) -> Config:

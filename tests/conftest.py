@@ -42,12 +42,16 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def shipped_tiny_model(models_dir: Path) -> Path:
+    """The tiny demo model as shipped (conf/model/tiny.yaml), under `models_dir`; tests build no other."""
+    from meds1.models import ensure_tiny_model
+
+    return ensure_tiny_model(compose(["model=tiny"]).model.tiny, models_dir)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(model_cache) -> Path:
-    from meds1.config import ModelConfig
-    from meds1.models import model_path
-
-    return Path(model_path(ModelConfig(name="tiny", path="tiny", build="tiny"), str(model_cache)))
+    return shipped_tiny_model(model_cache / "models")
 
 
 def _free_port() -> int:

@@ -13,7 +13,7 @@ import random
 from pathlib import Path
 
 from meds1 import registry
-from meds1.paths import registry_path, stage_dir, stage_slug
+from meds1.paths import registry_path, stage_config, stage_dir, stage_slug
 
 DECODING = (
     "T=0.5 p=0.9 2000"  # how the default eval decodes (HuatuoGPT-o1's settings), as the report labels it
@@ -118,7 +118,8 @@ def write_predictions(cfg, counts: dict[str, tuple[int, int, int]], seed: int) -
 
 def record(cfg, stage: str, result: dict) -> str:
     slug = stage_slug(cfg, stage)
-    registry.update(registry_path(cfg), slug, stage, result, description=cfg.description, config=cfg)
+    config = stage_config(cfg, stage)
+    registry.update(registry_path(cfg), slug, stage, result, description=cfg.description, config=config)
     return slug
 
 

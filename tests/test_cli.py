@@ -95,6 +95,8 @@ def test_bad_settings_are_named_with_the_valid_choices(overrides, expected):
         ["+curation.source.columns.q=Question"],
         ["hydra.verbose=true"],
         ["experiment=base", "curation.specialty.method=none"],  # base does not curate: curation rules idle
+        ["stage=report", "report.experiments=demo"],  # one name, not a list
+        ["stage=report", "report.baseline='experiment=med-s1-1k curation.n_samples=5000'"],  # as typed
     ],
 )
 def test_good_settings_pass(overrides):

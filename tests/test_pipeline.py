@@ -139,7 +139,7 @@ def test_a_new_row_is_sized_and_submitted_from_the_table(make_config, monkeypatc
     from meds1.config import SlurmLauncherConfig
     from meds1.launch.resources import sbatch_parameters
 
-    row = pipeline.Stage("judge", "meds1.stages.eval:run", ("eval",), "inference.resources", True)
+    row = pipeline.StageSpec("judge", "meds1.stages.eval:run", ("eval",), "inference.resources", True)
     monkeypatch.setattr(pipeline, "BY_NAME", {**pipeline.BY_NAME, "judge": row})
     cfg = make_config("experiment=demo", "inference.resources.gpus=2")
     assert pipeline.resources(cfg, "judge") == cfg.inference.resources

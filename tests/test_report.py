@@ -215,10 +215,23 @@ def test_stale_plots_are_removed(make_config, root):
     assert_png((root / "report" / "per_source.png").read_bytes())
 
 
+def test_experiments_named_as_on_the_command_line(make_config, root):
+    typed = "report.experiments='experiment=med-s1-1k curation.n_samples=5000'"  # one string: one experiment
+    assert run_report(make_config, typed, "report.outputs=[csv]")["experiments"] == 1
+    rows = list(csv.DictReader((root / "report" / "results.csv").open()))
+    assert {r["experiment"] for r in rows} == {"med-s1-1k__curation.n_samples=5000"}
+    assert run_report(make_config, "report.experiments=base", "report.outputs=[csv]")["experiments"] == 1
+
+
 @pytest.mark.parametrize(
     ("override", "named"),
     [
         ("report.experiments=[nope*]", "'nope*' matches no experiment"),
+        (
+            "report.experiments='experiment=random-1k seed=5'",
+            "'experiment=random-1k seed=5 (slug random-1k__seed=5)' matches no experiment",
+        ),
+        ("report.experiments='experiment=nope'", "'experiment=nope' is neither an experiment nor a command"),
         ("report.group_by=curation.nope", "unknown config key 'curation.nope'"),
     ],
 )

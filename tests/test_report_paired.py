@@ -218,6 +218,14 @@ def test_baseline_without_eval_is_one_line(make_config, root, baseline):
     assert "base, med-s1-1k__curation.n_samples=1000" in str(e.value) and "\n" not in str(e.value)
 
 
+def test_baseline_named_as_on_the_command_line(make_config, root):
+    typed = "report.baseline='experiment=med-s1-1k curation.n_samples=5000'"
+    run_report(make_config, typed)
+    rows = list(csv.DictReader((root / "report" / "paired.csv").open()))
+    assert {r["baseline"] for r in rows} == {"med-s1-1k__curation.n_samples=5000"}
+    assert "med-s1-1k__curation.n_samples=5000" not in {r["experiment"] for r in rows}
+
+
 def test_baseline_without_predictions_says_so(make_config, root):
     with pytest.raises(
         MissingInputError, match="no predictions.jsonl for random-1k__curation.n_samples=5000"

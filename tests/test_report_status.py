@@ -77,12 +77,12 @@ def test_scheduler_jobs_reconciled_with_markers(make_config):
     for n, cfg in configs.items():
         registry.update(path, slugs[n], "curate", {"stats": {}}, config=cfg)
 
-    registry.record_job(path, slugs[1], "curate", job("queued"))
-    registry.record_job(path, slugs[2], "curate", job("running"))
-    registry.record_job(path, slugs[3], "curate", job("done"))  # but no marker: the job's Python raised
-    registry.record_job(path, slugs[4], "curate", job("done"))
+    registry.record_jobs(path, [(slugs[1], "curate", job("queued"))])
+    registry.record_jobs(path, [(slugs[2], "curate", job("running"))])
+    registry.record_jobs(path, [(slugs[3], "curate", job("done"))])  # but no marker: its Python raised
+    registry.record_jobs(path, [(slugs[4], "curate", job("done"))])
     finish(configs[4], "curate")
-    registry.record_job(path, slugs[5], "curate", job("failed"))
+    registry.record_jobs(path, [(slugs[5], "curate", job("failed"))])
 
     found = {n: states(root, slugs[n])["curate"] for n in configs}
     assert found[1] == ("queued", "job 4242")
@@ -98,7 +98,7 @@ def test_resubmitted_job_outranks_an_older_marker(make_config):
     root, slug = Path(cfg.paths.root), stage_slug(cfg, "curate")
     finish(cfg, "curate")
     later = "2999-01-01T00:00:00+00:00"
-    registry.record_job(registry_path(cfg), slug, "curate", job("queued", submitted_at=later))
+    registry.record_jobs(registry_path(cfg), [(slug, "curate", job("queued", submitted_at=later))])
     assert states(root, slug)["curate"] == ("queued", "job 4242")
 
 
@@ -142,7 +142,7 @@ def test_rich_view_names_every_state(make_config):
     finish(cfg, "curate")
     slug = stage_slug(cfg, "curate")
     registry.update(registry_path(cfg), slug, "curate", {}, config=cfg)
-    registry.record_job(registry_path(cfg), slug, "train", job("queued"))
+    registry.record_jobs(registry_path(cfg), [(slug, "train", job("queued"))])
     console = Console(width=120, record=True)
     console.print(to_rich(statuses(root, load_registry(root / "results.json"), [slug]), root))
     text = console.export_text()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from meds1.launch.status import active_jobs, cluster_problem
+from meds1.launch.queue import active_jobs, cluster_problem
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slurm
@@ -186,3 +186,23 @@ def test_a_request_the_cluster_cannot_meet_is_refused_in_one_line(tmp_path):
     assert (
         "sbatch refused the curate job(s)" in lines[0] and "node configuration is not available" in lines[0]
     )
+
+
+def test_a_partial_submission_says_which_jobs_stay_queued(tmp_path):
+    """sbatch refuses a job after others were queued: the line says so and how many stay queued, and the
+    registry holds those (so `stage=report` shows them and a rerun does not submit them twice)."""
+    refused = "+hydra.launcher.per_stage.train.partition=no-such-partition"
+    result = submit("stage=all", HOLD, refused, f"paths.root={tmp_path}")
+    recorded = jobs(tmp_path)
+    try:
+        assert result.returncode == 1
+        lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+        assert len(lines) == 1, lines
+        assert "sbatch refused the train job(s)" in lines[0]
+        # Before train: the curation, and the untrained model's eval (the demo compares with it).
+        assert sorted(stage for _, stage in recorded) == ["curate", "eval"]
+        assert lines[0].endswith("; 2 job(s) submitted before it stay queued")
+        for job in recorded.values():
+            assert job["state"] == "queued" and scontrol(job["job_id"])["JobState"] == "PENDING"
+    finally:
+        cancel(recorded.values())

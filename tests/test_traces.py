@@ -18,7 +18,7 @@ import pytest
 from meds1.compose import compose
 from meds1.config import PerturbationConfig, PerturbationType
 from meds1.curation.traces import perturb, transform_traces
-from meds1.errors import UserError
+from meds1.errors import OutputConflictError, UserError
 from meds1.trace_spec import (
     apply_post,
     failed_check,
@@ -547,15 +547,19 @@ def test_an_edited_transform_file_changes_every_later_stages_config_hash(tmp_pat
 
 
 @pytest.mark.slow
-def test_curate_reruns_after_its_transform_file_is_edited(tmp_path, make_config, server):
+def test_curate_never_reuses_an_output_made_with_an_older_transform_file(tmp_path, make_config, server):
     from meds1.stages import curate
 
     spec = tmp_path / "shout.yaml"
     spec.write_text(SHOUT.replace("WORDS", "upper"))
     overrides = curate_overrides(server, f"curation.trace.transforms=[{spec}]")
-    loud = pd.read_parquet(curate.run(make_config(*overrides))["curated_path"])
+    first = curate.run(make_config(*overrides))
+    assert curate.run(make_config(*overrides)) == first  # the same text: the output is reused
+    loud = pd.read_parquet(first["curated_path"])
     spec.write_text(SHOUT.replace("WORDS", "lower"))
-    quiet = pd.read_parquet(curate.run(make_config(*overrides))["curated_path"])  # no force=true
+    with pytest.raises(OutputConflictError, match="holds a complete output made with another config"):
+        curate.run(make_config(*overrides))
+    quiet = pd.read_parquet(curate.run(make_config(*overrides, "force=true"))["curated_path"])
     assert loud["Complex_CoT"].str.startswith("## STEP 1:").all()
     assert quiet["Complex_CoT"].str.startswith("## step 1:").all()
 

@@ -9,15 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from meds1 import pipeline
 from meds1.compose import compose
 from meds1.config import Resources
 from meds1.errors import MissingInputError, UserError
 from meds1.paths import stage_dir
+from meds1.rules import derive_batch_sizes
 from meds1.stages import train
 from meds1.training import distributed
-from meds1.training.distributed import DistributedEnv, detect, planned_world_size, tasks_per_node
+from meds1.training.distributed import DistributedEnv, detect
 from meds1.training.preemption import Preempted, PreemptionGuard
-from meds1.training.sft import check_options, derive_batch_sizes, last_checkpoint, sft_arguments
+from meds1.training.sft import check_options, last_checkpoint, sft_arguments
 
 
 @pytest.mark.parametrize(
@@ -116,17 +118,23 @@ def test_single_process_outside_a_launcher(monkeypatch):
     assert not detect().is_distributed
 
 
-def test_planned_world_size_is_one_task_per_gpu():
-    assert planned_world_size(Resources(gpus=8, nodes=2)) == 16 and tasks_per_node(Resources(gpus=8)) == 8
-    assert planned_world_size(Resources(gpus=0, nodes=1)) == 1
+def test_world_size_is_one_process_per_gpu_and_the_global_batch_is_checked_at_compose():
+    assert pipeline.processes("train", Resources(gpus=8, nodes=2)) == 16
+    assert pipeline.processes("train", Resources(gpus=0, nodes=1)) == 1
+    assert pipeline.processes("eval", Resources(gpus=8, nodes=1)) == 1  # one task; the backend spreads
     cfg = compose(["experiment=med-s1-1k", "trainer.resources.gpus=8", "trainer.global_batch_size=16"])
-    world = planned_world_size(cfg.trainer.resources)
-    assert (world, cfg.trainer.per_device_batch_size) == (8, 1)
+    world = pipeline.processes("train", cfg.trainer.resources)
     # 8 GPU processes of 1 sequence each reach the global batch of 16 in 2 accumulation steps.
     assert derive_batch_sizes(cfg.trainer.global_batch_size, cfg.trainer.per_device_batch_size, world) == (
         1,
         2,
     )
+    # med-s1-25k's batch 2 on 4 GPUs: refused when the config is built, before anything is queued.
+    with pytest.raises(
+        UserError, match=r"^trainer.global_batch_size=2 is not divisible by the world size 4: "
+    ):
+        compose(["experiment=med-s1-25k", "trainer.resources.gpus=4"])
+    assert compose(["experiment=med-s1-25k", "trainer.resources.gpus=4", "stages=[eval]"]).stages == ["eval"]
 
 
 def test_on_main_without_a_process_group_just_runs():

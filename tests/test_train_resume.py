@@ -218,3 +218,18 @@ def test_two_processes_stop_together_then_resume_as_slurm_tasks(fresh_run):
     )
     generated = model.generate(**prompt, max_new_tokens=5, do_sample=False)
     assert generated.shape[1] > prompt["input_ids"].shape[1]
+
+
+def test_a_finished_two_process_train_exits_0_every_time(curated_root, tmp_path, model_cache):
+    """Every rank shuts down cleanly after success (process group destroyed once nothing holds it): an abort
+    at exit (`terminate called without an active exception`) would make SLURM's afterok cancel the eval."""
+    for attempt in range(3):
+        root = tmp_path / f"run-{attempt}"
+        shutil.copytree(curated_root, root)
+        overrides = [*OVERRIDES, "trainer.max_steps=4", f"paths.root={root}", f"paths.cache={model_cache}"]
+        process = torchrun(overrides)
+        output = process.communicate(timeout=900)[0].decode()
+        assert process.returncode == 0, output[-3000:]
+        assert "terminate called" not in output
+        cfg = compose(overrides)
+        assert (stage_dir(cfg, "train") / "_COMPLETE.json").exists()

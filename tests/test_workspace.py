@@ -1,7 +1,11 @@
+import dataclasses
+import shlex
+from datetime import datetime, timedelta, timezone
+
 import pytest
 
-from meds1.errors import MissingInputError, StageBusyError
-from meds1.workspace import MARKER, StageWorkspace, config_hash, read_marker, require_complete
+from meds1.errors import MissingInputError, OutputConflictError, StageBusyError
+from meds1.workspace import MARKER, StageDir, StageWorkspace, config_hash, read_marker, require_complete
 
 
 def test_commit_moves_complete_output_into_place(make_config):
@@ -17,16 +21,80 @@ def test_commit_moves_complete_output_into_place(make_config):
     assert StageWorkspace(cfg, "curate").completed_record() == record
 
 
-def test_force_or_other_config_means_not_complete(make_config):
+def test_force_means_not_complete(make_config):
     cfg = make_config("experiment=random-1k")
     with StageWorkspace(cfg, "curate") as ws:
         ws.commit({"n": 1})
     assert (
         StageWorkspace(make_config("experiment=random-1k", "force=true"), "curate").completed_record() is None
     )
-    changed = make_config("experiment=random-1k")
+
+
+def test_a_complete_output_of_another_config_is_never_replaced(make_config):
+    cfg = make_config("experiment=random-1k", "seed=3")
+    with StageWorkspace(cfg, "curate") as ws:
+        (ws.path / "rows").write_text("first")
+        ws.commit({"n": 1})
+    changed = make_config("experiment=random-1k", "seed=3")
     changed.curation.long_cot_tokens = 5  # e.g. an edited experiment file: same slug, other config
-    assert StageWorkspace(changed, "curate").completed_record() is None
+    workspace = StageWorkspace(changed, "curate")
+    said = (
+        rf"stage curate: {ws.final} holds a complete output made with another config "
+        rf"\(hash {ws.hash}, finished 20\d\d-.*, by experiment=random-1k seed=3\); "
+        rf"this run's config hashes to {workspace.hash}\. To replace it add force=true; "
+        r"to keep both, give this run another name \(name=random-1k-2\)$"
+    )
+    with pytest.raises(OutputConflictError, match=said):
+        workspace.completed_record()  # what the stages and the SLURM planner ask first
+    with pytest.raises(OutputConflictError, match=said), workspace:  # and again under the stage's lock
+        pass
+    assert (ws.final / "rows").read_text() == "first" and not ws.partial.exists()
+    with StageWorkspace(cfg, "curate"):  # the refusal released the lock
+        pass
+    forced = dataclasses.replace(changed, force=True)
+    with StageWorkspace(forced, "curate") as again:
+        again.commit({"n": 2})
+    assert read_marker(ws.final)["config_hash"] == workspace.hash
+
+
+def test_an_upstream_output_of_another_config_is_not_read(make_config):
+    cfg = make_config("experiment=random-1k", "eval.suite=[a.json,b c.json]", "stage=train")
+    with StageWorkspace(cfg, "curate") as ws:
+        ws.commit({"n": 1})
+    assert require_complete(cfg, "curate", "curated dataset") == ws.final
+    edited = dataclasses.replace(cfg, curation=dataclasses.replace(cfg.curation, n_samples=50))
+    with pytest.raises(MissingInputError) as refused:
+        require_complete(edited, "curate", "curated dataset")
+    message = str(refused.value)
+    assert "\n" not in message and f"curated dataset at {ws.final} was made with another config" in message
+    assert f"(hash {ws.hash}, finished " in message and f"(hash {config_hash(edited, 'curate')})" in message
+    command = message.split("remake it with `")[1].rstrip("`")
+    assert shlex.split(command)[2:] == [
+        "experiment=random-1k",
+        "stage=curate",
+        "eval.suite=[a.json,b c.json]",
+        f"paths.root={cfg.paths.root}",
+        f"paths.cache={cfg.paths.cache}",
+        "force=true",
+    ]  # quoted: the list and the space survive copy and paste into a shell
+
+
+def test_a_marker_says_which_experiment_made_it_and_when(make_config):
+    cfg = make_config("experiment=random-1k", "seed=3", "trainer.learning_rate=1e-3")
+    with StageWorkspace(cfg, "curate") as ws:
+        ws.commit({"n": 1})
+    marker = read_marker(ws.final)
+    assert marker["experiment"] == {"name": "random-1k", "overrides": ["seed=3"]}  # not the trainer's
+    directory = StageDir.of(cfg, "curate")
+    finished = datetime.fromisoformat(marker["finished_at"])
+    assert directory.complete(ws.hash) and not directory.complete("other")
+    assert directory.finished_since(finished - timedelta(seconds=1), ws.hash)
+    assert not directory.finished_since(finished + timedelta(seconds=1), ws.hash)
+    # Times written with another offset compare as times, not as text.
+    west = (finished + timedelta(seconds=1)).astimezone(timezone(timedelta(hours=-2))).isoformat()
+    assert marker["finished_at"] >= west and not directory.finished_since(west, ws.hash)
+    assert not directory.finished_since(None, "other") and directory.finished_since(None)
+    assert not directory.running and not directory.interrupted
 
 
 def test_interrupted_stage_leaves_no_complete_output_and_resumes(make_config):

@@ -7,12 +7,9 @@ test module starts one and shares it (module-scoped fixture).
 
 import pytest
 
-from meds1.config import InferenceConfig, ModelConfig, TinyModelSpec
+from meds1.config import InferenceConfig, ModelConfig
 from meds1.inference import load_backend
-from meds1.models import ensure_tiny_model
-
-# A head size (64) both the CUDA and the CPU attention kernels accept.
-SPEC = TinyModelSpec(hidden_size=256, num_heads=4, intermediate_size=512, num_layers=2)
+from tests.conftest import shipped_tiny_model
 
 
 def require_vllm() -> None:
@@ -29,7 +26,7 @@ def require_vllm() -> None:
 
 
 def model_dir(tmp_path_factory) -> str:
-    return str(ensure_tiny_model(SPEC, tmp_path_factory.mktemp("models")))
+    return str(shipped_tiny_model(tmp_path_factory.mktemp("models")))  # head size 32: CUDA and CPU serve it
 
 
 def start(model_dir: str, **settings):

@@ -29,10 +29,13 @@ class ChainedSlurmLauncher(SlurmLauncher):
 
         assert self.config is not None and self.hydra_context is not None
         self.composer = self.composer or SweepComposer(self.hydra_context.config_loader, self.config)
-        configs = [
-            to_config(self.composer.compose(o), overrides=self.composer.effective(o)) for o in job_overrides
-        ]
-        steps = exit_on_user_error(launch, configs, SlurmLauncherConfig(**self.params))
+        composer = self.composer
+
+        def submit() -> list:
+            configs = [to_config(composer.compose(o), overrides=composer.effective(o)) for o in job_overrides]
+            return launch(configs, SlurmLauncherConfig(**self.params))
+
+        steps = exit_on_user_error(submit)
         jobs = [{"stage": s.stage, "slug": s.slug, "action": s.action, "job_id": s.job_id} for s in steps]
         return [
             JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=jobs)

@@ -186,7 +186,8 @@ def _read_hub(source: SourceConfig) -> pd.DataFrame:
         raise UserError(
             f"could not load hub dataset {source.name} (config {source.config}, files {source.data_files}, "
             f"split {source.split}, revision {source.revision}): {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}"
+            f"{str(exc).splitlines()[0] if str(exc) else ''}. To run without the hub, save the rows to a "
+            "parquet/json/jsonl file and set curation.source.path=FILE"
         ) from None
     return dataset.to_pandas()
 

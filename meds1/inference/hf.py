@@ -9,6 +9,8 @@ from tqdm.auto import tqdm
 from meds1.config import InferenceConfig, ModelConfig
 from meds1.inference import Generation, LocalBackend, OnResult, Sampling
 from meds1.inference.chat import cut_at_stop, load_chat_tokenizer
+from meds1.models import from_pretrained
+from meds1.provenance import installed_version
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +43,13 @@ class HFBackend(LocalBackend):
         self.tokenizer = load_chat_tokenizer(path, model.revision)
         dtype = inference.dtype if inference.dtype != "auto" else model.dtype
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = AutoModelForCausalLM.from_pretrained(path, revision=model.revision, dtype=dtype)
+        self.model = from_pretrained(AutoModelForCausalLM, path, revision=model.revision, dtype=dtype)
         self.model.to(self.device).eval()
+        self.engine = {
+            "backend": "hf",
+            "engine": f"transformers {installed_version('transformers')}",
+            "device": self.device,
+        }
         eos = self.model.generation_config.eos_token_id
         self.eos = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
 

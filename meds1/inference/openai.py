@@ -76,6 +76,7 @@ class OpenAIBackend:
             raise UserError("inference.base_url is not set (or set OPENAI_BASE_URL) for the openai backend")
         self.model = inference.served_model or model
         self.config = inference
+        self.engine = {"backend": "openai", "engine": inference.base_url, "served_model": self.model}
 
     def generate(
         self, conversations: list[Conversation], sampling: Sampling, on_result: OnResult | None = None

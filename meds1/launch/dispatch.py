@@ -26,12 +26,17 @@ def dispatch(cfg: DictConfig) -> dict | list:
     from meds1.overrides import global_composer
 
     hydra = HydraConfig.get()
-    overrides = global_composer(hydra.job.config_name).effective(list(hydra.overrides.task))
-    return exit_on_user_error(run_command, to_config(cfg, overrides=overrides), hydra)
+
+    def build_and_run() -> dict | list:
+        overrides = global_composer(hydra.job.config_name).effective(list(hydra.overrides.task))
+        return run_command(to_config(cfg, overrides=overrides), hydra)
+
+    return exit_on_user_error(build_and_run)
 
 
 def exit_on_user_error(function, *args):
-    """`function(*args)`; a UserError becomes one logged line and exit status 1."""
+    """`function(*args)`; a UserError (a bad setting, a missing input) becomes one logged line and exit
+    status 1."""
     try:
         return function(*args)
     except UserError as error:
@@ -43,9 +48,16 @@ def run_command(config: Config, hydra) -> dict | list:
     """Submit | plan | run: the one place that decides where a command's stages run."""
     launcher = slurm_launcher(hydra)
     if config.stage == "report":
-        from meds1.launch.status import refresh
+        from meds1.launch.queue import refresh
         from meds1.paths import registry_path
 
+        if config.dry_run:
+            outputs = ", ".join(config.report.outputs) or "no files"
+            print(
+                f"meds1 dry run: nothing written. stage=report would read {registry_path(config)}, settle "
+                f"the jobs SLURM no longer lists, and write {outputs} under {config.report.out_dir}"
+            )
+            return []
         refresh(registry_path(config))  # settle jobs that ended without reporting (cancelled, killed)
     elif launcher is not None:
         from meds1.launch.submit import launch

@@ -15,8 +15,9 @@ import submitit
 
 from meds1 import pipeline, registry
 from meds1.config import Config
-from meds1.paths import registry_path, stage_dir, stage_slug
-from meds1.workspace import config_hash, read_marker
+from meds1.paths import registry_path, stage_slug
+from meds1.registry import JobState
+from meds1.workspace import StageDir, config_hash
 
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 
@@ -25,8 +26,7 @@ log = logging.getLogger(__name__)
 
 def finished(cfg: Config, stage: str) -> bool:
     """Whether `stage` has a completion marker for this config."""
-    marker = read_marker(stage_dir(cfg, stage))
-    return marker is not None and marker.get("config_hash") == config_hash(cfg, stage)
+    return StageDir.of(cfg, stage).complete(config_hash(cfg, stage))
 
 
 def one_line(error: BaseException) -> str:
@@ -49,18 +49,18 @@ class StageJob(submitit.helpers.Checkpointable):
         self.job_id = env.job_id
         self.leader = env.global_rank == 0
         self.requeued = False
-        self.report(state="running", started_at=registry.now(), node=env.hostname)
+        self.report(state=JobState.running, started_at=registry.now(), node=env.hostname)
         try:
             record = pipeline.run(self.cfg, self.stage)
         except BaseException as error:
             if not self.requeued:
-                self.report(state="failed", error=one_line(error))
+                self.report(state=JobState.failed, error=one_line(error))
             raise
         if self.leader and not finished(self.cfg, self.stage):
             message = f"stage {self.stage} returned without its completion marker"
-            self.report(state="failed", error=message)
+            self.report(state=JobState.failed, error=message)
             raise RuntimeError(message)
-        self.report(state="done")
+        self.report(state=JobState.done)
         return record
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission | None:
@@ -70,7 +70,7 @@ class StageJob(submitit.helpers.Checkpointable):
         self.requeued = True
         self.requeues += 1
         log.warning("%s: requeued after time-out or preemption; resumes from its partial output", self.stage)
-        self.report(state="queued", requeues=self.requeues)
+        self.report(state=JobState.queued, requeues=self.requeues)
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
     def report(self, **fields) -> None:

@@ -3,7 +3,9 @@ run as jobs, which are already complete, and which job each waits for.
 
 A stage appears once per slug, so sweep points that share a stage's result (a learning-rate sweep shares
 one curation) share its job. A stage whose marker matches its config is complete and not resubmitted; one
-whose job from an earlier submission is still in the queue is waited for instead of submitted again.
+whose job from an earlier submission is still in the queue is waited for instead of submitted again. The
+plan refuses what a job would refuse (meds1.workspace): replacing a complete output made with another
+config, or reading one.
 """
 
 from __future__ import annotations
@@ -14,15 +16,14 @@ from typing import Any
 
 from meds1 import pipeline, registry
 from meds1.config import Config, SlurmLauncherConfig
-from meds1.errors import MissingInputError
 from meds1.launch.resources import describe, sbatch_parameters, submitit_folder
 from meds1.paths import registry_path, stage_dir, stage_slug
-from meds1.workspace import StageWorkspace, complete_output, config_hash
+from meds1.registry import job_state
+from meds1.workspace import StageWorkspace, complete_output, config_hash, missing_input
 
 SUBMIT = "submit"  # becomes a job (or, run locally: runs)
 COMPLETE = "complete"  # its marker matches this config: skipped
 QUEUED = "queued"  # a job from an earlier submission is still pending or running: waited for
-ACTIVE_JOB_STATES = ("queued", "running")
 
 
 @dataclass
@@ -39,7 +40,7 @@ class Step:
     folder: Path | None = None  # submitit folder (`%j` = job id)
     job_id: str | None = None
     log_path: str | None = None
-    state: str | None = None  # once waited for: done or failed (see launch.status)
+    state: str | None = None  # once waited for: done or failed (see launch.queue)
     error: str | None = None
 
     @property
@@ -87,9 +88,10 @@ class Planner:
             self._registries[path] = registry.load(path)
         experiment = self._registries[path].get("experiments", {}).get(step.slug, {})
         job = experiment.get("jobs", {}).get(step.stage)
+        state = job_state(job)
         if (
-            job
-            and job.get("state") in ACTIVE_JOB_STATES
+            state is not None
+            and state.active
             and job.get("config_hash") == step.config_hash
             and job.get("job_id") in self.active_jobs
         ):
@@ -108,11 +110,9 @@ class Planner:
                 return None
             planned = Step(cfg, before, key[0], QUEUED, config_hash(cfg, before))
             planned.job_id = self._queued_job(planned)
-            if planned.job_id is None:
-                raise MissingInputError(
-                    f"stage {stage} of {stage_slug(cfg, stage)} needs the output of stage {before}, which is "
-                    f"neither complete nor queued: run stage={before} first, or stage=all for the whole chain"
-                )
+            if planned.job_id is None:  # neither complete for this config nor queued
+                what = f"stage {before}'s output for {stage} of {stage_slug(cfg, stage)} (done or queued)"
+                raise missing_input(cfg, before, what)
             self.steps[key] = planned
         return None if planned.action == COMPLETE else planned
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from meds1 import pipeline
 from meds1.config import Config, Resources, SlurmLauncherConfig
+from meds1.pipeline import tasks_per_node
 
 # sbatch parameters submitit knows by name (the rest go through `additional_parameters`).
 SUBMITIT_NAMES = frozenset(
@@ -38,10 +39,6 @@ SUBMITIT_NAMES = frozenset(
 
 def stage_resources(cfg: Config, stage: str) -> Resources:
     return pipeline.resources(cfg, stage)
-
-
-def tasks_per_node(stage: str, resources: Resources) -> int:
-    return resources.gpus if pipeline.get(stage).task_per_gpu and resources.gpus > 0 else 1
 
 
 def sbatch_parameters(cfg: Config, stage: str, launcher: SlurmLauncherConfig) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from meds1 import pipeline, registry
 from meds1.config import Config, SlurmLauncherConfig
 from meds1.errors import UserError
-from meds1.launch import status
+from meds1.launch import queue
 from meds1.launch.plan import QUEUED, SUBMIT, Step, format_plan, plan
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def submit(steps: list[Step], launcher: SlurmLauncherConfig) -> int:
             for step in group.steps:
                 job = {
                     "job_id": step.job_id,
-                    "state": "queued",
+                    "state": registry.JobState.queued,
                     "log_path": step.log_path,
                     "submitted_at": submitted_at,
                     "config_hash": step.config_hash,
@@ -139,13 +139,13 @@ def launch(configs: list[Config], launcher: SlurmLauncherConfig) -> list[Step]:
     `stage=report` points are not jobs: the report runs here, after the rest is submitted (or waited for).
     """
     dry_run = any(cfg.dry_run for cfg in configs)
-    problem = status.cluster_problem()
+    problem = queue.cluster_problem()
     if problem and not dry_run:
         raise UserError(
             f"hydra/launcher=slurm: no SLURM cluster reachable ({problem}); submit from a login node, add "
             "dry_run=true to see the plan, or drop hydra/launcher=slurm to run here"
         )
-    active = None if problem else status.active_jobs()
+    active = None if problem else queue.active_jobs()
     steps = plan([cfg for cfg in configs if cfg.stage != "report"], launcher, set(active or ()))
     if dry_run:
         print(f"meds1 dry run: nothing submitted. Plan ({len(steps)} steps):")
@@ -165,7 +165,7 @@ def launch(configs: list[Config], launcher: SlurmLauncherConfig) -> list[Step]:
     reports = [cfg for cfg in configs if cfg.stage == "report" or (wait and cfg.stage == "all")]
     if reports:
         pipeline.run(reports[0], "report")
-    failed = [step for step in steps if step.state not in (None, "done")]
+    failed = [step for step in steps if step.state not in (None, registry.JobState.done)]
     if failed:
         raise UserError(
             f"{len(failed)} of {sum(s.state is not None for s in steps)} job(s) failed: "
@@ -177,7 +177,7 @@ def launch(configs: list[Config], launcher: SlurmLauncherConfig) -> list[Step]:
 def wait_for(steps: list[Step], launcher: SlurmLauncherConfig) -> None:
     """Block until the plan's jobs end; set and print each one's final state."""
     waiting = [step for step in steps if step.action in (SUBMIT, QUEUED)]
-    records = status.wait({s.job_id for s in waiting}, {s.registry for s in waiting}, launcher.poll_s)
+    records = queue.wait({s.job_id for s in waiting}, {s.registry for s in waiting}, launcher.poll_s)
     for step in waiting:
         record = records.get(step.job_id, {})
         step.state, step.error = record.get("state", "unknown"), record.get("error")

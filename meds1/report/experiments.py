@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import json
+import shlex
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 from meds1 import registry
 from meds1.config import STAGES
 from meds1.errors import UserError
-from meds1.paths import STAGE_SECTIONS, make_slug, result_overrides, stage_sections
+from meds1.paths import STAGE_SECTIONS, identity_keys, make_slug, scoped_overrides, stage_sections, stage_slug
 
 NO_GROUP = "-"
 RESULT_SECTIONS = {section for sections in STAGE_SECTIONS.values() for section in sections}
@@ -58,15 +59,58 @@ def load_registry(path: Path) -> dict:
     return data
 
 
+def is_command(text: str) -> bool:
+    """Whether a report name is a command line's overrides (`experiment=demo seed=1`), not a slug."""
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        return False
+    return bool(words) and all("=" in word and "__" not in word for word in words)
+
+
+def command_slug(text: str, key: str) -> str:
+    """The slug of what a command line's overrides run: its last stage's (slugs are named by value, so
+    `experiment=med-s1-1k curation.n_samples=1000`, that experiment's own size, is `med-s1-1k`)."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from meds1.compose import compose_command
+
+    try:
+        cfg = compose_command(shlex.split(text))
+    except (HydraException, OmegaConfBaseException, UserError) as error:
+        reason = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        problem = f"{key}: {text!r} is neither an experiment nor a command line that composes ({reason})"
+        raise UserError(problem) from None
+    return stage_slug(cfg, cfg.stages[-1])
+
+
+def names(value) -> list[str]:
+    """`report.experiments` as a list: one name (a string) or a list of them."""
+    return [] if value in (None, "") else [str(value)] if isinstance(value, str) else [str(v) for v in value]
+
+
 def choose(slugs: set[str], patterns: list[str]) -> list[str]:
-    """The slugs matching any of `patterns` (exact names or globs), sorted; all when none given."""
+    """The slugs matching any of `patterns` (exact names, globs or command lines), sorted; all when none."""
     if not patterns:
         return sorted(slugs)
+    chosen = set()
     for pattern in patterns:
-        if not any(fnmatchcase(slug, pattern) for slug in slugs):
+        matched = {slug for slug in slugs if fnmatchcase(slug, pattern)}
+        if not matched and is_command(pattern):
+            named = command_slug(pattern, "report.experiments")
+            matched = {named} & slugs
+            pattern = f"{pattern} (slug {named})"
+        if not matched:
             known = ", ".join(sorted(slugs)) or "none"
             raise UserError(f"report.experiments: {pattern!r} matches no experiment; experiments: {known}")
-    return sorted(slug for slug in slugs if any(fnmatchcase(slug, p) for p in patterns))
+        chosen |= matched
+    return sorted(chosen)
+
+
+def baseline_slug(name: str, evaluated: set[str]) -> str:
+    """`report.baseline` as a slug: a slug, or a command line naming one."""
+    return command_slug(name, "report.baseline") if name not in evaluated and is_command(name) else name
 
 
 def config_value(config: dict, key: str):
@@ -87,12 +131,18 @@ def used_sections(config: dict) -> set[str] | None:
     return stage_sections(stages, stages[-1])
 
 
+def recorded_slug(config: dict, keys: set[str]) -> str:
+    """The slug a recorded config names from the overrides that change `keys` (by value when the record
+    says what each override changes, else by the override's key, as older meds1 named slugs)."""
+    overrides = config.get("overrides", [])
+    return make_slug(config["name"], scoped_overrides(overrides, config.get("override_scope") or {}, keys))
+
+
 def stage_slug_of(config: dict, stage: str) -> str | None:
     """Where a recorded config puts `stage`'s outputs (see meds1.paths), or None when unknown."""
     if used_sections(config) is None:
         return None
-    sections = stage_sections(config["stages"], stage)
-    return make_slug(config["name"], result_overrides(config.get("overrides", []), sections))
+    return recorded_slug(config, identity_keys(config["stages"], stage))
 
 
 def evaluated_model(slug: str, config: dict) -> str:
@@ -100,9 +150,7 @@ def evaluated_model(slug: str, config: dict) -> str:
     sections = used_sections(config)
     if sections is None:
         return config.get("name") or slug
-    return make_slug(
-        config["name"], result_overrides(config.get("overrides", []), sections - {"eval", "inference"})
-    )
+    return recorded_slug(config, sections - {"eval", "inference"})
 
 
 def group_of(config: dict, group_by: str) -> str:

@@ -10,8 +10,8 @@ Evidence, strongest first:
 5. a result in the registry with no output directory here (e.g. imported from med-s1) -> done.
 
 Whether a lock is held is probed with a non-blocking acquire of the stage's `filelock` (see
-meds1.workspace.lock_is_held), released at once; a stage starting in that same instant would report
-itself busy.
+meds1.workspace.StageDir.running), released at once; a stage starting in that same instant would report
+itself busy. The states are a job's (`registry.JobState`) plus "not run".
 """
 
 from __future__ import annotations
@@ -23,17 +23,25 @@ from pathlib import Path
 from rich.table import Table
 
 from meds1.pipeline import STAGES
+from meds1.registry import JobState, job_state
 from meds1.report.experiments import stage_slug_of
-from meds1.workspace import MARKER, lock_is_held, lock_path, read_marker
+from meds1.workspace import StageDir
 
-STATE_STYLE = {"not run": "dim", "queued": "cyan", "running": "yellow", "done": "green", "failed": "red"}
+NOT_RUN = "not run"
+STATE_STYLE = {
+    NOT_RUN: "dim",
+    JobState.queued: "cyan",
+    JobState.running: "yellow",
+    JobState.done: "green",
+    JobState.failed: "red",
+}
 
 
 @dataclass
 class StageStatus:
     experiment: str
     stage: str
-    state: str  # not run | queued | running | done | failed
+    state: str  # NOT_RUN or a JobState
     at: str | None  # when it reached that state (ISO 8601), if known
     path: str | None  # output directory, partial directory or job log
     detail: str = ""
@@ -43,55 +51,49 @@ def _mtime(path: Path) -> str:
     return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
 
 
-def _after(finished: str | None, submitted: str | None) -> bool:
-    """Whether a marker's finish time is not before a job's submission (unknown times: trust the marker)."""
-    try:
-        return datetime.fromisoformat(finished) >= datetime.fromisoformat(submitted)
-    except (TypeError, ValueError):
-        return True
-
-
 def stage_status(
     root: Path, slug: str, stage: str, entry: dict, experiment: str | None = None
 ) -> StageStatus:
     """The status of `stage` stored under `<root>/<slug>/`, with `entry` that slug's registry entry."""
     name = experiment or slug
-    final = root / slug / stage
-    partial = root / slug / f".{stage}.partial"
-    marker = read_marker(final)
+    directory = StageDir(root, slug, stage)
+    final, partial = str(directory.final), str(directory.partial)
+    marker = directory.marker()
     job = (entry.get("jobs") or {}).get(stage)
-    if partial.exists() and lock_is_held(lock_path(root / slug, stage)):
+    if directory.running:
         detail = f"job {job['job_id']}" if job else "local process"
-        return StageStatus(name, stage, "running", _mtime(partial), str(partial), detail)
+        return StageStatus(name, stage, JobState.running, _mtime(directory.partial), partial, detail)
     if job:
         job_note = f"job {job.get('job_id')}"
-        if marker and _after(marker.get("finished_at"), job.get("submitted_at")):
-            return StageStatus(name, stage, "done", marker.get("finished_at"), str(final), job_note)
-        if job.get("state") in ("queued", "running"):
-            return StageStatus(
-                name, stage, job["state"], job.get("updated_at"), job.get("log_path"), job_note
-            )
-        reason = "ended without a completion marker" if job.get("state") == "done" else "failed"
+        if directory.finished_since(job.get("submitted_at")):
+            return StageStatus(name, stage, JobState.done, marker.get("finished_at"), final, job_note)
+        state = job_state(job)
+        if state is not None and state.active:
+            return StageStatus(name, stage, state, job.get("updated_at"), job.get("log_path"), job_note)
+        reason = "ended without a completion marker" if state == JobState.done else "failed"
         return StageStatus(
-            name, stage, "failed", job.get("updated_at"), job.get("log_path"), f"{job_note} {reason}"
+            name, stage, JobState.failed, job.get("updated_at"), job.get("log_path"), f"{job_note} {reason}"
         )
     if marker:
-        return StageStatus(name, stage, "done", marker.get("finished_at"), str(final))
-    if partial.exists():
+        return StageStatus(name, stage, JobState.done, marker.get("finished_at"), final)
+    if directory.interrupted:
         note = "interrupted: partial output, no live process; rerun resumes it"
-        return StageStatus(name, stage, "failed", _mtime(partial), str(partial), note)
+        return StageStatus(name, stage, JobState.failed, _mtime(directory.partial), partial, note)
     recorded = (entry.get("results") or {}).get(stage)
     if recorded:
         paths = [v for k, v in recorded.items() if k.endswith("_path") and isinstance(v, str)]
         note = "recorded in results.json; no output directory here"
-        return StageStatus(name, stage, "done", recorded.get("timestamp"), paths[0] if paths else None, note)
-    return StageStatus(name, stage, "not run", None, None)
+        return StageStatus(
+            name, stage, JobState.done, recorded.get("timestamp"), paths[0] if paths else None, note
+        )
+    return StageStatus(name, stage, NOT_RUN, None, None)
 
 
 def _has_trace(root: Path, slug: str, stage: str, entry: dict) -> bool:
+    directory = StageDir(root, slug, stage)
     return (
-        (root / slug / stage / MARKER).exists()
-        or (root / slug / f".{stage}.partial").exists()
+        directory.complete()
+        or directory.partial.exists()
         or stage in (entry.get("jobs") or {})
         or bool((entry.get("results") or {}).get(stage))
     )

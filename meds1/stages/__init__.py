@@ -6,17 +6,17 @@ import logging
 
 from meds1 import registry
 from meds1.config import Config
-from meds1.paths import registry_path, stage_slug
+from meds1.paths import registry_path, stage_config, stage_slug
 from meds1.workspace import StageWorkspace
 
 log = logging.getLogger(__name__)
 
 
 def record_result(cfg: Config, stage: str, record: dict) -> None:
-    """Put a finished stage's record into results.json (`experiments.<slug>.results.<stage>`)."""
-    registry.update(
-        registry_path(cfg), stage_slug(cfg, stage), stage, record, description=cfg.description, config=cfg
-    )
+    """Put a finished stage's record into results.json (`experiments.<slug>.results.<stage>`), with the
+    config the stage read."""
+    slug, config = stage_slug(cfg, stage), stage_config(cfg, stage)
+    registry.update(registry_path(cfg), slug, stage, record, description=cfg.description, config=config)
 
 
 def completed(cfg: Config, workspace: StageWorkspace, main: bool = True) -> dict | None:

@@ -52,7 +52,7 @@ def run(cfg: Config) -> dict:
             f"nothing to report under {root}: no results.json and no experiment directories; "
             "run an experiment first, e.g. `python run.py`"
         )
-    slugs = registry_view.choose(known, list(report.experiments))
+    slugs = registry_view.choose(known, registry_view.names(report.experiments))
     chosen = registry_view.experiments(data, slugs, report.group_by)
     check_group_by(cfg, chosen)
     chosen = registry_view.with_sources(chosen, list(report.sources))
@@ -121,6 +121,7 @@ def compare_with_baseline(
     evaluated = sorted(
         slug for slug, e in data["experiments"].items() if (e.get("results") or {}).get("eval")
     )
+    name = registry_view.baseline_slug(name, set(evaluated))
     if name not in evaluated:
         raise UserError(
             f"report.baseline: {name!r} is not an experiment with eval results; "

@@ -16,10 +16,11 @@ import shutil
 from meds1.config import Config
 from meds1.errors import MissingInputError, UserError
 from meds1.models import model_path
+from meds1.rules import derive_batch_sizes
 from meds1.stages import completed, record_result
 from meds1.training import distributed
 from meds1.training.preemption import Preempted
-from meds1.training.sft import check_options, derive_batch_sizes, train_sft
+from meds1.training.sft import check_options, train_sft
 from meds1.workspace import StageWorkspace, require_complete, stage_command
 
 log = logging.getLogger(__name__)

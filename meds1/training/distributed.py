@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from meds1.config import Resources
 from meds1.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -51,16 +50,6 @@ class DistributedEnv:
     @property
     def is_distributed(self) -> bool:
         return self.world_size > 1
-
-
-def tasks_per_node(resources: Resources) -> int:
-    """SLURM tasks to start on each node for training: one per GPU (one for a CPU run)."""
-    return max(resources.gpus, 1)
-
-
-def planned_world_size(resources: Resources) -> int:
-    """Training processes a scheduler starts for these resources: one task per GPU on every node."""
-    return tasks_per_node(resources) * max(resources.nodes, 1)
 
 
 def detect() -> DistributedEnv:
@@ -168,8 +157,29 @@ def process_group(env: DistributedEnv, timeout_s: int = 1800) -> Iterator[None]:
     )
     try:
         yield
-    finally:
-        dist.destroy_process_group()
+    except BaseException:
+        shut_down(dist, agreed=False)
+        raise
+    shut_down(dist, agreed=True)
+
+
+def shut_down(dist, agreed: bool) -> None:
+    """Destroy the process group once nothing else holds it, so every rank exits 0 after success.
+
+    The HF Trainer, its DDP wrapper and its accelerator reference each other: the cyclic garbage collector
+    frees them whenever it next runs, which may be at interpreter exit, after the group was destroyed. DDP's
+    reducer then drops the last reference to the gloo process group during finalization, whose worker
+    threads cannot be joined any more: `terminate called without an active exception`, SIGABRT, exit 1
+    after a complete run. Collecting first frees them now; the group is then destroyed, its threads joined.
+    After success (`agreed`) the ranks first meet, so none tears down its end while another still talks to
+    it; after an error they do not (a rank may be stuck in a collective the failed one never joins).
+    """
+    import gc
+
+    gc.collect()
+    if agreed:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def broadcast(value: T) -> T:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from meds1.config import TrainerConfig
 from meds1.errors import UserError
+from meds1.models import from_pretrained
+from meds1.rules import derive_batch_sizes
 from meds1.training import distributed
 from meds1.training.preemption import PreemptionGuard, stop_on_signal_callback
 
@@ -30,25 +32,6 @@ log = logging.getLogger(__name__)
 REPORTERS = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
 CHECKPOINT_FORMATS = {"sharded": "SHARDED_STATE_DICT", "full": "FULL_STATE_DICT"}
 SEGMENTS = "segments.jsonl"  # one line per training run of this stage (first run, resumes after requeue)
-
-
-def derive_batch_sizes(
-    global_batch_size: int, per_device_batch_size: int, world_size: int
-) -> tuple[int, int]:
-    """(per-device batch, gradient accumulation steps) giving exactly `global_batch_size` per step."""
-    if global_batch_size % world_size:
-        raise UserError(
-            f"trainer.global_batch_size={global_batch_size} is not divisible by the world size {world_size}"
-        )
-    per_rank = global_batch_size // world_size
-    per_device = min(per_device_batch_size, per_rank)
-    if per_rank % per_device:
-        raise UserError(
-            f"trainer.per_device_batch_size={per_device_batch_size} does not divide the "
-            f"{per_rank} rows each of {world_size} process(es) takes per step "
-            f"(global batch {global_batch_size})"
-        )
-    return per_device, per_rank // per_device
 
 
 def check_options(trainer: TrainerConfig, world_size: int) -> None:
@@ -146,13 +129,8 @@ def load_model(model_path: str, revision: str | None, dtype: str, attn_implement
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    try:
-        model = AutoModelForCausalLM.from_pretrained(model_path, revision=revision, dtype=dtype, **extra)
-        tokenizer = AutoTokenizer.from_pretrained(model_path, revision=revision)
-    except (OSError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0]
-        raise UserError(f"cannot load model {model_path!r} (model.path): {reason}") from None
-    return model, tokenizer
+    model = from_pretrained(AutoModelForCausalLM, model_path, revision=revision, dtype=dtype, **extra)
+    return model, from_pretrained(AutoTokenizer, model_path, revision=revision)
 
 
 def split_validation(dataset, fraction: float, seed: int):

@@ -1,9 +1,9 @@
-"""Job states: what SLURM still holds, and bringing the registry's job records up to date.
+"""The SLURM queue: what it still holds, and bringing the registry's job records up to date.
 
-A job reports `running`, `done` or `failed` itself. A job that never got to (cancelled, killed for
-memory or time, never started because the stage it waited for failed) leaves `queued` or `running`
-behind; `refresh` settles those once SLURM no longer lists the job: `done` if its stage's marker was
-written for this config after the submission, else `failed` with SLURM's last word on it.
+A job reports `running`, `done` or `failed` itself (`registry.JobState`). A job that never got to
+(cancelled, killed for memory or time, never started because the stage it waited for failed) leaves
+`queued` or `running` behind; `refresh` settles those once SLURM no longer lists the job: `done` if its
+stage's marker was written for this config after the submission, else `failed` with SLURM's last word.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from pathlib import Path
 
 from meds1 import registry
 from meds1.errors import UserError
-from meds1.workspace import read_marker
+from meds1.registry import JobState, job_state
+from meds1.workspace import StageDir
 
 log = logging.getLogger(__name__)
-
-ACTIVE = ("queued", "running")
 
 
 def slurm(*command: str, timeout: float = 60) -> str:
@@ -63,16 +62,11 @@ def slurm_state(job_id: str) -> str:
 
 def settled_state(root: Path, slug: str, stage: str, job: dict) -> dict:
     """The final record of a job SLURM no longer lists: done if its stage finished, else failed."""
-    marker = read_marker(root / slug / stage)
-    if (
-        marker is not None
-        and marker.get("config_hash") == job.get("config_hash")
-        and marker.get("finished_at", "") >= job.get("submitted_at", "")
-    ):
-        return {"job_id": job["job_id"], "state": "done"}
+    if StageDir(root, slug, stage).finished_since(job.get("submitted_at"), job.get("config_hash")):
+        return {"job_id": job["job_id"], "state": JobState.done}
     return {
         "job_id": job["job_id"],
-        "state": "failed",
+        "state": JobState.failed,
         "error": job.get("error") or f"job ended without finishing the stage: {slurm_state(job['job_id'])}",
     }
 
@@ -83,7 +77,7 @@ def active_records(data: dict) -> list[tuple[str, str, dict]]:
         (slug, stage, job)
         for slug, entry in data.get("experiments", {}).items()
         for stage, job in entry.get("jobs", {}).items()
-        if job.get("state") in ACTIVE
+        if (state := job_state(job)) is not None and state.active
     ]
 
 
