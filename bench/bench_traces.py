@@ -5,9 +5,10 @@ rows (the demo rows' real traces, each made distinct by a marker), through the `
 real local HTTP server (tests/canned_llm.py) that answers every request after 0.2 s, with
 `max_concurrency=64`: the ideal is 1,000 x 0.2 / 64 = 3.1 s. `baseline`: the same rows, one request at
 a time (`max_concurrency=1`), in the same run. The server runs in its own process; the note gives this
-process's CPU time and the machine's load average, since on a loaded machine the client's CPU (the
-openai SDK's ~2-6 ms per request) is what bounds the rate. Also: the rerun, which finds every rewrite
-cached and sends nothing. Run: python bench/bench_traces.py
+process's CPU time and the machine's load average, since on a loaded machine the client's CPU (~5 ms
+per request, most of it the SDK's HTTP stack: httpx's connection pool, its request copies) is what
+bounds the rate. The chain's pre-flight (its first request, alone) adds one 0.2 s round trip. Also:
+the rerun, which finds every rewrite cached and sends nothing. Run: python bench/bench_traces.py
 """
 
 from __future__ import annotations

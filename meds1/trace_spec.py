@@ -22,15 +22,19 @@ text and YAML, so `meds1/rules.py` checks a config's transforms at compose, befo
 
 from __future__ import annotations
 
+import hashlib
 import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from meds1.errors import UserError
+
+if TYPE_CHECKING:
+    from meds1.config import TraceConfig
 
 TRACES_DIR = Path(__file__).parent / "curation" / "traces"
 PERTURBATION_DIR = TRACES_DIR / "perturbation"
@@ -181,20 +185,40 @@ def is_path(name: str) -> bool:
     return name.endswith((".yaml", ".yml")) or "/" in name
 
 
+def transform_path(name: str) -> Path:
+    return Path(name).expanduser() if is_path(name) else TRACES_DIR / f"{name}.yaml"
+
+
 def load_transform(name: str) -> Transform:
     """A shipped transform by name, or the transform in a YAML file (a path ending in .yaml)."""
+    path = transform_path(name)
     if is_path(name):
-        path = Path(name).expanduser()
         if not path.is_file():
             raise UserError(f"curation.trace.transforms: transform file {name} does not exist")
-    else:
-        path = TRACES_DIR / f"{name}.yaml"
-        if not path.is_file():
-            raise UserError(
-                f"curation.trace.transforms: unknown transform {name!r}; valid: "
-                f"{', '.join(shipped_transforms())} (or the path of a transform YAML file)"
-            )
+    elif not path.is_file():
+        raise UserError(
+            f"curation.trace.transforms: unknown transform {name!r}; valid: "
+            f"{', '.join(shipped_transforms())} (or the path of a transform YAML file)"
+        )
     return parse_transform(path)
+
+
+def file_digests(trace: TraceConfig) -> dict[str, str]:
+    """A digest of every transform and perturbation YAML file a trace chain reads (shipped or the user's,
+    chained ones too), by name; {} without a chain. The stages' config hash includes it (meds1/workspace.py
+    `config_hash`), so an edited file makes a new output instead of reusing one made with the old text."""
+    paths: dict[str, Path] = {}
+    pending = list(trace.transforms)
+    while pending:
+        name = pending.pop(0)
+        if name not in paths:
+            paths[name] = transform_path(name)
+            pending += load_transform(name).chain
+    perturbation = trace.perturbation.type
+    for spec in [str(perturbation)] * (perturbation is not None) + ["restore"] * trace.restore:
+        if (path := PERTURBATION_DIR / f"{spec}.yaml").is_file():  # skip, shuffle...: no prompt
+            paths[f"perturbation/{spec}"] = path
+    return {name: hashlib.sha256(path.read_bytes()).hexdigest()[:16] for name, path in paths.items()}
 
 
 def load_perturbation_spec(name: str) -> Transform:

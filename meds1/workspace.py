@@ -34,6 +34,7 @@ from meds1.config import Config
 from meds1.errors import MissingInputError, OutputConflictError, StageBusyError
 from meds1.paths import override_section, result_view, slug_overrides, stage_sections, stage_slug
 from meds1.registry import now, write_json_atomic
+from meds1.trace_spec import file_digests
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ def config_hash(cfg: Config, stage: str) -> str:
     sections = sorted(stage_sections(cfg.stages, stage))
     payload = {name: result_view(getattr(cfg, name)) for name in sections}
     payload["stage"] = stage
+    if "curation" in sections and (files := file_digests(cfg.curation.trace)):  # an edited file counts
+        payload["trace_files"] = files
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

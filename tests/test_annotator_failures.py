@@ -81,6 +81,18 @@ def difficulty(url: str, *extra: str) -> list[str]:
     ]
 
 
+def trace(url: str, *extra: str) -> list[str]:
+    """The step transform by the trace LLM over openai."""
+    return [
+        "experiment=demo",
+        "curation.n_samples=5",
+        "curation.trace.transforms=[step]",
+        f"curation.trace.llm.inference.base_url={url}",
+        "curation.trace.llm.inference.max_retries=0",
+        *extra,
+    ]
+
+
 def closed_port_url() -> str:
     with socket.socket() as s:  # a port nothing listens on once closed
         s.bind(("127.0.0.1", 0))
@@ -175,6 +187,16 @@ def test_a_dead_base_model_or_judge_stops_at_its_first_request(
     assert server.count() == sent  # nothing annotated
 
 
+def test_a_dead_trace_llm_stops_curate_at_its_first_request(tmp_path, make_config):
+    cfg = make_config(*trace(closed_port_url()), f"curation.source.path={source(tmp_path)}")
+    with pytest.raises(
+        UserError,
+        match=r"^the first request to the trace LLM failed: failed after 1 attempts: APIConnectionError.*; "
+        r"check its endpoint \(curation.trace.llm.inference.base_url\), api_key and model name$",
+    ):
+        curate.run(cfg)
+
+
 @pytest.mark.parametrize("status", [401, 404])  # a wrong api_key, an unknown model name
 def test_an_endpoint_refusing_the_request_stops_at_the_first_one(status, tmp_path, make_config):
     with ScriptedServer(lambda path, prompt: status) as refusing:
@@ -262,7 +284,7 @@ def test_one_preflight_per_annotator_before_any_annotation_and_none_when_cached(
 
 def test_a_dry_run_sends_nothing(server, tmp_path):
     overrides = [
-        *difficulty(server.base_url, *labeler(server.base_url)[1:]),
+        *difficulty(server.base_url, *labeler(server.base_url)[1:], *trace(server.base_url)[1:]),
         f"curation.source.path={source(tmp_path)}",
     ]
     result = subprocess.run(

@@ -7,6 +7,8 @@ The LLM is a real OpenAI-compatible HTTP server on 127.0.0.1 (tests/canned_llm.p
 from __future__ import annotations
 
 import copy
+import socket
+import time
 from collections import Counter
 
 import numpy as np
@@ -16,14 +18,16 @@ import pytest
 from meds1.compose import compose
 from meds1.config import PerturbationConfig, PerturbationType
 from meds1.curation.traces import perturb, transform_traces
-from meds1.errors import UserError
+from meds1.errors import OutputConflictError, UserError
 from meds1.trace_spec import (
     apply_post,
     failed_check,
+    file_digests,
     load_perturbation_spec,
     load_transform,
     shipped_transforms,
 )
+from meds1.workspace import config_hash
 from tests.canned_llm import CannedLLMServer, canned_reply
 from tests.conftest import REPO
 
@@ -406,7 +410,7 @@ def test_a_rejected_restore_keeps_the_perturbed_trace_and_is_recorded(demo_rows,
 
 @pytest.mark.slow
 def test_failed_requests_are_recorded_kept_or_dropped_and_too_many_stop_the_stage(demo_rows, trace_config):
-    failing = set(demo_rows["Complex_CoT"][:2].str[:80])
+    failing = set(demo_rows["Complex_CoT"][-2:].str[:80])  # not the first: the pre-flight's row answers
 
     def responder(prompt: str) -> str | None:
         return None if any(f in prompt for f in failing) else canned_reply(prompt)
@@ -424,9 +428,77 @@ def test_failed_requests_are_recorded_kept_or_dropped_and_too_many_stop_the_stag
         )
         sent = own.requests
     assert kept.records["trace_status"].str.match(r"failed: .*HTTP 500").sum() == 2
-    assert kept.curated["Complex_CoT"][:2].tolist() == demo_rows["Complex_CoT"][:2].tolist()  # previous trace
+    assert kept.curated["Complex_CoT"][-2:].tolist() == demo_rows["Complex_CoT"][-2:].tolist()  # previous
     assert len(dropped.curated) == 4 and list(dropped.dropped) == ["trace_step_failed"]
     assert sent == 6 + 2 + 2  # a failed request is not cached: each run asks for it again
+    assert kept.stats["requests"]["preflight"] == 0  # retrying a row's failure is no pre-flight
+
+
+# --- the pre-flight: the chain's first request goes alone ------------------------------------------------
+
+
+def test_the_first_request_goes_alone_once_and_a_cached_rerun_sends_none(demo_rows, trace_config):
+    with CannedLLMServer() as own:
+        alone = []
+
+        def first_alone(prompt: str) -> str:
+            if not alone:
+                time.sleep(0.3)  # the rest of the batch would arrive meanwhile
+                alone.append(own.requests == 1)
+            return canned_reply(prompt)
+
+        own.responder = first_alone
+        cfg = trace_config("curation.trace.transforms=[step]", base_url=own.base_url)
+        first = transform_traces(demo_rows, cfg)
+        assert alone == [True] and own.requests == len(demo_rows)  # the pre-flight's reply is reused
+        assert demo_rows["Complex_CoT"][0][:80] in own.prompts[0]  # the first row's request
+        again = transform_traces(demo_rows, cfg)
+        more = transform_traces(demo_rows.assign(row_id=demo_rows["row_id"] + 1), cfg)  # same texts
+        assert own.requests == len(demo_rows)
+    assert first.stats["requests"] == {"requests": 6, "reused": 0, "sent": 6, "preflight": 1}
+    assert (
+        again.stats["requests"]
+        == more.stats["requests"]
+        == {
+            "requests": 6,
+            "reused": 6,
+            "sent": 0,
+            "preflight": 0,
+        }
+    )
+    assert (first.records["trace_status"] == "ok").all()
+
+
+def test_a_dead_trace_llm_stops_at_its_first_request(demo_rows, trace_config):
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    with pytest.raises(
+        UserError,
+        match=r"^the first request to the trace LLM failed: failed after 1 attempts: APIConnectionError.*; "
+        r"check its endpoint \(curation.trace.llm.inference.base_url\), api_key and model name$",
+    ):
+        transform_traces(demo_rows, trace_config("curation.trace.transforms=[step]", base_url=dead))
+
+
+def test_a_trace_llm_answering_nonsense_stops_at_its_first_request_unless_accepted(demo_rows, trace_config):
+    with CannedLLMServer(lambda prompt: "I cannot help with that.") as own:
+        cfg = trace_config("curation.trace.transforms=[step]", base_url=own.base_url)
+        with pytest.raises(
+            UserError,
+            match=r"^the trace LLM's reply to its first request \(step: trace\) is unusable: min_steps=1: "
+            r"'I cannot help with that.'; check curation.trace.llm \(model name, endpoint\) and the "
+            r"transform's prompt, or accept untransformed rows: curation.trace.max_failed_fraction=1$",
+        ):
+            transform_traces(demo_rows, cfg)
+        assert own.requests == 1
+        loose = trace_config(
+            "curation.trace.transforms=[step]", "curation.trace.max_failed_fraction=1", base_url=own.base_url
+        )
+        result = transform_traces(demo_rows, loose)
+        assert own.requests == len(demo_rows)  # the rejected reply was cached: the rerun reuses it
+    assert result.records["trace_status"].eq("rejected: trace: min_steps=1").all()
+    assert result.stats["requests"]["preflight"] == 1  # a request never asked: the second row's
 
 
 def test_a_user_transform_from_a_yaml_file(tmp_path, demo_rows, trace_config):
@@ -447,6 +519,49 @@ writes: {Complex_CoT: out}
     )
     result = transform_traces(demo_rows, trace_config(f"curation.trace.transforms=[{spec}]"))
     assert result.curated["Complex_CoT"].str.startswith("## STEP 1: POINT 1").all()
+
+
+SHOUT = """name: shout
+calls:
+  - name: out
+    inputs: {cot: Complex_CoT}
+    prompt: |
+      Put this in a clear, step-by-step format. Text to transform:
+      {cot}
+    post: [{clip_to: "## Step 1:"}, WORDS]
+writes: {Complex_CoT: out}
+"""
+
+
+def test_an_edited_transform_file_changes_every_later_stages_config_hash(tmp_path, trace_config):
+    spec = tmp_path / "shout.yaml"
+    spec.write_text(SHOUT.replace("WORDS", "upper"))
+    cfg = trace_config(f"curation.trace.transforms=[step,{spec}]", "curation.trace.restore=true")
+    before = {stage: config_hash(cfg, stage) for stage in ("curate", "train")}
+    assert file_digests(cfg.curation.trace).keys() == {"step", str(spec), "perturbation/restore"}
+    assert {stage: config_hash(cfg, stage) for stage in before} == before  # the same text, the same hash
+    spec.write_text(SHOUT.replace("WORDS", "lower"))
+    after = {stage: config_hash(cfg, stage) for stage in before}
+    assert all(after[stage] != before[stage] for stage in before)
+    assert file_digests(trace_config().curation.trace) == {}  # no chain: the hashes from before stay
+
+
+@pytest.mark.slow
+def test_curate_never_reuses_an_output_made_with_an_older_transform_file(tmp_path, make_config, server):
+    from meds1.stages import curate
+
+    spec = tmp_path / "shout.yaml"
+    spec.write_text(SHOUT.replace("WORDS", "upper"))
+    overrides = curate_overrides(server, f"curation.trace.transforms=[{spec}]")
+    first = curate.run(make_config(*overrides))
+    assert curate.run(make_config(*overrides)) == first  # the same text: the output is reused
+    loud = pd.read_parquet(first["curated_path"])
+    spec.write_text(SHOUT.replace("WORDS", "lower"))
+    with pytest.raises(OutputConflictError, match="holds a complete output made with another config"):
+        curate.run(make_config(*overrides))
+    quiet = pd.read_parquet(curate.run(make_config(*overrides, "force=true"))["curated_path"])
+    assert loud["Complex_CoT"].str.startswith("## STEP 1:").all()
+    assert quiet["Complex_CoT"].str.startswith("## step 1:").all()
 
 
 @pytest.mark.parametrize(
@@ -611,4 +726,4 @@ def test_curate_without_a_trace_trains_on_the_answer_alone(make_config, server):
     record = curate.run(make_config(*curate_overrides(server, "curation.trace.transforms=[none]")))
     texts = load_from_disk(record["dataset_path"])["text"]
     assert texts and all("## Final Response\n\n" in t and "## Thinking" not in t for t in texts)
-    assert record["stats"]["traces"]["requests"] == {"requests": 0, "reused": 0, "sent": 0}
+    assert record["stats"]["traces"]["requests"] == {"requests": 0, "reused": 0, "sent": 0, "preflight": 0}

@@ -3,8 +3,9 @@ selected rows' traces (meds1/curation/traces), format.
 
 `curation.pool` decides which filters define the rows selection draws from (`meds1/curation/pool.py`).
 Before any annotation, each annotator that will ask an endpoint sends one request (a broken endpoint
-stops the stage in seconds); an annotator that leaves too many rows unusable stops it before selection
-(`meds1/curation/unusable.py`), and so does a selection of 0 rows.
+stops the stage in seconds; the trace LLM's goes when its chain starts, after selection); an annotator
+that leaves too many rows unusable stops it before selection (`meds1/curation/unusable.py`), and so does
+a selection of 0 rows.
 
 Writes `filtered.parquet` (every row with `filter_status/filter_stage/filter_reason` and its
 annotations; selected rows also with their trace after each `curation.trace` stage and its status),

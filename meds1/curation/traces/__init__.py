@@ -199,7 +199,13 @@ def transform_traces(curated: pd.DataFrame, cfg: Config) -> TraceResult:
     transforms = expand(trace.transforms)
     check_columns(transforms, curated.columns)
     chain = Chain(curated, trace)
-    llm = TraceLLM(trace.llm, cfg.paths.cache, cfg.seed, cfg.curation.annotation_chunk)
+    llm = TraceLLM(
+        trace.llm,
+        cfg.paths.cache,
+        cfg.seed,
+        cfg.curation.annotation_chunk,
+        accept_unusable=trace.max_failed_fraction >= 1,
+    )
     try:
         for transform in transforms:
             rows = chain.rows()

@@ -3,6 +3,9 @@
 Each call is asked for every row still `ok`, all rows at once (so the backend's concurrency is used);
 a row's outcome is `ok` with the values it writes, `rejected: <call>: <check>` (a reply that fails a
 check, or an empty input) or `failed: <error>` (the request failed after the backend's retries).
+
+The chain's first request to an endpoint goes alone (`preflight`): a dead endpoint, a wrong key or model
+name, or a reply the call's post-processing and checks reject stops the stage before the batch is sent.
 """
 
 from __future__ import annotations
@@ -11,8 +14,11 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from meds1.curation.traces.requests import TraceLLM
-from meds1.trace_spec import Input, Transform, apply_post, failed_check
+from meds1.curation.llm import check_endpoint_hint
+from meds1.curation.traces.requests import LLM_KEY, TraceLLM
+from meds1.curation.unusable import cut
+from meds1.errors import UserError
+from meds1.trace_spec import Call, Input, Transform, apply_post, failed_check
 
 OK = "ok"
 
@@ -34,6 +40,29 @@ def _resolve(spec: Input, row: pd.Series, replies: dict[str, str], tables: dict)
     if spec.source.startswith("$"):
         return replies[spec.source[1:]]
     return apply_post(spec.post, _text(row[spec.source]))
+
+
+def preflight(
+    transform: Transform, call: Call, prompts: list[str], inputs: list[dict], llm: TraceLLM
+) -> None:
+    """Send the chain's first request alone when it has one to send (TraceLLM.first_never_asked); stop
+    the stage if it fails, or if the call rejects the reply (unless `llm.accept_unusable`)."""
+    prompt = llm.first_never_asked(prompts, call.prompt, call.max_new_tokens)
+    if prompt is None:
+        return
+    reply = llm.preflight(prompt, call.prompt, call.max_new_tokens, f"trace {transform.name}: {call.name}")
+    if reply.error is not None:
+        raise UserError(
+            f"the first request to the trace LLM failed: {reply.error}; "
+            + check_endpoint_hint(f"{LLM_KEY}.inference")
+        )
+    text = apply_post(call.post, reply.text)
+    if not llm.accept_unusable and (bad := failed_check(call.checks, text, inputs[prompts.index(prompt)])):
+        raise UserError(
+            f"the trace LLM's reply to its first request ({transform.name}: {call.name}) is unusable: {bad}: "
+            f"{cut(reply.text)}; check {LLM_KEY} (model name, endpoint) and the transform's prompt, "
+            "or accept untransformed rows: curation.trace.max_failed_fraction=1"
+        )
 
 
 def run_transform(transform: Transform, rows: pd.DataFrame, llm: TraceLLM) -> list[Outcome]:
@@ -60,6 +89,7 @@ def run_transform(transform: Transform, rows: pd.DataFrame, llm: TraceLLM) -> li
             live.append(i)
             prompts.append(call.prompt.format(**values))
             inputs.append(values)
+        preflight(transform, call, prompts, inputs, llm)
         replies = llm.ask(prompts, call.prompt, call.max_new_tokens, f"trace {transform.name}: {call.name}")
         for i, values, reply in zip(live, inputs, replies, strict=True):
             if reply.error is not None:

@@ -8,6 +8,11 @@ same 1,000 step rewrites) finds it cached, and a rerun sends nothing. The reques
 annotation cache (meds1/curation/cache.py) in chunks of `curation.annotation_chunk`: a crash loses at
 most one chunk, and a failed request (after the backend's retries) is recorded, not cached, so the next
 run asks again.
+
+Before the chain sends its first batch, `first_never_asked` picks one request for the pre-flight
+(calls.py): the first of a call's requests never asked under its key. A request that failed before is
+asked again, but not as the pre-flight: the endpoint answered under this key already, and a row's own
+failure (a refusal, a too-long text) would otherwise stop every rerun.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from meds1.config import LLMConfig
+from meds1.config import InferenceBackend, LLMConfig
 from meds1.curation.cache import AnnotationCache, annotate
 from meds1.curation.llm import check_not_all_failed, load_llm
 from meds1.inference import Sampling
@@ -40,8 +45,11 @@ def request_id(prompt: str) -> int:
 class TraceLLM:
     """Asks `curation.trace.llm`, loading its backend only when a request is not cached."""
 
-    def __init__(self, llm: LLMConfig, cache_dir: str, seed: int, chunk_rows: int):
+    def __init__(
+        self, llm: LLMConfig, cache_dir: str, seed: int, chunk_rows: int, accept_unusable: bool = False
+    ):
         self.llm = llm
+        self.accept_unusable = accept_unusable  # a pre-flight reply the checks reject does not stop
         self.seed = seed
         self.chunk_rows = chunk_rows
         self.spec = {
@@ -52,16 +60,38 @@ class TraceLLM:
         }
         self.cache_dir = cache_dir
         self._backend = None
-        self.counts = {"requests": 0, "reused": 0, "sent": 0}
+        self.counts = {"requests": 0, "reused": 0, "sent": 0, "preflight": 0}
+        self.preflown: set[int] = set()  # the pre-flight's request until its batch reuses it
 
-    def ask(self, prompts: list[str], template: str, max_new_tokens: int | None, desc: str) -> list[Reply]:
-        """One reply per prompt (in order; identical prompts are asked once). The prompts are `template`
-        filled in: each template's requests are a cache key of their own, so a key stays small and jobs
-        of different transforms do not wait for each other's lock."""
+    def cache(self, template: str, max_new_tokens: int | None) -> AnnotationCache:
+        """Each template's requests are a cache key of their own, so a key stays small and jobs of
+        different transforms do not wait for each other's lock."""
         tokens = max_new_tokens or self.llm.max_new_tokens
-        cache = AnnotationCache(
+        return AnnotationCache(
             self.cache_dir, "trace-requests", {**self.spec, "template": template, "max_new_tokens": tokens}
         )
+
+    def first_never_asked(self, prompts: list[str], template: str, max_new_tokens: int | None) -> str | None:
+        """The request for the chain's pre-flight: the first of `prompts` never asked before, while no
+        pre-flight was sent and the LLM is an endpoint (`openai`); otherwise None."""
+        if self.counts["preflight"] or self.llm.inference.backend != InferenceBackend.openai or not prompts:
+            return None
+        asked = self.cache(template, max_new_tokens).load().index
+        return next((p for p in prompts if request_id(p) not in asked), None)
+
+    def preflight(self, prompt: str, template: str, max_new_tokens: int | None, desc: str) -> Reply:
+        """Ask `prompt` alone (cached like any request: its batch reuses the reply)."""
+        (reply,) = self.ask([prompt], template, max_new_tokens, f"{desc} (pre-flight)", count=False)
+        self.preflown.add(request_id(prompt))
+        self.counts["preflight"] += 1
+        return reply
+
+    def ask(
+        self, prompts: list[str], template: str, max_new_tokens: int | None, desc: str, count: bool = True
+    ) -> list[Reply]:
+        """One reply per prompt (in order; identical prompts are asked once)."""
+        tokens = max_new_tokens or self.llm.max_new_tokens
+        cache = self.cache(template, tokens)
         ids = [request_id(p) for p in prompts]
         unique = dict(zip(ids, prompts, strict=True))
         if not unique:
@@ -73,7 +103,7 @@ class TraceLLM:
             if self._backend is None:
                 self._backend = load_llm(self.llm, self.cache_dir, LLM_KEY)
             generations = self._backend.generate(conversations, sampling)
-            check_not_all_failed(generations, f"trace LLM ({LLM_KEY})")
+            check_not_all_failed(generations, "trace LLM", f"{LLM_KEY}.inference")
             return pd.DataFrame(
                 {
                     "row_id": batch,
@@ -91,9 +121,12 @@ class TraceLLM:
             desc,
             final=lambda cached: cached["error"].isna(),
         )
-        self.counts["requests"] += len(unique)
-        self.counts["reused"] += info["reused"]
-        self.counts["sent"] += info["computed"]
+        if count:
+            early = len(self.preflown.intersection(unique))  # sent this run, by the pre-flight
+            self.preflown.difference_update(unique)
+            self.counts["requests"] += len(unique)
+            self.counts["reused"] += info["reused"] - early
+            self.counts["sent"] += info["computed"] + early
         by_id = {
             i: Reply(text or "", error if isinstance(error, str) else None)
             for i, text, error in zip(replies.index, replies["reply"], replies["error"], strict=True)
