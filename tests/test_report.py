@@ -171,13 +171,14 @@ def assert_png(data: bytes) -> tuple[int, int]:
     return image.size
 
 
+UNTRACED_CHARTS = [n for n in plots.CHART_NAMES if n not in plots.TRACE_CHARTS]  # no trace study here
+
+
 def test_stage_writes_every_output(full_report):
     root, result = full_report
     out = root / "report"
     names = sorted(p.name for p in out.iterdir())
-    drawn = [
-        n for n in plots.CHART_NAMES if n not in plots.TRACE_CHARTS
-    ]  # no trace study here (test_report_traces)
+    drawn = UNTRACED_CHARTS
     assert names == sorted(["results.md", "results.csv", "index.html", *(f"{n}.png" for n in drawn)])
     assert sorted(result["files"]) == sorted(str(out / n) for n in names)
     for name in drawn:
@@ -327,7 +328,7 @@ def test_index_html_renders_in_headless_chromium(full_report, data, tmp_path):
     assert found, dumped.stderr[-2000:]
     shown = json.loads(html.unescape(found.group(1)))
 
-    assert len(shown["images"]) == len(plots.CHART_NAMES)
+    assert len(shown["images"]) == len(UNTRACED_CHARTS)
     for image in shown["images"]:
         assert image["complete"] and image["width"] > 0 and image["shown"] > 0, image
     with_eval = {s for s, e in data["experiments"].items() if "eval" in e["results"]}
