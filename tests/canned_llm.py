@@ -15,7 +15,8 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.local_server import JSONHandler, LocalServer
 
 
 def _between(prompt: str, start: str, end: str) -> str:
@@ -99,12 +100,7 @@ def canned_reply(prompt: str) -> str:
     return "I cannot help with that."
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 512  # a burst of concurrent requests is not refused
-
-
-class CannedLLMServer:
+class CannedLLMServer(LocalServer):
     def __init__(self, responder: Callable[[str], str | None] = canned_reply, delay_s: float = 0.0):
         self.responder = responder
         self.delay_s = delay_s
@@ -115,24 +111,16 @@ class CannedLLMServer:
         self.lock = threading.Lock()
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JSONHandler):
             protocol_version = "HTTP/1.1"  # keep-alive: a client reuses its connections
-
-            def log_message(self, *args) -> None:
-                pass
 
             def do_GET(self) -> None:  # /stats: for a client in another process
                 with server.lock:
                     stats = {"requests": len(server.prompts), "max_in_flight": server.max_in_flight}
-                content = json.dumps(stats).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(content)))
-                self.end_headers()
-                self.wfile.write(content)
+                self.send_json(200, stats)
 
             def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                body = json.loads(self.read_body())
                 prompt = body["messages"][-1]["content"]
                 with server.lock:
                     server.prompts.append(prompt)
@@ -165,31 +153,13 @@ class CannedLLMServer:
                         "total_tokens": 0,
                     },
                 }
-                content = json.dumps(reply if text is not None else {"error": {"message": "boom"}}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(content)))
-                self.end_headers()
-                self.wfile.write(content)
+                self.send_json(status, reply if text is not None else {"error": {"message": "boom"}})
 
-        self.httpd = _Server(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        super().__init__(Handler)
 
     @property
     def requests(self) -> int:
         return len(self.prompts)
-
-    def __enter__(self) -> CannedLLMServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 if __name__ == "__main__":  # python -m tests.canned_llm DELAY_S: serve until killed, the base URL on stdout

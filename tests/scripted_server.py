@@ -12,46 +12,30 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.local_server import JSONHandler, LocalServer
 
 Answer = Callable[[str, str], "str | int"]
 
 
-class ScriptedServer:
+class ScriptedServer(LocalServer):
     def __init__(self, answer: Answer):
         self.answer = answer
         self.requests: list[tuple[str, str]] = []
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        super().__init__(self._handler())
 
     def count(self, marker: str = "") -> int:
         """Requests whose prompt contains `marker`."""
         with self.lock:
             return sum(marker in prompt for _, prompt in self.requests)
 
-    def __enter__(self) -> ScriptedServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
     def _handler(self):
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
+        class Handler(JSONHandler):
             def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                body = json.loads(self.read_body())
                 chat = self.path.endswith("/chat/completions")
                 prompt = "\n".join(m["content"] for m in body["messages"]) if chat else body["prompt"]
                 with server.lock:
@@ -73,11 +57,6 @@ class ScriptedServer:
                         "choices": [choice],
                         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
                     }
-                content = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(content)))
-                self.end_headers()
-                self.wfile.write(content)
+                self.send_json(status, payload)
 
         return Handler

@@ -10,6 +10,7 @@ from meds1.config import InferenceConfig, ModelConfig
 from meds1.errors import UserError
 from meds1.inference import Sampling, load_backend
 from meds1.inference.chat import load_chat_tokenizer
+from tests.local_server import JSONHandler, LocalServer
 from tests.proxy import CountingProxy
 
 ASSISTANT_HEADER = "<|start_header_id|>assistant<|end_header_id|>\n\n"
@@ -243,49 +244,24 @@ def test_complete_raw_encodes_the_prompt_as_the_tokenizer_does_by_default(hf_bac
         tokenizer.add_bos_token = False
 
 
-class ScriptedServer:
+class ReplayServer(LocalServer):
     """A real HTTP server on 127.0.0.1 that answers each POST from a script of (status, headers,
     body) and records (time, path, JSON body) of every request: what an endpoint receives and how
     the client reacts to throttling, which a healthy real server cannot be made to do on cue."""
 
     def __init__(self, *script: tuple[int, dict, dict]):
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
         self.script = list(script)
         self.requests: list[tuple[float, str, dict]] = []
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
+        class Handler(JSONHandler):
             def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                body = json.loads(self.read_body())
                 server.requests.append((time.monotonic(), self.path, body))
                 status, headers, reply = server.script.pop(0) if len(server.script) > 1 else server.script[0]
-                content = json.dumps(reply).encode()
-                self.send_response(status)
-                for name, value in {"Content-Type": "application/json", **headers}.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(content)))
-                self.end_headers()
-                self.wfile.write(content)
+                self.send_json(status, reply, headers)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self) -> "ScriptedServer":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
 
 
 USAGE = {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
@@ -321,7 +297,7 @@ MEDS1_SAMPLING = Sampling(
 
 
 def test_openai_sampling_params_reach_the_endpoint():
-    with ScriptedServer(COMPLETION_OK, CHAT_OK) as server:
+    with ReplayServer(COMPLETION_OK, CHAT_OK) as server:
         backend = _openai(server.base_url, served_model="served")
         [raw] = backend.complete_raw(["Question: q\n1."], MEDS1_SAMPLING)
         [chat] = backend.generate([conversation(0)], Sampling(500, temperature=0.1, seed=3))
@@ -353,7 +329,7 @@ def test_openai_sampling_params_reach_the_endpoint():
 @pytest.mark.parametrize("status", [429, 503])
 def test_openai_backend_waits_as_retry_after_asks(status):
     throttled = (status, {"Retry-After": "1.5"}, {"error": {"message": "slow down"}})
-    with ScriptedServer(throttled, CHAT_OK) as server:
+    with ReplayServer(throttled, CHAT_OK) as server:
         [generation] = _openai(server.base_url, max_retries=2).generate(
             [conversation(0)], Sampling(max_new_tokens=4)
         )
@@ -365,7 +341,7 @@ def test_openai_backend_waits_as_retry_after_asks(status):
 
 def test_openai_backend_records_a_throttled_request_that_never_succeeds():
     throttled = (429, {"Retry-After": "0.2"}, {"error": {"message": "quota exceeded"}})
-    with ScriptedServer(throttled) as server:
+    with ReplayServer(throttled) as server:
         [generation] = _openai(server.base_url, max_retries=2).generate(
             [conversation(0)], Sampling(max_new_tokens=4)
         )
@@ -374,7 +350,7 @@ def test_openai_backend_records_a_throttled_request_that_never_succeeds():
 
 
 def test_openai_backend_does_not_retry_a_bad_request():
-    with ScriptedServer((400, {}, {"error": {"message": "unknown field"}})) as server:
+    with ReplayServer((400, {}, {"error": {"message": "unknown field"}})) as server:
         [generation] = _openai(server.base_url, max_retries=2).generate(
             [conversation(0)], Sampling(max_new_tokens=4)
         )
