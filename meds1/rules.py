@@ -231,7 +231,6 @@ def _problems(config: Config) -> Iterator[str]:
             template.format(**dict.fromkeys(fields, ""))
         except (KeyError, IndexError, ValueError) as exc:
             yield f"{key} has a bad placeholder ({exc}); valid: {', '.join('{' + f + '}' for f in fields)}"
-    yield from _installed_problems(config)
 
 
 def _range_problems(config: Config) -> Iterator[str]:
@@ -362,13 +361,15 @@ def _eval_problems(config: Config) -> Iterator[str]:
         )
 
 
-def _installed_problems(config: Config) -> Iterator[str]:
-    """An inference backend the command's stages use whose package is not installed (found, not imported)."""
+def check_installed(config: Config) -> None:
+    """Raise a UserError if a backend the command's stages load is not installed (found, not imported).
+
+    Checked where the stages run (before any of them starts), not at compose: a machine that only plans
+    or submits (a laptop, a login node) need not have vLLM."""
     stages = {stage for _, stage in pipeline.command_steps(config)}
     for key, inference in _inference_used(config, stages):
         if inference.backend == InferenceBackend.vllm and find_spec("vllm") is None:
-            yield f"{key}=vllm needs vLLM: {VLLM_INSTALL}"
-            return
+            raise UserError(f"{key}=vllm needs vLLM: {VLLM_INSTALL}")
 
 
 def _inference_used(config: Config, stages: set[str]) -> Iterator[tuple[str, InferenceConfig]]:

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from meds1 import pipeline
 from meds1.config import Config, SlurmLauncherConfig
 from meds1.errors import UserError
-from meds1.rules import to_config
+from meds1.rules import check_installed, to_config
 
 log = logging.getLogger("meds1")
 
@@ -76,6 +76,7 @@ def run_command(config: Config, hydra) -> dict | list:
             f"stage={config.stage} runs in one process, but torchrun started {os.environ['WORLD_SIZE']}: "
             "run only stage=train under torchrun (every process would repeat the other stages)"
         )
+    check_installed(config)
     return pipeline.run(config, config.stage)
 
 
