@@ -5,23 +5,25 @@ rows (the demo rows' real traces, each made distinct by a marker), through the `
 real local HTTP server (tests/canned_llm.py) that answers every request after 0.2 s, with
 `max_concurrency=64`: the ideal is 1,000 x 0.2 / 64 = 3.1 s. `baseline`: the same rows, one request at
 a time (`max_concurrency=1`), in the same run. The server runs in its own process; the note gives this
-process's CPU time and the machine's load average, since on a loaded machine the client's CPU (~5 ms
-per request, most of it the SDK's HTTP stack: httpx's connection pool, its request copies) is what
-bounds the rate. The chain's pre-flight (its first request, alone) adds one 0.2 s round trip. Also:
-the rerun, which finds every rewrite cached and sends nothing. Run: python bench/bench_traces.py
+process's CPU time (compose included) and the machine's load average, since on a loaded machine the
+client's CPU per request is what bounds the rate (the `openai` SDK's stack cost ~5 ms per request and
+gave 2.3x the ideal; meds1's aiohttp client ~0.7 ms). The chain's pre-flight (its first request, alone)
+adds one 0.2 s round trip and the HTTP client's import. Also: the rerun, which finds every rewrite
+cached and sends nothing. Run: python bench/bench_traces.py
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
-import httpx
 import pandas as pd
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,7 +78,8 @@ def run() -> list[dict]:
         cpu = time.process_time()
         ours_s, ours_requests = timed(frame, base_url, CONCURRENCY, work / "cache")
         ours_cpu = time.process_time() - cpu
-        peak = httpx.get(base_url.removesuffix("/v1") + "/stats").json()["max_in_flight"]
+        with urllib.request.urlopen(base_url.removesuffix("/v1") + "/stats") as stats:
+            peak = json.load(stats)["max_in_flight"]
         rerun_s, rerun_requests = timed(frame, base_url, CONCURRENCY, work / "cache")
         base_s, _ = timed(frame, base_url, 1, work / "cache-serial")
     finally:

@@ -507,7 +507,7 @@ class InferenceConfig:
     api_key: str | None = None  # from the environment; never written to disk
     served_model: str | None = None  # the request's `model` field; default: the model's path
     max_concurrency: int = 8
-    max_retries: int = 3  # the openai SDK's retries: Retry-After honoured (up to 120 s), else backoff 0.5-8 s
+    max_retries: int = 3  # as the openai SDK: Retry-After honoured (up to 120 s), else backoff 0.5-8 s
     requests_per_minute: float | None = None
     timeout_s: float = 120.0
     # vllm: offline engines on this node's GPUs (pip install -e ".[vllm]")

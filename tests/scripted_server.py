@@ -3,7 +3,7 @@
 `transformers serve` with the tiny model (tests/conftest.py `openai_server`) answers real noise, but it
 cannot answer "SPECIALTY: 030" or "Yes" on cue, nor fail on cue. This server answers
 `POST /v1/chat/completions` and `POST /v1/completions` with `answer(path, prompt)`: a string is the reply
-text, an int an HTTP error status. The openai SDK talks to it as to any endpoint. `requests` records
+text, an int an HTTP error status. The openai backend talks to it as to any endpoint. `requests` records
 (path, prompt) of every request, in order.
 """
 

@@ -157,7 +157,7 @@ def test_a_dead_labeler_stops_at_its_first_request(tmp_path, make_config):
     with pytest.raises(
         UserError,
         match=r"^the first request to the specialty labeler failed: failed after 1 attempts: "
-        r"APIConnectionError.*; "
+        r"ClientConnectorError: Cannot connect.*; "
         r"check its endpoint \(curation.specialty.llm.inference.base_url\), api_key and model name$",
     ):
         curate.run(cfg)
@@ -191,7 +191,8 @@ def test_a_dead_trace_llm_stops_curate_at_its_first_request(tmp_path, make_confi
     cfg = make_config(*trace(closed_port_url()), f"curation.source.path={source(tmp_path)}")
     with pytest.raises(
         UserError,
-        match=r"^the first request to the trace LLM failed: failed after 1 attempts: APIConnectionError.*; "
+        match=r"^the first request to the trace LLM failed: failed after 1 attempts: "
+        r"ClientConnectorError: Cannot connect.*; "
         r"check its endpoint \(curation.trace.llm.inference.base_url\), api_key and model name$",
     ):
         curate.run(cfg)

@@ -252,12 +252,14 @@ class ReplayServer(LocalServer):
     def __init__(self, *script: tuple[int, dict, dict]):
         self.script = list(script)
         self.requests: list[tuple[float, str, dict]] = []
+        self.headers: list[dict[str, str]] = []
         server = self
 
         class Handler(JSONHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.read_body())
                 server.requests.append((time.monotonic(), self.path, body))
+                server.headers.append(dict(self.headers))
                 status, headers, reply = server.script.pop(0) if len(server.script) > 1 else server.script[0]
                 self.send_json(status, reply, headers)
 
@@ -335,7 +337,7 @@ def test_openai_backend_waits_as_retry_after_asks(status):
         )
     assert generation.error is None and generation.text == "Yes."
     (first, *_), (second, *_) = server.requests
-    # the SDK's own backoff before a first retry is at most 0.5 s; the server asked for 1.5 s
+    # the backoff before a first retry is at most 0.5 s; the server asked for 1.5 s
     assert 1.5 <= second - first < 3.0
 
 
@@ -355,6 +357,47 @@ def test_openai_backend_does_not_retry_a_bad_request():
             [conversation(0)], Sampling(max_new_tokens=4)
         )
     assert len(server.requests) == 1 and generation.error.startswith("HTTP 400: ")
+
+
+def test_openai_backend_sends_the_key_as_a_bearer_token():
+    with ReplayServer(CHAT_OK) as server:
+        [generation] = _openai(server.base_url, api_key="sk-test").generate(
+            [conversation(0)], Sampling(max_new_tokens=4)
+        )
+    assert generation.text == "Yes."
+    assert server.headers[0]["Authorization"] == "Bearer sk-test"
+    assert server.headers[0]["Content-Type"] == "application/json"
+
+
+@pytest.mark.parametrize(
+    ("reply", "attempts", "error"),
+    [
+        ((503, {"x-should-retry": "false"}, {"error": {"message": "down"}}), 1, "HTTP 503: down"),
+        ((400, {"x-should-retry": "true"}, {"error": "bad"}), 3, "failed after 3 attempts: HTTP 400: bad"),
+        ((429, {"Retry-After": "600"}, {"error": {"message": "come back later"}}), 1, "HTTP 429: come"),
+        ((200, {}, b"<html>not json</html>"), 1, "malformed response: JSONDecodeError"),
+        ((200, {}, {"object": "chat.completion"}), 1, "malformed response: KeyError('choices')"),
+    ],
+)
+def test_openai_backend_retries_as_the_sdk_would(reply, attempts, error):
+    """x-should-retry overrides the status; a Retry-After beyond 120 s is not waited for; a reply
+    that is not a completion is an error of its own, never retried."""
+    with ReplayServer(reply) as server:
+        [generation] = _openai(server.base_url, max_retries=2).generate(
+            [conversation(0)], Sampling(max_new_tokens=4)
+        )
+    assert len(server.requests) == attempts
+    assert generation.text == "" and generation.error.startswith(error)
+
+
+def test_openai_backend_takes_its_proxy_from_the_environment_once(monkeypatch):
+    from meds1.inference.openai import env_proxy
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    assert env_proxy("https://generativelanguage.googleapis.com/v1beta/openai") == "http://proxy.example:3128"
+    assert env_proxy("http://127.0.0.1:8000/v1") is None  # not https, and bypassed
+    assert env_proxy("https://localhost:8000/v1") is None
 
 
 @pytest.mark.slow

@@ -475,7 +475,8 @@ def test_a_dead_trace_llm_stops_at_its_first_request(demo_rows, trace_config):
         dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
     with pytest.raises(
         UserError,
-        match=r"^the first request to the trace LLM failed: failed after 1 attempts: APIConnectionError.*; "
+        match=r"^the first request to the trace LLM failed: failed after 1 attempts: "
+        r"ClientConnectorError: Cannot connect.*; "
         r"check its endpoint \(curation.trace.llm.inference.base_url\), api_key and model name$",
     ):
         transform_traces(demo_rows, trace_config("curation.trace.transforms=[step]", base_url=dead))

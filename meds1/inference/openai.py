@@ -1,27 +1,31 @@
-"""OpenAI-compatible HTTP backend: the official `openai` SDK's async client under a concurrency limit.
+"""OpenAI-compatible HTTP backend: JSON over aiohttp under a concurrency limit, with the SDK's retries.
 
-Retries are the SDK's (`inference.max_retries`): on connection errors, 408, 409, 429 and 5xx it
-waits what the server's `Retry-After`/`retry-after-ms` header asks (up to the SDK's cap, 120 s in
-openai 3.x; a longer wait is not retried), otherwise an exponential backoff of 0.5-8 s with jitter.
-Gemini throttles with 429 + Retry-After. `requests_per_minute` spaces the first attempts of
-requests (retries follow the SDK's waits). A request that still fails comes back as a Generation
-with `error` set and empty text; the run goes on, and callers record the failure.
+Requests are plain JSON posts to `/chat/completions` (chat turns) and `/completions` (raw text, which
+the server encodes with its tokenizer's defaults: vLLM and `transformers serve` put BOS first). Why not
+the `openai` SDK: its typed request models, header and URL objects and httpx's connection pool cost
+~5 ms of client CPU per request and its import ~1.5 s, which bounded a 64-wide batch on a small machine
+(bench/bench_traces.py); here a request costs ~0.7 ms.
 
-`generate` sends chat turns to `/chat/completions`; `complete_raw` sends plain text to
-`/completions`, which the server encodes with its tokenizer's defaults (vLLM and `transformers
-serve` put BOS first). Requests go through the SDK client's `post` (its auth, retries and errors)
-with JSON encoded and decoded here: its typed request and response models (and its copies of them)
-cost ~2 ms of CPU per request, which bounded a 64-wide batch on a small machine (bench/bench_traces.py).
-The client's connection pool is sized to `max_concurrency`.
+Retries follow the official SDK's rules (openai-python `_base_client`: `_should_retry`,
+`_calculate_retry_timeout`), up to `inference.max_retries`: connection errors, timeouts, 408, 409,
+429 and 5xx are retried (an `x-should-retry` header overrides); the wait is what the server's
+`retry-after-ms`/`Retry-After` header asks, up to 120 s (a longer ask is not retried), otherwise
+0.5 s doubling up to 8 s, less 0-25% jitter. Gemini throttles with 429 + Retry-After.
+`requests_per_minute` spaces the first attempts of requests. A request that still fails comes back as
+a Generation with `error` set and empty text; the run goes on, and callers record the failure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import logging
+import random
 import time
-from collections.abc import Awaitable, Callable
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
 
 from tqdm.auto import tqdm
 
@@ -31,8 +35,13 @@ from meds1.inference import Conversation, Generation, OnResult, Sampling
 
 log = logging.getLogger(__name__)
 
-# The statuses the SDK retries (openai._base_client.BaseClient._should_retry), to word the error.
 RETRIED_STATUS = {408, 409, 429}
+MAX_RETRY_AFTER_S = 120.0
+FIRST_BACKOFF_S, MAX_BACKOFF_S = 0.5, 8.0
+
+
+class RequestFailed(Exception):
+    """A request that got no usable reply; its message is the Generation's `error`."""
 
 
 class RateLimiter:
@@ -76,60 +85,53 @@ class OpenAIBackend:
             raise UserError("inference.base_url is not set (or set OPENAI_BASE_URL) for the openai backend")
         self.model = inference.served_model or model
         self.config = inference
+        self.base_url = inference.base_url.rstrip("/")
+        self.proxy = env_proxy(self.base_url)
         self.engine = {"backend": "openai", "engine": inference.base_url, "served_model": self.model}
 
     def generate(
         self, conversations: list[Conversation], sampling: Sampling, on_result: OnResult | None = None
     ) -> list[Generation]:
-        async def chat(client, conversation: Conversation) -> Generation:
-            reply = await _post(
-                client, "/chat/completions", {"messages": conversation, **request_body(self.model, sampling)}
-            )
-            choice = reply["choices"][0]
-            return _generation(choice["message"]["content"], reply.get("usage"), choice.get("finish_reason"))
+        def chat(conversation: Conversation) -> tuple[str, dict, Callable[[dict], str]]:
+            body = {"messages": conversation, **request_body(self.model, sampling)}
+            return "/chat/completions", body, lambda choice: choice["message"]["content"]
 
         return asyncio.run(self._run_all(conversations, chat, on_result))
 
     def complete_raw(
         self, prompts: list[str], sampling: Sampling, on_result: OnResult | None = None
     ) -> list[Generation]:
-        async def completion(client, prompt: str) -> Generation:
-            reply = await _post(
-                client, "/completions", {"prompt": prompt, **request_body(self.model, sampling)}
-            )
-            choice = reply["choices"][0]
-            return _generation(choice["text"], reply.get("usage"), choice.get("finish_reason"))
+        def completion(prompt: str) -> tuple[str, dict, Callable[[dict], str]]:
+            body = {"prompt": prompt, **request_body(self.model, sampling)}
+            return "/completions", body, lambda choice: choice["text"]
 
         return asyncio.run(self._run_all(prompts, completion, on_result))
 
     def close(self) -> None:
-        """Nothing to free: each call opens and closes its own client."""
+        """Nothing to free: each call opens and closes its own session."""
 
     async def _run_all(
-        self, items: list, request: Callable[..., Awaitable[Generation]], on_result: OnResult | None
+        self, items: list, request: Callable[..., tuple[str, dict, Callable[[dict], str]]], on_result
     ) -> list[Generation]:
-        import httpx2  # the openai SDK's HTTP library (3.x)
-        from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+        import aiohttp
 
         semaphore = asyncio.Semaphore(self.config.max_concurrency)
         limiter = RateLimiter(self.config.requests_per_minute)
-        width = self.config.max_concurrency
-        client = AsyncOpenAI(
-            base_url=self.config.base_url,
-            api_key=self.config.api_key or "unused",  # local servers need none; the SDK insists on one
-            max_retries=self.config.max_retries,
-            timeout=self.config.timeout_s,
-            http_client=DefaultAsyncHttpxClient(
-                limits=httpx2.Limits(max_connections=width, max_keepalive_connections=width)
-            ),
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.config.max_concurrency),
+            timeout=aiohttp.ClientTimeout(total=self.config.timeout_s),
+            headers={
+                "Authorization": f"Bearer {self.config.api_key or 'unused'}",
+                "Content-Type": "application/json",
+            },
         )
-        async with client:
+        async with session:
             with tqdm(total=len(items), desc="generate", unit="request") as bar:
 
                 async def one(index: int, item) -> Generation:
                     async with semaphore:
                         await limiter.wait()
-                        generation = await self._attempt(request, client, item)
+                        generation = await self._generation(session, *request(item))
                     if on_result:
                         on_result(index, generation)
                     bar.update(1)
@@ -141,32 +143,91 @@ class OpenAIBackend:
             log.warning("openai: %d of %d requests failed", failed, len(generations))
         return list(generations)
 
-    async def _attempt(self, request: Callable[..., Awaitable[Generation]], client, item) -> Generation:
-        """One request with the SDK's retries; any failure becomes the Generation's `error`."""
-        import openai
-
-        tries = f"failed after {self.config.max_retries + 1} attempts"
+    async def _generation(self, session, path: str, body: dict, text_of: Callable[[dict], str]) -> Generation:
+        """One request with retries; any failure becomes the Generation's `error`."""
         try:
-            return await request(client, item)
-        except openai.APIStatusError as exc:
-            retried = exc.status_code in RETRIED_STATUS or exc.status_code >= 500
-            error = f"HTTP {exc.status_code}: {str(exc.message)[:200]}"
-            return Generation("", 0, 0, error=f"{tries}: {error}" if retried else error)
-        except openai.APIConnectionError as exc:
-            return Generation("", 0, 0, error=f"{tries}: {type(exc).__name__}: {exc}")
-        except (openai.OpenAIError, KeyError, IndexError, TypeError, ValueError) as exc:
+            reply = await self._post(session, path, body)
+        except RequestFailed as exc:
+            return Generation("", 0, 0, error=str(exc))
+        try:
+            choice = reply["choices"][0]
+            usage = reply.get("usage") or {}
+            return Generation(
+                text_of(choice) or "",
+                usage.get("prompt_tokens") or 0,
+                usage.get("completion_tokens") or 0,
+                finish_reason=choice.get("finish_reason"),
+            )
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
             return Generation("", 0, 0, error=f"malformed response: {exc!r}")
 
+    async def _post(self, session, path: str, body: dict) -> dict:
+        """The endpoint's JSON reply, after the retries the SDK would make (RequestFailed if none came)."""
+        import aiohttp
 
-async def _post(client, path: str, body: dict) -> dict:
-    """The endpoint's JSON reply to `body` at `path` (a reply that is not JSON raises ValueError)."""
-    return json.loads(await client.post(path, content=json.dumps(body).encode(), cast_to=str))
+        data = json.dumps(body).encode()
+        attempts, attempt = self.config.max_retries + 1, 0
+        while True:
+            wait = None
+            try:
+                async with session.post(self.base_url + path, data=data, proxy=self.proxy) as response:
+                    payload = await response.read()
+                    if response.status < 300:
+                        try:
+                            return json.loads(payload)
+                        except ValueError as exc:
+                            raise RequestFailed(f"malformed response: {exc!r}") from None
+                    error = f"HTTP {response.status}: {error_message(payload)[:200]}"
+                    wait = retry_after_s(response.headers)
+                    if not should_retry(response.status, response.headers, wait):
+                        raise RequestFailed(error)
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            attempt += 1
+            if attempt == attempts:
+                raise RequestFailed(f"failed after {attempts} attempts: {error}")
+            asked = wait is not None and 0 < wait <= MAX_RETRY_AFTER_S
+            await asyncio.sleep(wait if asked else backoff_s(attempt - 1))
 
 
-def _generation(text: str | None, usage: dict | None, finish_reason: str | None) -> Generation:
-    return Generation(
-        text or "",
-        (usage or {}).get("prompt_tokens") or 0,
-        (usage or {}).get("completion_tokens") or 0,
-        finish_reason=finish_reason,
-    )
+def env_proxy(url: str) -> str | None:
+    """The proxy that HTTP(S)_PROXY/NO_PROXY name for `url`, looked up once (aiohttp's `trust_env`
+    looks it up for every request, which doubled the client's CPU per request)."""
+    parts = urllib.parse.urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
+
+
+def should_retry(status: int, headers, retry_after: float | None) -> bool:
+    if retry_after is not None and retry_after > MAX_RETRY_AFTER_S:
+        return False
+    verdict = headers.get("x-should-retry")
+    if verdict in ("true", "false"):
+        return verdict == "true"
+    return status in RETRIED_STATUS or status >= 500
+
+
+def retry_after_s(headers) -> float | None:
+    """Seconds the server asks to wait (`retry-after-ms`, then `Retry-After` as seconds or a date)."""
+    for header, divisor in (("retry-after-ms", 1000), ("retry-after", 1)):
+        try:
+            return float(headers[header]) / divisor
+        except (KeyError, ValueError):
+            continue
+    date = email.utils.parsedate_tz(headers.get("retry-after") or "")
+    return None if date is None else email.utils.mktime_tz(date) - time.time()
+
+
+def backoff_s(attempt: int) -> float:
+    return min(FIRST_BACKOFF_S * 2.0**attempt, MAX_BACKOFF_S) * (1 - 0.25 * random.random())
+
+
+def error_message(payload: bytes) -> str:
+    """The `error.message` of an OpenAI-style error body, else the body's text."""
+    text = payload.decode(errors="replace")
+    try:
+        error = json.loads(text).get("error")
+        return str(error.get("message", error) if isinstance(error, dict) else error or text)
+    except (ValueError, AttributeError):
+        return text

@@ -81,12 +81,12 @@ class Chain:
     ) -> None:
         """Write each ok row's values; record every row's status; a row that is not ok keeps its texts (or
         `keep`'s trace), or leaves with on_failure=drop."""
-        statuses = []
+        statuses = [outcome.status for outcome in outcomes]
+        written: dict[str, dict] = {}  # column -> {row: value}: one write per column, not per cell
         for i, outcome in zip(index, outcomes, strict=True):
-            statuses.append(outcome.status)
             if outcome.status == OK:
                 for column, value in outcome.values.items():
-                    self.frame.at[i, column] = value
+                    written.setdefault(column, {})[i] = value
                 continue
             if keep is not None:
                 self.frame.at[i, COT] = keep[i]
@@ -94,6 +94,8 @@ class Chain:
                 self.status[i], self.failed_stage[i] = outcome.status, stage
             if self.trace.on_failure == "drop":
                 self.active[i] = False
+        for column, values in written.items():
+            self.frame.loc[list(values), column] = list(values.values())
         self.records.loc[index, stage] = self.frame.loc[index, COT]
         self.records.loc[index, f"{stage}_status"] = statuses
         self.stages[stage] = dict(Counter(kind(s) for s in statuses))
