@@ -11,7 +11,7 @@ import pytest
 
 from meds1.config import EvalConfig
 from meds1.errors import UserError
-from meds1.evaluation.data import load_suite, question_id
+from meds1.evaluation.data import load_suite, question_id, suite_record
 from meds1.evaluation.extract import _TextMatcher, extract_answer, huatuo_match
 from meds1.evaluation.predictions import read_predictions
 from meds1.evaluation.prompts import build_conversation
@@ -202,6 +202,26 @@ def test_suite_entries_may_be_directories_and_hub_datasets(tmp_path):
     pd.DataFrame([{**row, "options": ["x", "y"], "answer_idx": 1}]).to_parquet(hub / "test-00000.parquet")
     rows, _ = load_suite([str(tmp_path / "dir"), f"hf://{tmp_path / 'hub'}?split=test&source=Hub"])
     assert [(r["source"], r["answer_idx"]) for r in rows] == [("First", "A"), ("Second", "A"), ("Hub", "B")]
+    assert not any("revision" in r for r in rows)  # a local folder has no hub commit to record
+
+
+def test_the_suite_record_says_which_questions_each_number_was_measured_on(tmp_path):
+    """The fingerprint follows the questions, not their order or the machine; another question set
+    under the same source name (a benchmark changed under an unpinned hub branch) changes it."""
+    rows = [{"question": f"Q{i}", "options": {"A": "x", "B": "y"}, "answer_idx": "A"} for i in range(4)]
+    (tmp_path / "S.json").write_text(json.dumps(rows))
+    (tmp_path / "reordered" / "S.json").parent.mkdir()
+    (tmp_path / "reordered" / "S.json").write_text(json.dumps(rows[::-1]))
+    (tmp_path / "changed" / "S.json").parent.mkdir()
+    (tmp_path / "changed" / "S.json").write_text(json.dumps([*rows[:3], {**rows[3], "question": "Q9"}]))
+    record = suite_record(load_suite([str(tmp_path / "S.json")])[0])
+    assert record == {"S": {"questions": 4, "fingerprint": record["S"]["fingerprint"], "revisions": []}}
+    assert suite_record(load_suite([str(tmp_path / "reordered" / "S.json")])[0]) == record
+    changed = suite_record(load_suite([str(tmp_path / "changed" / "S.json")])[0])
+    assert changed["S"]["fingerprint"] != record["S"]["fingerprint"]
+    assert suite_record([{**row, "revision": "abc"} for row in load_suite([str(tmp_path / "S.json")])[0]])[
+        "S"
+    ]["revisions"] == ["abc"]
 
 
 @pytest.mark.parametrize(

@@ -226,6 +226,8 @@ def test_a_mapped_suite_is_evaluated_and_its_skipped_rows_counted(make_config, t
     metrics = record["metrics"]
     assert metrics["per_source"]["gpqa-diamond"]["n"] == 2 and metrics["overall"]["n"] == 8
     assert metrics["skipped_rows"] == {"gpqa-diamond": {"missing_question": 1}}
+    assert metrics["suite"]["gpqa-diamond"]["questions"] == 2 and len(metrics["suite"]) == 4
+    assert metrics["suite"]["gpqa-diamond"]["revisions"] == []  # a local file: no hub commit
     shuffled = [p for p in _predictions(cfg) if p["source"] == "gpqa-diamond"]
     for p in shuffled:
         assert p["options"][p["answer_idx"]] == "Mitochondrion" and p["shuffle_seed"] == 3

@@ -301,3 +301,14 @@ def test_provenance_differences_name_each_field():
     assert lines[0] == "eval meds1 dirty differs: False (x); True (y)"
     assert provenance.differences([a, old]) == []
     assert provenance.cells(None) == ["-"] * (len(provenance.HEADER) - 2)
+
+
+def test_experiments_that_saw_other_questions_of_a_source_are_flagged():
+    suite = {"MedQA": {"questions": 3, "fingerprint": "f1"}, "PubMedQA": {"questions": 2, "fingerprint": "p"}}
+    a, b, c = experiment({"suite": suite}), experiment({"suite": suite}), experiment()
+    b.slug, c.slug = "y", "z"  # c: recorded before metrics kept the suite
+    assert provenance.suite_differences([a, b, c]) == []
+    b.metrics = {"suite": {**suite, "MedQA": {"questions": 4, "fingerprint": "f2"}}}
+    assert provenance.suite_differences([a, b, c]) == [
+        "eval questions of MedQA differ: f1 (3 questions) (x); f2 (4 questions) (y)"
+    ]

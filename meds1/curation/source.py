@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 MALFORMED_LINES = "malformed_lines"  # frame.attrs key: the jsonl line numbers skipped
 DROPPED_ROWS = "dropped_rows"  # frame.attrs key: {reason: rows} the source's own mapping dropped
+COMMIT = "commit"  # frame.attrs key: the hub commit a hub source was read at (None for a file)
 
 
 def read_jsonl(file: Path, skip_malformed: bool) -> pd.DataFrame:
@@ -62,11 +63,12 @@ def load_source(source: SourceConfig) -> pd.DataFrame:
     """Rows with at least Question, Complex_CoT, Response (extra columns kept) and a `row_id`.
 
     `frame.attrs[MALFORMED_LINES]`: the line numbers a jsonl source skipped (`skip_malformed`), else []."""
+    commit = None
     if source.path:
         frame = _read_file(source.path, source.skip_malformed)
         origin = source.path
     elif source.name:
-        frame = _read_hub(source)
+        frame, commit = _read_hub(source)
         origin = f"{source.name}:{source.data_files or source.config}:{source.split}@{source.revision}"
     else:
         raise UserError("curation.source needs a `path` (local file) or a `name` (hub dataset)")
@@ -90,6 +92,7 @@ def load_source(source: SourceConfig) -> pd.DataFrame:
     frame.insert(0, "row_id", range(len(frame)))
     frame.attrs[MALFORMED_LINES] = malformed
     frame.attrs[DROPPED_ROWS] = dropped
+    frame.attrs[COMMIT] = commit
     if dropped:
         log.warning("Dropped source rows of %s: %s", origin, dropped)
     log.info("Loaded %d rows from %s", len(frame), origin)
@@ -168,20 +171,17 @@ def _read_file(path: str, skip_malformed: bool) -> pd.DataFrame:
         raise UserError(f"could not read curation.source.path {path}: {str(exc).splitlines()[0]}") from None
 
 
-def _read_hub(source: SourceConfig) -> pd.DataFrame:
-    """The hub dataset at the pinned revision (a commit sha: the hub's files change under a branch)."""
-    from datasets import load_dataset
+def _read_hub(source: SourceConfig) -> tuple[pd.DataFrame, str | None]:
+    """(the hub dataset at the pinned revision, the commit it was read at: what `datasets` resolved the
+    revision, or the main branch when unpinned, to; provenance records it. None for a local folder)."""
+    from datasets import load_dataset_builder
 
-    if source.revision is None:
-        log.warning("curation.source.revision is not pinned: %s may change under you", source.name)
     try:
-        dataset = load_dataset(
-            source.name,
-            source.config,
-            data_files=source.data_files,
-            split=source.split,
-            revision=source.revision,
+        builder = load_dataset_builder(
+            source.name, source.config, data_files=source.data_files, revision=source.revision
         )
+        builder.download_and_prepare()
+        dataset = builder.as_dataset(split=source.split)
     except Exception as exc:  # network, auth, unknown name/config/split/revision: all say the same to a user
         raise UserError(
             f"could not load hub dataset {source.name} (config {source.config}, files {source.data_files}, "
@@ -189,7 +189,16 @@ def _read_hub(source: SourceConfig) -> pd.DataFrame:
             f"{str(exc).splitlines()[0] if str(exc) else ''}. To run without the hub, save the rows to a "
             "parquet/json/jsonl file and set curation.source.path=FILE"
         ) from None
-    return dataset.to_pandas()
+    commit = None if Path(source.name).exists() else builder.hash
+    if source.revision is None and commit:
+        log.warning(
+            "curation.source.revision is not pinned: %s may change under you; read commit %s "
+            "(pin it: curation.source.revision=%s)",
+            source.name,
+            commit,
+            commit,
+        )
+    return dataset.to_pandas(), commit
 
 
 def fingerprint(frame: pd.DataFrame) -> str:

@@ -113,21 +113,29 @@ def _read_file(file: Path) -> list[dict]:
     raise UserError(f"eval file {file} holds neither an object {{source: [rows]}} nor a list of rows")
 
 
-def _read_hub(spec: SuiteSpec) -> list[dict]:
-    """Rows of the hub dataset `spec.path` (hf://OWNER/NAME) at `spec.revision`."""
-    from datasets import load_dataset
+def _read_hub(spec: SuiteSpec) -> tuple[list[dict], str | None]:
+    """(rows of the hub dataset `spec.path` (hf://OWNER/NAME) at `spec.revision`, the commit they were
+    read at: None for a local folder). The commit is the one `datasets` resolved the revision (or the
+    main branch, when unpinned) to, so an unpinned run still says which data it read."""
+    from datasets import load_dataset_builder
 
     name = spec.path[len(SUITE_HUB_SCHEME) :]
     extra = {"data_files": spec.data_files} if spec.data_files else {}
-    dataset = load_dataset(name, spec.config, split=spec.split, revision=spec.revision, **extra)
+    builder = load_dataset_builder(name, spec.config, revision=spec.revision, **extra)
+    builder.download_and_prepare()
+    dataset = builder.as_dataset(split=spec.split)
+    commit = None if Path(name).exists() else builder.hash
+    if spec.revision is None and commit:
+        log.warning("eval: %s is not pinned; read commit %s (pin it: revision: <that>)", spec.path, commit)
     source = f"{name.rstrip('/').split('/')[-1]}_{spec.split}"
-    return [{"source": source, **row} for row in dataset.to_list()]
+    return [{"source": source, **row} for row in dataset.to_list()], commit
 
 
-def read_entry(spec: SuiteSpec) -> list[tuple[str, list]]:
-    """(label, raw rows) for each file of one suite entry (a file, directory or hub dataset)."""
+def read_entry(spec: SuiteSpec) -> list[tuple[str, list, str | None]]:
+    """(label, raw rows, hub commit or None) for each file of one suite entry (a file, directory or hub
+    dataset)."""
     if spec.path.startswith(SUITE_HUB_SCHEME):
-        return [(spec.path, _read_hub(spec))]
+        return [(spec.path, *_read_hub(spec))]
     path = resolve_data_path(spec.path)
     if spec.data_files:
         files = [path / name for name in _as_list(spec.data_files)]
@@ -144,7 +152,7 @@ def read_entry(spec: SuiteSpec) -> list[tuple[str, list]]:
         raise UserError(
             f"eval file {spec.path} does not exist (eval.suite; the default suite reads $MEDS1_EVAL_DATA)"
         )
-    return [(file.name, _read_file(file)) for file in files]
+    return [(file.name, _read_file(file), None) for file in files]
 
 
 def _as_list(value) -> list:
@@ -259,8 +267,11 @@ def load_suite(
     rows: list[dict] = []
     skipped: dict[str, Counter] = {}
     for spec in specs:
-        for label, raw_rows in read_entry(spec):
-            rows += _normalize_file(label, raw_rows, spec, skipped)
+        for label, raw_rows, commit in read_entry(spec):
+            file_rows = _normalize_file(label, raw_rows, spec, skipped)
+            for row in file_rows if commit else ():
+                row["revision"] = commit
+            rows += file_rows
     if max_per_source is not None:
         rows = _first_per_source(rows, max_per_source)
     seen: Counter = Counter()
@@ -344,6 +355,24 @@ def _suggestion(field: str, reason: str, example: dict, current) -> str:
         elif isinstance(value, str) and not LETTER.fullmatch(value):
             suggestion += ", answer_format: text"
     return suggestion
+
+
+def suite_record(rows: list[dict]) -> dict[str, dict]:
+    """{source: {questions, fingerprint, revisions}}: what each source's numbers were measured on. The
+    fingerprint hashes the sorted question ids (content hashes), so the same questions give the same
+    fingerprint on any machine, and a benchmark that changed under an unpinned hub branch does not."""
+    by_source: dict[str, list[dict]] = {}
+    for row in rows:
+        by_source.setdefault(row["source"], []).append(row)
+    record = {}
+    for source, source_rows in by_source.items():
+        ids = "\n".join(sorted(row["id"] for row in source_rows))
+        record[source] = {
+            "questions": len(source_rows),
+            "fingerprint": hashlib.sha256(ids.encode()).hexdigest()[:16],
+            "revisions": sorted({row["revision"] for row in source_rows if row.get("revision")}),
+        }
+    return record
 
 
 def _first_per_source(rows: list[dict], limit: int) -> list[dict]:

@@ -6,8 +6,10 @@ Every stage record carries `provenance`: {"meds1": {version, commit, dirty}, "py
 cuda}, "slurm": {job_id, nodes} | None, "source": {revision, fingerprint} | None}. Records written
 before it existed have none and show "-". Two experiments are flagged when, for the same stage,
 they differ in the meds1 version/commit/dirty state, Python, a package version, the device kind,
-model or CUDA version, or the source revision/fingerprint. SLURM job ids and nodes differ by nature
-and the GPU count is part of an experiment's recipe (its global batch is fixed), so neither is compared.
+model or CUDA version, or the source revision/fingerprint; and when an eval source's questions differ
+(the eval's `metrics.suite` fingerprints: e.g. a hub benchmark changed under its branch). SLURM job
+ids and nodes differ by nature and the GPU count is part of an experiment's recipe (its global batch is
+fixed), so neither is compared.
 """
 
 from __future__ import annotations
@@ -124,3 +126,18 @@ def differences(experiments: list[Experiment]) -> list[str]:
                 values = "; ".join(f"{value} ({', '.join(by_value[value])})" for value in sorted(by_value))
                 lines.append(f"{stage} {label} differs: {values}")
     return lines
+
+
+def suite_differences(experiments: list[Experiment]) -> list[str]:
+    """One line per eval source whose questions differ between experiments (`metrics.suite`)."""
+    by_source: dict[str, dict[str, list[str]]] = {}
+    for exp in experiments:
+        for source, entry in ((exp.metrics or {}).get("suite") or {}).items():
+            label = f"{entry['fingerprint']} ({entry['questions']} questions)"
+            by_source.setdefault(source, {}).setdefault(label, []).append(exp.slug)
+    return [
+        f"eval questions of {source} differ: "
+        + "; ".join(f"{label} ({', '.join(slugs)})" for label, slugs in sorted(labels.items()))
+        for source, labels in sorted(by_source.items())
+        if len(labels) > 1
+    ]

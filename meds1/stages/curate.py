@@ -31,7 +31,7 @@ from meds1.curation.formatting import format_rows
 from meds1.curation.pool import pool_filters
 from meds1.curation.quality import KEPT, REMOVED, quality_filter
 from meds1.curation.sampling import select
-from meds1.curation.source import DROPPED_ROWS, MALFORMED_LINES, fingerprint, load_source
+from meds1.curation.source import COMMIT, DROPPED_ROWS, MALFORMED_LINES, fingerprint, load_source
 from meds1.curation.specialty import LABELED, annotate_specialties, preflight_specialty
 from meds1.errors import UserError
 from meds1.models import load_tokenizer
@@ -51,6 +51,7 @@ def run(cfg: Config) -> dict:
     with workspace:
         rows = load_source(curation.source)
         malformed_lines, source_dropped = rows.attrs[MALFORMED_LINES], rows.attrs[DROPPED_ROWS]
+        source_commit = rows.attrs[COMMIT]
         source = fingerprint(rows)
         tokenizer = load_tokenizer(cfg.model, cfg.paths.cache)
         truncated = curation.quality.truncated_cot_tokens if "quality" in filters else []
@@ -138,8 +139,7 @@ def run(cfg: Config) -> dict:
             "source_fingerprint": source,
             "stats": stats,
         }
-        source_revision = None if curation.source.path else curation.source.revision
-        workspace.commit(record, source={"revision": source_revision, "fingerprint": source})
+        workspace.commit(record, source={"revision": source_commit, "fingerprint": source})
     record_result(cfg, "curate", record)
     log_summary(stats)
     return record

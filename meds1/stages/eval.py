@@ -19,7 +19,7 @@ import statistics
 from meds1.config import Config, EvalConfig
 from meds1.errors import UserError
 from meds1.evaluation.budget_forcing import budget_force
-from meds1.evaluation.data import load_suite
+from meds1.evaluation.data import load_suite, suite_record
 from meds1.evaluation.predictions import PredictionWriter, read_predictions, write_predictions
 from meds1.evaluation.prompts import build_conversation
 from meds1.evaluation.scoring import judge, score
@@ -71,6 +71,7 @@ def run(cfg: Config) -> dict:
         engine_file = workspace.path / ENGINE  # absent only in a partial directory of an older meds1
         engine = json.loads(engine_file.read_text()) if engine_file.exists() else None
         metrics = build_metrics(predictions, cfg, model, skipped, engine)
+        metrics["suite"] = suite_record(rows)
         write_predictions(file, predictions)
         (workspace.path / "metrics.json").write_text(json.dumps(metrics, indent=2))
         final = workspace.final

@@ -66,7 +66,7 @@ def run(cfg: Config) -> dict:
         else None
     )
     compared = comparison.experiments if comparison else [e for e in chosen if e.metrics]
-    warnings = provenance.differences(compared)
+    warnings = provenance.differences(compared) + provenance.suite_differences(compared)
     for warning in warnings:
         log.warning("report: provenance of compared experiments: %s", warning)
     recorded = any(any(e.provenance.values()) for e in chosen)  # older registries have no provenance
