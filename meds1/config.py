@@ -98,6 +98,16 @@ class ModelConfig:
 
 
 @dataclass
+class TokenLimit:
+    """Drop source rows whose "Question Complex_CoT Response" is longer than `max_tokens` tokens of
+    `tokenizer` (med-s1's NEJM-CR filter: <= 8192 QwQ-32B tokens), counted as source/over_max_tokens."""
+
+    max_tokens: int | None = None  # null: no limit
+    tokenizer: str | None = None  # hub id or local directory of the tokenizer that counts
+    revision: str | None = None
+
+
+@dataclass
 class SourceConfig:
     """Where curation reads rows: a local file (`path`) or a hub dataset."""
 
@@ -117,6 +127,7 @@ class SourceConfig:
         default_factory=list
     )  # canonical columns whose 1-element lists become the element
     skip_malformed: bool = False  # jsonl: skip lines that are not a JSON object (recorded in curate's stats)
+    token_limit: TokenLimit = field(default_factory=TokenLimit)
 
 
 @dataclass

@@ -42,6 +42,7 @@ from meds1.config import (
     Stage,
     SuiteSpec,
     TinyModelSpec,
+    TokenLimit,
     TraceConfig,
     TrainerConfig,
 )
@@ -119,6 +120,7 @@ RANGES: dict[type, dict[str, Range]] = {
         "annotation_chunk": AT_LEAST_1,
     },
     QualityConfig: {"truncated_cot_tokens": AT_LEAST_1},
+    TokenLimit: {"max_tokens": AT_LEAST_1},
     LLMConfig: {
         "max_new_tokens": AT_LEAST_1,
         "temperature": AT_LEAST_0,
@@ -297,6 +299,12 @@ def _batch_problems(trainer: TrainerConfig) -> Iterator[str]:
 
 def _curation_problems(curation: CurationConfig, templates: list) -> Iterator[str]:
     decontamination, difficulty, specialty = curation.decontamination, curation.difficulty, curation.specialty
+    limit = curation.source.token_limit
+    if limit.max_tokens is not None and not limit.tokenizer:
+        yield (
+            "curation.source.token_limit.max_tokens needs the tokenizer that counts: set "
+            "curation.source.token_limit.tokenizer (a hub id or local directory)"
+        )
     if decontamination.enabled:
         yield from _suite_problems(decontamination.suite, "curation.decontamination.suite")
     if curation.method == CurationMethod.s1 and specialty.method == SpecialtyMethod.none:

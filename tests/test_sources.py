@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from meds1.compose import compose
+from meds1.config import TokenLimit
 from meds1.curation.source import DROPPED_ROWS, load_source
 from meds1.errors import UserError
 
@@ -72,11 +73,13 @@ def test_nejmcr_reads_a_saved_dataset_folder_as_medsone_mapped_it(tmp_path):
 
     folder = tmp_path / "nejmcr"
     Dataset.from_dict(nejmcr_rows()).save_to_disk(str(folder))
-    frame = load_source(preset("nejmcr", path=str(folder)))
+    frame = load_source(preset("nejmcr", path=str(folder), token_limit=TokenLimit()))
     assert frame["Question"].tolist()[0] == "A 40-year-old man...\nWhat is the diagnosis of the patient?"
     assert frame["Response"].tolist() == ["Sarcoidosis", "Lymphoma", "No diagnosis available"]
     assert frame["Complex_CoT"].tolist()[1] == "# Case 2\narticle"
-    no_fallback = load_source(preset("nejmcr", path=str(folder), first_of_fallback=None))
+    no_fallback = load_source(
+        preset("nejmcr", path=str(folder), first_of_fallback=None, token_limit=TokenLimit())
+    )
     assert len(no_fallback) == 2 and no_fallback.attrs[DROPPED_ROWS] == {"source/no_Response": 1}
 
 
@@ -91,3 +94,42 @@ def test_a_missing_dataset_or_column_is_one_line(tmp_path):
         load_source(preset("nejmcr", path=str(file)))
     with pytest.raises(UserError, match=r"curation.source.templates.Question names column\(s\) case"):
         load_source(preset("nejmcr", path=str(file), templates={"Question": "{case}?"}))
+
+
+def test_nejmcr_keeps_rows_within_medsone_token_limit(tmp_path, tiny_model_dir):
+    """med-s1 kept NEJM-CR rows of <= 8192 QwQ-32B tokens of "Question Complex_CoT Response"; the
+    same count with the tiny model's tokenizer (no hub here) at a limit between the rows' lengths."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    limit = preset("nejmcr").token_limit
+    assert (limit.max_tokens, limit.tokenizer) == (8192, "Qwen/QwQ-32B") and len(limit.revision) == 40
+    rows = nejmcr_rows()
+    rows["thinking"][1] = "a much longer article, " * 40
+    folder = tmp_path / "nejmcr"
+    Dataset.from_dict(rows).save_to_disk(str(folder))
+    unlimited = load_source(preset("nejmcr", path=str(folder), token_limit=TokenLimit()))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    lengths = [
+        len(tokenizer(f"{q} {c} {r}").input_ids)
+        for q, c, r in unlimited[["Question", "Complex_CoT", "Response"]].values
+    ]
+    longest_kept = sorted(lengths)[1]
+    source = preset("nejmcr", path=str(folder), token_limit=TokenLimit(longest_kept, str(tiny_model_dir)))
+    frame = load_source(source)
+    assert frame["Response"].tolist() == ["Sarcoidosis", "No diagnosis available"]  # the long one left
+    assert frame["row_id"].tolist() == [0, 1]
+    assert frame.attrs[DROPPED_ROWS] == {"source/over_max_tokens": 1}
+    at_longest = replace(source, token_limit=TokenLimit(max(lengths), str(tiny_model_dir)))
+    assert len(load_source(at_longest)) == 3  # "at most": a row of exactly the limit stays
+
+
+def test_a_token_limit_needs_its_tokenizer(tmp_path):
+    from datasets import Dataset
+
+    with pytest.raises(UserError, match=r"token_limit.max_tokens needs the tokenizer that counts"):
+        compose(["experiment=random-1k", "curation.source.token_limit.max_tokens=10"])
+    Dataset.from_dict(nejmcr_rows()).save_to_disk(str(tmp_path / "n"))
+    unreadable = preset("nejmcr", path=str(tmp_path / "n"), token_limit=TokenLimit(5, "/nowhere"))
+    with pytest.raises(UserError, match=r"^could not load curation.source.token_limit.tokenizer /nowhere"):
+        load_source(unreadable)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from meds1.config import SourceConfig
+from meds1.config import SourceConfig, TokenLimit
 from meds1.curation import REQUIRED_COLUMNS
 from meds1.errors import UserError
 from meds1.paths import resolve_data_path
@@ -88,6 +88,9 @@ def load_source(source: SourceConfig) -> pd.DataFrame:
             f"Map them with curation.source.columns (now {dict(source.columns)}), "
             "e.g. 'curation.source.columns={question: Question}'"
         )
+    if source.token_limit.max_tokens is not None:
+        frame, over = drop_long_rows(frame, source.token_limit)
+        dropped.update(over)
     frame = frame.reset_index(drop=True).rename(columns={"row_id": "source_row_id"})
     frame.insert(0, "row_id", range(len(frame)))
     frame.attrs[MALFORMED_LINES] = malformed
@@ -131,6 +134,33 @@ def derive_columns(frame: pd.DataFrame, source: SourceConfig, origin: str) -> tu
                 dropped[f"source/no_{column}"] = int(unset.sum())
                 frame = frame[~unset]
     return frame, dropped
+
+
+def drop_long_rows(frame: pd.DataFrame, limit: TokenLimit) -> tuple[pd.DataFrame, dict]:
+    """The rows whose "Question Complex_CoT Response" has at most `limit.max_tokens` tokens of
+    `limit.tokenizer`, counted as med-s1 counted them (curate_med_s1k_new.py load_base_dataset@d15c393:
+    the tokenizer's default encoding, special tokens included)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(limit.tokenizer, revision=limit.revision)
+    except OSError as exc:
+        raise UserError(
+            f"could not load curation.source.token_limit.tokenizer {limit.tokenizer} "
+            f"(revision {limit.revision}): {str(exc).splitlines()[0]}"
+        ) from None
+    texts = (
+        frame["Question"].astype(str)
+        + " "
+        + frame["Complex_CoT"].astype(str)
+        + " "
+        + frame["Response"].astype(str)
+    ).tolist()
+    lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+    keep = pd.Series(lengths, index=frame.index) <= limit.max_tokens
+    over = int((~keep).sum())
+    log.info("token limit: %d of %d source rows over %d tokens", over, len(frame), limit.max_tokens)
+    return frame[keep], {"source/over_max_tokens": over} if over else {}
 
 
 def unwrap_lists(frame: pd.DataFrame, columns: list[str], origin: str) -> tuple[pd.DataFrame, dict]:
