@@ -50,6 +50,7 @@ EvalPrompting = choices("EvalPrompting", "plain", "step")  # step: med-s1's "Let
 EvalAggregate = choices("EvalAggregate", "mean", "majority")  # a question's score over its repeats
 EvalInterval = choices("EvalInterval", "bootstrap", "hierarchical")  # how ci95 resamples
 WeightsDtype = choices("WeightsDtype", "float32", "bfloat16", "float16")
+KeptCheckpoint = choices("KeptCheckpoint", "last", "best_eval_loss")
 CheckpointFormat = choices("CheckpointFormat", "sharded", "full")
 Reporter = choices("Reporter", "tensorboard", "wandb")
 ReportMetric = choices("ReportMetric", "accuracy", "accuracy_huatuo")
@@ -420,6 +421,9 @@ class TrainerConfig:
     max_steps: int = -1
     validation_fraction: float = 0.0  # share of rows held out for an eval loss (0 = none, s1-size sets)
     eval_steps: int | None = None  # evaluate every N steps when validation_fraction > 0 (default: save_steps)
+    # The model training leaves: the last step's, or (med-s1) the checkpoint of lowest eval loss, evaluated
+    # and saved every eval_steps and at the last step (needs validation_fraction > 0).
+    keep: KeptCheckpoint = KeptCheckpoint.last
     # Best-fit packing of rows into blocks of block_size tokens, padding-free: no pad tokens are computed and
     # packed rows never attend to each other. global_batch_size then counts blocks, not rows.
     packing: bool = False

@@ -33,6 +33,7 @@ from meds1.config import (
     InferenceConfig,
     JudgeConfig,
     JudgeMethod,
+    KeptCheckpoint,
     LLMConfig,
     PerturbationConfig,
     QualityConfig,
@@ -226,6 +227,11 @@ def _problems(config: Config) -> Iterator[str]:
         yield from _curation_problems(config.curation, templates)
     if Stage.train in config.stages:
         yield from _batch_problems(config.trainer)
+        if config.trainer.keep == KeptCheckpoint.best_eval_loss and not config.trainer.validation_fraction:
+            yield (
+                "trainer.keep=best_eval_loss picks the checkpoint of lowest eval loss: it needs held-out "
+                "rows, e.g. trainer.validation_fraction=0.1"
+            )
     if Stage.eval in config.stages:
         yield from _eval_problems(config)
     for key, template, fields in templates:

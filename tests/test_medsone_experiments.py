@@ -162,6 +162,7 @@ def test_resolution_training_and_curation_settings(imported):
         0.95,
     )
     assert (trainer.adam_epsilon, trainer.block_size, trainer.validation_fraction) == (1e-08, 8192, 0.1)
+    assert trainer.keep == "best_eval_loss"  # med-s1 kept its state of lowest eval loss
     assert (cfg.curation.method, cfg.curation.pool, cfg.curation.n_samples) == ("random", "all", 1000)
     assert cfg.curation.format.layout == "s1" and cfg.curation.format.clean_text
     assert cfg.curation.trace.transforms == ["step"] and cfg.curation.trace.perturbation.type is None

@@ -327,6 +327,43 @@ def test_validation_split_reports_an_eval_loss_to_tensorboard(make_config):
 
 
 @pytest.mark.slow
+def test_keep_best_eval_loss_saves_the_checkpoint_of_lowest_eval_loss(make_config, tiny_model_dir):
+    """med-s1 kept the model of lowest eval loss; a learning rate that overshoots makes it an early one."""
+    import torch
+    from datasets import Dataset
+    from safetensors.torch import load_file
+
+    from meds1.training.sft import train_sft
+    from tests.test_train_masking import conversations
+
+    overrides = ["trainer.validation_fraction=0.2", "trainer.max_steps=4", "trainer.eval_steps=1"]
+    cfg = make_config(
+        "experiment=demo", "trainer.keep=best_eval_loss", "trainer.learning_rate=0.05", *overrides
+    )
+    out = Path(cfg.paths.root) / "train"
+    dataset = Dataset.from_dict({"messages": conversations("huatuo", None, n=10)})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        metrics = train_sft(cfg.trainer, str(tiny_model_dir), None, "float32", dataset, out, seed=1)
+    finally:
+        torch.set_num_threads(threads)
+    losses = metrics["eval_losses"]
+    best_step = min(losses, key=losses.get)
+    assert sorted(losses) == [1, 2, 3, 4] and metrics["kept"] == "best_eval_loss"
+    assert (metrics["kept_step"], metrics["kept_eval_loss"]) == (best_step, losses[best_step])
+    assert best_step < 4 and metrics["eval_loss"] == losses[4]  # the last step's was not the best
+    saved = load_file(out / "model" / "model.safetensors")
+    best = load_file(out / "checkpoints" / f"checkpoint-{best_step}" / "model.safetensors")
+    assert all(torch.equal(saved[name], best[name]) for name in best)
+
+
+def test_keep_best_eval_loss_needs_held_out_rows():
+    with pytest.raises(UserError, match="trainer.keep=best_eval_loss .* needs held-out rows"):
+        compose(["experiment=demo", "stage=train", "trainer.keep=best_eval_loss"])
+
+
+@pytest.mark.slow
 def test_fp32_trained_weights_are_saved_in_the_model_dtype(make_config):
     """The optimizer updates float32 weights; the saved model is in model.dtype, as vLLM will serve it."""
     import torch

@@ -19,8 +19,10 @@ What each key becomes:
   `perturbation` -> `curation.trace.perturbation.{type,rate}`; `restore` -> `curation.trace.restore`;
 - `training_params` -> the `med-s1` trainer with its learning rate, epochs, weight decay, warmup, Adam
   settings and a global batch of batch_size x gradient_accumulation_steps x 4 (med-s1's
-  train/resolve_config.py scales accumulation so that this product holds on its 4 GPUs), block 8192 and
-  a 10% validation split (train/sft_carina.sh, data/utils/formatting.py:format_for_training).
+  train/resolve_config.py scales accumulation so that this product holds on its 4 GPUs), block 8192,
+  a 10% validation split (train/sft_carina.sh, data/utils/formatting.py:format_for_training) and the
+  checkpoint of lowest eval loss kept (sft_carina.sh's early stopping with patience 999999:
+  train/trainer.py keeps the best state and saves it as the final model).
 A key with no meds1 equivalent is reported, one line each (`name: key=value: why`), never dropped
 silently; an experiment that cannot be written at all (an unknown model, a broken reference) is reported
 and skipped.
@@ -230,6 +232,7 @@ def _training(experiment: _Experiment, training: dict) -> None:
         "adam_epsilon": optimizer.get("adam_epsilon"),
         "block_size": 8192,  # train/sft_carina.sh --block_size=8192
         "validation_fraction": 0.1,  # format_for_training's 10% split: med-s1 trained on 90% of the rows
+        "keep": "best_eval_loss",  # sft_carina.sh: early stopping that never stops, keeping the best state
     }
     for key, value in settings.items():
         if value is not None:

@@ -20,7 +20,7 @@ import time
 from importlib.util import find_spec
 from pathlib import Path
 
-from meds1.config import TrainerConfig
+from meds1.config import KeptCheckpoint, TrainerConfig
 from meds1.errors import UserError
 from meds1.models import from_pretrained
 from meds1.rules import derive_batch_sizes
@@ -96,6 +96,15 @@ def sft_arguments(
     )
     if trainer.validation_fraction > 0:
         args.update(eval_strategy="steps", eval_steps=trainer.eval_steps or trainer.save_steps)
+    if (
+        trainer.keep == KeptCheckpoint.best_eval_loss
+    ):  # a checkpoint at every eval; the best is loaded at the end
+        args.update(
+            save_steps=args["eval_steps"],
+            load_best_model_at_end=True,
+            metric_for_best_model="eval_loss",
+            greater_is_better=False,
+        )
     if fsdp.enabled:
         args["fsdp"] = True
         args["fsdp_config"] = {
@@ -285,8 +294,9 @@ def train_sft(
     checksums = distributed.gather(_weights_checksum(model)) if replicated else []
 
     logs = state.log_history
+    best = trainer_cfg.keep == KeptCheckpoint.best_eval_loss
     losses = [entry["loss"] for entry in logs if "loss" in entry]
-    eval_losses = [entry["eval_loss"] for entry in logs if "eval_loss" in entry]
+    eval_losses = {entry["step"]: entry["eval_loss"] for entry in logs if "eval_loss" in entry}
     tokens = int(state.num_input_tokens_seen or 0) - int(tokens_before)
     gpu_seconds = sum(s["runtime_s"] * s["world_size"] for s in segments if s["device"] == "cuda")
     return {
@@ -294,7 +304,11 @@ def train_sft(
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
         "min_loss": min(losses) if losses else None,
-        "eval_loss": eval_losses[-1] if eval_losses else None,
+        "eval_loss": eval_losses[max(eval_losses)] if eval_losses else None,
+        "eval_losses": eval_losses,  # step -> eval loss
+        "kept": str(trainer_cfg.keep),
+        "kept_step": _step_of(state.best_model_checkpoint) if best else state.global_step,
+        "kept_eval_loss": state.best_metric if best else None,
         "loss_is_finite": all(math.isfinite(x) for x in losses),
         "global_step": state.global_step,
         "epochs": trainer_cfg.num_epochs,
@@ -318,3 +332,7 @@ def train_sft(
         "segments": len(segments),
         "ranks_agree": all(c == checksums[0] for c in checksums) if checksums else None,
     }
+
+
+def _step_of(checkpoint: str | None) -> int | None:
+    return int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else None
