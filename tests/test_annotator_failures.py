@@ -198,6 +198,21 @@ def test_a_dead_trace_llm_stops_curate_at_its_first_request(tmp_path, make_confi
         curate.run(cfg)
 
 
+def test_a_dead_trace_llm_stops_curate_before_any_annotation(tmp_path, make_config):
+    """The trace chain runs after selection, hours later; its pre-flight goes before the annotators."""
+    rows = pd.read_json(source(tmp_path), lines=True)
+    rows["Complex_CoT"] += f" ({tmp_path.name})"  # step requests no other test has cached
+    rows.to_json(tmp_path / "traces.jsonl", orient="records", lines=True)
+    with ScriptedServer(answer) as labeler_server:
+        cfg = make_config(
+            *trace(closed_port_url(), *labeler(labeler_server.base_url)[1:]),
+            f"curation.source.path={tmp_path / 'traces.jsonl'}",
+        )
+        with pytest.raises(UserError, match=r"^the first request to the trace LLM failed"):
+            curate.run(cfg)
+        assert labeler_server.count() == 1  # the labeler's own pre-flight; no row was labeled
+
+
 @pytest.mark.parametrize("status", [401, 404])  # a wrong api_key, an unknown model name
 def test_an_endpoint_refusing_the_request_stops_at_the_first_one(status, tmp_path, make_config):
     with ScriptedServer(lambda path, prompt: status) as refusing:

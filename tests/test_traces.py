@@ -728,3 +728,30 @@ def test_curate_without_a_trace_trains_on_the_answer_alone(make_config, server):
     texts = load_from_disk(record["dataset_path"])["text"]
     assert texts and all("## Final Response\n\n" in t and "## Thinking" not in t for t in texts)
     assert record["stats"]["traces"]["requests"] == {"requests": 0, "reused": 0, "sent": 0, "preflight": 0}
+
+
+def test_the_preflight_picks_a_request_never_asked_and_retries_a_dead_endpoint_alone(tmp_path):
+    """A failed request is no pre-flight while the endpoint answered others under the key (a row's own
+    failure would stop every rerun), but is when every request under it failed (the endpoint was dead)."""
+    from meds1.curation.traces.requests import TraceLLM, request_id
+
+    llm_cfg = compose(["experiment=random-1k", "curation.trace.transforms=[step]"]).curation.trace.llm
+    llm = TraceLLM(llm_cfg, str(tmp_path), seed=0, chunk_rows=10)
+    cache = llm.cache("template", None)
+    prompts = ["first", "second"]
+
+    def cached(replies: dict[str, str | None]) -> None:
+        ids = [request_id(p) for p in replies]
+        errors = [None if reply is not None else "HTTP 500" for reply in replies.values()]
+        texts = [reply or "" for reply in replies.values()]
+        cache.write_chunk(
+            pd.DataFrame({"row_id": ids, "reply": texts, "error": errors, "finish_reason": None})
+        )
+
+    assert llm.first_unanswered(prompts, "template", None) == "first"  # nothing asked yet
+    cached({"first": None})
+    assert llm.first_unanswered(prompts, "template", None) == "second"  # never asked comes first
+    cached({"second": None})
+    assert llm.first_unanswered(prompts, "template", None) == "first"  # all failed: the endpoint was dead
+    cached({"second": "## Step 1: ok"})
+    assert llm.first_unanswered(prompts, "template", None) is None  # it answered: "first" failed on its own

@@ -67,6 +67,8 @@ def run(cfg: Config) -> dict:
         preflights = preflight_difficulty(preflight_pool, cfg, source) if "difficulty" in filters else 0
         if curation.specialty.method != "none":
             preflights += preflight_specialty(preflight_pool, cfg, source)
+        if curation.trace.transforms:
+            preflights += traces.preflight_traces(preflight_pool, cfg)
         if preflights:
             log.info("curate: %d annotator(s) answered their first request; annotating", preflights)
 

@@ -12,6 +12,10 @@ and `trace_status`/`trace_stage`: the first status that is not ok, and where. A 
 its previous trace (`on_failure=keep`, med-s1's behaviour for an empty result) or leaves the training
 set (`drop`). More than `max_failed_fraction` of the rows not ok stops the stage with the counts and one
 example, rather than training a "step" model on mostly untransformed traces.
+
+Before any annotator runs, `preflight_traces` asks the chain's first LLM transform for one source row,
+so a dead trace endpoint stops curate in seconds rather than after hours of annotation (its reply is
+cached, and reused should that row be selected).
 """
 
 from __future__ import annotations
@@ -23,10 +27,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from meds1.config import Config, PerturbationConfig, TraceConfig
+from meds1.config import Config, InferenceBackend, PerturbationConfig, TraceConfig
 from meds1.curation import COT, QUESTION, RESPONSE
 from meds1.curation.traces import perturb
-from meds1.curation.traces.calls import OK, Outcome, run_transform
+from meds1.curation.traces.calls import OK, Outcome, preflight, render, run_transform
 from meds1.curation.traces.requests import TraceLLM
 from meds1.errors import UserError
 from meds1.trace_spec import Transform, expand, load_perturbation_spec
@@ -195,19 +199,49 @@ def wrong_answers(
         outcomes[i] = outcome
 
 
-def transform_traces(curated: pd.DataFrame, cfg: Config) -> TraceResult:
-    """Apply `curation.trace` to the selected rows (see the module docstring)."""
+PREFLIGHT_ROWS = 100  # source rows whose requests the early pre-flight picks from (the first not cached)
+
+
+def trace_llm(cfg: Config) -> TraceLLM:
     trace = cfg.curation.trace
-    transforms = expand(trace.transforms)
-    check_columns(transforms, curated.columns)
-    chain = Chain(curated, trace)
-    llm = TraceLLM(
+    return TraceLLM(
         trace.llm,
         cfg.paths.cache,
         cfg.seed,
         cfg.curation.annotation_chunk,
         accept_unusable=trace.max_failed_fraction >= 1,
     )
+
+
+def preflight_traces(pool: pd.DataFrame, cfg: Config) -> int:
+    """The chain's first LLM request for a row of `pool` (the source rows that passed the quality
+    filter), sent alone when the trace LLM is an endpoint (calls.preflight: the first of the first
+    PREFLIGHT_ROWS rows' requests that is not cached); it stops curate if the endpoint is dead or its
+    reply unusable. Returns the requests sent (0 or 1)."""
+    trace = cfg.curation.trace
+    transforms = expand(trace.transforms)
+    check_columns(transforms, pool.columns)
+    first = next((t for t in transforms if t.calls), None)
+    if first is None or trace.llm.inference.backend != InferenceBackend.openai or not len(pool):
+        return 0
+    records = [row for _, row in pool.head(PREFLIGHT_ROWS).iterrows()]
+    call = first.calls[0]
+    _, prompts, inputs = render(first, call, records, [Outcome() for _ in records])
+    llm = trace_llm(cfg)
+    try:
+        preflight(first, call, prompts, inputs, llm)
+    finally:
+        llm.close()
+    return llm.counts["preflight"]
+
+
+def transform_traces(curated: pd.DataFrame, cfg: Config) -> TraceResult:
+    """Apply `curation.trace` to the selected rows (see the module docstring)."""
+    trace = cfg.curation.trace
+    transforms = expand(trace.transforms)
+    check_columns(transforms, curated.columns)
+    chain = Chain(curated, trace)
+    llm = trace_llm(cfg)
     try:
         for transform in transforms:
             rows = chain.rows()

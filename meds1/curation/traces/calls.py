@@ -45,9 +45,9 @@ def _resolve(spec: Input, row: pd.Series, replies: dict[str, str], tables: dict)
 def preflight(
     transform: Transform, call: Call, prompts: list[str], inputs: list[dict], llm: TraceLLM
 ) -> None:
-    """Send the chain's first request alone when it has one to send (TraceLLM.first_never_asked); stop
+    """Send the chain's first request alone when it has one to send (TraceLLM.first_unanswered); stop
     the stage if it fails, or if the call rejects the reply (unless `llm.accept_unusable`)."""
-    prompt = llm.first_never_asked(prompts, call.prompt, call.max_new_tokens)
+    prompt = llm.first_unanswered(prompts, call.prompt, call.max_new_tokens)
     if prompt is None:
         return
     reply = llm.preflight(prompt, call.prompt, call.max_new_tokens, f"trace {transform.name}: {call.name}")
@@ -65,30 +65,38 @@ def preflight(
         )
 
 
+def render(
+    transform: Transform, call: Call, records: list[pd.Series], outcomes: list[Outcome]
+) -> tuple[list[int], list[str], list[dict]]:
+    """(the rows still ok, their prompts for `call`, the inputs each prompt was filled with); a row
+    with an empty input is rejected in `outcomes`."""
+    live, prompts, inputs = [], [], []
+    for i, row in enumerate(records):
+        if outcomes[i].status != OK:
+            continue
+        values = {
+            k: _resolve(spec, row, outcomes[i].replies, transform.tables) for k, spec in call.inputs.items()
+        }
+        empty = [
+            k
+            for k, spec in call.inputs.items()
+            if spec.source and not spec.source.startswith("$") and not values[k].strip()
+        ]
+        if empty:
+            outcomes[i].status = f"rejected: {call.name}: empty {call.inputs[empty[0]].source}"
+            continue
+        live.append(i)
+        prompts.append(call.prompt.format(**values))
+        inputs.append(values)
+    return live, prompts, inputs
+
+
 def run_transform(transform: Transform, rows: pd.DataFrame, llm: TraceLLM) -> list[Outcome]:
     """One Outcome per row of `rows` (which holds every column the transform's calls read)."""
     outcomes = [Outcome() for _ in range(len(rows))]
     records = [row for _, row in rows.iterrows()]
     for call in transform.calls:
-        live, prompts, inputs = [], [], []
-        for i, row in enumerate(records):
-            if outcomes[i].status != OK:
-                continue
-            values = {
-                k: _resolve(spec, row, outcomes[i].replies, transform.tables)
-                for k, spec in call.inputs.items()
-            }
-            empty = [
-                k
-                for k, spec in call.inputs.items()
-                if spec.source and not spec.source.startswith("$") and not values[k].strip()
-            ]
-            if empty:
-                outcomes[i].status = f"rejected: {call.name}: empty {call.inputs[empty[0]].source}"
-                continue
-            live.append(i)
-            prompts.append(call.prompt.format(**values))
-            inputs.append(values)
+        live, prompts, inputs = render(transform, call, records, outcomes)
         preflight(transform, call, prompts, inputs, llm)
         replies = llm.ask(prompts, call.prompt, call.max_new_tokens, f"trace {transform.name}: {call.name}")
         for i, values, reply in zip(live, inputs, replies, strict=True):

@@ -9,10 +9,11 @@ annotation cache (meds1/curation/cache.py) in chunks of `curation.annotation_chu
 most one chunk, and a failed request (after the backend's retries) is recorded, not cached, so the next
 run asks again.
 
-Before the chain sends its first batch, `first_never_asked` picks one request for the pre-flight
+Before the chain sends its first batch, `first_unanswered` picks one request for the pre-flight
 (calls.py): the first of a call's requests never asked under its key. A request that failed before is
-asked again, but not as the pre-flight: the endpoint answered under this key already, and a row's own
-failure (a refusal, a too-long text) would otherwise stop every rerun.
+asked again, but not as the pre-flight when the endpoint answered under this key already: a row's own
+failure (a refusal, a too-long text) would otherwise stop every rerun. When every request under the key
+failed (a dead endpoint), the first of them is the pre-flight.
 """
 
 from __future__ import annotations
@@ -71,13 +72,17 @@ class TraceLLM:
             self.cache_dir, "trace-requests", {**self.spec, "template": template, "max_new_tokens": tokens}
         )
 
-    def first_never_asked(self, prompts: list[str], template: str, max_new_tokens: int | None) -> str | None:
-        """The request for the chain's pre-flight: the first of `prompts` never asked before, while no
-        pre-flight was sent and the LLM is an endpoint (`openai`); otherwise None."""
+    def first_unanswered(self, prompts: list[str], template: str, max_new_tokens: int | None) -> str | None:
+        """The request for the chain's pre-flight, while no pre-flight was sent and the LLM is an
+        endpoint (`openai`): the first of `prompts` never asked under this key, else (all were asked)
+        the first, if the endpoint never answered under this key; otherwise None."""
         if self.counts["preflight"] or self.llm.inference.backend != InferenceBackend.openai or not prompts:
             return None
-        asked = self.cache(template, max_new_tokens).load().index
-        return next((p for p in prompts if request_id(p) not in asked), None)
+        cached = self.cache(template, max_new_tokens).load()
+        never_asked = next((p for p in prompts if request_id(p) not in cached.index), None)
+        if never_asked is not None or not len(cached) or cached["error"].isna().any():
+            return never_asked
+        return prompts[0]
 
     def preflight(self, prompt: str, template: str, max_new_tokens: int | None, desc: str) -> Reply:
         """Ask `prompt` alone (cached like any request: its batch reuses the reply)."""
