@@ -226,12 +226,7 @@ def _problems(config: Config) -> Iterator[str]:
     if Stage.curate in config.stages:
         yield from _curation_problems(config.curation, templates)
     if Stage.train in config.stages:
-        yield from _batch_problems(config.trainer)
-        if config.trainer.keep == KeptCheckpoint.best_eval_loss and not config.trainer.validation_fraction:
-            yield (
-                "trainer.keep=best_eval_loss picks the checkpoint of lowest eval loss: it needs held-out "
-                "rows, e.g. trainer.validation_fraction=0.1"
-            )
+        yield from _trainer_problems(config.trainer)
     if Stage.eval in config.stages:
         yield from _eval_problems(config)
     for key, template, fields in templates:
@@ -290,8 +285,9 @@ def derive_batch_sizes(
     return per_device, per_rank // per_device
 
 
-def _batch_problems(trainer: TrainerConfig) -> Iterator[str]:
-    """The global batch must split evenly over the processes `trainer.resources` starts (one per GPU)."""
+def _trainer_problems(trainer: TrainerConfig) -> Iterator[str]:
+    """The global batch must split evenly over the processes `trainer.resources` starts (one per GPU);
+    the best checkpoint needs held-out rows to be judged on."""
     resources = trainer.resources
     world = pipeline.processes("train", resources)
     try:
@@ -300,6 +296,11 @@ def _batch_problems(trainer: TrainerConfig) -> Iterator[str]:
         yield (
             f"{error}: trainer.resources asks for {resources.gpus} GPU(s) x {resources.nodes} node(s), "
             "one training process per GPU"
+        )
+    if trainer.keep == KeptCheckpoint.best_eval_loss and not trainer.validation_fraction:
+        yield (
+            "trainer.keep=best_eval_loss picks the checkpoint of lowest eval loss: it needs held-out "
+            "rows, e.g. trainer.validation_fraction=0.1"
         )
 
 

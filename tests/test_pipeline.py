@@ -29,6 +29,7 @@ LAYERS = {
     "meds1.workspace": 4,
     "meds1.compose": 5,
     "meds1.models": 6,
+    "meds1.hub": 6,
     "meds1.curation": 6,
     "meds1.inference": 6,
     "meds1.evaluation": 6,

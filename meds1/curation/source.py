@@ -16,6 +16,7 @@ import pandas as pd
 from meds1.config import SourceConfig, TokenLimit
 from meds1.curation import REQUIRED_COLUMNS
 from meds1.errors import UserError
+from meds1.hub import load_hub_dataset
 from meds1.paths import resolve_data_path
 
 log = logging.getLogger(__name__)
@@ -202,16 +203,17 @@ def _read_file(path: str, skip_malformed: bool) -> pd.DataFrame:
 
 
 def _read_hub(source: SourceConfig) -> tuple[pd.DataFrame, str | None]:
-    """(the hub dataset at the pinned revision, the commit it was read at: what `datasets` resolved the
-    revision, or the main branch when unpinned, to; provenance records it. None for a local folder)."""
-    from datasets import load_dataset_builder
-
+    """(the hub dataset at the pinned revision, the commit it was read at: meds1.hub; provenance
+    records it)."""
     try:
-        builder = load_dataset_builder(
-            source.name, source.config, data_files=source.data_files, revision=source.revision
+        dataset, commit = load_hub_dataset(
+            source.name,
+            source.config,
+            source.split,
+            source.revision,
+            source.data_files,
+            "curation.source.revision=<commit>",
         )
-        builder.download_and_prepare()
-        dataset = builder.as_dataset(split=source.split)
     except Exception as exc:  # network, auth, unknown name/config/split/revision: all say the same to a user
         raise UserError(
             f"could not load hub dataset {source.name} (config {source.config}, files {source.data_files}, "
@@ -219,15 +221,6 @@ def _read_hub(source: SourceConfig) -> tuple[pd.DataFrame, str | None]:
             f"{str(exc).splitlines()[0] if str(exc) else ''}. To run without the hub, save the rows to a "
             "parquet/json/jsonl file and set curation.source.path=FILE"
         ) from None
-    commit = None if Path(source.name).exists() else builder.hash
-    if source.revision is None and commit:
-        log.warning(
-            "curation.source.revision is not pinned: %s may change under you; read commit %s "
-            "(pin it: curation.source.revision=%s)",
-            source.name,
-            commit,
-            commit,
-        )
     return dataset.to_pandas(), commit
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from meds1.config import SUITE_HUB_SCHEME, SuiteSpec
 from meds1.errors import UserError
+from meds1.hub import load_hub_dataset
 from meds1.paths import resolve_data_path
 from meds1.rules import suite_specs
 
@@ -115,18 +116,10 @@ def _read_file(file: Path) -> list[dict]:
 
 def _read_hub(spec: SuiteSpec) -> tuple[list[dict], str | None]:
     """(rows of the hub dataset `spec.path` (hf://OWNER/NAME) at `spec.revision`, the commit they were
-    read at: None for a local folder). The commit is the one `datasets` resolved the revision (or the
-    main branch, when unpinned) to, so an unpinned run still says which data it read."""
-    from datasets import load_dataset_builder
-
+    read at: meds1.hub)."""
     name = spec.path[len(SUITE_HUB_SCHEME) :]
-    extra = {"data_files": spec.data_files} if spec.data_files else {}
-    builder = load_dataset_builder(name, spec.config, revision=spec.revision, **extra)
-    builder.download_and_prepare()
-    dataset = builder.as_dataset(split=spec.split)
-    commit = None if Path(name).exists() else builder.hash
-    if spec.revision is None and commit:
-        log.warning("eval: %s is not pinned; read commit %s (pin it: revision: <that>)", spec.path, commit)
+    pin_key = "`revision: <commit>` in its eval.suite entry"
+    dataset, commit = load_hub_dataset(name, spec.config, spec.split, spec.revision, spec.data_files, pin_key)
     source = f"{name.rstrip('/').split('/')[-1]}_{spec.split}"
     return [{"source": source, **row} for row in dataset.to_list()], commit
 

@@ -123,9 +123,13 @@ def differences(experiments: list[Experiment]) -> list[str]:
             for slug, record in recorded:
                 by_value.setdefault(_text(_get(record, path)), []).append(slug)
             if len(by_value) > 1:
-                values = "; ".join(f"{value} ({', '.join(by_value[value])})" for value in sorted(by_value))
-                lines.append(f"{stage} {label} differs: {values}")
+                lines.append(f"{stage} {label} differs: {_who_has_what(by_value)}")
     return lines
+
+
+def _who_has_what(by_value: dict[str, list[str]]) -> str:
+    """ "a (exp1, exp2); b (exp3)": each value with the experiments that recorded it."""
+    return "; ".join(f"{value} ({', '.join(by_value[value])})" for value in sorted(by_value))
 
 
 def suite_differences(experiments: list[Experiment]) -> list[str]:
@@ -136,8 +140,7 @@ def suite_differences(experiments: list[Experiment]) -> list[str]:
             label = f"{entry['fingerprint']} ({entry['questions']} questions)"
             by_source.setdefault(source, {}).setdefault(label, []).append(exp.slug)
     return [
-        f"eval questions of {source} differ: "
-        + "; ".join(f"{label} ({', '.join(slugs)})" for label, slugs in sorted(labels.items()))
+        f"eval questions of {source} differ: {_who_has_what(labels)}"
         for source, labels in sorted(by_source.items())
         if len(labels) > 1
     ]
