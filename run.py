@@ -7,8 +7,8 @@ The flow: check the command line (one line per mistake), let Hydra compose the c
 import hydra
 from omegaconf import DictConfig
 
-from meds1.cli import check_command_line
-from meds1.config import register_configs
+from meds1.config.cli import check_command_line
+from meds1.config.schema import register_configs
 from meds1.launch.dispatch import dispatch
 
 register_configs()

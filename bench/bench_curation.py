@@ -82,7 +82,7 @@ def synthetic_rows(n: int = ROWS, seed: int = SEED) -> pd.DataFrame:
 
 
 def run_ours(source: Path, root: Path, cache: Path) -> pd.DataFrame:
-    from meds1.compose import compose
+    from meds1.config.compose import compose
     from meds1.stages import curate
 
     cfg = compose(
@@ -170,7 +170,7 @@ def run_baseline(source: Path, out: Path, tokenizer) -> pd.DataFrame:
 
 
 def run() -> list[dict]:
-    from meds1.compose import compose
+    from meds1.config.compose import compose
     from meds1.models import load_tokenizer
 
     work = Path(tempfile.mkdtemp(prefix="bench-curation-"))

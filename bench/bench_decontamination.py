@@ -54,7 +54,7 @@ def timed(rows: pd.DataFrame, config) -> tuple[float, float, int]:
 
 
 def run() -> list[dict]:
-    from meds1.config import DecontaminationConfig, DecontaminationMethod
+    from meds1.config.schema import DecontaminationConfig, DecontaminationMethod
 
     work = Path(tempfile.mkdtemp(prefix="bench-decontamination-"))
     try:

@@ -41,7 +41,7 @@ def _mcq_with_reasoning() -> list[tuple[dict, str]]:
             for r in rows
             if isinstance(r.get("options"), dict)
         ]
-    from meds1.paths import resolve_data_path
+    from meds1.hub import resolve_data_path
 
     demo = json.loads(resolve_data_path("pkg://meds1/data/demo_eval.json").read_text())
     return [
@@ -101,7 +101,7 @@ def bench_scoring() -> dict:
 def bench_hf_throughput() -> dict:
     import torch
 
-    from meds1.compose import compose
+    from meds1.config.compose import compose
     from meds1.evaluation.data import load_suite
     from meds1.evaluation.prompts import build_conversation
     from meds1.inference import Sampling, load_backend

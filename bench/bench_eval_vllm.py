@@ -49,7 +49,7 @@ def run() -> list[dict]:
     reason = unavailable()
     if reason:
         raise unittest.SkipTest(reason)
-    from meds1.compose import compose
+    from meds1.config.compose import compose
     from meds1.evaluation.data import load_suite
     from meds1.evaluation.prompts import build_conversation
     from meds1.models import model_path

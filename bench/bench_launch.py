@@ -24,7 +24,7 @@ HOLD = {"hold": True}
 
 
 def _sweep_configs(root: Path):
-    from meds1.compose import compose
+    from meds1.config.compose import compose
 
     return [
         compose(["stage=all", "compare_base=false", f"curation.n_samples={n}", f"paths.root={root}"])
@@ -42,8 +42,8 @@ def _submit_one_by_one(steps, launcher) -> None:
     """The naive path: one executor, one sbatch per job, one registry update per job."""
     from submitit.slurm.slurm import SlurmExecutor
 
-    from meds1 import registry
     from meds1.launch.job import StageJob
+    from meds1.store import registry
 
     executor = SlurmExecutor(steps[0].folder, max_num_timeout=launcher.max_num_timeout)
     for step in steps:
@@ -58,7 +58,7 @@ def _submit_one_by_one(steps, launcher) -> None:
 
 def sweep_in_process(root: Path) -> tuple[float, float, int]:
     """(seconds with arrays, seconds one by one, sbatch calls with arrays) for 90 held jobs."""
-    from meds1.config import SlurmLauncherConfig
+    from meds1.config.schema import SlurmLauncherConfig
     from meds1.launch.plan import plan
     from meds1.launch.submit import submit
 
@@ -79,7 +79,7 @@ def sweep_in_process(root: Path) -> tuple[float, float, int]:
 
 def sweep_command_line(root: Path) -> float:
     """Wall time of the user's command for a 30-point stage=all sweep (compose, plan, submit, record)."""
-    from meds1 import registry
+    from meds1.store import registry
 
     command = [
         sys.executable,
@@ -106,8 +106,8 @@ def sweep_command_line(root: Path) -> float:
 DISPATCH = """
 import contextlib, io, sys, time
 start = time.perf_counter()
-from meds1.compose import compose
-from meds1.config import SlurmLauncherConfig
+from meds1.config.compose import compose
+from meds1.config.schema import SlurmLauncherConfig
 from meds1.launch.submit import launch
 cfg = compose(["experiment=med-s1-1k", "stage=curate", "dry_run=true", "paths.root={root}"])
 composed = time.perf_counter()

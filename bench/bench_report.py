@@ -24,10 +24,10 @@ import time
 import warnings
 from pathlib import Path
 
-from meds1 import registry
-from meds1.compose import compose
-from meds1.paths import make_slug
+from meds1.config.compose import compose
 from meds1.stages import report
+from meds1.store import registry
+from meds1.store.identity import make_slug
 
 SOURCES = {
     "MedMCQA_validation": 4183,

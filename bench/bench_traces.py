@@ -1,6 +1,6 @@
 """Benchmark: rewriting 1,000 selected traces as steps through an endpoint that takes 0.2 s per request.
 
-Measured: `meds1.curation.traces.transform_traces` with `curation.trace.transforms=[step]` over 1,000
+Measured: `meds1.curation.traces.chain.transform_traces` with `curation.trace.transforms=[step]` over 1,000
 rows (the demo rows' real traces, each made distinct by a marker), through the `openai` backend to a
 real local HTTP server (tests/canned_llm.py) that answers every request after 0.2 s, with
 `max_concurrency=64`: the ideal is 1,000 x 0.2 / 64 = 3.1 s. `baseline`: the same rows, one request at
@@ -39,8 +39,8 @@ def rows() -> pd.DataFrame:
 
 
 def timed(frame: pd.DataFrame, base_url: str, concurrency: int, cache: Path) -> tuple[float, dict]:
-    from meds1.compose import compose
-    from meds1.curation.traces import transform_traces
+    from meds1.config.compose import compose
+    from meds1.curation.traces.chain import transform_traces
 
     cfg = compose(
         [

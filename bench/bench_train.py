@@ -21,9 +21,9 @@ def conversations(n_rows: int = 220):
     """The shipped demo rows as chat conversations, formatted like the curate stage does."""
     from datasets import Dataset
 
-    from meds1.config import FormatConfig
+    from meds1.config.schema import FormatConfig
     from meds1.curation.formatting import to_messages
-    from meds1.paths import resolve_data_path
+    from meds1.hub import resolve_data_path
 
     rows = [
         json.loads(line)
@@ -38,7 +38,7 @@ def tokens_per_second(packing: bool, cache: Path, work: Path) -> float:
     """Non-padding tokens per second over the steps after warm-up."""
     from transformers import TrainerCallback
 
-    from meds1.compose import compose
+    from meds1.config.compose import compose
     from meds1.models import model_path
     from meds1.training.sft import build_trainer, load_model, split_validation
 
@@ -72,7 +72,7 @@ def tokens_per_second(packing: bool, cache: Path, work: Path) -> float:
 
 
 def run() -> list[dict]:
-    from meds1.compose import compose
+    from meds1.config.compose import compose
     from meds1.models import model_path
 
     with tempfile.TemporaryDirectory() as tmp:

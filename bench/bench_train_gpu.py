@@ -56,9 +56,9 @@ def peak_flops(device_name: str) -> float:
 def training_rows(repeats: int):
     from datasets import Dataset
 
-    from meds1.config import FormatConfig
+    from meds1.config.schema import FormatConfig
     from meds1.curation.formatting import to_messages
-    from meds1.paths import resolve_data_path
+    from meds1.hub import resolve_data_path
 
     if SHARED_SFT.exists():
         rows = json.loads(SHARED_SFT.read_text())
@@ -86,7 +86,7 @@ def measure(
     import torch
     from transformers import TrainerCallback
 
-    from meds1.compose import compose
+    from meds1.config.compose import compose
     from meds1.models import model_path
     from meds1.training import distributed
     from meds1.training.sft import build_trainer, check_options, load_model, save_final, split_validation

@@ -42,7 +42,7 @@ def build(out: Path, layers: int = 32, weights: bool = False) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from meds1.config import TinyModelSpec
+    from meds1.config.schema import TinyModelSpec
     from meds1.models import ensure_tiny_model
 
     tiny = ensure_tiny_model(TinyModelSpec(), Path(tempfile.gettempdir()) / "meds1-bench-models")

@@ -27,3 +27,16 @@ def load_hub_dataset(
             "%s is not pinned and may change under you; read commit %s (pin it: %s)", name, commit, pin_key
         )
     return dataset, commit
+
+
+PACKAGE_SCHEME = "pkg://"
+
+
+def resolve_data_path(path: str) -> Path:
+    """A data file path; `pkg://meds1/data/x.json` names a file shipped inside an installed package."""
+    if path.startswith(PACKAGE_SCHEME):
+        from importlib.resources import files
+
+        package, _, relative = path[len(PACKAGE_SCHEME) :].partition("/")
+        return Path(str(files(package).joinpath(relative)))
+    return Path(path).expanduser()

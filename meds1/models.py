@@ -16,9 +16,9 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from meds1.config import ModelConfig, TinyModelSpec
+from meds1.config.schema import ModelConfig, TinyModelSpec
 from meds1.errors import UserError
-from meds1.paths import resolve_data_path
+from meds1.hub import resolve_data_path
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Dispatch, `stage=all`, the SLURM plan and jobs, slugs and config hashes, status and the report all read
 this table. A stage's name is its `stage=` value, its directory under `<root>/<slug>/`, its job name and
 the key of its record in results.json (`experiments.<slug>.results.<name>`; med-s1's names for them are
-used only by the med-s1 import/export, meds1/report/medsone.py). Entry points and resource functions are
+used only by the med-s1 import/export, meds1/medsone/results.py). Entry points and resource functions are
 named as `module:attribute` strings and imported only when called, so reading the table imports no
 stage code.
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from meds1.config import Config, Resources
+    from meds1.config.schema import Config, Resources
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from meds1.compose import compose
-from meds1.config import Config
+from meds1.config.compose import compose
+from meds1.config.schema import Config
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("MEDS1_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -1,6 +1,6 @@
 """A results registry as real runs leave it: several experiments, sweeps, a shared curation, an
 eval-only base model, test-time-scaling runs and one experiment with metrics from before the
-current metrics schema. Entries are written through `meds1.registry` under the slugs that the
+current metrics schema. Entries are written through `meds1.store.registry` under the slugs that the
 composed configs give, exactly as the stages do. Evals (but the old one) leave a predictions.jsonl
 whose per-source correct counts are those of their metrics; the sweep and the learning-rate run
 record provenance (one sweep eval ran a different vLLM), the others were recorded before it."""
@@ -12,8 +12,10 @@ import json
 import random
 from pathlib import Path
 
-from meds1 import registry
-from meds1.paths import registry_path, stage_config, stage_dir, stage_slug
+from meds1.store import registry
+from meds1.store.identity import stage_config, stage_slug
+from meds1.store.registry import registry_path
+from meds1.store.workspace import stage_dir
 
 DECODING = (
     "T=0.5 p=0.9 2000"  # how the default eval decodes (HuatuoGPT-o1's settings), as the report labels it

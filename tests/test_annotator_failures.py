@@ -12,8 +12,8 @@ import sys
 import pandas as pd
 import pytest
 
-from meds1.compose import compose
-from meds1.config import InferenceConfig, LLMConfig
+from meds1.config.compose import compose
+from meds1.config.schema import InferenceConfig, LLMConfig
 from meds1.curation.cache import AnnotationCache
 from meds1.curation.llm import preflight
 from meds1.curation.source import fingerprint, load_source

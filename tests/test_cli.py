@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from meds1.cli import check_overrides
+from meds1.config.cli import check_overrides
 from tests.conftest import REPO
 
 OWN_EXPERIMENT = """# @package _global_

@@ -8,12 +8,11 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from meds1.cli import group_options
-from meds1.compose import compose
-from meds1.config import COMMANDS, Choice, CurationMethod
+from meds1.config.cli import group_options
+from meds1.config.compose import compose
+from meds1.config.schema import COMMANDS, Choice, CurationMethod
 from meds1.errors import UserError
-from meds1.registry import redacted
-from meds1.workspace import config_hash
+from meds1.store.identity import config_hash, redacted
 from tests.conftest import REPO
 
 EXPERIMENTS = group_options("experiment")

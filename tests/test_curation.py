@@ -5,13 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from meds1.compose import compose
-from meds1.config import (
-    DecontaminationConfig,
-    DecontaminationMethod,
-    FormatConfig,
-    SourceConfig,
-)
+from meds1.config.compose import compose
+from meds1.config.schema import DecontaminationConfig, DecontaminationMethod, FormatConfig, SourceConfig
 from meds1.curation.decontamination import nearest_eval_questions
 from meds1.curation.formatting import to_messages
 from meds1.curation.quality import quality_filter, token_lengths

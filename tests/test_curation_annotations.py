@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from meds1.compose import CONF_DIR, compose
-from meds1.config import InferenceConfig, JudgeConfig, LLMConfig, ModelConfig, SpecialtyConfig
+from meds1.config.compose import CONF_DIR, compose
+from meds1.config.rules import validate
+from meds1.config.schema import InferenceConfig, JudgeConfig, LLMConfig, ModelConfig, SpecialtyConfig
 from meds1.curation.cache import AnnotationCache, annotate
 from meds1.curation.difficulty import judge_rows, match_verdict, parse_verdict
 from meds1.curation.llm import ask, load_llm
@@ -21,7 +22,6 @@ from meds1.curation.specialty import (
 )
 from meds1.errors import UserError
 from meds1.inference import Generation
-from meds1.rules import validate
 
 _PRESET = yaml.safe_load((CONF_DIR / "curation/specialty/meds1.yaml").read_text())
 MEDS1 = SpecialtyConfig(**{**_PRESET, "llm": LLMConfig(**_PRESET["llm"])})  # curation/specialty=meds1

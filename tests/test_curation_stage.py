@@ -7,16 +7,17 @@ import pandas as pd
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from meds1.compose import compose
+from meds1.config.compose import compose
 from meds1.curation.cache import AnnotationCache
 from meds1.curation.difficulty import answers_spec, verdicts_spec
 from meds1.curation.resources import curate_resources
 from meds1.curation.source import fingerprint, load_source
 from meds1.errors import UserError
 from meds1.evaluation.data import load_suite
-from meds1.paths import registry_path, stage_slug
 from meds1.stages import curate
-from meds1.workspace import read_marker
+from meds1.store.identity import stage_slug
+from meds1.store.registry import registry_path
+from meds1.store.workspace import read_marker
 from tests.conftest import REPO
 
 DEMO = REPO / "meds1/data/demo_sft.jsonl"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from meds1.compose import compose
-from meds1.config import DifficultyConfig, InferenceConfig, ModelConfig, PromptFormat
+from meds1.config.compose import compose
+from meds1.config.schema import DifficultyConfig, InferenceConfig, ModelConfig, PromptFormat
 from meds1.curation.difficulty import (
     CORRECT,
     INCORRECT,

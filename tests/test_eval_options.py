@@ -8,8 +8,8 @@ import pytest
 
 from meds1.errors import UserError
 from meds1.evaluation.scoring import bootstrap_ci, hierarchical_ci, score
-from meds1.paths import stage_dir
 from meds1.stages import eval as eval_stage
+from meds1.store.workspace import stage_dir
 
 OPTIONS = {"A": "x", "B": "y"}
 

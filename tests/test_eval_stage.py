@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from meds1.config import BudgetForcingConfig, InferenceConfig, ModelConfig
+from meds1.config.schema import BudgetForcingConfig, InferenceConfig, ModelConfig
 from meds1.errors import UserError
 from meds1.evaluation.budget_forcing import budget_force
 from meds1.inference import Sampling, load_backend
-from meds1.paths import stage_dir, stage_slug
 from meds1.stages import eval as eval_stage
+from meds1.store.identity import stage_slug
+from meds1.store.workspace import stage_dir
 from tests.conftest import REPO, start_openai_server, stop_process
 from tests.proxy import CountingProxy
 

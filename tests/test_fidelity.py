@@ -13,7 +13,7 @@ from enum import Enum
 import pytest
 import yaml
 
-from meds1.compose import CONF_DIR, compose
+from meds1.config.compose import CONF_DIR, compose
 from tests.conftest import REPO
 
 SECTION = "## Fidelity to the published sources"

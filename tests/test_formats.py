@@ -6,8 +6,8 @@ import re
 import pandas as pd
 import pytest
 
-from meds1.compose import compose
-from meds1.config import FormatConfig
+from meds1.config.compose import compose
+from meds1.config.schema import FormatConfig
 from meds1.curation.formatting import LAYOUTS, clean_text, format_rows, to_messages
 from meds1.evaluation.budget_forcing import MARKERS
 from meds1.evaluation.extract import extract_answer, huatuo_match
@@ -105,7 +105,7 @@ def test_every_layout_is_read_and_budget_forced_with_its_own_markers(layout):
 
 
 def test_format_rows_without_thinking_writes_the_answer_only(model_cache):
-    from meds1.config import ModelConfig
+    from meds1.config.schema import ModelConfig
 
     tokenizer = load_tokenizer(ModelConfig(name="tiny", path="tiny", build="tiny"), str(model_cache))
     curated = pd.DataFrame(

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from meds1 import registry
+from meds1.store import registry
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow

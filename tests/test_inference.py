@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from meds1.config import InferenceConfig, ModelConfig
+from meds1.config.schema import InferenceConfig, ModelConfig
 from meds1.errors import UserError
 from meds1.inference import Sampling, load_backend
 from meds1.inference.chat import load_chat_tokenizer

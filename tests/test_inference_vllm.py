@@ -11,7 +11,13 @@ import sys
 import pandas as pd
 import pytest
 
-from meds1.config import BudgetForcingConfig, InferenceConfig, JudgeConfig, ModelConfig, SpecialtyConfig
+from meds1.config.schema import (
+    BudgetForcingConfig,
+    InferenceConfig,
+    JudgeConfig,
+    ModelConfig,
+    SpecialtyConfig,
+)
 from meds1.errors import UserError
 from meds1.evaluation.budget_forcing import MARKERS, budget_force
 from meds1.inference import Sampling
@@ -86,7 +92,7 @@ def backend(tmp_path_factory):
 
 @pytest.mark.vllm
 def test_the_engine_that_answers_is_named_with_its_build(backend):
-    from meds1.provenance import installed_version, version
+    from meds1.store.provenance import installed_version, version
 
     device = "cpu" if on_cpu_build() else "cuda"
     assert (

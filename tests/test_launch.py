@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from meds1 import registry
-from meds1.cli import check_overrides
-from meds1.config import SlurmLauncherConfig
+from meds1.config.cli import check_overrides
+from meds1.config.schema import SlurmLauncherConfig
 from meds1.errors import MissingInputError
 from meds1.launch.plan import COMPLETE, QUEUED, SUBMIT, format_plan, plan
 from meds1.launch.queue import settled_state
 from meds1.launch.resources import sbatch_parameters, stage_resources
 from meds1.launch.submit import array_groups, waves
-from meds1.paths import registry_path, stage_dir
-from meds1.workspace import StageWorkspace
+from meds1.store import registry
+from meds1.store.registry import registry_path
+from meds1.store.workspace import StageWorkspace, stage_dir
 from tests.conftest import REPO
 
 SLURM = SlurmLauncherConfig()
@@ -95,8 +95,8 @@ def test_site_settings_and_per_stage_overrides(make_config):
 def test_site_defaults_come_from_the_environment(monkeypatch):
     from hydra import compose, initialize_config_dir
 
-    from meds1.compose import CONF_DIR
-    from meds1.config import register_configs
+    from meds1.config.compose import CONF_DIR
+    from meds1.config.schema import register_configs
 
     monkeypatch.setenv("MEDS1_SLURM_PARTITION", "a100")
     monkeypatch.setenv("MEDS1_SLURM_ACCOUNT", "med-lab")
@@ -368,9 +368,8 @@ def test_sweep_points_compose_exactly_as_hydra_composes_them(point):
     from hydra.types import RunMode
     from omegaconf import OmegaConf, open_dict
 
-    from meds1.compose import CONF_DIR
-    from meds1.config import register_configs
-    from meds1.overrides import SweepComposer
+    from meds1.config.compose import CONF_DIR, SweepComposer
+    from meds1.config.schema import register_configs
 
     register_configs()
     loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONF_DIR)))
@@ -403,7 +402,7 @@ def test_a_multirun_dry_run_applies_each_points_overrides_on_top_of_its_experime
 
 
 def test_run_and_sweep_points_that_restate_the_experiment_share_its_slug(tmp_path):
-    from meds1.compose import compose
+    from meds1.config.compose import compose
 
     own = compose(["experiment=demo"]).curation.n_samples
     single = run_py("stage=curate", "dry_run=true", f"curation.n_samples={own}", f"paths.root={tmp_path}")
@@ -427,9 +426,8 @@ def test_run_and_sweep_points_that_restate_the_experiment_share_its_slug(tmp_pat
 def test_a_job_whose_stage_ends_without_its_completion_marker_is_reported_failed(make_config, monkeypatch):
     from meds1 import pipeline
     from meds1.launch.job import StageJob
-    from meds1.paths import stage_slug
     from meds1.report.status import stage_status
-    from meds1.workspace import config_hash
+    from meds1.store.identity import config_hash, stage_slug
 
     cfg = make_config("experiment=demo", "stage=curate")
     local_job = {"EXECUTOR": "local", "LOCAL_JOB_ID": "4242", "LOCAL_NTASKS": "1", "LOCAL_JOB_NUM_NODES": "1"}

@@ -1,4 +1,4 @@
-"""`python -m meds1.report.medsone experiments`: med-s1's experiment configs as meds1 experiment files
+"""`python -m meds1.medsone experiments`: med-s1's experiment configs as meds1 experiment files
 that compose and plan, on a constructed results.json with representative entries of med-s1@d15c393's
 (and on the real file when a copy is at hand)."""
 
@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from meds1.compose import compose
-from meds1.config import SlurmLauncherConfig
+from meds1.config.compose import compose
+from meds1.config.schema import SlurmLauncherConfig
 from meds1.launch.plan import plan
-from meds1.report.medsone import main
-from meds1.report.medsone_experiments import import_experiments
+from meds1.medsone.experiments import import_experiments
+from meds1.medsone.results import main
 from tests.conftest import REPO
 
 TRAINING = {

@@ -1,15 +1,15 @@
 import pytest
 
-from meds1.paths import (
+from meds1.hub import resolve_data_path
+from meds1.store.identity import (
+    config_hash,
     make_slug,
-    resolve_data_path,
     result_overrides,
     safe_name,
-    stage_dir,
     stage_sections,
     stage_slug,
 )
-from meds1.workspace import config_hash
+from meds1.store.workspace import stage_dir
 
 
 def test_stage_and_launcher_overrides_do_not_change_the_slug(make_config):
@@ -198,6 +198,6 @@ def test_distinct_override_lists_give_distinct_slugs():
     ],
 )
 def test_what_names_a_slug_is_what_is_hashed(before, after):
-    from meds1.paths import result_differs, result_view
+    from meds1.store.identity import result_differs, result_view
 
     assert result_differs(before, after) == (result_view(before) != result_view(after))

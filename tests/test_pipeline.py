@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from meds1 import pipeline
-from meds1.config import COMMANDS, Config, Resources
+from meds1.config.schema import COMMANDS, Config, Resources
 from meds1.launch.resources import tasks_per_node
 
 REPO = Path(__file__).resolve().parent.parent
@@ -18,26 +18,28 @@ REPO = Path(__file__).resolve().parent.parent
 # back to what composes it).
 LAYERS = {
     "meds1.errors": 0,
-    "meds1.provenance": 0,
+    "meds1.hub": 0,
+    "meds1.store.provenance": 0,
     "meds1.pipeline": 1,
-    "meds1.config": 1,
-    "meds1.trace_spec": 1,
-    "meds1.rules": 2,
-    "meds1.registry": 2,
-    "meds1.paths": 3,
-    "meds1.overrides": 4,
-    "meds1.workspace": 4,
-    "meds1.compose": 5,
+    "meds1.config.schema": 1,
+    "meds1.curation.traces.spec": 1,
+    "meds1.config.rules": 2,
+    "meds1.store.identity": 2,
+    "meds1.store.registry": 3,
+    "meds1.config.compose": 4,
+    "meds1.store.workspace": 4,
     "meds1.models": 6,
-    "meds1.hub": 6,
     "meds1.curation": 6,
     "meds1.inference": 6,
     "meds1.evaluation": 6,
     "meds1.training": 6,
     "meds1.report": 6,
+    "meds1.medsone": 6,
     "meds1.stages": 7,
     "meds1.launch": 7,
-    "meds1.cli": 7,
+    "meds1.config.cli": 7,
+    "meds1.config": 0,
+    "meds1.store": 0,
     "hydra_plugins": 8,
     "run": 8,
 }
@@ -89,7 +91,7 @@ def test_imports_point_down_the_layers():
 
 def test_no_stage_or_plugin_imports_the_command_line_module():
     graph = imports()
-    users = [m for m, targets in graph.items() if "meds1.cli" in targets]
+    users = [m for m, targets in graph.items() if "meds1.config.cli" in targets]
     assert users == ["run"]
 
 
@@ -137,7 +139,7 @@ def test_the_chain_and_what_each_stage_waits_for(make_config):
 
 def test_a_new_row_is_sized_and_submitted_from_the_table(make_config, monkeypatch):
     """What adding a stage takes: a row (and its module). Here a row reusing eval's entry point."""
-    from meds1.config import SlurmLauncherConfig
+    from meds1.config.schema import SlurmLauncherConfig
     from meds1.launch.resources import sbatch_parameters
 
     row = pipeline.StageSpec("judge", "meds1.stages.eval:run", ("eval",), "inference.resources", True)

@@ -17,7 +17,7 @@ def assigns(cls: type, *attributes: str) -> list[str]:
 
 
 def test_hydra_internals_meds1_uses():
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl  # meds1/overrides.py
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl  # meds1/config/compose.py
     from hydra._internal.config_repository import IConfigRepository
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # cli.py, the sweeper plugin
     from hydra._internal.hydra import Hydra  # cli.py

@@ -7,7 +7,7 @@ from importlib import metadata
 
 import pytest
 
-from meds1 import provenance
+from meds1.store import provenance
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 

@@ -3,8 +3,8 @@ import multiprocessing
 
 import pytest
 
-from meds1 import registry
 from meds1.pipeline import STAGES
+from meds1.store import registry
 
 
 def _writer(path, slug, stage, index):
@@ -81,8 +81,9 @@ def test_secrets_are_never_written(tmp_path, monkeypatch, make_config):
 
 
 def test_each_stage_record_keeps_the_config_it_read(make_config):
-    from meds1.paths import registry_path, stage_slug
     from meds1.stages import record_result
+    from meds1.store.identity import stage_slug
+    from meds1.store.registry import registry_path
 
     point = make_config("experiment=demo", "trainer.learning_rate=1e-3", "eval.max_new_tokens=64")
     for stage in ("curate", "train", "eval"):

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 from PIL import Image
 
-from meds1.compose import compose
+from meds1.config.compose import compose
 from meds1.errors import MissingInputError, UserError
 from meds1.report import plots, provenance
 from meds1.report.experiments import experiments, load_registry

@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from meds1 import registry
 from meds1.errors import UserError
+from meds1.medsone.results import entry_to_medsone, export_medsone, import_medsone
 from meds1.report import plots
 from meds1.report.experiments import experiments, load_registry
-from meds1.report.medsone import entry_to_medsone, export_medsone, import_medsone
+from meds1.store import registry
 from tests.conftest import REPO
 
 CLUSTER = "/share/pi/nigam/users/someone/med-s1/results"  # where med-s1 wrote its summary files
@@ -255,7 +255,7 @@ def test_export_of_test_time_scaling_matches_medsone():
 
 def test_command_line(medsone_file, tmp_path):
     root = tmp_path / "out"
-    command = [sys.executable, "-m", "meds1.report.medsone"]
+    command = [sys.executable, "-m", "meds1.medsone"]
     done = subprocess.run(
         [*command, "import", str(medsone_file), "--root", str(root)], capture_output=True, text=True, cwd=REPO
     )

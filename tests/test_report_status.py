@@ -9,12 +9,13 @@ import pytest
 from filelock import FileLock
 from rich.console import Console
 
-from meds1 import registry
-from meds1.paths import registry_path, stage_slug
 from meds1.report.experiments import load_registry
 from meds1.report.status import experiment_status, statuses, to_rich
 from meds1.stages import report
-from meds1.workspace import StageWorkspace, lock_is_held
+from meds1.store import registry
+from meds1.store.identity import stage_slug
+from meds1.store.registry import registry_path
+from meds1.store.workspace import StageWorkspace, lock_is_held
 
 
 def finish(cfg, stage: str) -> None:

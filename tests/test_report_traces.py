@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from meds1.paths import registry_path
+from meds1.medsone.results import import_medsone
 from meds1.report.experiments import experiments, load_registry
-from meds1.report.medsone import import_medsone
 from meds1.report.plots import perturbation_rates, trace_chain, trace_formats, trace_label
 from meds1.report.tables import trace_pivot
 from meds1.stages import report as report_stage
+from meds1.store.registry import registry_path
 
 ACCURACY = {  # med-s1 experiment -> (curation config, accuracy)
     "base": (None, 0.50),

@@ -1,5 +1,5 @@
-"""meds1/rules.py: every setting's range, the batch vs the processes that will train, an inference package
-that is missing, all refused where the config is built (compose, `--cfg job`, dry runs, submission)."""
+"""meds1/config/rules.py: every setting's range, the batch vs the processes that will train, an inference
+package that is missing, all refused where the config is built (compose, `--cfg job`, dry runs, submission)."""
 
 import dataclasses
 import subprocess
@@ -8,11 +8,11 @@ import typing
 
 import pytest
 
-from meds1 import rules
-from meds1.compose import compose
-from meds1.config import Config
+from meds1.config import rules
+from meds1.config.compose import compose
+from meds1.config.rules import RANGES, Range
+from meds1.config.schema import Config
 from meds1.errors import UserError
-from meds1.rules import RANGES, Range
 from tests.conftest import REPO
 
 
@@ -156,7 +156,7 @@ def test_command_line_refuses_before_anything_runs_or_is_queued(extra, tmp_path)
 
 # run.py with its command-line check switched off, so the config reaches dispatch or the launcher plugin.
 MAIN = (
-    "import runpy, sys, meds1.cli; meds1.cli.check_command_line = lambda: None; "
+    "import runpy, sys, meds1.config.cli; meds1.config.cli.check_command_line = lambda: None; "
     "sys.argv[0] = 'run.py'; runpy.run_path('run.py', run_name='__main__')"
 )
 

@@ -6,8 +6,8 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from meds1.compose import compose
-from meds1.config import TokenLimit
+from meds1.config.compose import compose
+from meds1.config.schema import TokenLimit
 from meds1.curation.source import DROPPED_ROWS, load_source
 from meds1.errors import UserError
 

@@ -1,4 +1,4 @@
-"""Reasoning-trace transforms, perturbations and restore (meds1/curation/traces, meds1/trace_spec.py).
+"""Reasoning-trace transforms, perturbations and restore (meds1/curation/traces).
 
 The LLM is a real OpenAI-compatible HTTP server on 127.0.0.1 (tests/canned_llm.py) reached through the
 `openai` backend; its replies are canned, shaped like Gemini's, preamble and all.
@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from meds1.compose import compose
-from meds1.config import PerturbationConfig, PerturbationType
-from meds1.curation.traces import perturb, transform_traces
-from meds1.errors import OutputConflictError, UserError
-from meds1.trace_spec import (
+from meds1.config.compose import compose
+from meds1.config.schema import PerturbationConfig, PerturbationType
+from meds1.curation.traces import perturb
+from meds1.curation.traces.chain import transform_traces
+from meds1.curation.traces.spec import (
     apply_post,
     failed_check,
     file_digests,
@@ -27,7 +27,8 @@ from meds1.trace_spec import (
     load_transform,
     shipped_transforms,
 )
-from meds1.workspace import config_hash
+from meds1.errors import OutputConflictError, UserError
+from meds1.store.identity import config_hash
 from tests.canned_llm import CannedLLMServer, canned_reply
 from tests.conftest import REPO
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from meds1 import pipeline
-from meds1.compose import compose
-from meds1.config import Resources
+from meds1.config.compose import compose
+from meds1.config.rules import derive_batch_sizes
+from meds1.config.schema import Resources
 from meds1.errors import MissingInputError, UserError
-from meds1.paths import stage_dir
-from meds1.rules import derive_batch_sizes
 from meds1.stages import train
+from meds1.store.workspace import stage_dir
 from meds1.training import distributed
 from meds1.training.distributed import DistributedEnv, detect
 from meds1.training.preemption import Preempted, PreemptionGuard
@@ -261,7 +261,7 @@ def fake_curate_output(cfg, rows: list) -> None:
     """A complete curate stage whose formatted dataset has `rows` conversations."""
     from datasets import Dataset, Features, Value
 
-    from meds1.workspace import StageWorkspace
+    from meds1.store.workspace import StageWorkspace
 
     features = Features({"messages": [{"role": Value("string"), "content": Value("string")}]})
     with StageWorkspace(cfg, "curate") as workspace:

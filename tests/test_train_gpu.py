@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from meds1.compose import compose
-from meds1.paths import stage_dir, stage_slug
+from meds1.config.compose import compose
 from meds1.stages import curate
+from meds1.store.identity import stage_slug
+from meds1.store.workspace import stage_dir
 from tests.conftest import REPO
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]

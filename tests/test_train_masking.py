@@ -12,8 +12,8 @@ import pytest
 import torch
 from datasets import Dataset
 
-from meds1.compose import compose
-from meds1.paths import resolve_data_path
+from meds1.config.compose import compose
+from meds1.hub import resolve_data_path
 from meds1.training.sft import build_trainer, split_validation
 
 LAYOUTS = {

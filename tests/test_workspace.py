@@ -5,7 +5,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from meds1.errors import MissingInputError, OutputConflictError, StageBusyError
-from meds1.workspace import MARKER, StageDir, StageWorkspace, config_hash, read_marker, require_complete
+from meds1.store.identity import config_hash
+from meds1.store.workspace import MARKER, StageDir, StageWorkspace, read_marker, require_complete
 
 
 def test_commit_moves_complete_output_into_place(make_config):
@@ -157,7 +158,7 @@ def test_a_complete_stage_with_the_same_config_is_reused_wherever_it_lives(make_
     import dataclasses
 
     from meds1.launch.plan import COMPLETE, plan
-    from meds1.paths import stage_dir
+    from meds1.store.workspace import stage_dir
 
     cfg = make_config("experiment=random-1k")
     with StageWorkspace(cfg, "curate") as ws:
@@ -188,9 +189,10 @@ def test_a_stage_run_under_another_slug_reuses_and_records_the_finished_one(make
 
     import pandas as pd
 
-    from meds1 import registry
-    from meds1.paths import registry_path, stage_slug
     from meds1.stages import curate
+    from meds1.store import registry
+    from meds1.store.identity import stage_slug
+    from meds1.store.registry import registry_path
     from tests.conftest import REPO
 
     source = tmp_path / "rows.jsonl"

@@ -7,7 +7,7 @@ test module starts one and shares it (module-scoped fixture).
 
 import pytest
 
-from meds1.config import InferenceConfig, ModelConfig
+from meds1.config.schema import InferenceConfig, ModelConfig
 from meds1.inference import load_backend
 from tests.conftest import shipped_tiny_model
 

@@ -3,7 +3,7 @@ path, and the command returns once the jobs are queued.
 
 It extends hydra-submitit-launcher's `SlurmLauncher` (same config names, same submitit underneath) but
 replaces `launch`, which in the plugin runs each sweep point as one job and waits for all of them.
-Hydra imports every plugin module at start-up, so only the light meds1.overrides is imported here.
+Hydra imports every plugin module at start-up, so only the light meds1.config.compose is imported here.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 
-from meds1.overrides import SweepComposer
+from meds1.config.compose import SweepComposer
 
 
 class ChainedSlurmLauncher(SlurmLauncher):
@@ -22,10 +22,10 @@ class ChainedSlurmLauncher(SlurmLauncher):
         self.composer: SweepComposer | None = None
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from meds1.config import SlurmLauncherConfig
+        from meds1.config.rules import to_config
+        from meds1.config.schema import SlurmLauncherConfig
         from meds1.launch.dispatch import exit_on_user_error
         from meds1.launch.submit import launch
-        from meds1.rules import to_config
 
         assert self.config is not None and self.hydra_context is not None
         self.composer = self.composer or SweepComposer(self.hydra_context.config_loader, self.config)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
-from meds1.overrides import SweepComposer
+from meds1.config.compose import SweepComposer
 
 
 class ComposeOnceSweeper(BasicSweeper):

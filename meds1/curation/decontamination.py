@@ -29,7 +29,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from meds1.config import DecontaminationConfig, DecontaminationMethod
+from meds1.config.schema import DecontaminationConfig, DecontaminationMethod
 from meds1.errors import UserError
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,14 @@ import unicodedata
 import numpy as np
 import pandas as pd
 
-from meds1.config import Config, DifficultyConfig, InferenceBackend, JudgeConfig, JudgeMethod, PromptFormat
+from meds1.config.schema import (
+    Config,
+    DifficultyConfig,
+    InferenceBackend,
+    JudgeConfig,
+    JudgeMethod,
+    PromptFormat,
+)
 from meds1.curation import QUESTION
 from meds1.curation.cache import AnnotationCache, annotate, missing
 from meds1.curation.llm import (

@@ -11,7 +11,7 @@ import functools
 import numpy as np
 import pandas as pd
 
-from meds1.config import Config
+from meds1.config.schema import Config
 from meds1.curation import QUESTION
 from meds1.curation.cache import AnnotationCache, annotate
 from meds1.errors import UserError

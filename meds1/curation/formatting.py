@@ -20,7 +20,7 @@ import re
 
 import pandas as pd
 
-from meds1.config import FormatConfig
+from meds1.config.schema import FormatConfig
 from meds1.curation import COT, QUESTION, RESPONSE
 
 LAYOUTS = {

@@ -16,7 +16,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from meds1.config import InferenceBackend, LLMConfig
+from meds1.config.schema import InferenceBackend, LLMConfig
 from meds1.curation.unusable import cut
 from meds1.errors import UserError
 from meds1.inference import Backend, Conversation, Generation, Sampling

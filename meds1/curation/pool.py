@@ -13,7 +13,7 @@ the selection uses labels and `specialty.unlabeled=drop` (med-s1: `no_specialty_
 
 from __future__ import annotations
 
-from meds1.config import CurationConfig, CurationPool, UnlabeledRows
+from meds1.config.schema import CurationConfig, CurationPool, UnlabeledRows
 
 
 def pool_filters(curation: CurationConfig) -> list[str]:

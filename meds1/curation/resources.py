@@ -9,9 +9,9 @@ SLURM launcher and dry runs can use it.
 
 from __future__ import annotations
 
-from meds1.config import Config, Resources
+from meds1.config.schema import Config, Resources
 from meds1.curation.pool import pool_filters
-from meds1.trace_spec import expand
+from meds1.curation.traces.spec import expand
 
 REMOTE_BACKENDS = ("openai",)
 

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from meds1.config import SourceConfig, TokenLimit
+from meds1.config.schema import SourceConfig, TokenLimit
 from meds1.curation import REQUIRED_COLUMNS
 from meds1.errors import UserError
-from meds1.hub import load_hub_dataset
-from meds1.paths import resolve_data_path
+from meds1.hub import load_hub_dataset, resolve_data_path
 
 log = logging.getLogger(__name__)
 

@@ -25,14 +25,14 @@ import re
 import numpy as np
 import pandas as pd
 
-from meds1.config import Config, SpecialtyConfig, SpecialtyMethod
+from meds1.config.schema import Config, SpecialtyConfig, SpecialtyMethod
 from meds1.curation import QUESTION
 from meds1.curation.cache import AnnotationCache, annotate, missing
 from meds1.curation.embedding import embed, load_embedder, question_embeddings
 from meds1.curation.llm import FAILED, OK, ask, llm_spec, load_llm, preflight
 from meds1.curation.unusable import check_usable
 from meds1.errors import UserError
-from meds1.paths import resolve_data_path
+from meds1.hub import resolve_data_path
 
 UNLABELED = "Unlabeled"
 LABELED, MISSING = "labeled", "missing"

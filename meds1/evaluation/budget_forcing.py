@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from meds1.config import BudgetForcingConfig
+from meds1.config.schema import BudgetForcingConfig
 from meds1.errors import UserError
 from meds1.inference import Backend, Conversation, Generation, LocalBackend, OnResult, Sampling
 

@@ -10,7 +10,7 @@ the conversation with the chat template *and the generation prompt* (see `meds1.
 
 from __future__ import annotations
 
-from meds1.config import EvalConfig
+from meds1.config.schema import EvalConfig
 
 STEP_SUFFIX = "\n\nLet's think step by step."
 

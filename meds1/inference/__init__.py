@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from meds1.config import InferenceConfig, ModelConfig
+from meds1.config.schema import InferenceConfig, ModelConfig
 from meds1.errors import UserError
 from meds1.inference.chat import render_chat
 

@@ -6,11 +6,11 @@ import logging
 
 from tqdm.auto import tqdm
 
-from meds1.config import InferenceConfig, ModelConfig
+from meds1.config.schema import InferenceConfig, ModelConfig
 from meds1.inference import Generation, LocalBackend, OnResult, Sampling
 from meds1.inference.chat import cut_at_stop, load_chat_tokenizer
 from meds1.models import from_pretrained
-from meds1.provenance import installed_version
+from meds1.store.provenance import installed_version
 
 log = logging.getLogger(__name__)
 

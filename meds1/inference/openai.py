@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 from tqdm.auto import tqdm
 
-from meds1.config import InferenceConfig
+from meds1.config.schema import InferenceConfig
 from meds1.errors import UserError
 from meds1.inference import Conversation, Generation, OnResult, Sampling
 

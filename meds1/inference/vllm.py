@@ -27,12 +27,12 @@ from contextlib import contextmanager
 
 from tqdm.auto import tqdm
 
-from meds1.config import InferenceConfig, ModelConfig
+from meds1.config.rules import VLLM_INSTALL
+from meds1.config.schema import InferenceConfig, ModelConfig
 from meds1.errors import UserError
 from meds1.inference import Generation, LocalBackend, OnResult, Sampling
 from meds1.inference.chat import load_chat_tokenizer
-from meds1.provenance import installed_version
-from meds1.rules import VLLM_INSTALL
+from meds1.store.provenance import installed_version
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def sampling_params(sampling: Sampling) -> dict:
 
 def engine_placements(inference: InferenceConfig, on_cpu: bool) -> list[dict[str, str]]:
     """The environment that pins each data-parallel engine to its own GPUs, or on CPU to its own cores."""
-    tp, dp = inference.tensor_parallel_size, inference.data_parallel_size  # >= 1 (meds1.rules)
+    tp, dp = inference.tensor_parallel_size, inference.data_parallel_size  # >= 1 (meds1.config.rules)
     if on_cpu:
         bind = inference.cpu_threads_bind
         if bind != "auto" or dp == 1:  # one engine: vLLM's own auto binding (a core kept for its scheduler)

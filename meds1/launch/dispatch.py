@@ -10,9 +10,9 @@ import sys
 from omegaconf import DictConfig
 
 from meds1 import pipeline
-from meds1.config import Config, SlurmLauncherConfig
+from meds1.config.rules import check_installed, to_config
+from meds1.config.schema import Config, SlurmLauncherConfig
 from meds1.errors import UserError
-from meds1.rules import check_installed, to_config
 
 log = logging.getLogger("meds1")
 
@@ -23,7 +23,7 @@ def dispatch(cfg: DictConfig) -> dict | list:
     """Run the stage named by `cfg.stage` here, or submit it (hydra/launcher=slurm); exits on a UserError."""
     from hydra.core.hydra_config import HydraConfig
 
-    from meds1.overrides import global_composer
+    from meds1.config.compose import global_composer
 
     hydra = HydraConfig.get()
 
@@ -49,7 +49,7 @@ def run_command(config: Config, hydra) -> dict | list:
     launcher = slurm_launcher(hydra)
     if config.stage == "report":
         from meds1.launch.queue import refresh
-        from meds1.paths import registry_path
+        from meds1.store.registry import registry_path
 
         if config.dry_run:
             outputs = ", ".join(config.report.outputs) or "no files"

@@ -13,11 +13,12 @@ import sys
 
 import submitit
 
-from meds1 import pipeline, registry
-from meds1.config import Config
-from meds1.paths import registry_path, stage_slug
-from meds1.registry import JobState
-from meds1.workspace import StageDir, config_hash
+from meds1 import pipeline
+from meds1.config.schema import Config
+from meds1.store import registry
+from meds1.store.identity import config_hash, stage_slug
+from meds1.store.registry import JobState, registry_path
+from meds1.store.workspace import StageDir
 
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 

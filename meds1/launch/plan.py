@@ -4,7 +4,7 @@ run as jobs, which are already complete, and which job each waits for.
 A stage appears once per slug, so sweep points that share a stage's result (a learning-rate sweep shares
 one curation) share its job. A stage whose marker matches its config is complete and not resubmitted; one
 whose job from an earlier submission is still in the queue is waited for instead of submitted again. The
-plan refuses what a job would refuse (meds1.workspace): replacing a complete output made with another
+plan refuses what a job would refuse (meds1.store.workspace): replacing a complete output made with another
 config, or reading one.
 """
 
@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from meds1 import pipeline, registry
-from meds1.config import Config, SlurmLauncherConfig
+from meds1 import pipeline
+from meds1.config.schema import Config, SlurmLauncherConfig
 from meds1.launch.resources import describe, sbatch_parameters, submitit_folder
-from meds1.paths import registry_path, stage_dir, stage_slug
-from meds1.registry import job_state
-from meds1.workspace import StageWorkspace, complete_output, config_hash, missing_input
+from meds1.store import registry
+from meds1.store.identity import config_hash, stage_slug
+from meds1.store.registry import job_state, registry_path
+from meds1.store.workspace import StageWorkspace, complete_output, missing_input, stage_dir
 
 SUBMIT = "submit"  # becomes a job (or, run locally: runs)
 COMPLETE = "complete"  # its marker matches this config: skipped

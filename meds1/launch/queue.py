@@ -14,10 +14,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from meds1 import registry
 from meds1.errors import UserError
-from meds1.registry import JobState, job_state
-from meds1.workspace import StageDir
+from meds1.store import registry
+from meds1.store.registry import JobState, job_state
+from meds1.store.workspace import StageDir
 
 log = logging.getLogger(__name__)
 

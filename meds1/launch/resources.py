@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from meds1 import pipeline
-from meds1.config import Config, Resources, SlurmLauncherConfig
+from meds1.config.schema import Config, Resources, SlurmLauncherConfig
 from meds1.pipeline import tasks_per_node
 
 # sbatch parameters submitit knows by name (the rest go through `additional_parameters`).

@@ -18,11 +18,12 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from meds1 import pipeline, registry
-from meds1.config import Config, SlurmLauncherConfig
+from meds1 import pipeline
+from meds1.config.schema import Config, SlurmLauncherConfig
 from meds1.errors import UserError
 from meds1.launch import queue
 from meds1.launch.plan import QUEUED, SUBMIT, Step, format_plan, plan
+from meds1.store import registry
 
 log = logging.getLogger(__name__)
 

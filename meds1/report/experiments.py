@@ -16,10 +16,17 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from meds1 import registry
-from meds1.config import STAGES
+from meds1.config.schema import STAGES
 from meds1.errors import UserError
-from meds1.paths import STAGE_SECTIONS, identity_keys, make_slug, scoped_overrides, stage_sections, stage_slug
+from meds1.store import registry
+from meds1.store.identity import (
+    STAGE_SECTIONS,
+    identity_keys,
+    make_slug,
+    scoped_overrides,
+    stage_sections,
+    stage_slug,
+)
 
 NO_GROUP = "-"
 RESULT_SECTIONS = {section for sections in STAGE_SECTIONS.values() for section in sections}
@@ -74,7 +81,7 @@ def command_slug(text: str, key: str) -> str:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from meds1.compose import compose_command
+    from meds1.config.compose import compose_command
 
     try:
         cfg = compose_command(shlex.split(text))
@@ -139,7 +146,7 @@ def recorded_slug(config: dict, keys: set[str]) -> str:
 
 
 def stage_slug_of(config: dict, stage: str) -> str | None:
-    """Where a recorded config puts `stage`'s outputs (see meds1.paths), or None when unknown."""
+    """Where a recorded config puts `stage`'s outputs (see meds1.store.identity), or None when unknown."""
     if used_sections(config) is None:
         return None
     return recorded_slug(config, identity_keys(config["stages"], stage))

@@ -1,4 +1,4 @@
-"""What produced each stage's numbers, as the stages record it (meds1.provenance), and where compared
+"""What produced each stage's numbers, as the stages record it (meds1.store.provenance), and where compared
 experiments differ.
 
 Every stage record carries `provenance`: {"meds1": {version, commit, dirty}, "python",
@@ -14,8 +14,8 @@ fixed), so neither is compared.
 
 from __future__ import annotations
 
-from meds1.provenance import PACKAGES
 from meds1.report.experiments import Experiment
+from meds1.store.provenance import PACKAGES
 
 STAGES = ("curate", "train", "eval")
 HEADER = ["experiment", "stage", "meds1", "python", *PACKAGES, "device", "slurm", "source"]

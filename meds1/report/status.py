@@ -10,7 +10,7 @@ Evidence, strongest first:
 5. a result in the registry with no output directory here (e.g. imported from med-s1) -> done.
 
 Whether a lock is held is probed with a non-blocking acquire of the stage's `filelock` (see
-meds1.workspace.StageDir.running), released at once; a stage starting in that same instant would report
+meds1.store.workspace.StageDir.running), released at once; a stage starting in that same instant would report
 itself busy. The states are a job's (`registry.JobState`) plus "not run".
 """
 
@@ -23,9 +23,9 @@ from pathlib import Path
 from rich.table import Table
 
 from meds1.pipeline import STAGES
-from meds1.registry import JobState, job_state
 from meds1.report.experiments import stage_slug_of
-from meds1.workspace import StageDir
+from meds1.store.registry import JobState, job_state
+from meds1.store.workspace import StageDir
 
 NOT_RUN = "not run"
 STATE_STYLE = {

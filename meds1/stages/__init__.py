@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from meds1 import registry
-from meds1.config import Config
-from meds1.paths import registry_path, stage_config, stage_slug
-from meds1.workspace import StageWorkspace
+from meds1.config.schema import Config
+from meds1.store import registry
+from meds1.store.identity import stage_config, stage_slug
+from meds1.store.registry import registry_path
+from meds1.store.workspace import StageWorkspace
 
 log = logging.getLogger(__name__)
 

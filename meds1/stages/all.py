@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from meds1 import pipeline
-from meds1.config import Config
+from meds1.config.schema import Config
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from meds1.config import Config, CurationPool
-from meds1.curation import traces
+from meds1.config.schema import Config, CurationPool
 from meds1.curation.decontamination import nearest_eval_questions
 from meds1.curation.difficulty import CORRECT, UNJUDGED, annotate_difficulty, preflight_difficulty
 from meds1.curation.embedding import question_embeddings
@@ -33,10 +32,11 @@ from meds1.curation.quality import KEPT, REMOVED, quality_filter
 from meds1.curation.sampling import select
 from meds1.curation.source import COMMIT, DROPPED_ROWS, MALFORMED_LINES, fingerprint, load_source
 from meds1.curation.specialty import LABELED, annotate_specialties, preflight_specialty
+from meds1.curation.traces import chain as traces
 from meds1.errors import UserError
 from meds1.models import load_tokenizer
 from meds1.stages import completed, record_result
-from meds1.workspace import StageWorkspace
+from meds1.store.workspace import StageWorkspace
 
 log = logging.getLogger(__name__)
 

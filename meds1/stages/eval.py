@@ -16,7 +16,7 @@ import json
 import logging
 import statistics
 
-from meds1.config import Config, EvalConfig
+from meds1.config.schema import Config, EvalConfig
 from meds1.errors import UserError
 from meds1.evaluation.budget_forcing import budget_force
 from meds1.evaluation.data import load_suite, suite_record
@@ -26,7 +26,7 @@ from meds1.evaluation.scoring import judge, score
 from meds1.inference import Generation, Sampling, load_backend
 from meds1.models import model_path
 from meds1.stages import completed, record_result
-from meds1.workspace import StageWorkspace, require_complete
+from meds1.store.workspace import StageWorkspace, require_complete
 
 log = logging.getLogger(__name__)
 

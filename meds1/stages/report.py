@@ -20,11 +20,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from meds1.config import Config, ReportConfig
+from meds1.config.schema import Config, ReportConfig
 from meds1.errors import MissingInputError, UserError
-from meds1.paths import registry_path
 from meds1.report import experiments as registry_view
 from meds1.report import html, paired, plots, provenance, status, tables
+from meds1.store.registry import registry_path
 
 log = logging.getLogger(__name__)
 

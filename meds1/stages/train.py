@@ -13,15 +13,15 @@ import json
 import logging
 import shutil
 
-from meds1.config import Config
+from meds1.config.rules import derive_batch_sizes
+from meds1.config.schema import Config
 from meds1.errors import MissingInputError, UserError
 from meds1.models import model_path
-from meds1.rules import derive_batch_sizes
 from meds1.stages import completed, record_result
+from meds1.store.workspace import StageWorkspace, require_complete, stage_command
 from meds1.training import distributed
 from meds1.training.preemption import Preempted
 from meds1.training.sft import check_options, train_sft
-from meds1.workspace import StageWorkspace, require_complete, stage_command
 
 log = logging.getLogger(__name__)
 

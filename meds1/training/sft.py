@@ -20,10 +20,10 @@ import time
 from importlib.util import find_spec
 from pathlib import Path
 
-from meds1.config import KeptCheckpoint, TrainerConfig
+from meds1.config.rules import derive_batch_sizes
+from meds1.config.schema import KeptCheckpoint, TrainerConfig
 from meds1.errors import UserError
 from meds1.models import from_pretrained
-from meds1.rules import derive_batch_sizes
 from meds1.training import distributed
 from meds1.training.preemption import PreemptionGuard, stop_on_signal_callback
 

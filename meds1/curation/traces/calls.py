@@ -16,9 +16,9 @@ import pandas as pd
 
 from meds1.curation.llm import check_endpoint_hint
 from meds1.curation.traces.requests import LLM_KEY, TraceLLM
+from meds1.curation.traces.spec import Call, Input, Transform, apply_post, failed_check
 from meds1.curation.unusable import cut
 from meds1.errors import UserError
-from meds1.trace_spec import Call, Input, Transform, apply_post, failed_check
 
 OK = "ok"
 

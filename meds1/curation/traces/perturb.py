@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from meds1.trace_spec import STEP_HEADER
+from meds1.curation.traces.spec import STEP_HEADER
 
 ANSWER_STREAM = 0xA  # the answer perturbation's row draw: its own stream, not any row's
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from meds1.config import InferenceBackend, LLMConfig
+from meds1.config.schema import InferenceBackend, LLMConfig
 from meds1.curation.cache import AnnotationCache, annotate
 from meds1.curation.llm import check_not_all_failed, load_llm
 from meds1.inference import Sampling

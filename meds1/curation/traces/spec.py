@@ -17,7 +17,7 @@ A transform (`meds1/curation/traces/<name>.yaml`, or any YAML file path given in
 
 `chain: [cot, step]` instead of calls makes a transform that runs others in order. POST and CHECKS below
 are the whole vocabulary; the curate stage (meds1/curation/traces) runs the calls. This module is only
-text and YAML, so `meds1/rules.py` checks a config's transforms at compose, before any request.
+text and YAML, so `meds1/config/rules.py` checks a config's transforms at compose, before any request.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ import yaml
 from meds1.errors import UserError
 
 if TYPE_CHECKING:
-    from meds1.config import TraceConfig
+    from meds1.config.schema import TraceConfig
 
-TRACES_DIR = Path(__file__).parent / "curation" / "traces"
+TRACES_DIR = Path(__file__).parent
 PERTURBATION_DIR = TRACES_DIR / "perturbation"
 STEP_HEADER = re.compile(r"##\s*Step\s*\d+:")  # med-s1 perturbation.py:parse_steps
 
@@ -205,8 +205,9 @@ def load_transform(name: str) -> Transform:
 
 def file_digests(trace: TraceConfig) -> dict[str, str]:
     """A digest of every transform and perturbation YAML file a trace chain reads (shipped or the user's,
-    chained ones too), by name; {} without a chain. The stages' config hash includes it (meds1/workspace.py
-    `config_hash`), so an edited file makes a new output instead of reusing one made with the old text."""
+    chained ones too), by name; {} without a chain. The stages' config hash includes it
+    (meds1/store/identity.py `config_hash`), so an edited file makes a new output instead of reusing one
+    made with the old text."""
     paths: dict[str, Path] = {}
     pending = list(trace.transforms)
     while pending:

@@ -468,7 +468,7 @@ class SuiteSpec:
 
     An entry is a path / hub URI string (HuatuoGPT's eval_data.json shape) or a mapping with these keys.
     Hydra cannot type a union of a string and a mapping, so `eval.suite` is `list[Any]` and
-    `meds1.rules.suite_specs` turns each entry into a SuiteSpec (failing at compose on a bad key).
+    `meds1.config.rules.suite_specs` turns each entry into a SuiteSpec (failing at compose on a bad key).
     """
 
     path: str  # a file, a directory, pkg://meds1/..., or hf://OWNER/NAME (a hub dataset)

@@ -1,11 +1,12 @@
-"""Composing a command line's config in Hydra's two steps, and which of its overrides change it.
+"""Compose a command line's config as `run.py` does (for the CLI, tests, notebooks and benchmarks), and
+say which of its overrides change it.
 
 Hydra composes in two steps: the defaults list, which only config group choices (`model=tiny`) change,
 then the other overrides (`curation.n_samples=5`) applied as values. `Composer` caches the first step
 per set of group choices, so a sweep over values composes once, and each point applies its own values
 (`SweepComposer` does it on a sweep's config loader: Hydra would compose each point twice, ~0.3 s each).
 
-Slugs are named by value (see meds1.paths), so `experiment=demo` and
+Slugs are named by value (see meds1.store.identity), so `experiment=demo` and
 `experiment=demo curation.n_samples=<demo's own value>` meet in one directory. An override is dropped
 when the config composed without it resolves to the same values; one that is kept records which
 top-level keys it changes, from that same composition (no compose per stage), so an override names the
@@ -18,11 +19,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from meds1.paths import changed_keys, slug_candidate
+from meds1.config.rules import to_config
+from meds1.config.schema import Config, register_configs
+from meds1.store.identity import changed_keys, slug_candidate
 
 
 class Composer:
@@ -123,3 +127,32 @@ def global_composer(config_name: str = "config") -> Composer:
 
     repository = GlobalHydra.instance().config_loader().repository
     return Composer(lambda groups: compose(config_name, overrides=list(groups)), repository.group_exists)
+
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def compose(overrides: list[str] = ()) -> Config:
+    """Compose the typed, validated config for these command-line overrides."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        composer = global_composer()
+        cfg = composer.compose(overrides)
+        effective = composer.effective(overrides)
+    return to_config(cfg, overrides=effective)
+
+
+def compose_command(overrides: list[str]) -> Config:
+    """`compose`, in the running Hydra app when there is one (so an own `--config-dir` counts), else on
+    conf/: what a command line given as a value (`report.baseline`) names."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    if not GlobalHydra.instance().is_initialized():
+        return compose(overrides)
+    composer = global_composer(HydraConfig.get().job.config_name if HydraConfig.initialized() else "config")
+    return to_config(composer.compose(overrides), overrides=composer.effective(overrides))

@@ -1,6 +1,6 @@
 """Translate med-s1's experiments (its results.json `config`s) into meds1 experiment files.
 
-    python -m meds1.report.medsone experiments path/to/med-s1/results.json --out DIR [--prefix P]
+    python -m meds1.medsone experiments path/to/med-s1/results.json --out DIR [--prefix P]
     python run.py --config-dir DIR experiment=<name> stage=all hydra/launcher=slurm
 
 Each med-s1 experiment becomes `DIR/experiment/<name>.yaml`, headed by a comment naming its source. Its
@@ -37,7 +37,7 @@ from pathlib import Path
 import yaml
 
 from meds1.errors import UserError
-from meds1.paths import safe_name
+from meds1.store.identity import safe_name
 
 RESOLVED_KEYS = ("curation", "training_params", "datasets")  # the keys "same as" resolves (med-s1)
 MODELS = {
@@ -279,7 +279,7 @@ def _render(experiment: _Experiment, name: str, source: str) -> str:
     lines = [
         "# @package _global_",
         f"# Imported from med-s1 experiment {name!r} of {source}",
-        "# by `python -m meds1.report.medsone experiments` (meds1/report/medsone_experiments.py).",
+        "# by `python -m meds1.medsone experiments` (meds1/medsone/experiments.py).",
         *(f"# Not translated: {problem}" for problem in experiment.problems),
         "defaults:",
         *(f"  - override /{group}: {option}" for group, option in experiment.defaults.items()),

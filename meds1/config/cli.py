@@ -18,10 +18,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
-from meds1.compose import CONF_DIR
-from meds1.config import Config, SlurmLauncherConfig, register_configs
+from meds1.config.compose import CONF_DIR
+from meds1.config.rules import to_config
+from meds1.config.schema import Config, SlurmLauncherConfig, register_configs
 from meds1.errors import UserError
-from meds1.rules import to_config
 
 # Plugin resource keys that meds1 takes from each stage instead.
 STAGE_RESOURCE_KEYS = ("gpus_per_node", "tasks_per_node", "nodes", "cpus_per_task", "mem_gb", "timeout_min")
@@ -174,7 +174,7 @@ def _job_configs(hydra, master: DictConfig):
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from meds1.overrides import SweepComposer
+    from meds1.config.compose import SweepComposer
 
     params = [f"{key}={value}" for key, value in (master.hydra.sweeper.get("params") or {}).items()]
     parser = OverridesParser.create(config_loader=hydra.config_loader)

@@ -15,46 +15,31 @@ changes one stage of one experiment, and atomically replaces the file.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
 
 from meds1 import pipeline
 from meds1.errors import UserError
+from meds1.store.identity import redacted
+
+if TYPE_CHECKING:
+    from meds1.config.schema import Config
 
 # Results keys written by meds1 before they were the stage names (med-s1's), and their stage.
 OLD_RESULT_KEYS = {"curation": "curate", "training": "train"}
-# Names like api_key, hf_token, client_secret, db_password (but not max_new_tokens).
-SECRET_KEY = re.compile(r"(^|[_-])(api[_-]?key|token|secret|password|passwd|credentials?)$", re.IGNORECASE)
-REDACTED = "<redacted>"
 
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def redacted(obj: Any) -> Any:
-    """A JSON-ready copy of `obj` (dataclass, dict, list) with every secret-named value replaced."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        obj = dataclasses.asdict(obj)
-    if isinstance(obj, dict):
-        return {
-            key: (REDACTED if SECRET_KEY.search(str(key)) and value is not None else redacted(value))
-            for key, value in obj.items()
-        }
-    if isinstance(obj, (list, tuple)):
-        return [redacted(value) for value in obj]
-    return obj
 
 
 def load(path: Path) -> dict:
@@ -104,9 +89,9 @@ def update(
 ) -> dict:
     """Set `experiments[slug].results[stage] = record` (under the lock) and return the entry.
 
-    `config` (what the stage read: meds1.paths.stage_config) is kept with the record, and is the entry's
-    `config` while this stage is the entry's last in pipeline order (entries of older registries keep
-    the config they have until a stage records its own).
+    `config` (what the stage read: meds1.store.identity.stage_config) is kept with the record, and is
+    the entry's `config` while this stage is the entry's last in pipeline order (entries of older
+    registries keep the config they have until a stage records its own).
     """
     pipeline.get(stage)  # an unknown stage fails here, naming the valid ones
     with _locked_entry(path, slug) as entry:
@@ -193,3 +178,7 @@ def record_jobs(path: Path, jobs: list[tuple[str, str, dict]], *, merge: bool = 
                 job = {**slots[stage], **job}
             slots[stage] = redacted({**job, "updated_at": now()})
         write_json_atomic(path, data)
+
+
+def registry_path(cfg: Config) -> Path:
+    return Path(cfg.paths.root) / "results.json"

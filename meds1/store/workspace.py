@@ -6,7 +6,7 @@ survives a crash there and is picked up by the next run with the same config; a 
 config (or `force=true`) starts that directory afresh. When the stage finishes, a marker holding the
 config hash, the experiment and the stage's record is written and the directory is renamed to
 `<slug>/<stage>/`, so an output directory with a marker is always complete. The record gains
-`provenance` there (meds1/provenance.py), so every stage's marker and results.json entry say what
+`provenance` there (meds1/store/provenance.py), so every stage's marker and results.json entry say what
 produced them.
 
 `StageDir` is the one notion of "done" (complete for a config hash, finished since a job's submission,
@@ -18,7 +18,6 @@ runs with, and a run stops rather than replace a complete output made with anoth
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,29 +28,16 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from meds1 import provenance
-from meds1.config import Config
+from meds1.config.schema import Config
 from meds1.errors import MissingInputError, OutputConflictError, StageBusyError
-from meds1.paths import override_section, result_view, slug_overrides, stage_sections, stage_slug
-from meds1.registry import now, write_json_atomic
-from meds1.trace_spec import file_digests
+from meds1.store import provenance
+from meds1.store.identity import config_hash, override_section, slug_overrides, stage_slug
+from meds1.store.registry import now, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 MARKER = "_COMPLETE.json"
 PARTIAL_HASH = "_CONFIG_HASH"
-
-
-def config_hash(cfg: Config, stage: str) -> str:
-    """Hash of the resolved config sections `stage` reads (`paths.result_view`: scheduler resources left
-    out, secrets redacted): the same values whose changes name its slug."""
-    sections = sorted(stage_sections(cfg.stages, stage))
-    payload = {name: result_view(getattr(cfg, name)) for name in sections}
-    payload["stage"] = stage
-    if "curation" in sections and (files := file_digests(cfg.curation.trace)):  # an edited file counts
-        payload["trace_files"] = files
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def lock_is_held(lock_file: Path) -> bool:
@@ -247,7 +233,7 @@ class StageWorkspace:
     def commit(self, record: dict, source: dict | None = None) -> Path:
         """Mark the work complete and move it into place; returns the final directory.
 
-        Adds `record["provenance"]` (`meds1.provenance.collect(source)`), so the marker and the
+        Adds `record["provenance"]` (`meds1.store.provenance.collect(source)`), so the marker and the
         results.json entry made from the same record say what produced it.
         """
         record["provenance"] = provenance.collect(source)
@@ -311,3 +297,7 @@ def require_complete(cfg: Config, stage: str, what: str) -> Path:
     if directory is None:
         raise missing_input(cfg, stage, what)
     return directory
+
+
+def stage_dir(cfg: Config, stage: str) -> Path:
+    return Path(cfg.paths.root) / stage_slug(cfg, stage) / stage

@@ -3,9 +3,9 @@
 A stage's outputs live in `<root>/<slug>/<stage>/`. The slug is the experiment name plus the
 command-line overrides that change what *that stage* reads, by value: `Config.override_scope` holds,
 for each override that changes the composed config, the top-level keys whose resolved values it
-changes (meds1.overrides composes the config without each override and compares), and a stage's
+changes (meds1.config.compose composes the config without each override and compares), and a stage's
 slug names those that touch its sections (`stage_sections`, cumulative with the stages before it).
-The stage's config hash (meds1.workspace) is taken over the same resolved sections, so:
+The stage's config hash (meds1.store.workspace) is taken over the same resolved sections, so:
 
 - `stage=curate` and a later `stage=train` with the same overrides meet in the same place;
 - `-m curation.n_samples=1000,5000` gives separate slugs for every stage;
@@ -22,15 +22,16 @@ changed the text (`/`, spaces, quotes, brackets), a digest of the text is append
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
-from pathlib import Path
+from typing import Any
 
 from meds1 import pipeline
-from meds1.config import Config
+from meds1.config.schema import Config
+from meds1.curation.traces.spec import file_digests
 from meds1.pipeline import PIPELINE, STAGES
-from meds1.registry import SECRET_KEY, redacted
 
 # Top-level keys whose overrides never change what a stage computes.
 RESULT_NEUTRAL = frozenset(
@@ -135,7 +136,7 @@ def result_overrides(overrides: list[str], sections: set[str]) -> list[str]:
 
 def scoped_overrides(overrides: list[str], scope: dict[str, list[str]], keys: set[str]) -> list[str]:
     """The overrides that change any of `keys` by value (`scope`: override -> the keys it changes); one
-    without a scope (a config built without meds1.overrides, an older record) is judged by its text."""
+    without a scope (a config built without meds1.config.compose, an older record) is judged by its text."""
     sections = keys - {"stages"}
     return sorted(
         override
@@ -189,22 +190,32 @@ def stage_config(cfg: Config, stage: str) -> dict:
     return config
 
 
-def stage_dir(cfg: Config, stage: str) -> Path:
-    return Path(cfg.paths.root) / stage_slug(cfg, stage) / stage
+# Names like api_key, hf_token, client_secret, db_password (but not max_new_tokens).
+SECRET_KEY = re.compile(r"(^|[_-])(api[_-]?key|token|secret|password|passwd|credentials?)$", re.IGNORECASE)
+REDACTED = "<redacted>"
 
 
-def registry_path(cfg: Config) -> Path:
-    return Path(cfg.paths.root) / "results.json"
+def redacted(obj: Any) -> Any:
+    """A JSON-ready copy of `obj` (dataclass, dict, list) with every secret-named value replaced."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    if isinstance(obj, dict):
+        return {
+            key: (REDACTED if SECRET_KEY.search(str(key)) and value is not None else redacted(value))
+            for key, value in obj.items()
+        }
+    if isinstance(obj, (list, tuple)):
+        return [redacted(value) for value in obj]
+    return obj
 
 
-PACKAGE_SCHEME = "pkg://"
-
-
-def resolve_data_path(path: str) -> Path:
-    """A data file path; `pkg://meds1/data/x.json` names a file shipped inside an installed package."""
-    if path.startswith(PACKAGE_SCHEME):
-        from importlib.resources import files
-
-        package, _, relative = path[len(PACKAGE_SCHEME) :].partition("/")
-        return Path(str(files(package).joinpath(relative)))
-    return Path(path).expanduser()
+def config_hash(cfg: Config, stage: str) -> str:
+    """Hash of the resolved config sections `stage` reads (`paths.result_view`: scheduler resources left
+    out, secrets redacted): the same values whose changes name its slug."""
+    sections = sorted(stage_sections(cfg.stages, stage))
+    payload = {name: result_view(getattr(cfg, name)) for name in sections}
+    payload["stage"] = stage
+    if "curation" in sections and (files := file_digests(cfg.curation.trace)):  # an edited file counts
+        payload["trace_files"] = files
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,5 @@
+import sys
+
+from meds1.medsone.results import main
+
+sys.exit(main())
