@@ -1,5 +1,5 @@
 """meds1/config/rules.py: every setting's range, the batch vs the processes that will train, an inference
-package that is missing, all refused where the config is built (compose, `--cfg job`, dry runs, submission)."""
+package that is missing, all refused where the config is built (compose, --cfg job, dry runs, submission)."""
 
 import dataclasses
 import subprocess
