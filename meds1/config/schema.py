@@ -53,7 +53,10 @@ WeightsDtype = choices("WeightsDtype", "float32", "bfloat16", "float16")
 KeptCheckpoint = choices("KeptCheckpoint", "last", "best_eval_loss")
 CheckpointFormat = choices("CheckpointFormat", "sharded", "full")
 Reporter = choices("Reporter", "tensorboard", "wandb")
-ReportMetric = choices("ReportMetric", "accuracy", "accuracy_huatuo")
+# strict, then each harness's score (meds1.evaluation.harnesses)
+ReportMetric = choices(
+    "ReportMetric", "accuracy", "accuracy_huatuo", "accuracy_medreason", "accuracy_m1", "accuracy_medsone"
+)
 ReportOutput = choices("ReportOutput", "markdown", "csv", "plots", "html")
 
 
@@ -548,7 +551,7 @@ class ReportConfig:
     # list of them; empty: all. (Any: a single name is one experiment, where a list type would refuse it.)
     experiments: Any = field(default_factory=list)
     group_by: str = "curation.method"  # config key whose value groups experiments into plot series
-    metric: ReportMetric = ReportMetric.accuracy  # what the plots show: accuracy (strict) or accuracy_huatuo
+    metric: ReportMetric = ReportMetric.accuracy  # what the plots show: accuracy (strict) or a harness's
     outputs: list[ReportOutput] = field(default_factory=lambda: list(ReportOutput))
     out_dir: str = "${paths.root}/report"
     status: bool = True  # print each experiment's stage status (not run/queued/running/done/failed)

@@ -44,6 +44,7 @@ from typing import NamedTuple
 from meds1.evaluation.extract import layout_answer_start
 
 HARNESSES = ("huatuo", "medreason", "m1", "medsone")
+LABELS = {"huatuo": "HuatuoGPT-o1", "medreason": "MedReason", "m1": "m1", "medsone": "med-s1"}  # in tables
 FINAL_RESPONSE = "## Final Response\n\n"
 FINAL_ANSWER = "## Final Answer\n\n"  # MedReason's own layout
 MEDSONE_CUTS = ("<|start_header_id|>answer<|end_header_id|>", "Answer:", FINAL_RESPONSE, "</think>")

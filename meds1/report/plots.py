@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
+from meds1.evaluation import harnesses
 from meds1.report.experiments import Experiment
 
 DPI = 100
@@ -107,7 +108,12 @@ def _chart(name: str, title: str, figure, series: dict, grid: str | None = None)
 
 
 def _metric_label(metric: str) -> str:
-    return "HuatuoGPT-compatible accuracy (%)" if metric == "accuracy_huatuo" else "strict accuracy (%)"
+    harness = metric.removeprefix("accuracy_")
+    return (
+        f"{harnesses.LABELS[harness]} harness accuracy (%)"
+        if harness in harnesses.LABELS
+        else "strict accuracy (%)"
+    )
 
 
 def sample_efficiency(experiments: list[Experiment], metric: str) -> Chart | None:
