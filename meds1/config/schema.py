@@ -556,6 +556,7 @@ class ReportConfig:
     out_dir: str = "${paths.root}/report"
     status: bool = True  # print each experiment's stage status (not run/queued/running/done/failed)
     baseline: str | None = None  # an experiment (slug or command line): compare every other one against it
+    baselines: list[str] = field(default_factory=list)  # published results beside them (meds1/data/baselines)
     sources: list[str] = field(default_factory=list)  # eval sources (names or globs) shown; empty: all
 
 

@@ -22,8 +22,8 @@ from rich.console import Console
 
 from meds1.config.schema import Config, ReportConfig
 from meds1.errors import MissingInputError, UserError
+from meds1.report import baselines, html, paired, plots, provenance, status, tables
 from meds1.report import experiments as registry_view
-from meds1.report import html, paired, plots, provenance, status, tables
 from meds1.store.registry import registry_path
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,10 @@ def run(cfg: Config) -> dict:
     rows = tables.source_results(chosen)
     pivots = tables.pivots(rows, report.group_by)
     pivots += [trace] if (trace := tables.trace_pivot(chosen)) else []
+    published, unmatched = baselines.pivots(list(report.baselines), chosen)  # report.baselines
+    pivots += published
+    for warning in unmatched:
+        log.warning("report: %s", warning)
     comparison = (
         compare_with_baseline(report.baseline, data, chosen, root, report.group_by, list(report.sources))
         if report.baseline
