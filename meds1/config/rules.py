@@ -187,8 +187,6 @@ RANGES: dict[type, dict[str, Range]] = {
         "cpu_kv_cache_gb": POSITIVE,
     },
 }
-# The config sections each stage reads (the model is every stage's).
-STAGE_SECTIONS = {Stage.curate: ("curation",), Stage.train: ("trainer",), Stage.eval: ("eval", "inference")}
 
 
 def to_config(cfg: DictConfig, overrides: dict[str, list[str] | None] | list[str] | None = None) -> Config:
@@ -238,9 +236,12 @@ def _problems(config: Config) -> Iterator[str]:
 
 
 def _range_problems(config: Config) -> Iterator[str]:
-    """Numeric settings out of their range, in the sections the experiment's stages read (the parts of
-    them that are not disabled)."""
-    used = {"model", *(section for stage in config.stages for section in STAGE_SECTIONS[stage])}
+    """Numeric settings out of their range, in the sections the experiment's stages read (meds1.pipeline's
+    table; the parts of them that are not disabled)."""
+    used = {
+        *pipeline.COMMON_SECTIONS,
+        *(section for stage in config.stages for section in pipeline.get(stage).reads),
+    }
     names = [field.name for field in dataclasses.fields(config)]
     sections = {name for name in names if dataclasses.is_dataclass(getattr(config, name))}
     yield from _out_of_range(config, "", skip=sections - used)

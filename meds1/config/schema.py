@@ -457,7 +457,7 @@ class BudgetForcingConfig:
     think_start: str | None = None  # null: the layout's (set all three for a custom assistant_template)
     think_end: str | None = None
     answer_prefix: str | None = None
-    answer_max_tokens: int = 512  # >= the longest real final answer measured (README: Evaluation)
+    answer_max_tokens: int = 512  # >= the longest real final answer measured (docs/evaluation.md)
     chunk_size: int = 1024  # questions per round trip; predictions are saved after each chunk
 
 
