@@ -58,6 +58,8 @@ def own_configs(tmp_path):
             "report.metric='f1': valid: accuracy, accuracy_huatuo, accuracy_medreason, accuracy_m1, "
             "accuracy_medsone",
         ),
+        (["report.adjust=bonferroni"], "report.adjust='bonferroni': valid: holm, bh"),
+        (["report.baselines=[m2]"], "report.baselines: unknown baseline 'm2'; valid: m1, medreason"),
         (["report.outputs=[pdf]"], "report.outputs[0]='pdf': valid: markdown, csv, plots, html"),
         (["curation.n_samples=-1"], "curation.n_samples=-1: must be >= 0"),
         (

@@ -57,6 +57,7 @@ Reporter = choices("Reporter", "tensorboard", "wandb")
 ReportMetric = choices(
     "ReportMetric", "accuracy", "accuracy_huatuo", "accuracy_medreason", "accuracy_m1", "accuracy_medsone"
 )
+ReportAdjust = choices("ReportAdjust", "holm", "bh")  # multiplicity: Holm or Benjamini-Hochberg
 ReportOutput = choices("ReportOutput", "markdown", "csv", "plots", "html")
 
 
@@ -557,6 +558,7 @@ class ReportConfig:
     status: bool = True  # print each experiment's stage status (not run/queued/running/done/failed)
     baseline: str | None = None  # an experiment (slug or command line): compare every other one against it
     baselines: list[str] = field(default_factory=list)  # published results beside them (meds1/data/baselines)
+    adjust: ReportAdjust = ReportAdjust.holm  # the paired p-values' multiplicity adjustment (holm | bh)
     sources: list[str] = field(default_factory=list)  # eval sources (names or globs) shown; empty: all
 
 

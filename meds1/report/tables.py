@@ -25,6 +25,7 @@ from meds1.report.experiments import Experiment
 from meds1.report.paired import Paired
 
 OVERALL = "overall"
+ADJUST_LABELS = {"holm": "Holm", "bh": "Benjamini-Hochberg"}  # report.adjust
 MAX_SOURCE_COLUMNS = 8  # more sources than this: the tables are transposed (sources down, experiments across)
 
 
@@ -261,7 +262,9 @@ def _points(value: float) -> str:
     return f"{100 * value:+.1f}"
 
 
-def paired_pivot(rows: list[Paired], baseline: str, decodings: dict[str, str], unmatched: list[str]) -> Pivot:
+def paired_pivot(
+    rows: list[Paired], baseline: str, decodings: dict[str, str], unmatched: list[str], adjust: str = "holm"
+) -> Pivot:
     """The paired comparisons against `baseline`, one row per experiment and source (then overall)."""
     body = [
         [
@@ -276,6 +279,8 @@ def paired_pivot(rows: list[Paired], baseline: str, decodings: dict[str, str], u
             f"{_points(r.difference)} [{_points(r.ci_low)}, {_points(r.ci_high)}]",
             f"{r.baseline_better} / {r.experiment_better}",
             f"{r.p_value:.3g}",
+            "-" if r.p_adjusted is None else f"{r.p_adjusted:.3g}",
+            "-" if r.mde is None else f"{100 * r.mde:.1f}" + (" (within noise)" if r.within_noise else ""),
         ]
         for r in rows
     ]
@@ -283,14 +288,16 @@ def paired_pivot(rows: list[Paired], baseline: str, decodings: dict[str, str], u
         "n: questions both answered (unpaired: answered by one only, left out); runs: eval runs paired by "
         "index; strict accuracy, %; difference: experiment - baseline, points, 95% paired bootstrap over "
         "questions; b / c: questions only the baseline / only the experiment got right (by mean over runs); "
-        "p: McNemar's exact two-sided test"
+        f"p: McNemar's exact two-sided test; adjusted: {ADJUST_LABELS[adjust]} over every row of this table "
+        "(report.adjust); MDE: the smallest difference, in points, these questions detect at the two arms' "
+        "accuracies with power 0.8, alpha 0.05 (meds1.report.multiplicity); within noise: |difference| < MDE"
     )
     if unmatched:
         note += f". Not compared (no questions in common, or no predictions): {', '.join(unmatched)}"
     header = ["experiment", "source", "decoding", "n", "unpaired", "runs", "baseline", "experiment %"]
     return Pivot(
         f"Paired with baseline {baseline} ({decodings[baseline]})",
-        [*header, "difference [95% CI]", "b / c", "McNemar p"],
+        [*header, "difference [95% CI]", "b / c", "McNemar p", "p adjusted", "MDE"],
         body,
         note,
     )

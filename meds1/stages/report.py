@@ -22,7 +22,7 @@ from rich.console import Console
 
 from meds1.config.schema import Config, ReportConfig
 from meds1.errors import MissingInputError, UserError
-from meds1.report import baselines, html, paired, plots, provenance, status, tables
+from meds1.report import baselines, html, multiplicity, paired, plots, provenance, status, tables
 from meds1.report import experiments as registry_view
 from meds1.store.registry import registry_path
 
@@ -65,7 +65,9 @@ def run(cfg: Config) -> dict:
     for warning in unmatched:
         log.warning("report: %s", warning)
     comparison = (
-        compare_with_baseline(report.baseline, data, chosen, root, report.group_by, list(report.sources))
+        compare_with_baseline(
+            report.baseline, data, chosen, root, report.group_by, list(report.sources), report.adjust
+        )
         if report.baseline
         else None
     )
@@ -119,6 +121,7 @@ def compare_with_baseline(
     root: Path,
     group_by: str,
     sources: list[str] = (),
+    adjust: str = "holm",
 ) -> Comparison:
     """Every chosen experiment with eval results against the baseline `name` (see meds1.report.paired),
     per source (those matching `sources`, when given) and overall."""
@@ -157,8 +160,9 @@ def compare_with_baseline(
             log.warning("report: no predictions.jsonl for %s; it is not compared with the baseline", exp.slug)
         rows += found
         (compared if found else unmatched).append(exp)
+    multiplicity.adjust(rows, adjust)
     decodings = {exp.slug: tables.decoding(exp) for exp in [*compared, *unmatched]}
-    pivot = tables.paired_pivot(rows, name, decodings, [exp.slug for exp in unmatched])
+    pivot = tables.paired_pivot(rows, name, decodings, [exp.slug for exp in unmatched], adjust)
     return Comparison(rows, compared, decodings, pivot)
 
 
