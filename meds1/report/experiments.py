@@ -130,6 +130,14 @@ def config_value(config: dict, key: str):
     return value
 
 
+def check_group_by(group_by: str, config: dict, chosen: list[Experiment]) -> None:
+    """`report.group_by` is a key of `config` or of some chosen experiment's recorded config."""
+    if all(config_value(c, group_by) is None for c in [config, *(e.config for e in chosen)]):
+        raise UserError(
+            f"report.group_by: unknown config key {group_by!r} (not in this config nor a chosen experiment)"
+        )
+
+
 def used_sections(config: dict) -> set[str] | None:
     """Config sections that can change the experiment's final result (None when the config is unknown)."""
     stages = config.get("stages")
