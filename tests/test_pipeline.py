@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 LAYERS = {
     "meds1.errors": 0,
     "meds1.hub": 0,
+    "meds1.layouts": 0,
     "meds1.store.provenance": 0,
     "meds1.pipeline": 1,
     "meds1.config.schema": 1,

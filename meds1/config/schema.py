@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from meds1.errors import UserError
+from meds1.layouts import LAYOUTS
 from meds1.pipeline import COMMAND_ENTRIES, STAGES  # the stage table
 
 COMMANDS = (*STAGES, *COMMAND_ENTRIES)
@@ -44,8 +45,8 @@ InferenceBackend = choices("InferenceBackend", "hf", "openai", "vllm")
 CurationMethod = choices("CurationMethod", "s1", "random", "all", "embedding-diversity")
 JudgeMethod = choices("JudgeMethod", "llm", "match")
 SpecialtyMethod = choices("SpecialtyMethod", "llm", "embedding", "column", "none")
-FormatLayout = choices("FormatLayout", "huatuo", "s1", "think", "nemotron")  # meds1/curation/formatting.py
-ThinkingLayout = choices("ThinkingLayout", "huatuo", "s1", "think", "nemotron")  # budget forcing's markers
+FormatLayout = choices("FormatLayout", *LAYOUTS)  # the chat layouts (meds1.layouts) training rows use
+ThinkingLayout = choices("ThinkingLayout", *LAYOUTS)  # the one whose markers budget forcing writes
 ClusterRanking = choices("ClusterRanking", "random", "cot-length")  # embedding-diversity, within a cluster
 EvalPrompting = choices("EvalPrompting", "plain", "step")  # step: med-s1's "Let's think step by step."
 EvalAggregate = choices("EvalAggregate", "mean", "majority")  # a question's score over its repeats
@@ -294,6 +295,7 @@ class FormatConfig:
 
     # huatuo: "## Thinking / ## Final Response"; s1: s1's think/answer markers (med-s1's `qwen`);
     # think: <think>...</think> then the answer; nemotron: med-s1's <think>{cot}</think>Answer: {response}
+    # (meds1.layouts)
     layout: FormatLayout = FormatLayout.huatuo
     system_prompt: str | None = None  # the curation YAMLs set ${model.system_prompt}
     assistant_template: str | None = None  # "{cot}"/"{response}" template; overrides `layout` when set
@@ -462,7 +464,7 @@ class BudgetForcingConfig:
     The answer starts with `think_start`; thinking stops at `think_end` (or end of turn) or after
     `budget` tokens. While budget is left, the first `num_ignore` stops are overridden by appending
     `ignore_str` and thinking on. Then `answer_prefix` is appended and the answer generated. The three
-    markers are those of `layout` (meds1.evaluation.budget_forcing.MARKERS) unless set here.
+    markers are those of `layout` (meds1.layouts) unless set here.
     """
 
     enabled: bool = False
