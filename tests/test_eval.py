@@ -720,11 +720,11 @@ def test_a_line_cut_off_by_a_crash_is_dropped_and_the_file_repaired(tmp_path):
         + "\n"
         + '{"id": "c", "ou'
     )
-    assert set(read_predictions(file)) == {("a", 0), ("b", 1)}
+    assert set(read_predictions(file)) == {("a", 0, 0), ("b", 1, 0)}
     assert file.read_text().endswith("}\n")  # appends now start on a fresh line
     with file.open("a") as f:
         f.write(json.dumps({"id": "c", "run": 0}) + "\n")
-    assert set(read_predictions(file)) == {("a", 0), ("b", 1), ("c", 0)}
+    assert set(read_predictions(file)) == {("a", 0, 0), ("b", 1, 0), ("c", 0, 0)}
 
 
 def test_budget_forcing_uses_the_trained_layouts_markers():

@@ -169,6 +169,7 @@ RANGES: dict[type, dict[str, Range]] = {
         "top_p": NONZERO_SHARE,
         "repeats": AT_LEAST_1,
         "repeats_per_source": AT_LEAST_1,
+        "shuffle_options": AT_LEAST_0,
         "max_failures": AT_LEAST_0,
     },
     InferenceConfig: {

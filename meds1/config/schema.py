@@ -502,6 +502,8 @@ class EvalConfig:
     top_p: float = 1.0
     repeats: int = 1  # independent runs with seeds seed, seed+1, ...; metrics report mean and spread
     repeats_per_source: dict[str, int] = field(default_factory=dict)  # source -> runs (others: repeats)
+    # ask each question also under K seeded orders of its options (meds1.evaluation.permutations)
+    shuffle_options: int = 0
     system_prompt: str | None = None  # a system turn before the question; the eval YAMLs set the trained one
     prompting: EvalPrompting = EvalPrompting.plain  # step: append med-s1's "\n\nLet's think step by step."
     aggregate: EvalAggregate = EvalAggregate.mean  # majority: right iff right in at least half its runs

@@ -38,6 +38,7 @@ from collections import Counter
 from pathlib import Path
 
 from meds1.errors import UserError
+from meds1.evaluation.permutations import reorder
 from meds1.evaluation.suite_spec import SUITE_HUB_SCHEME, SuiteSpec, suite_specs
 from meds1.hub import load_hub_dataset, resolve_data_path
 
@@ -231,18 +232,16 @@ def normalize(row: object, spec: SuiteSpec | None = None) -> tuple[dict | None, 
     out["id"] = question_id(source, question, options)
     shuffle = spec.shuffle if spec.shuffle is not None else spec.answer in columns.values()
     if shuffle:
-        _shuffle(out, key, columns, spec.seed)
+        _shuffle(out, columns, spec.seed)
     return out, None
 
 
-def _shuffle(row: dict, answer: str, columns: dict[str, str], seed: int) -> None:
+def _shuffle(row: dict, columns: dict[str, str], seed: int) -> None:
     """Shuffle `row`'s options in place, seeded by `seed` and its id (a string seed is hashed with SHA-512,
     never Python's salted `hash`), recording the order in `option_order` and the seed in `shuffle_seed`."""
     order = list(row["options"])
     random.Random(f"{seed}:{row['id']}").shuffle(order)
-    row["options"] = {LETTERS[i]: row["options"][key] for i, key in enumerate(order)}
-    row["answer_idx"] = LETTERS[order.index(answer)]
-    row["option_order"] = [columns.get(key, key) for key in order]
+    reorder(row, order, columns)
     row["shuffle_seed"] = seed
 
 

@@ -1,4 +1,5 @@
-"""predictions.jsonl: one JSON line per (question id, run), appended the moment an answer is ready.
+"""predictions.jsonl: one JSON line per (question id, run, option order: eval.shuffle_options), appended
+the moment an answer is ready.
 
 A crash or preemption can cut the last line short; reading drops it (and truncates the file to the
 last complete line, so later appends start on a fresh line). A question answered more than once
@@ -15,11 +16,12 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, int]  # (question id, run)
+Key = tuple[str, int, int]  # (question id, run, permutation: 0 is the suite's order, eval.shuffle_options)
 
 
-def key(row: dict) -> Key:
-    return str(row["id"]), int(row.get("run", 0))
+def key(row: dict, run: int | None = None) -> Key:
+    """The key of a prediction line, or (with `run`) of the answer to a suite row in that run."""
+    return str(row["id"]), int(row.get("run", 0) if run is None else run), int(row.get("permutation") or 0)
 
 
 def read_predictions(file: Path) -> dict[Key, dict]:

@@ -9,7 +9,9 @@ answers the strict extractor could not read) and `mean_output_tokens`. With repe
 carry `run`), accuracies are means over runs, the interval resamples questions with their
 per-question mean over runs, and `accuracy_runs` / `accuracy_std` give the spread. `score`'s
 `aggregate` and `interval` (eval.aggregate, eval.interval) select med-s1's majority rule and
-hierarchical bootstrap instead.
+hierarchical bootstrap instead. With `eval.shuffle_options` (rows carry `permutation`), every score above
+is the suite's own order's, and `permutations` gives the per-order accuracies and the share of questions
+right under every order (meds1.evaluation.permutations.summarize).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from meds1.evaluation import harnesses
+from meds1.evaluation import harnesses, permutations
 from meds1.evaluation.extract import extract_answer
 from meds1.evaluation.harnesses import METRICS, Marked, Scorer
 
@@ -36,16 +38,25 @@ def judge(row: dict) -> dict:
 def score(predictions: list[dict], aggregate: str = "mean", interval: str = "bootstrap") -> dict:
     """{"overall": S, "per_source": {source: S}} from judged prediction rows (see module doc)."""
     scorer = Scorer()
-    marked = [(row, scorer.marks(row)) for row in predictions]
+    asked = permutations.original(predictions)
+    marked = [(row, scorer.marks(row)) for row in asked]
     by_source: dict[str, list] = defaultdict(list)
     for row, marks in marked:
         by_source[row["source"]].append((row, marks))
-    return {
+    scores = {
         "overall": summarize(marked, aggregate, interval),
         "per_source": {
             source: summarize(rows, aggregate, interval) for source, rows in sorted(by_source.items())
         },
     }
+    if len(asked) < len(predictions):  # eval.shuffle_options: the other orders' answers
+        scores["overall"]["permutations"] = permutations.summarize(predictions)
+        every_order: dict[str, list] = defaultdict(list)
+        for row in predictions:
+            every_order[row["source"]].append(row)
+        for source, summary in scores["per_source"].items():
+            summary["permutations"] = permutations.summarize(every_order[source])
+    return scores
 
 
 def summarize(marked: Marked, aggregate: str = "mean", interval: str = "bootstrap") -> dict:

@@ -1,7 +1,8 @@
 """Paired comparisons: each experiment against a baseline, on the questions both of them answered.
 
 The unit is the question. Strict correctness (`correct`) comes from each arm's eval
-predictions.jsonl, keyed by the question's stable `id` and its `run`; a question counts when both
+predictions.jsonl, keyed by the question's stable `id` and its `run` (the suite's own option order:
+answers in other orders, `eval.shuffle_options`, are left out); a question counts when both
 arms answered it, and with `eval.repeats` runs are paired by run index (only the runs both arms
 have for that question). Per question, d = the experiment's mean correctness over those runs minus
 the baseline's (with one run: -1, 0 or +1). Then, per source and overall:
@@ -60,6 +61,8 @@ def read_answers(path: Path) -> Answers:
                 qid, run, source = str(row["id"]), int(row.get("run", 0)), str(row["source"])
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue  # a line cut short by an interruption
+            if row.get("permutation"):
+                continue  # asked in another option order (eval.shuffle_options): not the headline answer
             answers.setdefault(qid, (source, {}))[1][run] = bool(row.get("correct"))
     return answers
 

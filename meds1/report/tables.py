@@ -7,7 +7,8 @@ MedReason's, m1's and med-s1's scorers on the same answers, one row each), and q
 with the unparseable share. `overall` pools every question of the experiment,
 so it is the average over sources weighted by their number of questions (as the eval stage scores it).
 `decoding` says how the answers were sampled (`T=0.5 p=0.9 2000`: temperature, top_p, max new tokens;
-`greedy 2048`). Metrics written before a field existed simply show "-" for it. With a baseline,
+`greedy 2048`). Evals that asked other option orders (eval.shuffle_options) get an option-order table.
+Metrics written before a field existed simply show "-" for it. With a baseline,
 `paired.csv` and one more table hold the paired comparisons (meds1.report.paired).
 """
 
@@ -47,6 +48,9 @@ class SourceResult:
     accuracy_medsone: float | None
     unparseable: float | None
     mean_output_tokens: float | None
+    orders: int | None  # option orders asked (eval.shuffle_options + 1), None without
+    worst_order_accuracy: float | None  # strict accuracy under the worst of those orders
+    consistent: float | None  # share of questions right under every order
     train_samples: int | None
     tts_budget: int | None
     mean_thinking_tokens: float | None
@@ -110,6 +114,7 @@ def source_results(experiments: list[Experiment]) -> list[SourceResult]:
                     summary.get("accuracy_medsone"),
                     summary.get("unparseable"),
                     summary.get("mean_output_tokens"),
+                    *_orders(summary.get("permutations")),
                     exp.train_samples,
                     tts.get("budget"),
                     tts.get("mean_thinking_tokens"),
@@ -117,6 +122,12 @@ def source_results(experiments: list[Experiment]) -> list[SourceResult]:
                 )
             )
     return rows
+
+
+def _orders(permutations: dict | None) -> tuple[int | None, float | None, float | None]:
+    if not permutations:
+        return None, None, None
+    return permutations["n"], min(permutations["accuracy"]), permutations["consistent"]
 
 
 def write_csv(rows: list[SourceResult], path: Path) -> None:
@@ -236,6 +247,40 @@ def _transposed(table: Pivot) -> Pivot:
     header, *body = (list(cells) for cells in zip(table.header, *table.body, strict=True))
     note = f"{table.note}; " if table.note else ""
     return Pivot(table.title, header, body, note + "one column per experiment, one row per source")
+
+
+def permutation_pivot(experiments: list[Experiment]) -> Pivot | None:
+    """Option-order robustness (eval.shuffle_options), experiments down and sources across; None when no
+    chosen experiment asked its questions in other orders."""
+    asked = [e for e in experiments if ((e.metrics or {}).get(OVERALL) or {}).get("permutations")]
+    if not asked:
+        return None
+    sources = sorted({s for e in asked for s in e.metrics.get("per_source") or {}})
+    columns = [*sources, OVERALL]
+    body = []
+    for exp in asked:
+        summaries = {**exp.metrics["per_source"], OVERALL: exp.metrics[OVERALL]}
+        orders = exp.metrics[OVERALL]["permutations"]["n"]
+        cells = [_orders_cell((summaries.get(c) or {}).get("permutations")) for c in columns]
+        body.append([exp.slug, str(orders), *cells])
+    table = Pivot(
+        "Option-order robustness, % (strict)",
+        ["experiment", "orders", *columns],
+        body,
+        "each question asked in its own order and in the others' seeded permutations of its options "
+        "(eval.shuffle_options; the same orders for every experiment): own order / the other orders' lowest-"
+        "highest / consistent, the share of questions right under every order. A model that learned a "
+        "letter, not an answer, loses accuracy when the order changes",
+    )
+    return _transposed(table) if len(sources) > MAX_SOURCE_COLUMNS else table
+
+
+def _orders_cell(permutations: dict | None) -> str:
+    if not permutations:
+        return "-"
+    own, *others = permutations["accuracy"]
+    spread = f"{_pct(min(others))}-{_pct(max(others))}" if others else "-"
+    return f"{_pct(own)} / {spread} / {_pct(permutations['consistent'])}"
 
 
 def skipped_pivot(experiments: list[Experiment]) -> Pivot | None:

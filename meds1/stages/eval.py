@@ -1,13 +1,14 @@
 """stage=eval: answer the eval suite, extract the chosen options, score them per source and overall.
 
 Each answer is appended to `predictions.jsonl` in the partial directory the moment it is ready,
-keyed by the question's stable id and the run, so a crashed or preempted eval resumes and generates
-only what is missing (answers whose generation failed are retried). With `eval.repeats=k` the suite
-is answered k times with seeds seed, seed+1, ... (`eval.repeats_per_source` sets k per source, as
-med-s1's DEFAULT_REPETITIONS did); with `eval.tts.enabled` (`eval=tts`) answers go
-through s1 budget forcing. Writes `predictions.jsonl`, `metrics.json`, a per-source table in the
-log, and the metrics into the registry; `metrics.inference` names the backend and engine (with its
-version) that generated the answers.
+keyed by the question's stable id, the run and the option order, so a crashed or preempted eval
+resumes and generates only what is missing (answers whose generation failed are retried). With
+`eval.repeats=k` the suite is answered k times with seeds seed, seed+1, ... (`eval.repeats_per_source`
+sets k per source, as med-s1's DEFAULT_REPETITIONS did); with `eval.shuffle_options=K` each question is
+also asked under K seeded orders of its options (meds1.evaluation.permutations); with
+`eval.tts.enabled` (`eval=tts`) answers go through s1 budget forcing. Writes `predictions.jsonl`,
+`metrics.json`, a per-source table in the log, and the metrics into the registry; `metrics.inference`
+names the backend and engine (with its version) that generated the answers.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import logging
 
 from meds1.config.schema import Config
-from meds1.evaluation import generation
+from meds1.evaluation import generation, permutations
 from meds1.evaluation.data import load_suite, suite_record
 from meds1.evaluation.metrics import build_metrics, check_failures, log_table
 from meds1.evaluation.predictions import write_predictions
@@ -42,10 +43,11 @@ def run(cfg: Config) -> dict:
         return record
     generation.check_settings(cfg.eval)
     rows, skipped = load_suite(list(cfg.eval.suite), cfg.eval.max_per_source)  # a bad suite stops here
+    asked = permutations.expand(rows, cfg.eval.shuffle_options)  # and so does a K it cannot reorder
     model = evaluated_model(cfg)
     with workspace:
         file = workspace.path / PREDICTIONS
-        predictions = generation.answer_suite(file, rows, cfg, model)
+        predictions = generation.answer_suite(file, asked, cfg, model)
         check_failures(predictions, cfg.eval.max_failures, file)
         metrics = build_metrics(predictions, cfg, model, skipped, generation.engine(workspace.path))
         metrics["suite"] = suite_record(rows)

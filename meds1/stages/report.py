@@ -42,6 +42,7 @@ def run(cfg: Config) -> dict:
     rows = tables.source_results(chosen)
     pivots = tables.pivots(rows, report.group_by)
     pivots += [trace] if (trace := tables.trace_pivot(chosen)) else []
+    pivots += [orders] if (orders := tables.permutation_pivot(chosen)) else []
     published, unmatched = baselines.pivots(list(report.baselines), chosen)  # report.baselines
     pivots += published
     for warning in unmatched:
