@@ -1,6 +1,6 @@
 """On the lent GPU machine, in one command: install the carried wheels, then run bench/accept_gpu.py.
 
-    python3 bench/device/accept.py [--budget 400] [accept_gpu's options, e.g. --only train,tests]
+    python3 bench/device/accept.py [--budget 420] [accept_gpu's options, e.g. --only train,tests]
 
 From a checkout where `python bench/device/fetch_wheels.py` has filled bench/device/wheels/, the device
 tool's call is `run(command="python3 bench/device/accept.py", carry=["bench/device/wheels"], timeout_s=540)`.
@@ -30,8 +30,8 @@ from fetch_wheels import meds1_requirements  # noqa: E402  (bench/device/fetch_w
 
 from run import run_group  # noqa: E402  (bench/run.py)
 
-BUDGET_S = 400  # accept_gpu's parts: with the install and the grace, under 8 of the call's 10 minutes
-GRACE_S = 40  # past the budget, for the table and the last part's clean-up
+BUDGET_S = 420  # accept_gpu's parts: with the install and the grace, under 8 of the call's 10 minutes
+GRACE_S = 30  # past the budget, for the table and the last part's clean-up
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
