@@ -460,6 +460,7 @@ class BudgetForcingConfig:
 
 AnswerFormat = choices("AnswerFormat", "letter", "index0", "index1", "text")
 SUITE_HUB_SCHEME = "hf://"
+SUITE_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")  # the files a suite folder's entry reads
 
 
 @dataclass

@@ -32,14 +32,26 @@ functions here, so it names them by the same rules.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from meds1 import pipeline
-from meds1.config.schema import Config
-from meds1.curation.traces.spec import file_digests
+from meds1.config.schema import (
+    SUITE_FILE_SUFFIXES,
+    SUITE_HUB_SCHEME,
+    Config,
+    CurationConfig,
+    ModelConfig,
+    SpecialtyMethod,
+)
+from meds1.curation.traces.spec import trace_files
+from meds1.hub import PACKAGE_SCHEME, resolve_data_path
+from meds1.store import content
 
 # Top-level keys whose overrides never change what a stage computes.
 RESULT_NEUTRAL = frozenset(
@@ -86,6 +98,16 @@ def identity_keys(stages: list[str], stage: str) -> set[str]:
     overrides that change them; its hash is taken over them."""
     keys = stage_sections(stages, stage)
     return keys | {"stages"} if stage == "eval" else keys
+
+
+def reading_stage(stages: list[str], stage: str, keys: list[str]) -> str:
+    """The earliest stage of `stage`'s chain (itself and the stages whose output it reads) whose result
+    depends on one of the config `keys`: the one to remake first when the files they name changed."""
+    sections = {re.split(r"[.\[/]", key, maxsplit=1)[0] for key in keys}
+    chain = [stage]
+    while (before := pipeline.input_stage(stages, chain[-1])) is not None:
+        chain.append(before)
+    return next((s for s in reversed(chain) if sections & stage_sections(stages, s)), stage)
 
 
 def redacted(obj: Any) -> Any:
@@ -204,17 +226,169 @@ def stage_slug(cfg: Config, stage: str) -> str:
 
 # Hashes and records
 
+INPUTS = "inputs"  # a completion marker's digests of the files its stage read (absent: an older meds1)
+DATA, SUITE, MODEL = "data", "suite", "model"  # how a read path is digested (meds1.store.content)
+
+
+def read_paths(cfg: Config, keys: set[str]) -> list[tuple[str, str, str]]:
+    """(config key, path as configured, how it is digested) of every local file or folder that the
+    config `keys` (sections) make a stage read: the curation source, the eval and decontamination suites,
+    the specialty taxonomy, transform and perturbation files, and local model, tokenizer and embedding
+    folders. Hub datasets and models are identified by their revision, which is part of the config."""
+    found = []
+    if "model" in keys:
+        found += _model_path("model.path", cfg.model)
+    if "curation" in keys:
+        found += _curation_paths(cfg.curation)
+    if "eval" in keys:
+        found += _suite_paths(cfg.eval.suite, "eval.suite")
+    return found
+
+
+def _local(path: str | None) -> bool:
+    return bool(path) and (path.startswith(PACKAGE_SCHEME) or resolve_data_path(path).exists())
+
+
+def _model_path(key: str, model: ModelConfig) -> list[tuple[str, str, str]]:
+    local = model.build is None and _local(model.path)  # else the hub's, at model.revision
+    return [(key, model.path, MODEL)] if local else []
+
+
+def _curation_paths(curation: CurationConfig) -> list[tuple[str, str, str]]:
+    source, specialty = curation.source, curation.specialty
+    found = []
+    if source.path:
+        found.append(("curation.source.path", source.path, DATA))
+    elif _local(source.name):  # a hub repository's layout in a local folder
+        found.append(("curation.source.name", source.name, DATA))
+    if source.token_limit.max_tokens is not None and _local(source.token_limit.tokenizer):
+        found.append(("curation.source.token_limit.tokenizer", source.token_limit.tokenizer, MODEL))
+    if curation.decontamination.enabled:
+        found += _suite_paths(curation.decontamination.suite, "curation.decontamination.suite")
+    if specialty.method in (SpecialtyMethod.llm, SpecialtyMethod.embedding):
+        found.append(("curation.specialty.taxonomy", specialty.taxonomy, DATA))
+    embeds = curation.method == "embedding-diversity" or specialty.method == SpecialtyMethod.embedding
+    if embeds and _local(curation.embedding.model):
+        found.append(("curation.embedding.model", curation.embedding.model, MODEL))
+    for key, llm in (
+        ("curation.difficulty.judge.llm", curation.difficulty.judge.llm),
+        ("curation.specialty.llm", specialty.llm),
+        ("curation.trace.llm", curation.trace.llm),
+    ):
+        found += _model_path(f"{key}.model.path", llm.model)
+    for name, path in trace_files(curation.trace).items():
+        spec = name.removeprefix("perturbation/")
+        key = f"curation.trace.perturbation[{spec}]" if spec != name else f"curation.trace.transforms[{name}]"
+        found.append((key, str(path), DATA))
+    return found
+
+
+def _suite_paths(entries: list, key: str) -> list[tuple[str, str, str]]:
+    """The local files of suite entries (a path, or a mapping with `path` and maybe `data_files`)."""
+    found = []
+    for index, entry in enumerate(entries):
+        path = entry.get("path") if isinstance(entry, Mapping) else entry
+        if not isinstance(path, str) or path.startswith(SUITE_HUB_SCHEME):
+            continue
+        data_files = entry.get("data_files") if isinstance(entry, Mapping) else None
+        if data_files:
+            names = [data_files] if isinstance(data_files, str) else list(data_files)
+            found += [(f"{key}[{index}]/{name}", f"{path}/{name}", DATA) for name in names]
+        else:
+            found.append((f"{key}[{index}]", path, SUITE))
+    return found
+
+
+def _digest(path: str, how: str, cache: Path) -> str:
+    local = resolve_data_path(path)
+    if how == MODEL:
+        return content.model_fingerprint(local, cache)
+    return content.path_digest(local, cache, SUITE_FILE_SUFFIXES if how == SUITE else None)
+
+
+class StageIdentity:
+    """What makes one stage's result: the result view of its `identity_keys` (what its slug is named
+    from), the digests of the files those make it read, and the hash of both (its marker's)."""
+
+    def __init__(self, cfg: Config, stage: str):
+        self.stage = stage
+        keys = identity_keys(cfg.stages, stage)
+        self.slug = make_slug(cfg.name, scoped_overrides(cfg.overrides, cfg.override_scope, keys))
+        self.view = {key: result_view(getattr(cfg, key)) for key in sorted(keys)}
+        read = read_paths(cfg, keys)
+        cache = Path(cfg.paths.cache)
+        self.paths = {key: path for key, path, _ in read}
+        self.inputs = {key: _digest(path, how, cache) for key, path, how in read}
+        self.hash = self.hash_with(self.inputs)
+        self._cfg = cfg
+
+    def hash_with(self, inputs: dict[str, str]) -> str:
+        """The hash of this stage's config values read with files of these digests."""
+        payload = {"config": self.view, "stage": self.stage, INPUTS: inputs}
+        text = json.dumps(payload, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @functools.cached_property
+    def legacy_hash(self) -> str:
+        """The hash meds1 gave this config before a stage's identity covered the files it reads (see
+        `made`): the resolved sections, transform and perturbation files only."""
+        cfg, sections = self._cfg, sorted(stage_sections(self._cfg.stages, self.stage))
+        payload = {name: _legacy_view(getattr(cfg, name)) for name in sections}
+        payload["stage"] = self.stage
+        files = trace_files(cfg.curation.trace) if "curation" in sections else {}
+        if files:
+            cache = Path(cfg.paths.cache)
+            payload["trace_files"] = {name: content.file_digest(p, cache)[:16] for name, p in files.items()}
+        text = json.dumps(payload, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def made(self, marker: dict) -> bool:
+        """Whether a completion marker is of an output made with this config from these files. A marker an
+        older meds1 wrote records no file digests: it counts when its hash is this config's by the rule it
+        was made under (the files it read cannot be checked; `adopted` records them from then on)."""
+        if INPUTS in marker:
+            return marker.get("config_hash") == self.hash
+        return marker.get("config_hash") == self.legacy_hash
+
+    def accepts_partial(self, config_hash: str) -> bool:
+        """Whether a partial output hashed `config_hash` was started with this config (or by an older meds1
+        with it), so a rerun resumes it."""
+        return config_hash == self.hash or config_hash == self.legacy_hash
+
+    def changed_inputs(self, marker: dict) -> list[str] | None:
+        """The keys of the files whose content changed since a marker's output was made with this same
+        config; None when its config differed too (or it records no file digests)."""
+        recorded = marker.get(INPUTS)
+        if recorded is None or self.hash_with(recorded) != marker.get("config_hash"):
+            return None
+        return sorted(
+            key for key in recorded.keys() | self.inputs.keys() if recorded.get(key) != self.inputs.get(key)
+        )
+
+    def adopted(self, marker: dict) -> dict:
+        """An older meds1's marker that `made` accepts, rewritten under this hash with the digests of the
+        files as they are now, so a later edit of one of them is caught."""
+        return {
+            **marker,
+            "config_hash": self.hash,
+            INPUTS: self.inputs,
+            "adopted": {"from": marker.get("config_hash")},
+        }
+
+
+def _legacy_view(value):
+    """The result view of meds1 before `StageIdentity` (secrets redacted, `resources` left out)."""
+    value = redacted(value)
+    if isinstance(value, dict):
+        return {k: _legacy_view(v) for k, v in value.items() if k != "resources"}
+    if isinstance(value, list):
+        return [_legacy_view(v) for v in value]
+    return value
+
 
 def config_hash(cfg: Config, stage: str) -> str:
-    """Hash of the resolved config sections `stage` reads (`result_view`: scheduler resources left out,
-    secrets redacted): the same values whose changes name its slug."""
-    sections = sorted(stage_sections(cfg.stages, stage))
-    payload = {name: result_view(getattr(cfg, name)) for name in sections}
-    payload["stage"] = stage
-    if "curation" in sections and (files := file_digests(cfg.curation.trace)):  # an edited file counts
-        payload["trace_files"] = files
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """The hash of `stage`'s identity: its config values and the content of the files it reads."""
+    return StageIdentity(cfg, stage).hash
 
 
 def stage_config(cfg: Config, stage: str) -> dict:
