@@ -122,6 +122,14 @@ def config_value(config: dict, key: str):
     return value
 
 
+def check_group_by(group_by: str, config: dict, chosen: list[Experiment]) -> None:
+    """`report.group_by` is a key of `config` or of some chosen experiment's recorded config."""
+    if all(config_value(c, group_by) is None for c in [config, *(e.config for e in chosen)]):
+        raise UserError(
+            f"report.group_by: unknown config key {group_by!r} (not in this config nor a chosen experiment)"
+        )
+
+
 def group_of(config: dict, group_by: str) -> str:
     """`group_by`'s value; "-" when absent or when it names a section the experiment does not use."""
     sections = recorded_sections(config)

@@ -41,15 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from meds1 import pipeline
-from meds1.config.schema import (
-    SUITE_FILE_SUFFIXES,
-    SUITE_HUB_SCHEME,
-    Config,
-    CurationConfig,
-    ModelConfig,
-    SpecialtyMethod,
-)
+from meds1.config.schema import Config, CurationConfig, ModelConfig, SpecialtyMethod
 from meds1.curation.traces.spec import trace_files
+from meds1.evaluation.suite_spec import SUITE_FILE_SUFFIXES, SUITE_HUB_SCHEME
 from meds1.hub import PACKAGE_SCHEME, resolve_data_path
 from meds1.store import content
 
