@@ -204,3 +204,29 @@ def test_an_older_meds1s_output_is_found_and_then_records_its_files(make_config,
     write_json_atomic(ws.final / MARKER, {**older, "config_hash": StageIdentity(other, "curate").legacy_hash})
     with pytest.raises(OutputConflictError, match="holds a complete output made with another config"):
         StageWorkspace(cfg, "curate").completed_record()
+
+
+def test_older_outputs_are_found_by_the_endpoint_they_were_made_with(make_config):
+    """meds1 hashed endpoint settings before they left identity: an older marker counts for its own."""
+    here, there = (
+        make_config("experiment=demo", f"curation.trace.llm.inference.base_url=http://{host}:8000/v1")
+        for host in ("node-1", "node-2")
+    )
+    assert StageIdentity(here, "curate").hash == StageIdentity(there, "curate").hash
+    assert StageIdentity(here, "curate").legacy_hash != StageIdentity(there, "curate").legacy_hash
+
+
+def test_stage_all_names_each_step_by_its_slug(make_config, monkeypatch, caplog):
+    from meds1 import pipeline
+    from meds1.stages import all as chain
+
+    monkeypatch.setattr(pipeline, "run", lambda cfg, stage: {})
+    cfg = make_config("experiment=demo", "curation.n_samples=40", "trainer.learning_rate=1e-3")
+    with caplog.at_level("INFO"):
+        chain.run(cfg)
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("===")] == [
+        "=== demo__curation.n_samples=40: stage curate ===",
+        "=== demo__curation.n_samples=40__trainer.learning_rate=1e-3: stage train ===",
+        "=== demo__curation.n_samples=40__trainer.learning_rate=1e-3: stage eval ===",
+        "=== demo-base: stage eval ===",
+    ]

@@ -16,7 +16,8 @@ def test_commit_moves_complete_output_into_place(make_config):
         assert not ws.final.exists()
         ws.commit(record := {"n": 1})
     assert (ws.final / "data.txt").read_text() == "rows"
-    assert set(record) == {"n", "provenance"}  # the record that also goes to results.json
+    assert set(record) == {"n", "provenance", "identity"}  # the record that also goes to results.json
+    assert record["identity"] == {"slug": "random-1k", "hash": ws.hash, "input": None}
     assert read_marker(ws.final)["record"] == record
     assert not ws.partial.exists()
     assert StageWorkspace(cfg, "curate").completed_record() == record

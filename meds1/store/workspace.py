@@ -285,10 +285,12 @@ class StageWorkspace:
     def commit(self, record: dict, source: dict | None = None) -> Path:
         """Mark the work complete and move it into place; returns the final directory.
 
-        Adds `record["provenance"]` (`meds1.store.provenance.collect(source)`), so the marker and the
-        results.json entry made from the same record say what produced it.
+        Adds `record["provenance"]` (`meds1.store.provenance.collect(source)`) and `record["identity"]`
+        (`StageIdentity.record`: slug, hash and the output it read), so the marker and the results.json
+        entry made from the same record say what produced it and from what.
         """
         record["provenance"] = provenance.collect(source)
+        record["identity"] = self.identity.record()
         experiment = {"name": self.cfg.name, "overrides": slug_overrides(self.cfg, self.stage)}
         marker = {
             "config_hash": self.hash,
