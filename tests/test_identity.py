@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from meds1.store import registry
@@ -26,25 +27,47 @@ def error_line(result: subprocess.CompletedProcess) -> str:
     return output.strip().splitlines()[-1]
 
 
-def test_another_eval_suite_curates_anew_and_leaves_the_first_curation_alone(tmp_path, model_cache):
-    paths = [f"paths.root={tmp_path / 'out'}", f"paths.cache={model_cache}"]
-    first = run("experiment=demo", "stage=curate", *paths)
-    assert first.returncode == 0, first.stderr[-3000:]
-    marker = tmp_path / "out" / "demo" / "curate" / "_COMPLETE.json"
-    before = marker.read_text()
-    record = registry.load(tmp_path / "out" / "results.json")["experiments"]["demo"]["results"]["curate"]
+def test_a_trained_model_is_evaluated_on_a_new_benchmark_without_curating_or_training_again(
+    tmp_path, model_cache
+):
+    """Issue 28: "evaluate my model on MedBullets" after stage=all evaluates the model already trained, and
+    says how many of its training rows restate the new benchmark's questions."""
+    root = tmp_path / "out"
+    small = ["curation.n_samples=12", "trainer.max_steps=1", "eval.max_per_source=2", "eval.max_new_tokens=4"]
+    common = [
+        "experiment=demo",
+        *small,
+        "compare_base=false",
+        f"paths.root={root}",
+        f"paths.cache={model_cache}",
+    ]
+    made = run(*common)
+    assert made.returncode == 0, made.stderr[-3000:]
+    slug = "demo__curation.n_samples=12__trainer.max_steps=1"  # the trained model's
+    trained = json.loads((root / slug / "train" / "_COMPLETE.json").read_text())
+    training = pd.read_parquet(root / "demo__curation.n_samples=12" / "curate" / "curated.parquet")
+    restated = [
+        {"question": text, "options": {"A": "yes", "B": "no"}, "answer_idx": "A"}
+        for text in training["Question"][:3]
+    ]
+    bench = tmp_path / "medbullets_op4.jsonl"
+    bench.write_text("".join(json.dumps(row) + "\n" for row in restated))
 
-    suite = shutil.copy(REPO / "meds1" / "data" / "demo_eval.json", tmp_path / "my_eval.json")
-    second = run("experiment=demo", "stage=curate", f"eval.suite=[{suite}]", *paths)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert marker.read_text() == before  # the first curated set is untouched...
-    entries = registry.load(tmp_path / "out" / "results.json")["experiments"]
-    assert entries["demo"]["results"]["curate"] == record  # ...and so is its record
-    (slug,) = set(entries) - {"demo"}  # the other suite curated under its own slug
-    assert slug.startswith("demo__eval.suite=")
-    made = json.loads((tmp_path / "out" / slug / "curate" / "_COMPLETE.json").read_text())
-    assert made["config_hash"] != json.loads(before)["config_hash"]
-    assert entries[slug]["config"]["curation"]["decontamination"]["suite"] == [str(suite)]
+    evaluated = run(*common, "stage=eval", f"eval.suite=[{bench}]")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert sorted(p.name for p in root.iterdir() if (p / "curate").exists()) == [
+        "demo__curation.n_samples=12"
+    ]
+    assert json.loads((root / slug / "train" / "_COMPLETE.json").read_text()) == trained  # not trained again
+    entries = registry.load(root / "results.json")["experiments"]
+    (other,) = [s for s in entries if "eval.suite" in s]
+    record = entries[other]["results"]["eval"]
+    assert record["identity"]["input"] == {"stage": "train", "slug": slug, "hash": trained["config_hash"]}
+    assert record["metrics"]["overlap"]["sources"] == {"medbullets_op4": {"questions": 2, "training_rows": 2}}
+    report = run("stage=report", f"paths.root={root}", "report.outputs=[markdown]", "report.status=false")
+    assert report.returncode == 0, report.stderr[-3000:]
+    markdown = (root / "report" / "results.md").read_text()
+    assert "Training rows that restate eval questions" in markdown and "2 of 12" in markdown
 
 
 def test_an_edited_experiment_is_neither_trained_on_nor_replaces_its_earlier_curation(tmp_path, model_cache):
