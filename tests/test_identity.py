@@ -64,7 +64,10 @@ def test_a_trained_model_is_evaluated_on_a_new_benchmark_without_curating_or_tra
     record = entries[other]["results"]["eval"]
     assert record["identity"]["input"] == {"stage": "train", "slug": slug, "hash": trained["config_hash"]}
     assert record["metrics"]["overlap"]["sources"] == {"medbullets_op4": {"questions": 2, "training_rows": 2}}
-    report = run("stage=report", f"paths.root={root}", "report.outputs=[markdown]", "report.status=false")
+    chosen = f"report.experiments=[{other}]"  # a slug with "=", no inner quotes
+    report = run(
+        "stage=report", f"paths.root={root}", chosen, "report.outputs=[markdown]", "report.status=false"
+    )
     assert report.returncode == 0, report.stderr[-3000:]
     markdown = (root / "report" / "results.md").read_text()
     assert "Training rows that restate eval questions" in markdown and "2 of 12" in markdown
