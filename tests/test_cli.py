@@ -140,7 +140,15 @@ def test_good_settings_pass(overrides):
 def test_slugs_with_an_equals_sign_need_no_inner_quotes(typed, read):
     assert quote_names([typed]) == [read]
     if typed.startswith("report."):
-        assert check_overrides(["stage=report", read]) is None
+        assert check_overrides(["stage=report", typed]) is None
+
+
+def test_deleting_one_item_of_a_list_is_one_line():
+    problem = check_overrides(["experiment=base", "eval=m1", "~eval.suite.4"])
+    assert problem == (
+        "~eval.suite.4: Hydra deletes keys, not the items of a list: set eval.suite to the list without it "
+        "(docs/evaluation.md: leaving a source out)"
+    )
 
 
 @pytest.mark.parametrize(

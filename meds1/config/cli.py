@@ -129,11 +129,18 @@ def check_overrides(
     from omegaconf.errors import OmegaConfBaseException
 
     parser = OverridesParser.create()
+    overrides = quote_names(overrides)  # as run.py passes them on
     for line in overrides:
         try:
             parser.parse_override(line)
         except HydraException as error:
             return f"cannot parse {line!r}: {str(error).splitlines()[0]}"
+        key = line.partition("=")[0]
+        if line.startswith("~") and key.rpartition(".")[2].isdigit():  # Hydra fails on it with a traceback
+            return (
+                f"{line}: Hydra deletes keys, not the items of a list: set {key[1:].rpartition('.')[0]} "
+                "to the list without it (docs/evaluation.md: leaving a source out)"
+            )
     try:
         hydra = _create_hydra(config_dir, primary_dir)
         mode = RunMode.MULTIRUN if multirun else RunMode.RUN

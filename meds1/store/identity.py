@@ -23,10 +23,16 @@ So:
 - `curation.n_samples=<the experiment's own value>` changes nothing, so adds nothing to the slug.
 
 Overrides of settings that cannot change results (stage, force, paths, launcher, a stage's scheduler
-`resources`, ...) never enter a slug, and secrets are redacted wherever a config is kept. Slugs are
-injective: where making one safe directory name changed the text (`/`, spaces, quotes, brackets), a
-digest of the text is appended. The report reads the slugs of recorded stages through the `recorded_*`
-functions here, so it names them by the same rules.
+`resources`, where and how fast an inference endpoint is asked: `neutral_key`) never enter a slug, and
+secrets are redacted wherever a config is kept. Slugs are injective: where making one safe directory name
+changed the text (`/`, spaces, quotes, brackets), a digest of the text is appended; one too long for a
+name keeps what varies readable (`readable_slug`).
+
+The hash also covers the content of the local files those keys make the stage read (`read_paths`:
+sources, suites, the taxonomy, transform files, local model folders; digests by meds1.store.content), so an
+edited file never lets an old output stand in. A stage's record names its identity and the output it read
+(`StageIdentity.record`); the report and the status view read recorded slugs through the `recorded_*`
+functions here, so they name them by the same rules.
 """
 
 from __future__ import annotations
