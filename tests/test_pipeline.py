@@ -21,6 +21,7 @@ LAYERS = {
     "meds1.hub": 0,
     "meds1.layouts": 0,
     "meds1.store.provenance": 0,
+    "meds1.store.content": 1,
     "meds1.pipeline": 1,
     "meds1.config.schema": 1,
     "meds1.curation.traces.spec": 1,

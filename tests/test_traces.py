@@ -22,10 +22,10 @@ from meds1.curation.traces.chain import transform_traces
 from meds1.curation.traces.spec import (
     apply_post,
     failed_check,
-    file_digests,
     load_perturbation_spec,
     load_transform,
     shipped_transforms,
+    trace_files,
 )
 from meds1.errors import OutputConflictError, UserError
 from meds1.store.identity import config_hash
@@ -540,12 +540,12 @@ def test_an_edited_transform_file_changes_every_later_stages_config_hash(tmp_pat
     spec.write_text(SHOUT.replace("WORDS", "upper"))
     cfg = trace_config(f"curation.trace.transforms=[step,{spec}]", "curation.trace.restore=true")
     before = {stage: config_hash(cfg, stage) for stage in ("curate", "train")}
-    assert file_digests(cfg.curation.trace).keys() == {"step", str(spec), "perturbation/restore"}
+    assert trace_files(cfg.curation.trace).keys() == {"step", str(spec), "perturbation/restore"}
     assert {stage: config_hash(cfg, stage) for stage in before} == before  # the same text, the same hash
     spec.write_text(SHOUT.replace("WORDS", "lower"))
     after = {stage: config_hash(cfg, stage) for stage in before}
     assert all(after[stage] != before[stage] for stage in before)
-    assert file_digests(trace_config().curation.trace) == {}  # no chain: the hashes from before stay
+    assert trace_files(trace_config().curation.trace) == {}  # no chain: the hashes from before stay
 
 
 @pytest.mark.slow
@@ -559,7 +559,8 @@ def test_curate_never_reuses_an_output_made_with_an_older_transform_file(tmp_pat
     assert curate.run(make_config(*overrides)) == first  # the same text: the output is reused
     loud = pd.read_parquet(first["curated_path"])
     spec.write_text(SHOUT.replace("WORDS", "lower"))
-    with pytest.raises(OutputConflictError, match="holds a complete output made with another config"):
+    edited = rf"was made from another version of curation.trace.transforms\[{spec}\] \({spec}\)"
+    with pytest.raises(OutputConflictError, match=edited):
         curate.run(make_config(*overrides))
     quiet = pd.read_parquet(curate.run(make_config(*overrides, "force=true"))["curated_path"])
     assert loud["Complex_CoT"].str.startswith("## STEP 1:").all()

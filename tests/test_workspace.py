@@ -16,7 +16,8 @@ def test_commit_moves_complete_output_into_place(make_config):
         assert not ws.final.exists()
         ws.commit(record := {"n": 1})
     assert (ws.final / "data.txt").read_text() == "rows"
-    assert set(record) == {"n", "provenance"}  # the record that also goes to results.json
+    assert set(record) == {"n", "provenance", "identity"}  # the record that also goes to results.json
+    assert record["identity"] == {"slug": "random-1k", "hash": ws.hash, "input": None}
     assert read_marker(ws.final)["record"] == record
     assert not ws.partial.exists()
     assert StageWorkspace(cfg, "curate").completed_record() == record
@@ -88,7 +89,8 @@ def test_a_marker_says_which_experiment_made_it_and_when(make_config):
     assert marker["experiment"] == {"name": "random-1k", "overrides": ["seed=3"]}  # not the trainer's
     directory = StageDir.of(cfg, "curate")
     finished = datetime.fromisoformat(marker["finished_at"])
-    assert directory.complete(ws.hash) and not directory.complete("other")
+    other = StageWorkspace(make_config("experiment=random-1k", "seed=4"), "curate").identity
+    assert directory.complete(ws.identity) and not directory.complete(other)
     assert directory.finished_since(finished - timedelta(seconds=1), ws.hash)
     assert not directory.finished_since(finished + timedelta(seconds=1), ws.hash)
     # Times written with another offset compare as times, not as text.

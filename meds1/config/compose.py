@@ -10,9 +10,10 @@ Slugs are named by value (see meds1.store.identity), so `experiment=demo` and
 `experiment=demo curation.n_samples=<demo's own value>` meet in one directory. An override is dropped
 when the config composed without it resolves to the same values; one that is kept records which
 top-level keys it changes, from that same composition (no compose per stage), so an override names the
-slug of every stage whose resolved sections it changes, whatever its key (`eval.suite` also changes
-the curation's `decontamination.suite: ${eval.suite}`). Overrides that cannot change a result (`stage`,
-`paths.root`, launcher settings: `paths.slug_candidate`) are kept as given and cost nothing.
+slug of every stage whose resolved sections it changes, whatever its key (`model.system_prompt` also
+changes the curation's `format.system_prompt: ${model.system_prompt}`). Overrides that cannot change a
+result (`stage`, `paths.root`, launcher settings, endpoint settings: `identity.slug_candidate` and
+`identity.neutral_key`) are kept as given and name no slug.
 """
 
 from __future__ import annotations

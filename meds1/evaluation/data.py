@@ -38,7 +38,7 @@ from collections import Counter
 from pathlib import Path
 
 from meds1.errors import UserError
-from meds1.evaluation.suite_spec import SUITE_HUB_SCHEME, SuiteSpec, suite_specs
+from meds1.evaluation.suite_spec import SUITE_FILE_SUFFIXES, SUITE_HUB_SCHEME, SuiteSpec, suite_specs
 from meds1.hub import load_hub_dataset, resolve_data_path
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,6 @@ def question_id(source: str, question: str, options: dict[str, str]) -> str:
 
 
 TABLE_SUFFIXES = (".csv", ".parquet")  # tables as benchmarks ship them (GPQA's gpqa_diamond.csv)
-FILE_SUFFIXES = (".json", ".jsonl", *TABLE_SUFFIXES)
 
 
 def _read_table(file: Path) -> list[dict]:
@@ -135,9 +134,9 @@ def read_entry(spec: SuiteSpec) -> list[tuple[str, list, str | None]]:
         if absent:
             raise UserError(f"eval file {absent[0]} does not exist (data_files of {spec.path})")
     elif path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in FILE_SUFFIXES)
+        files = sorted(p for p in path.iterdir() if p.suffix in SUITE_FILE_SUFFIXES)
         if not files:
-            raise UserError(f"eval suite directory {path} holds no {', '.join(FILE_SUFFIXES)} files")
+            raise UserError(f"eval suite directory {path} holds no {', '.join(SUITE_FILE_SUFFIXES)} files")
     elif path.is_file():
         files = [path]
     else:

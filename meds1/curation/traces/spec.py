@@ -22,7 +22,6 @@ text and YAML, so `meds1/config/rules.py` checks a config's transforms at compos
 
 from __future__ import annotations
 
-import hashlib
 import re
 import string
 from dataclasses import dataclass, field
@@ -203,11 +202,11 @@ def load_transform(name: str) -> Transform:
     return parse_transform(path)
 
 
-def file_digests(trace: TraceConfig) -> dict[str, str]:
-    """A digest of every transform and perturbation YAML file a trace chain reads (shipped or the user's,
-    chained ones too), by name; {} without a chain. The stages' config hash includes it
-    (meds1/store/identity.py `config_hash`), so an edited file makes a new output instead of reusing one
-    made with the old text."""
+def trace_files(trace: TraceConfig) -> dict[str, Path]:
+    """Every transform and perturbation YAML file a trace chain reads (shipped or the user's, chained ones
+    too), by name; {} without a chain. Their content is part of the stages' identity
+    (meds1/store/identity.py), so an edited file makes a new output instead of reusing one made with the
+    old text."""
     paths: dict[str, Path] = {}
     pending = list(trace.transforms)
     while pending:
@@ -219,7 +218,7 @@ def file_digests(trace: TraceConfig) -> dict[str, str]:
     for spec in [str(perturbation)] * (perturbation is not None) + ["restore"] * trace.restore:
         if (path := PERTURBATION_DIR / f"{spec}.yaml").is_file():  # skip, shuffle...: no prompt
             paths[f"perturbation/{spec}"] = path
-    return {name: hashlib.sha256(path.read_bytes()).hexdigest()[:16] for name, path in paths.items()}
+    return paths
 
 
 def load_perturbation_spec(name: str) -> Transform:
