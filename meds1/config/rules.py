@@ -183,8 +183,6 @@ RANGES: dict[type, dict[str, Range]] = {
         "cpu_kv_cache_gb": POSITIVE,
     },
 }
-# The config sections each stage reads (the model is every stage's).
-STAGE_SECTIONS = {Stage.curate: ("curation",), Stage.train: ("trainer",), Stage.eval: ("eval", "inference")}
 
 
 def to_config(cfg: DictConfig, overrides: dict[str, list[str] | None] | list[str] | None = None) -> Config:
@@ -226,6 +224,7 @@ def _problems(config: Config) -> Iterator[str]:
         yield from _trainer_problems(config.trainer)
     if Stage.eval in config.stages:
         yield from _eval_problems(config)
+    yield from _report_problems(config)
     for key, template, fields in templates:
         try:
             template.format(**dict.fromkeys(fields, ""))
@@ -234,9 +233,12 @@ def _problems(config: Config) -> Iterator[str]:
 
 
 def _range_problems(config: Config) -> Iterator[str]:
-    """Numeric settings out of their range, in the sections the experiment's stages read (the parts of
-    them that are not disabled)."""
-    used = {"model", *(section for stage in config.stages for section in STAGE_SECTIONS[stage])}
+    """Numeric settings out of their range, in the sections the experiment's stages read (meds1.pipeline's
+    table; the parts of them that are not disabled)."""
+    used = {
+        *pipeline.COMMON_SECTIONS,
+        *(section for stage in config.stages for section in pipeline.get(stage).reads),
+    }
     names = [field.name for field in dataclasses.fields(config)]
     sections = {name for name in names if dataclasses.is_dataclass(getattr(config, name))}
     yield from _out_of_range(config, "", skip=sections - used)
@@ -361,6 +363,16 @@ def _eval_problems(config: Config) -> Iterator[str]:
             "eval.tts: the model was trained with curation.format.assistant_template; set "
             "eval.tts.think_start, eval.tts.think_end and eval.tts.answer_prefix to that template's markers"
         )
+
+
+BASELINES_DIR = Path(__file__).resolve().parent.parent / "data" / "baselines"  # one CSV per source paper
+
+
+def _report_problems(config: Config) -> Iterator[str]:
+    known = sorted(path.stem for path in BASELINES_DIR.glob("*.csv"))
+    for name in config.report.baselines:
+        if name not in known:
+            yield f"report.baselines: unknown baseline {name!r}; valid: {', '.join(known)}"
 
 
 def check_installed(config: Config) -> None:
