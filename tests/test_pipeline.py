@@ -25,6 +25,8 @@ LAYERS = {
     "meds1.pipeline": 1,
     "meds1.config.schema": 1,
     "meds1.curation.traces.spec": 1,
+    "meds1.curation.pool": 1,
+    "meds1.curation.annotators": 1,
     "meds1.evaluation.suite_spec": 1,
     "meds1.config.rules": 2,
     "meds1.store.identity": 2,

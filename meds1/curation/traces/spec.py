@@ -214,11 +214,22 @@ def trace_files(trace: TraceConfig) -> dict[str, Path]:
         if name not in paths:
             paths[name] = transform_path(name)
             pending += load_transform(name).chain
-    perturbation = trace.perturbation.type
-    for spec in [str(perturbation)] * (perturbation is not None) + ["restore"] * trace.restore:
-        if (path := PERTURBATION_DIR / f"{spec}.yaml").is_file():  # skip, shuffle...: no prompt
-            paths[f"perturbation/{spec}"] = path
+    for spec in prompted_perturbations(trace):
+        paths[f"perturbation/{spec}"] = PERTURBATION_DIR / f"{spec}.yaml"
     return paths
+
+
+def prompted_perturbations(trace: TraceConfig) -> list[str]:
+    """The perturbation and `restore` steps of `trace` that ask the LLM (those with a prompt file:
+    collapse_consecutive, answer, restore; skip, shuffle and add_irrelevant have none)."""
+    perturbation = trace.perturbation.type
+    steps = [str(perturbation)] * (perturbation is not None) + ["restore"] * trace.restore
+    return [step for step in steps if (PERTURBATION_DIR / f"{step}.yaml").is_file()]
+
+
+def calls_llm(trace: TraceConfig) -> bool:
+    """Whether `trace` asks the trace LLM anything: a transform with calls, or a prompted perturbation."""
+    return any(t.calls for t in expand(trace.transforms)) or bool(prompted_perturbations(trace))
 
 
 def load_perturbation_spec(name: str) -> Transform:
