@@ -72,7 +72,8 @@ def training() -> dict:
 
 def tests() -> dict:
     started = time.perf_counter()
-    command = [sys.executable, "-m", "pytest", "-q", "-m", "gpu or vllm", "-p", "no:cacheprovider"]
+    # One process (-n 0): the GPU tests and engines each take the GPU.
+    command = [sys.executable, "-m", "pytest", "-q", "-m", "gpu or vllm", "-n", "0", "-p", "no:cacheprovider"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     summary = (result.stdout.strip().splitlines() or ["(no output)"])[-1]
     print(result.stdout[-4000:], result.stderr[-2000:], sep="\n", file=sys.stderr)
