@@ -176,7 +176,8 @@ def rl(seconds: float, work: Path, out: Path) -> dict:
 
 def tests(seconds: float, work: Path, out: Path) -> dict:
     marks = "gpu" if bench_eval_gpu.unavailable("vllm") else "gpu or vllm"
-    command = [sys.executable, "-m", "pytest", "-q", "-m", marks, "-p", "no:cacheprovider"]
+    # One process (-n 0): the GPU tests and engines each take the GPU.
+    command = [sys.executable, "-m", "pytest", "-q", "-m", marks, "-n", "0", "-p", "no:cacheprovider"]
     return exit_status("tests", f"pytest -m '{marks}'", command, seconds, out / "pytest.log")
 
 

@@ -331,10 +331,11 @@ def test_llm_judge_and_labeler_through_a_real_openai_server(openai_server, tmp_p
     backend = load_model(llm.model, llm.inference, str(tmp_path))
     conversations = [[{"role": "user", "content": f"Is {x} the same as {x}? Yes or No."}] for x in ("A", "B")]
     for reply in ask(backend, conversations, parse_verdict, "Reply Yes or No.", llm, seed=0):
-        assert reply.status in ("ok", "unparseable")
-        assert reply.value == parse_verdict(reply.text)
+        assert reply.text and reply.status != "failed"  # the server's last reply is kept, for inspection
         if reply.status == "unparseable":
-            assert reply.attempts == 2  # asked again with a correction before giving up
+            assert reply.value is None and reply.attempts == 2  # asked again with a correction, then given up
+        else:  # a reply whose final word is Yes or No, on the first or the corrected attempt
+            assert reply.value in ("correct", "incorrect") and reply.attempts in (1, 2)
 
     rows = judged_rows()
     verdicts = judge_rows(rows, JudgeConfig(method="llm", llm=llm), lambda: backend, seed=0)

@@ -52,7 +52,7 @@ def code_lines(text: str):
 def run_py_command(line: str) -> tuple[dict[str, str], list[str]] | None:
     """(environment assignments, arguments) of the `run.py` call in a shell line, or None."""
     tokens = shlex.split(line, comments=True)
-    if "run.py" not in tokens:
+    if "run.py" not in tokens or "..." in tokens:  # `python run.py ...` in prose stands for any command
         return None
     at = tokens.index("run.py")
     head = tokens[:at]
