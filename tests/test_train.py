@@ -297,8 +297,10 @@ def test_model_that_cannot_be_loaded_is_named(make_config, tmp_path):
     chat = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
     cfg = make_config("experiment=demo", "stage=train", "model.build=null", f"model.path={not_a_model}")
     fake_curate_output(cfg, [chat] * 4)  # exactly one batch: trained on
-    with pytest.raises(UserError, match=f"cannot load model '{not_a_model}' \\(model.path\\)"):
+    unrecognized = f"^cannot load '{not_a_model}' \\(model.path\\): ValueError: Unrecognized model"
+    with pytest.raises(UserError, match=unrecognized) as error:
         train.run(cfg)
+    assert "hf download" not in str(error.value)  # a local directory: nothing to download
     missing = make_config("experiment=demo", "stage=train", "model.build=null", "model.path=/no/such/model")
     fake_curate_output(missing, [chat] * 4)
     with pytest.raises(UserError, match="model path /no/such/model does not exist"):

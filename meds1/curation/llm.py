@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from meds1.config.schema import InferenceBackend, LLMConfig
 from meds1.curation.unusable import cut
 from meds1.errors import UserError
+from meds1.hub import HubReadError
 from meds1.inference import Backend, Conversation, Generation, Sampling
 
 OK, UNPARSEABLE, FAILED = "ok", "unparseable", "failed"
@@ -40,7 +41,10 @@ def load_llm(llm: LLMConfig, cache_dir: str, key: str) -> Backend:
 
     if llm.inference.backend == "openai" and not llm.inference.base_url:
         raise UserError(f"{key}.inference.base_url is not set (the endpoint serving {llm.model.path})")
-    return load_backend(llm.inference, llm.model, model_path(llm.model, cache_dir))
+    try:
+        return load_backend(llm.inference, llm.model, model_path(llm.model, cache_dir))
+    except HubReadError as error:
+        raise error.named(f"{key}.model.path") from None
 
 
 def llm_spec(llm: LLMConfig, prompt: str) -> dict:
