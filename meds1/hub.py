@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from meds1.config.schema import SUITE_HUB_SCHEME
 from meds1.errors import UserError
+from meds1.evaluation.suite_spec import SUITE_HUB_SCHEME
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,11 @@
 """The stage table: everything meds1 knows about a stage, in one place, and the chain they form.
 
-Dispatch, `stage=all`, the SLURM plan and jobs, slugs and config hashes, status and the report all read
-this table. A stage's name is its `stage=` value, its directory under `<root>/<slug>/`, its job name and
-the key of its record in results.json (`experiments.<slug>.results.<name>`; med-s1's names for them are
-used only by the med-s1 import/export, meds1/medsone/results.py). Entry points and resource functions are
-named as `module:attribute` strings and imported only when called, so reading the table imports no
-stage code.
+Dispatch, `stage=all`, the SLURM plan and jobs, slugs and config hashes, the config's range checks,
+status and the report all read this table. A stage's name is its `stage=` value, its directory under
+`<root>/<slug>/`, its job name and the key of its record in results.json
+(`experiments.<slug>.results.<name>`; med-s1's names for them are used only by the med-s1 import/export,
+meds1/medsone/results.py). Entry points and resource functions are named as `module:attribute` strings
+and imported only when called, so reading the table imports no stage code.
 
 Adding a stage: add a row here and write its module (a `run(cfg) -> record` function).
 """
@@ -25,17 +25,19 @@ if TYPE_CHECKING:
 class StageSpec:
     name: str
     entry: str  # "module:function" that runs the stage: run(cfg) -> the record it adds to results.json
-    reads: tuple[str, ...]  # config sections that change its result, beyond those of the stages before it
+    reads: tuple[str, ...]  # config sections that change its result, beyond COMMON_SECTIONS and its input's
     resources: str  # what its job asks for: a config key ("trainer.resources") or a "module:function"(cfg)
     task_per_gpu: bool = False  # its job runs one task per GPU (a distributed process group)
     resumable: bool = False  # requeued on time-out/preemption, it resumes from its partial directory
 
 
+# What every stage reads: the model it starts from and the seed.
+COMMON_SECTIONS = ("model", "seed")
 PIPELINE = (
     StageSpec(
         name="curate",
         entry="meds1.stages.curate:run",
-        reads=("curation", "model", "seed"),
+        reads=("curation",),
         resources="meds1.curation.resources:curate_resources",
     ),
     StageSpec(
@@ -56,6 +58,8 @@ PIPELINE = (
 )
 BY_NAME = {stage.name: stage for stage in PIPELINE}
 STAGES = tuple(BY_NAME)
+# Every config section that some stage's result depends on.
+RESULT_SECTIONS = frozenset({*COMMON_SECTIONS, *(section for stage in PIPELINE for section in stage.reads)})
 # Commands that are not pipeline stages: the whole chain, and the report over the registry.
 COMMAND_ENTRIES = {"all": "meds1.stages.all:run", "report": "meds1.stages.report:run"}
 
@@ -117,6 +121,15 @@ def steps(cfg: Config) -> list[tuple[Config, str]]:
 def command_steps(cfg: Config) -> list[tuple[Config, str]]:
     """The (config, stage) pairs a command runs: the whole chain for stage=all, else the one stage."""
     return steps(cfg) if cfg.stage == "all" else [(cfg, cfg.stage)]
+
+
+def input_stage(stages: list[str], stage: str) -> str | None:
+    """The stage whose output `stage` reads: the one before it in the table, except that an experiment
+    that does not train evaluates the base model (its eval reads no stage's output)."""
+    index = STAGES.index(get(stage).name)
+    if index == 0 or (stage == "eval" and "train" not in stages):
+        return None
+    return STAGES[index - 1]
 
 
 def upstream(cfg: Config, stage: str) -> str | None:

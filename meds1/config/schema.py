@@ -15,6 +15,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from meds1.errors import UserError
+from meds1.layouts import LAYOUTS
 from meds1.pipeline import COMMAND_ENTRIES, STAGES  # the stage table
 
 COMMANDS = (*STAGES, *COMMAND_ENTRIES)
@@ -43,8 +45,8 @@ InferenceBackend = choices("InferenceBackend", "hf", "openai", "vllm")
 CurationMethod = choices("CurationMethod", "s1", "random", "all", "embedding-diversity")
 JudgeMethod = choices("JudgeMethod", "llm", "match")
 SpecialtyMethod = choices("SpecialtyMethod", "llm", "embedding", "column", "none")
-FormatLayout = choices("FormatLayout", "huatuo", "s1", "think", "nemotron")  # meds1/curation/formatting.py
-ThinkingLayout = choices("ThinkingLayout", "huatuo", "s1", "think", "nemotron")  # budget forcing's markers
+FormatLayout = choices("FormatLayout", *LAYOUTS)  # the chat layouts (meds1.layouts) training rows use
+ThinkingLayout = choices("ThinkingLayout", *LAYOUTS)  # the one whose markers budget forcing writes
 ClusterRanking = choices("ClusterRanking", "random", "cot-length")  # embedding-diversity, within a cluster
 EvalPrompting = choices("EvalPrompting", "plain", "step")  # step: med-s1's "Let's think step by step."
 EvalAggregate = choices("EvalAggregate", "mean", "majority")  # a question's score over its repeats
@@ -53,7 +55,11 @@ WeightsDtype = choices("WeightsDtype", "float32", "bfloat16", "float16")
 KeptCheckpoint = choices("KeptCheckpoint", "last", "best_eval_loss")
 CheckpointFormat = choices("CheckpointFormat", "sharded", "full")
 Reporter = choices("Reporter", "tensorboard", "wandb")
-ReportMetric = choices("ReportMetric", "accuracy", "accuracy_huatuo")
+# strict, then each harness's score (meds1.evaluation.harnesses)
+ReportMetric = choices(
+    "ReportMetric", "accuracy", "accuracy_huatuo", "accuracy_medreason", "accuracy_m1", "accuracy_medsone"
+)
+ReportAdjust = choices("ReportAdjust", "holm", "bh")  # multiplicity: Holm or Benjamini-Hochberg
 ReportOutput = choices("ReportOutput", "markdown", "csv", "plots", "html")
 
 
@@ -293,6 +299,7 @@ class FormatConfig:
 
     # huatuo: "## Thinking / ## Final Response"; s1: s1's think/answer markers (med-s1's `qwen`);
     # think: <think>...</think> then the answer; nemotron: med-s1's <think>{cot}</think>Answer: {response}
+    # (meds1.layouts)
     layout: FormatLayout = FormatLayout.huatuo
     system_prompt: str | None = None  # the curation YAMLs set ${model.system_prompt}
     assistant_template: str | None = None  # "{cot}"/"{response}" template; overrides `layout` when set
@@ -435,6 +442,24 @@ class TrainerConfig:
     # world size is gpus x nodes (meds1.pipeline.processes), which global_batch_size must divide.
     resources: Resources = field(default_factory=Resources)
 
+    def batch_sizes(self, world_size: int) -> tuple[int, int]:
+        """(per-device batch, gradient accumulation steps) giving exactly `global_batch_size` per step
+        over `world_size` processes; a UserError when it cannot."""
+        if self.global_batch_size % world_size:
+            raise UserError(
+                f"trainer.global_batch_size={self.global_batch_size} is not divisible by the world size "
+                f"{world_size}"
+            )
+        per_rank = self.global_batch_size // world_size
+        per_device = min(self.per_device_batch_size, per_rank)
+        if per_rank % per_device:
+            raise UserError(
+                f"trainer.per_device_batch_size={self.per_device_batch_size} does not divide the "
+                f"{per_rank} rows each of {world_size} process(es) takes per step "
+                f"(global batch {self.global_batch_size})"
+            )
+        return per_device, per_rank // per_device
+
 
 @dataclass
 class BudgetForcingConfig:
@@ -443,7 +468,7 @@ class BudgetForcingConfig:
     The answer starts with `think_start`; thinking stops at `think_end` (or end of turn) or after
     `budget` tokens. While budget is left, the first `num_ignore` stops are overridden by appending
     `ignore_str` and thinking on. Then `answer_prefix` is appended and the answer generated. The three
-    markers are those of `layout` (meds1.evaluation.budget_forcing.MARKERS) unless set here.
+    markers are those of `layout` (meds1.layouts) unless set here.
     """
 
     enabled: bool = False
@@ -454,44 +479,17 @@ class BudgetForcingConfig:
     think_start: str | None = None  # null: the layout's (set all three for a custom assistant_template)
     think_end: str | None = None
     answer_prefix: str | None = None
-    answer_max_tokens: int = 512  # >= the longest real final answer measured (README: Evaluation)
+    answer_max_tokens: int = 512  # >= the longest real final answer measured (docs/evaluation.md)
     chunk_size: int = 1024  # questions per round trip; predictions are saved after each chunk
 
 
 AnswerFormat = choices("AnswerFormat", "letter", "index0", "index1", "text")
-SUITE_HUB_SCHEME = "hf://"
-
-
-@dataclass
-class SuiteSpec:
-    """One benchmark of `eval.suite` and where its fields are (meds1/evaluation/data.py reads it).
-
-    An entry is a path / hub URI string (HuatuoGPT's eval_data.json shape) or a mapping with these keys.
-    Hydra cannot type a union of a string and a mapping, so `eval.suite` is `list[Any]` and
-    `meds1.config.rules.suite_specs` turns each entry into a SuiteSpec (failing at compose on a bad key).
-    """
-
-    path: str  # a file, a directory, pkg://meds1/..., or hf://OWNER/NAME (a hub dataset)
-    name: str | None = None  # the source name of every row; default: the row's `source`, else the file stem
-    question: str = "question"
-    options: str | list[str] = "options"  # a column of {letter: text} / [texts], or columns A, B, ...
-    answer: str = "answer_idx"
-    # letter | index0 | index1 | text (the option's text, whitespace-normalized); null: a letter, or an
-    # integer taken as a 0-based index (eval_data.json). An `answer` that is one of the option columns
-    # marks the correct option itself (GPQA's `Correct Answer`).
-    answer_format: AnswerFormat | None = None
-    shuffle: bool | None = None  # shuffle each question's options; null: when `answer` is an option column
-    seed: int = 0  # the shuffle's seed: the same seed gives the same option order in any process
-    keep: list[str] | None = None  # columns carried into predictions (null: all; a mapping: none)
-    split: str = "test"  # hub: the split
-    config: str | None = None  # hub: the config name
-    revision: str | None = None  # hub: pin a commit sha (hub datasets change under their branches)
-    data_files: str | list[str] | None = None  # the file(s) to read inside `path` (a hub repo or a directory)
 
 
 @dataclass
 class EvalConfig:
-    # Entries: paths/URIs or SuiteSpec mappings (`{path: ..., answer: label}`); see SuiteSpec
+    # Entries: paths/URIs or SuiteSpec mappings (`{path: ..., answer: label}`); see
+    # meds1.evaluation.suite_spec
     suite: list[Any] = MISSING
     max_per_source: int | None = None
     prompt: str = "Please answer the following multiple-choice question:\n{question}\n{options}"
@@ -548,11 +546,13 @@ class ReportConfig:
     # list of them; empty: all. (Any: a single name is one experiment, where a list type would refuse it.)
     experiments: Any = field(default_factory=list)
     group_by: str = "curation.method"  # config key whose value groups experiments into plot series
-    metric: ReportMetric = ReportMetric.accuracy  # what the plots show: accuracy (strict) or accuracy_huatuo
+    metric: ReportMetric = ReportMetric.accuracy  # what the plots show: accuracy (strict) or a harness's
     outputs: list[ReportOutput] = field(default_factory=lambda: list(ReportOutput))
     out_dir: str = "${paths.root}/report"
     status: bool = True  # print each experiment's stage status (not run/queued/running/done/failed)
     baseline: str | None = None  # an experiment (slug or command line): compare every other one against it
+    baselines: list[str] = field(default_factory=list)  # published results beside them (meds1/data/baselines)
+    adjust: ReportAdjust = ReportAdjust.holm  # the paired p-values' multiplicity adjustment (holm | bh)
     sources: list[str] = field(default_factory=list)  # eval sources (names or globs) shown; empty: all
 
 
