@@ -1,6 +1,7 @@
 """Training settings: batch arithmetic, process placement, SFT/FSDP arguments, and bad input."""
 
 import json
+import logging
 import os
 import signal
 import time
@@ -18,7 +19,7 @@ from meds1.store.workspace import stage_dir
 from meds1.training import distributed
 from meds1.training.distributed import DistributedEnv, detect
 from meds1.training.preemption import Preempted, PreemptionGuard
-from meds1.training.sft import check_options, last_checkpoint, sft_arguments
+from meds1.training.sft import SEGMENTS, check_options, last_checkpoint, log_start, sft_arguments
 
 
 def batch_sizes(global_batch: int, per_device: int, world: int) -> tuple[int, int]:
@@ -216,6 +217,28 @@ def test_guard_records_a_signal_and_restores_the_handlers():
         time.sleep(0.01)  # Python runs the handler between bytecodes
         assert guard.agreed_signal() == signal.SIGUSR2
     assert signal.getsignal(signal.SIGUSR2) is before
+
+
+def test_ctrl_c_while_training_checkpoints_first_and_a_second_ctrl_c_stops_at_once():
+    before = signal.getsignal(signal.SIGINT)
+    with PreemptionGuard() as guard:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)
+        assert guard.agreed_signal() == signal.SIGINT  # recorded: the step ends, a checkpoint is saved
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_run_without_a_checkpoint_to_resume_says_it_starts_over_and_why(tmp_path, caplog):
+    (tmp_path / SEGMENTS).write_text('{"from_step": 0, "to_step": 7, "runtime_s": 3.0}\n')
+    with caplog.at_level(logging.INFO, logger="meds1.training.sft"):
+        log_start(None, tmp_path, save_steps=100)
+    assert caplog.messages == [
+        "train: starting over from step 0: the 1 earlier run(s) here stopped at step 7, before any "
+        "checkpoint was saved (every trainer.save_steps=100 steps)"
+    ]
 
 
 def test_hand_over_calls_the_previous_handler_or_exits_with_128_plus_the_signal():
