@@ -408,3 +408,20 @@ def test_fp32_trained_weights_are_saved_in_the_model_dtype(make_config):
     assert dtypes == {"torch.bfloat16"}
     assert not list(saved.parent.glob("*.cast")) and (saved / "tokenizer_config.json").exists()
     assert AutoModelForCausalLM.from_pretrained(saved, dtype="auto").dtype == torch.bfloat16
+
+
+@pytest.mark.slow
+def test_a_run_shorter_than_the_logging_interval_logs_the_loss_its_record_holds(make_config, caplog):
+    from tests.test_train_masking import conversations
+
+    cfg = make_config("experiment=demo", "stage=train", "trainer.max_steps=2")
+    assert cfg.trainer.logging_steps > 2
+    fake_curate_output(cfg, conversations("huatuo", None, n=4))
+    with caplog.at_level(logging.INFO, logger="meds1.stages.train"):
+        metrics = train.run(cfg)["metrics"]
+    assert metrics["first_loss"] is None and metrics["last_loss"] is None  # no step was logged
+    [line] = [message for message in caplog.messages if message.startswith("train: 2 steps")]
+    assert line.startswith(
+        f"train: 2 steps, mean loss {metrics['train_loss']:.3f} (no step logged: the run is shorter than "
+        f"trainer.logging_steps={cfg.trainer.logging_steps}), "
+    )

@@ -79,14 +79,24 @@ def run(cfg: Config) -> dict:
         stop.hand_over()
     if env.is_main:
         log.info(
-            "train: %d steps, loss %.3f -> %.3f, %.0f tokens/s on %d process(es)",
+            "train: %d steps, %s, %.0f tokens/s on %d process(es)",
             metrics["global_step"],
-            metrics["first_loss"] or float("nan"),
-            metrics["last_loss"] or float("nan"),
+            loss_summary(metrics, cfg.trainer.logging_steps),
             metrics["tokens_per_second"] or 0,
             metrics["world_size"],
         )
     return record
+
+
+def loss_summary(metrics: dict, logging_steps: int) -> str:
+    """The losses the record holds, in words: the first and last logged, or the mean when no step was
+    logged (a run shorter than the logging interval)."""
+    if metrics["first_loss"] is None:
+        return (
+            f"mean loss {metrics['train_loss']:.3f} (no step logged: the run is shorter than "
+            f"trainer.logging_steps={logging_steps})"
+        )
+    return f"loss {metrics['first_loss']:.3f} -> {metrics['last_loss']:.3f}"
 
 
 def _commit(cfg: Config, workspace: StageWorkspace, record: dict) -> None:
