@@ -70,3 +70,18 @@ def test_the_gpu_acceptance_run_without_a_gpu_says_so_in_one_line(tmp_path):
         pytest.skip("a GPU is visible: accept_gpu would run")
     code, lines = run([sys.executable, "bench/accept_gpu.py"], tmp_path)
     assert (code, lines) == (2, ["accept_gpu: needs a CUDA GPU (torch sees none here); run it on a GPU node"])
+
+
+def test_the_device_entry_without_a_gpu_says_so_before_installing_anything(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: the entry would install the wheels and run")
+    code, lines = run(
+        [sys.executable, "bench/device/accept.py", "--target", str(tmp_path / "site")], tmp_path
+    )
+    assert (code, lines) == (
+        2,
+        ["accept: needs a CUDA GPU (torch sees none here); run it on the lent GPU machine"],
+    )
+    assert not (tmp_path / "site").exists()
