@@ -379,11 +379,20 @@ def check_installed(config: Config) -> None:
     """Raise a UserError if a backend the command's stages load is not installed (found, not imported).
 
     Checked where the stages run (before any of them starts), not at compose: a machine that only plans
-    or submits (a laptop, a login node) need not have vLLM."""
+    or submits (a laptop, a login node) need not have vLLM; its plan flags it (`missing_backends`)."""
     stages = {stage for _, stage in pipeline.command_steps(config)}
-    for key, inference in _inference_used(config, stages):
-        if inference.backend == InferenceBackend.vllm and find_spec("vllm") is None:
-            raise UserError(f"{key}=vllm needs vLLM: {VLLM_INSTALL}")
+    if missing := missing_backends(config, stages):
+        raise UserError(f"{missing[0]}=vllm needs vLLM: {VLLM_INSTALL}")
+
+
+def missing_backends(config: Config, stages: set[str]) -> list[str]:
+    """The keys of the vLLM backends that `stages` would load and this machine has not installed."""
+    keys = dict.fromkeys(
+        key
+        for key, inference in _inference_used(config, stages)
+        if inference.backend == InferenceBackend.vllm
+    )
+    return list(keys) if keys and find_spec("vllm") is None else []
 
 
 def _inference_used(config: Config, stages: set[str]) -> Iterator[tuple[str, InferenceConfig]]:

@@ -31,6 +31,7 @@ import pandas as pd
 
 from meds1.config.schema import DecontaminationConfig, DecontaminationMethod
 from meds1.errors import UserError
+from meds1.hub import HubReadError
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,8 @@ def eval_questions(decontamination: DecontaminationConfig) -> list[dict]:
 
     try:
         rows, _ = load_suite(list(decontamination.suite), key="curation.decontamination.suite")
+    except HubReadError:
+        raise  # names its entry and the local copy already
     except UserError as error:
         raise UserError(
             f"decontamination needs the eval suite: {error}. Point MEDS1_EVAL_DATA at it, set "

@@ -229,7 +229,11 @@ def annotate_difficulty(
 
     judge = difficulty.judge
     verdicts_cache = AnnotationCache(cfg.paths.cache, "verdicts", verdicts_spec(judge, answers_cache.key))
-    judge_model = functools.cache(lambda: load_model(judge.llm.model, judge.llm.inference, cfg.paths.cache))
+    judge_model = functools.cache(
+        lambda: load_model(
+            judge.llm.model, judge.llm.inference, cfg.paths.cache, "curation.difficulty.judge.llm.model.path"
+        )
+    )
 
     def compute_verdicts(ids: list[int]) -> pd.DataFrame:
         rows = by_id.loc[ids].join(answers)

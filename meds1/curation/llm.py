@@ -29,6 +29,7 @@ from meds1.curation.annotators import Annotator
 from meds1.curation.cache import AnnotationCache, kept
 from meds1.curation.unusable import cut
 from meds1.errors import UserError
+from meds1.hub import HubReadError
 from meds1.inference import Backend, Conversation, Generation, Sampling
 
 OK, UNPARSEABLE, FAILED = "ok", "unparseable", "failed"
@@ -51,12 +52,18 @@ class Reply:
         return cls(None, FAILED, error) if error is not None else cls(text, OK, text)
 
 
-def load_model(model: ModelConfig, inference: InferenceConfig, cache_dir: str) -> Backend:
-    """The backend serving `model` as `inference` says (an annotator's `model` and `inference`)."""
+def load_model(
+    model: ModelConfig, inference: InferenceConfig, cache_dir: str, model_key: str = "model.path"
+) -> Backend:
+    """The backend serving `model` as `inference` says (an annotator's `model` and `inference`);
+    `model_key` names the setting of `model.path` in a hub error."""
     from meds1.inference import load_backend
     from meds1.models import model_path
 
-    return load_backend(inference, model, model_path(model, cache_dir))
+    try:
+        return load_backend(inference, model, model_path(model, cache_dir))
+    except HubReadError as error:
+        raise error.named(model_key) from None
 
 
 def llm_spec(llm: LLMConfig, prompt: str) -> dict:
@@ -136,7 +143,8 @@ def preflight(
 ) -> Reply:
     """Send a judge's or labeler's first conversation alone, before annotating (see `check_first_reply`);
     any reply will do when its limit accepts every unusable one."""
-    backend = load_model(annotator.model, annotator.inference, cache_dir)
+    model_key = f"{annotator.key}.model.path" if annotator.llm is not None else "model.path"
+    backend = load_model(annotator.model, annotator.inference, cache_dir, model_key)
     if annotator.limit >= 1:
         parse = str
     try:

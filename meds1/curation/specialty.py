@@ -125,7 +125,12 @@ def annotate_specialties(
 
     if specialty.method == "llm":
         backend = functools.cache(
-            lambda: load_model(specialty.llm.model, specialty.llm.inference, cfg.paths.cache)
+            lambda: load_model(
+                specialty.llm.model,
+                specialty.llm.inference,
+                cfg.paths.cache,
+                "curation.specialty.llm.model.path",
+            )
         )
 
         def compute(ids: list[int]) -> pd.DataFrame:

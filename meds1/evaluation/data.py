@@ -39,7 +39,7 @@ from pathlib import Path
 
 from meds1.errors import UserError
 from meds1.evaluation.suite_spec import SUITE_FILE_SUFFIXES, SUITE_HUB_SCHEME, SuiteSpec, suite_specs
-from meds1.hub import load_hub_dataset, resolve_data_path
+from meds1.hub import load_hub_dataset, reading, resolve_data_path
 
 log = logging.getLogger(__name__)
 
@@ -112,21 +112,28 @@ def _read_file(file: Path) -> list[dict]:
     raise UserError(f"eval file {file} holds neither an object {{source: [rows]}} nor a list of rows")
 
 
-def _read_hub(spec: SuiteSpec) -> tuple[list[dict], str | None]:
+def _read_hub(spec: SuiteSpec, key: str, local: str) -> tuple[list[dict], str | None]:
     """(rows of the hub dataset `spec.path` (hf://OWNER/NAME) at `spec.revision`, the commit they were
-    read at: meds1.hub)."""
+    read at: meds1.hub). A failed read names `key` and the `local` copy to set it to."""
     name = spec.path[len(SUITE_HUB_SCHEME) :]
     pin_key = "`revision: <commit>` in its eval.suite entry"
-    dataset, commit = load_hub_dataset(name, spec.config, spec.split, spec.revision, spec.data_files, pin_key)
+    hub = {"repo_type": "dataset", "revision": spec.revision, "files": spec.data_files}
+    with reading(spec.path, key, local=local, **hub):
+        dataset, commit = load_hub_dataset(
+            name, spec.config, spec.split, spec.revision, spec.data_files, pin_key
+        )
     source = f"{name.rstrip('/').split('/')[-1]}_{spec.split}"
     return [{"source": source, **row} for row in dataset.to_list()], commit
 
 
-def read_entry(spec: SuiteSpec) -> list[tuple[str, list, str | None]]:
+def read_entry(spec: SuiteSpec, key: str, entry) -> list[tuple[str, list, str | None]]:
     """(label, raw rows, hub commit or None) for each file of one suite entry (a file, directory or hub
-    dataset)."""
+    dataset); `key` names the entry, `entry` is it as written (a string or a mapping)."""
     if spec.path.startswith(SUITE_HUB_SCHEME):
-        return [(spec.path, *_read_hub(spec))]
+        if isinstance(entry, str):  # the local copy keeps the URI's parameters
+            query = entry.partition("?")[2]
+            return [(spec.path, *_read_hub(spec, key, "hf://{dir}" + (f"?{query}" if query else "")))]
+        return [(spec.path, *_read_hub(spec, f"{key}.path", "hf://{dir}"))]
     path = resolve_data_path(spec.path)
     if spec.data_files:
         files = [path / name for name in _as_list(spec.data_files)]
@@ -257,8 +264,8 @@ def load_suite(
         raise UserError(str(problem)) from None
     rows: list[dict] = []
     skipped: dict[str, Counter] = {}
-    for spec in specs:
-        for label, raw_rows, commit in read_entry(spec):
+    for index, (entry, spec) in enumerate(zip(entries, specs, strict=True)):
+        for label, raw_rows, commit in read_entry(spec, f"{key}[{index}]", entry):
             file_rows = _normalize_file(label, raw_rows, spec, skipped)
             for row in file_rows if commit else ():
                 row["revision"] = commit

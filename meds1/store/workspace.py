@@ -32,7 +32,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from meds1.config.schema import Config
-from meds1.errors import MissingInputError, OutputConflictError, StageBusyError
+from meds1.errors import Interrupted, MissingInputError, OutputConflictError, StageBusyError
 from meds1.store import provenance
 from meds1.store.identity import (
     INPUTS,
@@ -268,14 +268,35 @@ class StageWorkspace:
                 "Discarding partial %s output from a different config, other files or force=true", self.stage
             )
             shutil.rmtree(self.partial)
-        elif self.partial.exists():
-            log.info("Resuming %s from %s", self.stage, self.partial)
+        elif self.holds_work():
+            log.info("%s: continuing with the work an earlier run kept in %s", self.stage, self.partial)
         self.partial.mkdir(parents=True, exist_ok=True)
         hash_file.write_text(self.hash)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind, error, trace) -> None:
+        """Release the lock; a run that ends early leaves its partial output only if it holds work (so no
+        stage looks interrupted that never started), and Ctrl-C becomes one line saying what was kept."""
+        kept = kind is None or self.holds_work()
+        if not kept:
+            shutil.rmtree(self.partial, ignore_errors=True)
         self._lock.release()
+        if kind is not None and issubclass(kind, KeyboardInterrupt) and not issubclass(kind, Interrupted):
+            command = stage_command(self.cfg, self.cfg.stage)
+            if kept:
+                raise Interrupted(
+                    f"{self.stage}: interrupted (Ctrl-C); the work it kept is in {self.partial}, and "
+                    f"`{command}` continues from it"
+                ) from None
+            raise Interrupted(
+                f"{self.stage}: interrupted (Ctrl-C) before it kept any work; `{command}` reruns it"
+            ) from None
+
+    def holds_work(self) -> bool:
+        """Whether the partial directory holds anything a rerun can use (more than its config hash)."""
+        return self.partial.is_dir() and any(
+            path.is_file() and path.name != PARTIAL_HASH for path in self.partial.rglob("*")
+        )
 
     @property
     def path(self) -> Path:

@@ -95,7 +95,9 @@ class TraceLLM:
         def compute(batch: list[int]) -> pd.DataFrame:
             conversations = [[{"role": "user", "content": unique[i]}] for i in batch]
             if self._backend is None:
-                self._backend = load_model(self.llm.model, self.llm.inference, self.cache_dir)
+                self._backend = load_model(
+                    self.llm.model, self.llm.inference, self.cache_dir, "curation.trace.llm.model.path"
+                )
             self.counts["sent"] += len(batch)
             generations = self._backend.generate(conversations, sampling)
             check_not_all_failed(generations, self.annotator.name, self.annotator.inference_key)
