@@ -285,7 +285,7 @@ class DecontaminationConfig:
     """Drop training rows that restate an eval question (reason `eval_overlap`)."""
 
     enabled: bool = True
-    suite: list[Any] = field(default_factory=list)  # SuiteSpec entries; the YAML sets ${eval.suite}
+    suite: list[Any] = field(default_factory=list)  # SuiteSpec entries: what the rows are checked against
     columns: list[str] = field(default_factory=lambda: ["Question"])  # the row's texts compared
     method: DecontaminationMethod = DecontaminationMethod.tfidf
     threshold: float = 0.65  # tfidf: cosine to one eval question at or above which a row is removed

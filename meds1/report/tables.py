@@ -303,6 +303,25 @@ def skipped_pivot(experiments: list[Experiment]) -> Pivot | None:
     return Pivot("Skipped eval rows", ["experiment", "source", "rows", "reasons"], body, note)
 
 
+def overlap_pivot(experiments: list[Experiment]) -> Pivot | None:
+    """Training rows that restate questions of eval sources the curation was not checked against (the
+    eval's `metrics.overlap`), per experiment and source; None when every source was checked."""
+    body = []
+    for exp in experiments:
+        overlap = (exp.metrics or {}).get("overlap") or {}
+        for source, counts in sorted((overlap.get("sources") or {}).items()):
+            share = f"{counts['training_rows']} of {overlap['training_rows']}"
+            rule = f"{overlap['method']} {overlap['rule']}"
+            body.append([exp.slug, source, str(counts["questions"]), share, rule])
+    note = (
+        "eval sources the model's training rows were not decontaminated against "
+        "(curation.decontamination.suite): how many training rows restate one of their questions, by the "
+        "decontamination rule; a number above 0 may be inflated by contamination"
+    )
+    header = ["experiment", "source", "questions", "training rows restating them", "rule"]
+    return Pivot("Training rows that restate eval questions", header, body, note) if body else None
+
+
 def _points(value: float) -> str:
     return f"{100 * value:+.1f}"
 

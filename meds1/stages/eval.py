@@ -8,7 +8,9 @@ sets k per source, as med-s1's DEFAULT_REPETITIONS did); with `eval.shuffle_opti
 also asked under K seeded orders of its options (meds1.evaluation.permutations); with
 `eval.tts.enabled` (`eval=tts`) answers go through s1 budget forcing. Writes `predictions.jsonl`,
 `metrics.json`, a per-source table in the log, and the metrics into the registry; `metrics.inference`
-names the backend and engine (with its version) that generated the answers.
+names the backend and engine (with its version) that generated the answers; for a trained model,
+`metrics.overlap` counts the training rows that restate questions of the sources its curation was not
+checked against (meds1/evaluation/overlap.py).
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from __future__ import annotations
 import json
 import logging
 
+from meds1 import pipeline
 from meds1.config.schema import Config
 from meds1.evaluation import generation, permutations
 from meds1.evaluation.data import load_suite, suite_record
 from meds1.evaluation.metrics import build_metrics, check_failures, log_table
+from meds1.evaluation.overlap import training_overlap
 from meds1.evaluation.predictions import write_predictions
 from meds1.models import model_path
 from meds1.stages import completed, record_result
@@ -32,7 +36,7 @@ PREDICTIONS = "predictions.jsonl"
 
 def evaluated_model(cfg: Config) -> str:
     """The fine-tuned model when the experiment trains, else the base model."""
-    if "train" in cfg.stages:
+    if pipeline.input_stage(cfg.stages, "eval") == "train":
         return str(require_complete(cfg, "train", "trained model") / "model")
     return model_path(cfg.model, cfg.paths.cache)
 
@@ -51,6 +55,8 @@ def run(cfg: Config) -> dict:
         check_failures(predictions, cfg.eval.max_failures, file)
         metrics = build_metrics(predictions, cfg, model, skipped, generation.engine(workspace.path))
         metrics["suite"] = suite_record(rows)
+        if pipeline.input_stage(cfg.stages, "eval") == "train":  # what its training rows were checked against
+            metrics["overlap"] = training_overlap(cfg, rows)
         write_predictions(file, predictions)
         (workspace.path / "metrics.json").write_text(json.dumps(metrics, indent=2))
         final = workspace.final

@@ -204,6 +204,24 @@ def _record_segment(out: Path, segment: dict) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def log_start(resume: Path | None, out: Path, save_steps: int) -> None:
+    """Say where training starts: from a checkpoint's step, or over from step 0 and why."""
+    if resume:
+        step = json.loads((resume / "trainer_state.json").read_text())["global_step"]
+        log.info("train: resuming from step %d (%s)", step, resume)
+        return
+    earlier = out / SEGMENTS
+    if earlier.exists():
+        runs = [json.loads(line) for line in earlier.read_text().splitlines() if line.strip()]
+        log.info(
+            "train: starting over from step 0: the %d earlier run(s) here stopped at step %d, before any "
+            "checkpoint was saved (every trainer.save_steps=%d steps)",
+            len(runs),
+            max(run["to_step"] for run in runs),
+            save_steps,
+        )
+
+
 def save_in_dtype(model_dir: Path, dtype: str) -> None:
     """Rewrite the saved model's weights and config in `dtype` (e.g. fp32-trained weights, served in bf16)."""
     from transformers import AutoModelForCausalLM
@@ -250,8 +268,8 @@ def train_sft(
     env = env or distributed.DistributedEnv()
     checkpoints = out / "checkpoints"
     resume = distributed.on_main(lambda: last_checkpoint(checkpoints), env)
-    if resume:
-        log.info("train: resuming from %s", resume)
+    if env.is_main:
+        log_start(resume, out, trainer_cfg.save_steps)
     train_rows, eval_rows = split_validation(dataset, trainer_cfg.validation_fraction, seed)
     model, tokenizer = load_model(
         model_path, revision, trainer_cfg.weights_dtype, trainer_cfg.attn_implementation
@@ -266,19 +284,28 @@ def train_sft(
             resumed_state = json.loads((resume / "trainer_state.json").read_text())
             start_step = resumed_state["global_step"]
             tokens_before = resumed_state.get("num_input_tokens_seen") or 0
+        device = "cuda" if torch.cuda.is_available() else "cpu"
         started = time.monotonic()
-        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        runtime = time.monotonic() - started
+
+        def segment() -> dict:
+            return {
+                "from_step": start_step,
+                "to_step": trainer.state.global_step,
+                "runtime_s": round(time.monotonic() - started, 2),
+                "world_size": env.world_size,
+                "device": device,
+            }
+
+        try:
+            result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        except BaseException:
+            if env.is_main:  # an attempt cut short still spent its time (no collective: ranks may be gone)
+                _record_segment(out, segment())
+            raise
+        this_run = segment()
+    runtime = this_run["runtime_s"]
     state = trainer.state
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    segment = {
-        "from_step": start_step,
-        "to_step": state.global_step,
-        "runtime_s": round(runtime, 2),
-        "world_size": env.world_size,
-        "device": device,
-    }
-    segments = distributed.on_main(lambda: _record_segment(out, segment), env)
+    segments = distributed.on_main(lambda: _record_segment(out, this_run), env)
     if stopper.signum:
         raise guard.preempted(stopper.signum, stopper.step)
 
