@@ -6,12 +6,15 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import random
 import re
 import shutil
 
+import numpy as np
 import pytest
 
 from meds1.errors import MissingInputError, UserError
+from meds1.evaluation.scoring import bootstrap_ci
 from meds1.report import paired, provenance, tables
 from meds1.report.experiments import Experiment, load_registry
 from meds1.report.paired import compare, mcnemar_exact, read_answers
@@ -121,6 +124,54 @@ def test_repeats_are_paired_by_run():
     del base["S/0"][1][1]
     row = only(compare("x", other, "base", base))
     assert row.n == 3 and row.difference == pytest.approx((0 + 0.5 + 0) / 3)
+
+
+def pairs_of(*questions: tuple[int, ...]) -> list[paired.Pair]:
+    """Pairs from each question's per-run differences d (-1, 0, +1)."""
+    return [
+        paired.Pair(d.count(-1) / len(d), d.count(1) / len(d), len(d), d.count(-1), d.count(1))
+        for d in questions
+    ]
+
+
+def test_one_run_per_question_is_exactly_the_question_bootstrap():
+    rng = random.Random(3)
+    questions = [(rng.choice((-1, 0, 0, 1, 1)),) for _ in range(500)]
+    d = np.array([q[0] for q in questions], dtype=float)
+    assert paired.hierarchical_paired_ci(pairs_of(*questions)) == bootstrap_ci(d)
+
+
+def test_runs_that_agree_add_no_width():
+    # Each question's two runs differ the same way: redrawing runs changes nothing, so the interval is
+    # the question bootstrap of the per-question differences, to the bit.
+    questions = [(1, 1)] * 30 + [(0, 0)] * 50 + [(-1, -1)] * 20
+    d = np.array([q[0] for q in questions], dtype=float)
+    assert paired.hierarchical_paired_ci(pairs_of(*questions)) == bootstrap_ci(d)
+
+
+def test_runs_that_disagree_widen_the_interval_by_hand():
+    # One question whose runs went +1 and -1: a redraw of its two runs has mean -1 (1/4), 0 (1/2) or
+    # +1 (1/4), so the percentiles are the extremes.
+    assert paired.hierarchical_paired_ci(pairs_of((1, -1))) == [-1.0, 1.0]
+    # 50 such questions: the resample's mean is X / 50 - 1 with X ~ Binomial(100, 1/2) (every question
+    # is alike, so only the 100 run redraws vary), whose 2.5% and 97.5% points are 40 and 60.
+    low, high = paired.hierarchical_paired_ci(pairs_of(*[(1, -1)] * 50))
+    assert low == pytest.approx(-0.2, abs=0.03) and high == pytest.approx(0.2, abs=0.03)
+    # Runs (+1, 0) on every question: each question's mean difference is 0.5, so resampling only the
+    # means gives [0.5, 0.5]; redrawing runs gives X / 100 with X ~ Binomial(100, 1/2): [0.40, 0.60].
+    assert bootstrap_ci(np.full(50, 0.5)) == [0.5, 0.5]
+    low, high = paired.hierarchical_paired_ci(pairs_of(*[(1, 0)] * 50))
+    assert low == pytest.approx(0.4, abs=0.03) and high == pytest.approx(0.6, abs=0.03)
+
+
+def test_compared_arms_with_repeats_get_the_hierarchical_interval():
+    # Two runs of 40 questions: in run 0 the experiment alone is right, in run 1 the baseline alone.
+    base = answers("S", [0] * 40, [1] * 40)
+    other = answers("S", [1] * 40, [0] * 40)
+    row = only(compare("x", other, "base", base))
+    assert (row.runs, row.difference, row.baseline_better, row.experiment_better) == (2, 0.0, 0, 0)
+    assert row.ci_low < -0.1 and row.ci_high > 0.1  # the per-question means alone would say [0, 0]
+    assert [row.ci_low, row.ci_high] == paired.hierarchical_paired_ci(pairs_of(*[(1, -1)] * 40))
 
 
 def test_read_answers_leaves_a_torn_file_alone(tmp_path):

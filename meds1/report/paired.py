@@ -7,8 +7,13 @@ arms answered it, and with `eval.repeats` runs are paired by run index (only the
 have for that question). Per question, d = the experiment's mean correctness over those runs minus
 the baseline's (with one run: -1, 0 or +1). Then, per source and overall:
 - difference: the mean of d, i.e. the experiment's accuracy minus the baseline's on those questions;
-- 95% CI: a paired percentile bootstrap resampling question ids, one resample for both arms (so a
-  resample of d), seeded (`meds1.evaluation.scoring.bootstrap_ci`);
+- 95% CI: a hierarchical paired percentile bootstrap, seeded: each resample draws the questions with
+  replacement, then each drawn question's paired runs with replacement (a run's two answers drawn
+  together), as `eval.interval=hierarchical` resamples one arm's questions and runs
+  (`hierarchical_paired_ci`). Seeds x questions: the spread between runs of a question widens the
+  interval, where resampling only the per-question means would take them as exact. With one run per
+  question it is exactly the paired bootstrap of d over question ids
+  (`meds1.evaluation.scoring.bootstrap_ci`);
 - p: McNemar's exact test, a two-sided exact binomial(1/2) test of b (questions where the baseline
   is better, d < 0) against c (the experiment is better, d > 0). With several runs this is the sign
   test on d, which is McNemar's test when there is one run; ties (d = 0) drop out.
@@ -17,13 +22,14 @@ the baseline's (with one run: -1, 0 or +1). Then, per source and overall:
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from meds1.evaluation.scoring import bootstrap_ci
+from meds1.evaluation.scoring import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED
 
 OVERALL = "overall"
 
@@ -79,21 +85,55 @@ def mcnemar_exact(b: int, c: int) -> float:
     return min(1.0, 2 * tail / 2**n)
 
 
-def summarize(
-    experiment: str, baseline: str, source: str, pairs: list[tuple[float, float, int]], unpaired: int
-):
-    """One row from (baseline mean, experiment mean, runs) per common question."""
-    base = np.array([b for b, _, _ in pairs])
-    other = np.array([o for _, o, _ in pairs])
+class Pair(NamedTuple):
+    """One question both arms answered, over the runs both have."""
+
+    baseline: float  # mean correctness over those runs
+    experiment: float
+    runs: int
+    baseline_only: int  # runs the baseline alone got right (d = -1 in that run)
+    experiment_only: int  # runs the experiment alone got right (d = +1)
+
+
+def hierarchical_paired_ci(pairs: list[Pair], samples: int = BOOTSTRAP_SAMPLES) -> list[float]:
+    """95% percentile interval of the mean paired difference, resampling questions, then each drawn
+    question's runs (both arms' answers of a run together), seeded.
+
+    A run's difference is -1, 0 or +1, so a question is described by its kind (runs, baseline-only,
+    experiment-only) and questions of a kind are exchangeable: a resample draws how many questions of
+    each kind it holds (a multinomial, as `bootstrap_ci` draws its levels), then each kind drawn k times
+    redraws its k x runs runs at once (Multinomial(k x runs, its shares of -1, +1, 0): the sum of k
+    independent redraws). The statistic is the mean over the drawn questions of their redrawn run means.
+    With one run per question the second draw changes nothing and the kinds are bootstrap_ci's levels,
+    in the same order, so the interval is bootstrap_ci's to the bit."""
+    found = Counter((pair.runs, pair.baseline_only, pair.experiment_only) for pair in pairs)
+    kinds = sorted(found, key=lambda kind: ((kind[2] - kind[1]) / kind[0], *kind))  # by d, as levels
+    counts = np.array([found[kind] for kind in kinds])
+    n = len(pairs)
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    drawn = rng.multinomial(n, counts / n, size=samples)  # (samples, kinds): questions of each kind
+    total = np.zeros(samples)
+    for column, (runs, minus, plus) in enumerate(kinds):
+        shares = np.array([minus, plus, runs - minus - plus]) / runs
+        redrawn = rng.multinomial(drawn[:, column] * runs, shares)
+        total += (redrawn[:, 1] - redrawn[:, 0]) / runs
+    low, high = np.percentile(total / n, [2.5, 97.5])
+    return [float(low), float(high)]
+
+
+def summarize(experiment: str, baseline: str, source: str, pairs: list[Pair], unpaired: int) -> Paired:
+    """One row from the questions both arms answered."""
+    base = np.array([pair.baseline for pair in pairs])
+    other = np.array([pair.experiment for pair in pairs])
     d = other - base
-    low, high = bootstrap_ci(d)
+    low, high = hierarchical_paired_ci(pairs)
     b, c = int((d < 0).sum()), int((d > 0).sum())
     return Paired(
         experiment,
         baseline,
         source,
         len(pairs),
-        max(runs for _, _, runs in pairs),
+        max(pair.runs for pair in pairs),
         unpaired,
         float(base.mean()),
         float(other.mean()),
@@ -108,7 +148,7 @@ def summarize(
 
 def compare(experiment: str, answers: Answers, baseline: str, baseline_answers: Answers) -> list[Paired]:
     """Per source (sorted), then overall; [] when the two arms share no question (and run)."""
-    pairs: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
+    pairs: dict[str, list[Pair]] = defaultdict(list)
     unpaired: dict[str, int] = defaultdict(int)
     for qid in sorted(answers.keys() | baseline_answers.keys()):  # a fixed order: reproducible sums
         source, base_runs = baseline_answers.get(qid) or (answers[qid][0], {})
@@ -117,8 +157,13 @@ def compare(experiment: str, answers: Answers, baseline: str, baseline_answers: 
         if not runs:
             unpaired[source] += 1
             continue
-        base = sum(base_runs[r] for r in runs) / len(runs)
-        pairs[source].append((base, sum(other_runs[r] for r in runs) / len(runs), len(runs)))
+        base = other = baseline_only = experiment_only = 0
+        for run in runs:
+            b, o = base_runs[run], other_runs[run]
+            base, other = base + b, other + o
+            baseline_only, experiment_only = baseline_only + (b and not o), experiment_only + (o and not b)
+        count = len(runs)
+        pairs[source].append(Pair(base / count, other / count, count, baseline_only, experiment_only))
     rows = [
         summarize(experiment, baseline, source, pairs[source], unpaired[source]) for source in sorted(pairs)
     ]

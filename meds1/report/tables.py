@@ -351,7 +351,8 @@ def paired_pivot(
     note = (
         "n: questions both answered (unpaired: answered by one only, left out); runs: eval runs paired by "
         "index; strict accuracy, %; difference: experiment - baseline, points, 95% paired bootstrap over "
-        "questions; b / c: questions only the baseline / only the experiment got right (by mean over runs); "
+        "questions (then their runs, with repeats); b / c: questions only the baseline / only the "
+        "experiment got right (by mean over runs); "
         f"p: McNemar's exact two-sided test; adjusted: {ADJUST_LABELS[adjust]} over every row of this table "
         "(report.adjust); MDE: the smallest difference, in points, these questions detect at the two arms' "
         "accuracies with power 0.8, alpha 0.05 (meds1.report.multiplicity); within noise: |difference| < MDE"
