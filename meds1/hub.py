@@ -102,7 +102,7 @@ def download_command(
 @functools.cache
 def _shipped_env_defaults() -> tuple[tuple[str, str], ...]:
     """(variable, default) of every `${oc.env:VARIABLE,default}` in the shipped config."""
-    from meds1.config.compose import CONF_DIR
+    from meds1.config.schema import CONF_DIR
 
     return tuple(
         (variable, default.strip().strip("'\""))

@@ -101,6 +101,7 @@ def test_which_files_each_stage_reads(make_config, rows, tmp_path):
         "experiment=demo",
         f"curation.source.path={rows}",
         "curation.specialty.method=llm",
+        "curation.specialty.llm.inference.base_url=http://127.0.0.1:9/v1",
         f"curation.specialty.taxonomy={taxonomy}",
         f"curation.decontamination.suite=[{suite[0]}]",
         f"eval.suite=[{suite[0]},'{suite[1]}']",

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 # Lower layers never import higher ones: entry/plugin -> cli/launch/stages -> domain -> core. The core has
 # layers of its own: errors and provenance; the stage table and the schema (which name each other's types);
 # the rules, the registry; paths; slugs and stage directories; compose (so the schema never reaches back to
-# what composes it); the hub reads on top.
+# what composes it).
 LAYERS = {
     "meds1.errors": 0,
     "meds1.layouts": 0,
@@ -27,12 +27,12 @@ LAYERS = {
     "meds1.curation.pool": 1,
     "meds1.curation.annotators": 1,
     "meds1.evaluation.suite_spec": 1,
+    "meds1.hub": 1,
     "meds1.config.rules": 2,
     "meds1.store.identity": 2,
     "meds1.store.registry": 3,
     "meds1.config.compose": 4,
     "meds1.store.workspace": 4,
-    "meds1.hub": 5,  # names the shipped config's environment variables (compose.CONF_DIR)
     "meds1.models": 6,
     "meds1.curation": 6,
     "meds1.inference": 6,

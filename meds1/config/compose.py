@@ -21,13 +21,12 @@ from __future__ import annotations
 import copy
 import functools
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from meds1.config.rules import to_config
-from meds1.config.schema import Config, register_configs
+from meds1.config.schema import CONF_DIR, Config, register_configs
 from meds1.store.identity import changed_keys, slug_candidate
 
 
@@ -131,7 +130,6 @@ def global_composer(config_name: str = "config") -> Composer:
     return Composer(lambda groups: compose(config_name, overrides=list(groups)), repository.group_exists)
 
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def compose(overrides: list[str] = ()) -> Config:

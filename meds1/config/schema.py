@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -18,6 +19,8 @@ from omegaconf import MISSING
 from meds1.errors import UserError
 from meds1.layouts import LAYOUTS
 from meds1.pipeline import COMMAND_ENTRIES, STAGES  # the stage table
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the YAML tree these types describe
 
 COMMANDS = (*STAGES, *COMMAND_ENTRIES)
 
