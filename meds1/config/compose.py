@@ -130,8 +130,6 @@ def global_composer(config_name: str = "config") -> Composer:
     return Composer(lambda groups: compose(config_name, overrides=list(groups)), repository.group_exists)
 
 
-
-
 def compose(overrides: list[str] = ()) -> Config:
     """Compose the typed, validated config for these command-line overrides."""
     searchpath = any(o.startswith(("hydra.searchpath=", "+hydra.searchpath=")) for o in overrides)
