@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import statistics
+import subprocess
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +19,7 @@ from meds1.report.experiments import Experiment
 
 
 def test_every_shipped_baseline_is_as_printed_its_average_the_mean_of_its_benchmarks():
-    assert baselines.names() == ["m1", "medreason"]
+    assert baselines.names() == ["huatuogpt-o1", "m1", "medreason", "medsone"]
     for name, (models, benchmarks, rounding) in {"m1": (25, 10, 0.006), "medreason": (11, 6, 0.051)}.items():
         rows = baselines.load(name)
         assert {row.harness for row in rows} <= set(HARNESSES)
@@ -35,8 +38,62 @@ def test_every_shipped_baseline_is_as_printed_its_average_the_mean_of_its_benchm
     assert m1["HuatuoGPT-o1-7B", "PubMedQA_test"] == pytest.approx(0.786)
 
 
+def test_huatuogpt_o1s_tables_as_printed():
+    rows = baselines.load("huatuogpt-o1")
+    assert {row.harness for row in rows} == {"huatuo"}
+    scores: dict[str, dict[str, float]] = defaultdict(dict)
+    for row in rows:
+        scores[row.model][row.benchmark] = row.accuracy
+    table1 = [model for model, found in scores.items() if "overall" in found]
+    assert len(table1) == 21 and len(scores) == 21 + 7  # Table 1's models, then Table 2's other ablations
+    assert scores["HuatuoGPT-o1-8B"] == pytest.approx(
+        {
+            "MedQA_USLME_test": 0.726,
+            "MedMCQA_validation": 0.604,
+            "PubMedQA_test": 0.792,
+            "overall": 0.639,  # Table 1's Avg.: of its seven columns, four of them split MMLU-Pro and GPQA
+            "MMLU-Pro_Medical_test": 0.631,  # Table 2's MMLU-Pro (Med): Health and Biology pooled
+            "GPQA_Medical_test": 0.575,
+        }
+    )
+    assert scores["HuatuoGPT-o1-70B"]["MedQA_USLME_test"] == pytest.approx(0.833)
+    assert "Table 2" in next(r.source for r in rows if r.benchmark == "GPQA_Medical_test")
+    # Table 2's MMLU-Pro (Med) is Table 1's Health (818 questions) and Biology (717) pooled: 1,535, the
+    # size of HuatuoGPT's MMLU-Pro_Medical_test. LLaMA-3.1-8B: (818 x 52.7 + 717 x 64.6) / 1535 = 58.26.
+    assert scores["LLaMA-3.1-8B-Instruct"]["MMLU-Pro_Medical_test"] == pytest.approx(0.582)
+
+
+MED_S1 = Path("/work/.mirror/som-shahlab+med-s1/repo")
+
+
+def test_medsones_own_results_as_its_files_hold_them():
+    rows = baselines.load("medsone")
+    assert {row.harness for row in rows} == {"huatuo"} and len({row.model for row in rows}) == 68
+    found = {(row.model, row.benchmark): row.accuracy for row in rows}
+    assert found["base", "MedQA_USLME_test"] == pytest.approx(0.6010, abs=5e-5)
+    assert found["huatuo", "GPQA_Medical_test"] > 0 and ("qwen-32b-test", "MedQA_USLME_test") not in found
+    if not MED_S1.is_dir():
+        pytest.skip(f"med-s1 mirror {MED_S1} is absent")
+    results = json.loads(git_show(MED_S1, "d15c393:results.json"))["experiments"]
+    for name, entry in results.items():
+        summary_file = ((entry.get("results") or {}).get("eval") or {}).get("summary_file")
+        if not summary_file:
+            continue
+        summary = json.loads(git_show(MED_S1, f"d15c393:results/{Path(summary_file).name}"))["summary"]
+        for source, m in summary.items():
+            assert found[name, source] == pytest.approx(m["accuracy"], abs=5e-5), (name, source)
+            assert "num_correct" in m  # written by the scorer before d15c393: HuatuoGPT's rule
+
+
+def git_show(git_dir: Path, spec: str) -> str:
+    return subprocess.run(
+        ["git", "--git-dir", str(git_dir), "show", spec], capture_output=True, text=True, check=True
+    ).stdout
+
+
 def test_an_unknown_baseline_is_one_line_naming_the_valid_ones():
-    with pytest.raises(UserError, match=r"report.baselines: unknown baseline 'm2'; valid: m1, medreason"):
+    valid = "huatuogpt-o1, m1, medreason, medsone"
+    with pytest.raises(UserError, match=rf"report.baselines: unknown baseline 'm2'; valid: {valid}"):
         compose(["stage=report", "report.baselines=[m2]"])
     assert compose(["stage=report", "report.baselines=[m1,medreason]"]).report.baselines == [
         "m1",

@@ -7,6 +7,12 @@ table and code commit. Shipped:
 
 - `m1`: m1's Table 1 (arXiv 2504.00869; UCSC-VLAA/m1@c65dfc6 harness): 25 models on 10 benchmarks.
 - `medreason`: MedReason's README table (UCSC-VLAA/MedReason@02b51f1 assets/tab3.png): 11 models on 6.
+- `huatuogpt-o1`: HuatuoGPT-o1's Tables 1 and 2 (arXiv 2412.18925, the assets/paper.pdf of
+  FreedomIntelligence/HuatuoGPT-o1@2c8d7fc; its README has no table): 21 models on MedQA, MedMCQA,
+  PubMedQA and Table 1's average (its MMLU-Pro and GPQA columns split tracks no meds1 source holds);
+  Table 2's pooled MMLU-Pro (Med) and GPQA (Med) for the 8B model, its base and its ablations.
+- `medsone`: med-s1's own results (som-shahlab/med-s1@d15c393 results.json and the results/*_eval.json
+  it names): 68 experiments, scored by its scorer before d15c393 changed it, i.e. HuatuoGPT-o1's rule.
 
 `report.baselines=[m1]` shows them beside the chosen experiments under the same harness's score
 (`accuracy_m1` for m1's numbers): published, so neither paired nor with an interval. A benchmark that
