@@ -13,6 +13,7 @@ from meds1.evaluation.data import load_suite
 from meds1.evaluation.import_outputs import import_outputs, main
 from meds1.report.paired import compare, read_answers
 from meds1.stages import report
+from tests.test_hub import GPQA_COLUMNS
 
 DEMO = "pkg://meds1/data/demo_eval.json"
 
@@ -146,13 +147,6 @@ def test_outputs_that_match_no_question_are_one_line(tmp_path, demo_rows, capsys
     assert "not an m1 results file" in capsys.readouterr().err
 
 
-GPQA_COLUMNS = [
-    "Question",
-    "Incorrect Answer 1",
-    "Incorrect Answer 2",
-    "Incorrect Answer 3",
-    "Correct Answer",
-]
 # Made-up questions in GPQA's columns (GPQA's authors ask that its questions not be posted in plain text).
 FAKE_GPQA = [
     ["Which organelle holds the citric acid cycle?", "Nucleus", "Golgi body", "Lysosome", "Mitochondrion"],

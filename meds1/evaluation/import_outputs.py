@@ -51,7 +51,7 @@ DEFAULT_EVAL = {"m1": "m1", "lm-eval": "gpqa-diamond"}
 IMPORTED = "imported"  # <root>/imported/<name>/
 
 
-def read_m1(file: Path, spec: SuiteSpec) -> list[dict]:
+def read_m1(file: Path) -> list[dict]:
     """Answers of one m1 results file (see the module doc), each with `raw` (its eval row)."""
     rows = _json(file)
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
@@ -74,7 +74,7 @@ def read_m1(file: Path, spec: SuiteSpec) -> list[dict]:
     return answers
 
 
-def read_lm_eval(file: Path, spec: SuiteSpec) -> list[dict]:
+def read_lm_eval(file: Path) -> list[dict]:
     """Answers of one lm-evaluation-harness samples file, a run per response, the options as shown."""
     answers = []
     for number, line in enumerate(file.read_text().splitlines(), start=1):
@@ -200,7 +200,7 @@ def import_outputs(
     spec = SuiteSpec(path="") if fmt == "m1" else suite_specs(list(cfg.eval.suite))[0]
     answers, offset = [], 0
     for file in files:
-        found = READERS[fmt](Path(file), spec)
+        found = READERS[fmt](Path(file))
         answers += [{**answer, "run": answer["run"] + offset} for answer in found]
         offset = max([answer["run"] for answer in answers], default=-1) + 1
     predictions, counts = match(answers, suite, spec)
