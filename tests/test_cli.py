@@ -59,7 +59,10 @@ def own_configs(tmp_path):
             "accuracy_medsone",
         ),
         (["report.adjust=bonferroni"], "report.adjust='bonferroni': valid: holm, bh"),
-        (["report.baselines=[m2]"], "report.baselines: unknown baseline 'm2'; valid: m1, medreason"),
+        (
+            ["report.baselines=[m2]"],
+            "report.baselines: unknown baseline 'm2'; valid: huatuogpt-o1, m1, medreason, medsone",
+        ),
         (["report.outputs=[pdf]"], "report.outputs[0]='pdf': valid: markdown, csv, plots, html"),
         (["curation.n_samples=-1"], "curation.n_samples=-1: must be >= 0"),
         (
