@@ -15,6 +15,7 @@ from PIL import Image
 
 from meds1.config.compose import compose
 from meds1.errors import MissingInputError, UserError
+from meds1.evaluation import harnesses
 from meds1.report import plots, provenance
 from meds1.report.experiments import experiments, load_registry
 from meds1.report.status import statuses
@@ -333,7 +334,8 @@ def test_index_html_renders_in_headless_chromium(full_report, data, tmp_path):
         assert image["complete"] and image["width"] > 0 and image["shown"] > 0, image
     with_eval = {s for s, e in data["experiments"].items() if "eval" in e["results"]}
     provenance_rows = [row[0] for row in provenance.rows(chosen(data))]
-    assert sorted(shown["rows"]) == sorted([*with_eval] * 3 + provenance_rows)  # results, then provenance
+    per_experiment = 2 + len(harnesses.LABELS)  # strict, one row per harness, question counts
+    assert sorted(shown["rows"]) == sorted([*with_eval] * per_experiment + provenance_rows)
     assert shown["status"] == sum(len(e["config"]["stages"]) for e in data["experiments"].values())
 
     screenshot = tmp_path / "page.png"
