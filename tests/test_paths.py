@@ -200,32 +200,36 @@ def test_distinct_override_lists_give_distinct_slugs():
 
 
 @pytest.mark.parametrize(
-    ("before", "after"),
+    ("before", "after", "differs"),
     [
-        ({"a": 1, "resources": {"gpus": 1}}, {"a": 1, "resources": {"gpus": 4}}),
-        ({"api_key": "x", "b": [1]}, {"api_key": "y", "b": [1]}),
-        ({"api_key": None}, {"api_key": "y"}),
-        ({"b": [{"resources": 1, "c": 2}]}, {"b": [{"resources": 2, "c": 2}]}),
-        ({"b": [{"c": 2}]}, {"b": [{"c": 3}]}),
-        ({"b": [1, 2]}, {"b": [1]}),
-        ({"b": {"c": None}}, {"b": {}}),
-        ({"b": 1}, {"b": "1"}),
-        ({"b": {"hf_token": "s", "d": 1}}, {"b": {"hf_token": "t", "d": 2}}),
+        ({"a": 1, "resources": {"gpus": 1}}, {"a": 1, "resources": {"gpus": 4}}, False),  # where it runs
+        ({"api_key": "x", "b": [1]}, {"api_key": "y", "b": [1]}, False),  # a secret's value is not hashed
+        ({"api_key": None}, {"api_key": "y"}, True),  # ... whether one is set is
+        ({"b": [{"resources": 1, "c": 2}]}, {"b": [{"resources": 2, "c": 2}]}, False),
+        ({"b": [{"c": 2}]}, {"b": [{"c": 3}]}, True),
+        ({"b": [1, 2]}, {"b": [1]}, True),
+        ({"b": {"c": None}}, {"b": {}}, True),
+        ({"b": 1}, {"b": "1"}, True),
+        ({"b": {"hf_token": "s", "d": 1}}, {"b": {"hf_token": "t", "d": 1}}, False),
+        ({"b": {"hf_token": "s", "d": 1}}, {"b": {"hf_token": "t", "d": 2}}, True),
         (
             {"inference": {"base_url": "a", "served_model": "m"}},
             {"inference": {"base_url": "b", "served_model": "m"}},
+            False,  # where the endpoint lives
         ),
         (
             {"inference": {"base_url": "a", "served_model": "m"}},
             {"inference": {"base_url": "a", "served_model": "n"}},
+            True,  # which model answers
         ),
-        ({"base_url": "a"}, {"base_url": "b"}),  # not an inference setting: a result value
+        ({"base_url": "a"}, {"base_url": "b"}, True),  # not an inference setting: a result value
     ],
 )
-def test_what_names_a_slug_is_what_is_hashed(before, after):
+def test_what_differs_for_a_slug_is_what_is_hashed(before, after, differs):
     from meds1.store.identity import result_differs, result_view
 
-    assert result_differs(before, after) == (result_view(before) != result_view(after))
+    assert result_differs(before, after) == differs
+    assert (result_view(before) != result_view(after)) == differs
 
 
 def test_where_an_endpoint_lives_is_not_what_the_experiment_is(make_config):
