@@ -154,7 +154,7 @@ def test_a_model_its_tokenizer_and_the_token_limit_tokenizer_offline_are_one_lin
     token_limit tokenizer."""
     from transformers import AutoTokenizer
 
-    from meds1.curation.llm import load_llm
+    from meds1.curation.llm import load_model
     from meds1.curation.source import drop_long_rows
     from meds1.models import from_pretrained
 
@@ -167,7 +167,7 @@ def test_a_model_its_tokenizer_and_the_token_limit_tokenizer_offline_are_one_lin
     llm.model.path = "Qwen/Qwen2.5-0.5B-Instruct"
     key = "curation.difficulty.judge.llm"
     with pytest.raises(HubReadError, match=rf"\({key}.model.path\): .* and set {key}.model.path=DIR$"):
-        load_llm(llm, cfg.paths.cache, key)
+        load_model(llm.model, llm.inference, cfg.paths.cache, f"{key}.model.path")
     limit = compose(["experiment=random-1k", "curation/source=nejmcr"]).curation.source.token_limit
     with pytest.raises(HubReadError) as error:
         drop_long_rows(None, limit)
