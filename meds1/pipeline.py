@@ -25,10 +25,12 @@ if TYPE_CHECKING:
 class StageSpec:
     name: str
     entry: str  # "module:function" that runs the stage: run(cfg) -> the record it adds to results.json
-    reads: tuple[str, ...]  # config sections that change its result, beyond those of the stages before it
+    reads: tuple[str, ...]  # config sections that change its result, beyond those of the stage it reads
     resources: str  # what its job asks for: a config key ("trainer.resources") or a "module:function"(cfg)
     task_per_gpu: bool = False  # its job runs one task per GPU (a distributed process group)
     resumable: bool = False  # requeued on time-out/preemption, it resumes from its partial directory
+    # The stages whose output it reads, by preference: the first of them the experiment runs (see `input_of`)
+    inputs: tuple[str, ...] = ()
 
 
 PIPELINE = (
@@ -45,6 +47,16 @@ PIPELINE = (
         resources="trainer.resources",
         task_per_gpu=True,
         resumable=True,
+        inputs=("curate",),
+    ),
+    StageSpec(
+        name="rl",
+        entry="meds1.stages.rl:run",
+        reads=("rl",),
+        resources="rl.resources",
+        task_per_gpu=True,
+        resumable=True,
+        inputs=("train",),  # rl.init=train; with rl.init=base it starts from `model` (no train stage)
     ),
     StageSpec(
         name="eval",
@@ -52,6 +64,7 @@ PIPELINE = (
         reads=("eval", "inference"),
         resources="inference.resources",
         resumable=True,
+        inputs=("rl", "train"),  # the model the experiment made last; without either, `model`
     ),
 )
 BY_NAME = {stage.name: stage for stage in PIPELINE}
@@ -99,6 +112,14 @@ def processes(name: str, resources: Resources) -> int:
     return tasks_per_node(name, resources) * resources.nodes
 
 
+def input_of(stages: list[str], name: str) -> str | None:
+    """The stage whose output stage `name` reads in an experiment running `stages` (None: its first
+    stage, or eval of the untrained model). A stage outside `stages` (`stage=rl` of an experiment that
+    does not list it) reads what it would read in the whole table's chain."""
+    chain = stages if name in stages else STAGES
+    return next((stage for stage in get(name).inputs if stage in chain), None)
+
+
 def base_variant(cfg: Config) -> Config:
     """The same experiment evaluating the untrained model, recorded as `<name>-base`."""
     return dataclasses.replace(
@@ -106,9 +127,22 @@ def base_variant(cfg: Config) -> Config:
     )
 
 
+def sft_variant(cfg: Config) -> Config:
+    """The same experiment without its RL stage, evaluating the SFT model RL starts from: `<name>-sft`."""
+    return dataclasses.replace(
+        cfg,
+        name=f"{cfg.name}-sft",
+        stages=[stage for stage in cfg.stages if stage != "rl"],
+        description=f"{cfg.name}'s SFT model, before RL",
+    )
+
+
 def steps(cfg: Config) -> list[tuple[Config, str]]:
-    """(config, stage) in run order: the experiment's stages, then the untrained model's eval if asked."""
+    """(config, stage) in run order: the experiment's stages, then the evals of the models it started
+    from, if asked: the SFT model RL starts from (`compare_sft`), the untrained model (`compare_base`)."""
     chain = [(cfg, stage) for stage in cfg.stages]
+    if cfg.compare_sft and "rl" in cfg.stages and "train" in cfg.stages:
+        chain.append((sft_variant(cfg), "eval"))
     if cfg.compare_base:
         chain.append((base_variant(cfg), "eval"))
     return chain
@@ -121,6 +155,4 @@ def command_steps(cfg: Config) -> list[tuple[Config, str]]:
 
 def upstream(cfg: Config, stage: str) -> str | None:
     """The stage whose output `stage` reads in this experiment (None for its first stage)."""
-    order = cfg.stages if stage in cfg.stages else list(STAGES)
-    index = order.index(stage)
-    return order[index - 1] if index > 0 else None
+    return input_of([str(s) for s in cfg.stages], stage)

@@ -102,10 +102,11 @@ def test_a_group_choice_that_changes_the_config_names_the_slug(make_config):
 
 
 def test_an_override_names_every_stage_whose_resolved_config_it_changes(make_config):
-    # The demo curation's decontamination suite is `${eval.suite}`: another eval suite curates anew.
+    # The demo curation's decontamination suite is `${eval.suite}`: another eval suite curates anew (and
+    # so would RL, whose questions are decontaminated against it too).
     plain = make_config("experiment=demo", "stage=curate")
     mine = make_config("experiment=demo", "stage=curate", "eval.suite=[my_eval.json]")
-    assert mine.override_scope["eval.suite=[my_eval.json]"] == ["curation", "eval"]
+    assert mine.override_scope["eval.suite=[my_eval.json]"] == ["curation", "eval", "rl"]
     assert mine.curation.decontamination.suite == ["my_eval.json"]
     for stage in ("curate", "train", "eval"):
         assert stage_dir(mine, stage) != stage_dir(plain, stage)

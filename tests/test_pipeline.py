@@ -33,6 +33,7 @@ LAYERS = {
     "meds1.inference": 6,
     "meds1.evaluation": 6,
     "meds1.training": 6,
+    "meds1.rl": 6,
     "meds1.report": 6,
     "meds1.medsone": 6,
     "meds1.stages": 7,
@@ -121,7 +122,7 @@ def test_every_stage_row_resolves(make_config):
         assert callable(pipeline.load(stage.entry))
         assert isinstance(pipeline.resources(cfg, stage.name), Resources)
         assert set(stage.reads) <= {f.name for f in Config.__dataclass_fields__.values()}
-    assert COMMANDS == ("curate", "train", "eval", "all", "report")
+    assert COMMANDS == ("curate", "train", "rl", "eval", "all", "report")
 
 
 def test_the_chain_and_what_each_stage_waits_for(make_config):
@@ -132,9 +133,26 @@ def test_the_chain_and_what_each_stage_waits_for(make_config):
         ("demo", "eval"),
         ("demo-base", "eval"),
     ]
-    assert [pipeline.upstream(cfg, s) for s in pipeline.STAGES] == [None, "curate", "train"]
+    assert [pipeline.upstream(cfg, s) for s in ("curate", "train", "eval")] == [None, "curate", "train"]
     base = pipeline.base_variant(cfg)
     assert pipeline.upstream(base, "eval") is None  # the untrained model's eval reads no stage
+
+
+def test_the_chain_with_rl_evaluates_the_rl_model_and_the_sft_model_it_started_from(make_config):
+    cfg = make_config("experiment=demo-rl")
+    assert [(c.name, s) for c, s in pipeline.steps(cfg)] == [
+        ("demo-rl", "curate"),
+        ("demo-rl", "train"),
+        ("demo-rl", "rl"),
+        ("demo-rl", "eval"),
+        ("demo-rl-sft", "eval"),
+    ]
+    assert [pipeline.upstream(cfg, s) for s in cfg.stages] == [None, "curate", "train", "rl"]
+    sft = pipeline.sft_variant(cfg)
+    assert sft.stages == ["curate", "train", "eval"] and pipeline.upstream(sft, "eval") == "train"
+    without_sft = make_config("experiment=demo-rl", "stages=[rl,eval]", "rl.init=base")
+    assert pipeline.upstream(without_sft, "rl") is None and pipeline.upstream(without_sft, "eval") == "rl"
+    assert [s for _, s in pipeline.steps(without_sft)] == ["rl", "eval"]  # no SFT model to compare
 
 
 def test_a_new_row_is_sized_and_submitted_from_the_table(make_config, monkeypatch):
@@ -149,5 +167,5 @@ def test_a_new_row_is_sized_and_submitted_from_the_table(make_config, monkeypatc
     parameters = sbatch_parameters(cfg, "judge", SlurmLauncherConfig())
     assert (parameters["job_name"], parameters["ntasks_per_node"]) == ("meds1-demo-judge", 2)
     assert tasks_per_node("eval", Resources(gpus=2)) == 1
-    with pytest.raises(ValueError, match="unknown stage 'nope'; valid: curate, train, eval"):
+    with pytest.raises(ValueError, match="unknown stage 'nope'; valid: curate, train, rl, eval"):
         pipeline.get("nope")

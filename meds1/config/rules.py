@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 from omegaconf import DictConfig, OmegaConf
 
 from meds1 import pipeline
+from meds1.config.schema import REWARDS as REWARD_NAMES
 from meds1.config.schema import (
     SUITE_HUB_SCHEME,
     AnswerFormat,
@@ -35,9 +36,14 @@ from meds1.config.schema import (
     JudgeMethod,
     KeptCheckpoint,
     LLMConfig,
+    PassRateConfig,
     PerturbationConfig,
     QualityConfig,
     Resources,
+    RLConfig,
+    RLDataConfig,
+    RLInit,
+    RLVLLMConfig,
     SpecialtyConfig,
     SpecialtyMethod,
     Stage,
@@ -159,6 +165,35 @@ RANGES: dict[type, dict[str, Range]] = {
         "validation_fraction": Range(0, 1, high_open=True, note="0: none"),
         "eval_steps": AT_LEAST_1,
     },
+    PassRateConfig: {"samples": AT_LEAST_1, "min": SHARE, "max": SHARE},
+    RLDataConfig: {"max_per_source": AT_LEAST_1},
+    RLVLLMConfig: {
+        "gpu_memory_utilization": NONZERO_SHARE,
+        "tensor_parallel_size": AT_LEAST_1,
+        "max_model_length": AT_LEAST_1,
+    },
+    RLConfig: {
+        "rewards": AT_LEAST_0,
+        "overlong_cache_tokens": AT_LEAST_1,
+        "num_generations": Range(2, note="GRPO compares a question's completions with each other"),
+        "generation_batch_size": AT_LEAST_1,
+        "per_device_batch_size": AT_LEAST_1,
+        "max_completion_length": AT_LEAST_1,
+        "temperature": POSITIVE,
+        "top_p": NONZERO_SHARE,
+        "num_epochs": AT_LEAST_1,
+        "max_steps": Range(1, also=-1, note="-1: as many as num_epochs take"),
+        "learning_rate": POSITIVE,
+        "warmup_ratio": BELOW_1,
+        "weight_decay": AT_LEAST_0,
+        "beta": AT_LEAST_0,
+        "epsilon": POSITIVE,
+        "epsilon_high": POSITIVE,
+        "num_iterations": AT_LEAST_1,
+        "save_steps": AT_LEAST_1,
+        "save_total_limit": AT_LEAST_1,
+        "logging_steps": AT_LEAST_1,
+    },
     BudgetForcingConfig: {
         "budget": AT_LEAST_1,
         "num_ignore": AT_LEAST_0,
@@ -188,7 +223,12 @@ RANGES: dict[type, dict[str, Range]] = {
     },
 }
 # The config sections each stage reads (the model is every stage's).
-STAGE_SECTIONS = {Stage.curate: ("curation",), Stage.train: ("trainer",), Stage.eval: ("eval", "inference")}
+STAGE_SECTIONS = {
+    Stage.curate: ("curation",),
+    Stage.train: ("trainer",),
+    Stage.rl: ("rl",),
+    Stage.eval: ("eval", "inference"),
+}
 
 
 def to_config(cfg: DictConfig, overrides: dict[str, list[str] | None] | list[str] | None = None) -> Config:
@@ -227,6 +267,8 @@ def _problems(config: Config) -> Iterator[str]:
         yield from _curation_problems(config.curation, templates)
     if Stage.train in config.stages:
         yield from _trainer_problems(config.trainer)
+    if Stage.rl in config.stages or config.stage == Stage.rl:
+        yield from _rl_problems(config, templates)
     if Stage.eval in config.stages:
         yield from _eval_problems(config)
     for key, template, fields in templates:
@@ -267,18 +309,18 @@ def _out_of_range(node, prefix: str, skip: set[str] = frozenset()) -> Iterator[s
 
 
 def derive_batch_sizes(
-    global_batch_size: int, per_device_batch_size: int, world_size: int
+    global_batch_size: int, per_device_batch_size: int, world_size: int, section: str = "trainer"
 ) -> tuple[int, int]:
-    """(per-device batch, gradient accumulation steps) giving exactly `global_batch_size` per step."""
+    """(per-device batch, gradient accumulation steps) giving exactly `global_batch_size` per step;
+    `section` names the settings in errors (rl's global batch is its generation_batch_size)."""
+    total = f"{section}.{'generation' if section == 'rl' else 'global'}_batch_size"
     if global_batch_size % world_size:
-        raise UserError(
-            f"trainer.global_batch_size={global_batch_size} is not divisible by the world size {world_size}"
-        )
+        raise UserError(f"{total}={global_batch_size} is not divisible by the world size {world_size}")
     per_rank = global_batch_size // world_size
     per_device = min(per_device_batch_size, per_rank)
     if per_rank % per_device:
         raise UserError(
-            f"trainer.per_device_batch_size={per_device_batch_size} does not divide the "
+            f"{section}.per_device_batch_size={per_device_batch_size} does not divide the "
             f"{per_rank} rows each of {world_size} process(es) takes per step "
             f"(global batch {global_batch_size})"
         )
@@ -302,6 +344,67 @@ def _trainer_problems(trainer: TrainerConfig) -> Iterator[str]:
             "trainer.keep=best_eval_loss picks the checkpoint of lowest eval loss: it needs held-out "
             "rows, e.g. trainer.validation_fraction=0.1"
         )
+
+
+def _rl_problems(config: Config, templates: list) -> Iterator[str]:
+    """RL starts from a model the experiment has, with rewards that exist and can pay, on batches that hold
+    whole groups of completions split evenly over the processes (one per GPU)."""
+    rl, stages = config.rl, [str(stage) for stage in config.stages]
+    if rl.init == RLInit.train and "train" not in stages:
+        yield (
+            f"rl.init=train starts RL from the experiment's SFT model, but its stages {stages} have no "
+            "train: add it (stages=[curate,train,rl,eval]) or set rl.init=base (RL from `model`, no SFT)"
+        )
+    if rl.init == RLInit.base and "train" in stages:
+        yield (
+            f"rl.init=base starts RL from `model`, but the experiment's stages {stages} also train a model "
+            "it would not use: set rl.init=train, or drop train from stages (stages=[rl,eval])"
+        )
+    unknown = sorted(set(rl.rewards) - set(REWARD_NAMES))
+    if unknown:
+        yield f"rl.rewards: unknown reward {unknown[0]!r}; valid: {', '.join(REWARD_NAMES)}"
+    elif not any(weight > 0 for weight in rl.rewards.values()):
+        yield f"rl.rewards={dict(rl.rewards)} pays nothing: give a reward a weight above 0 (rl.rewards.mcq=1)"
+    paid = {name for name, weight in rl.rewards.items() if weight}
+    if paid & {"mcq"} and rl.data.kind == "open":
+        yield "rl.rewards.mcq pays for the right option, but rl.data.kind=open has none: use rl.rewards.judge"
+    if "overlong" in paid and (rl.overlong_cache_tokens or 0) >= rl.max_completion_length:
+        yield (
+            f"rl.rewards.overlong needs rl.overlong_cache_tokens below rl.max_completion_length="
+            f"{rl.max_completion_length} (DAPO: 4096 of 20480), not {rl.overlong_cache_tokens}"
+        )
+    if rl.generation_batch_size % rl.num_generations:
+        yield (
+            f"rl.num_generations={rl.num_generations} does not divide rl.generation_batch_size="
+            f"{rl.generation_batch_size} (completions per step: questions x num_generations)"
+        )
+    world = pipeline.processes("rl", rl.resources)
+    try:
+        derive_batch_sizes(rl.generation_batch_size, rl.per_device_batch_size, world, "rl")
+    except UserError as error:
+        yield (
+            f"{error}: rl.resources asks for {rl.resources.gpus} GPU(s) x {rl.resources.nodes} node(s), "
+            "one process per GPU"
+        )
+    if rl.data.pass_rate.enabled and rl.data.pass_rate.min >= rl.data.pass_rate.max:
+        pass_rate = rl.data.pass_rate
+        yield f"rl.data.pass_rate.min={pass_rate.min} must be below rl.data.pass_rate.max={pass_rate.max}"
+    if not rl.data.suite:
+        yield "rl.data.suite is empty: name the questions RL trains on (files, folders, hf://, mappings)"
+    yield from _suite_problems(rl.data.suite, "rl.data.suite")
+    if rl.data.decontamination.enabled:
+        yield from _suite_problems(rl.data.decontamination.suite, "rl.data.decontamination.suite")
+    if rl.data.kind == "mcq":
+        if "{options}" not in rl.prompt:
+            yield (
+                "rl.prompt has no {options}: the model would be paid for a letter whose option it never saw; "
+                "rl.prompt is eval's prompt (${eval.prompt}) unless set"
+            )
+        templates.append(("rl.prompt", rl.prompt, ("question", "options")))
+    else:
+        templates.append(("rl.open_prompt", rl.open_prompt, ("question",)))
+    if "judge" in paid and rl.judge.method == JudgeMethod.llm:
+        templates.append(("rl.judge.prompt", rl.judge.prompt, ("question", "answer", "reference")))
 
 
 def _curation_problems(curation: CurationConfig, templates: list) -> Iterator[str]:
@@ -400,6 +503,14 @@ def _inference_used(config: Config, stages: set[str]) -> Iterator[tuple[str, Inf
             yield "curation.specialty.llm.inference.backend", curation.specialty.llm.inference
         if curation.trace.transforms or curation.trace.perturbation.type is not None:
             yield "curation.trace.llm.inference.backend", curation.trace.llm.inference
+    if Stage.rl in stages:
+        rl = config.rl
+        if rl.generator == "vllm":
+            yield "rl.generator", InferenceConfig(backend=InferenceBackend.vllm)
+        if rl.data.pass_rate.enabled:
+            yield "rl.data.pass_rate.inference.backend", rl.data.pass_rate.inference
+        if rl.rewards.get("judge") and rl.judge.method == JudgeMethod.llm:
+            yield "rl.judge.llm.inference.backend", rl.judge.llm.inference
     if Stage.eval in stages:
         yield "inference.backend", config.inference
 

@@ -540,6 +540,116 @@ class InferenceConfig:
     resources: Resources = field(default_factory=Resources)
 
 
+RLInit = choices(
+    "RLInit", "train", "base"
+)  # the model RL starts from: the experiment's SFT model, or `model`
+RLData = choices("RLData", "mcq", "open")  # multiple-choice questions, or open questions with a reference
+RLLoss = choices("RLLoss", "grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")  # TRL GRPOConfig.loss_type
+RewardScaling = choices("RewardScaling", "group", "batch", "none")  # TRL GRPOConfig.scale_rewards
+RLGenerator = choices("RLGenerator", "hf", "vllm")  # what samples the completions while training
+VLLMMode = choices("VLLMMode", "colocate", "server")  # TRL GRPOConfig.vllm_mode
+REWARDS = ("mcq", "format", "judge", "overlong")  # the reward functions of meds1/rl/rewards.py
+
+
+def _hf_inference() -> InferenceConfig:
+    return InferenceConfig(backend=InferenceBackend.hf)
+
+
+@dataclass
+class PassRateConfig:
+    """open-r1's pass-rate filter: `samples` completions per question from the model RL starts from (at
+    rl.temperature, rl.top_p, rl.max_completion_length), scored by `mcq`; a question is kept when the share
+    it gets right is strictly between `min` and `max` (cached like every annotation)."""
+
+    enabled: bool = False
+    samples: int = 8
+    min: float = 0.1
+    max: float = 0.9
+    inference: InferenceConfig = field(default_factory=_hf_inference)  # the backend that samples them
+
+
+@dataclass
+class RLDataConfig:
+    """The questions RL trains on, read by the eval suite loader (files, folders, hf://, mappings)."""
+
+    suite: list[Any] = field(default_factory=list)  # SuiteSpec entries, as eval.suite
+    kind: RLData = RLData.mcq  # open: `question` and a reference answer (`answer`, as text), for `judge`
+    max_per_source: int | None = None  # the first N usable questions of each source
+    decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
+    pass_rate: PassRateConfig = field(default_factory=PassRateConfig)
+
+
+@dataclass
+class RLVLLMConfig:
+    """vLLM generation while training (rl.generator=vllm, GPUs): colocated with each training process, or
+    a `trl vllm-serve` server (mode=server) on other GPUs."""
+
+    mode: VLLMMode = VLLMMode.colocate
+    gpu_memory_utilization: float = 0.3  # colocate: the share of each GPU vLLM takes
+    tensor_parallel_size: int = 1  # colocate
+    max_model_length: int | None = None  # default: the model's
+    enable_sleep_mode: bool = False  # colocate: offload vLLM's weights and cache during the optimizer step
+    server_base_url: str | None = None  # server: e.g. http://node:8000
+
+
+@dataclass
+class RLConfig:
+    """Reinforcement learning with verifiable rewards (TRL's GRPOTrainer), between train and eval.
+
+    `generation_batch_size` completions (questions x num_generations) make one optimizer step; the
+    per-device batch and gradient accumulation are derived from the number of processes. The prompt
+    settings are eval's (the YAMLs interpolate them), so RL trains what eval measures.
+    """
+
+    recipe: str = MISSING
+    init: RLInit = RLInit.train
+    layout: FormatLayout = FormatLayout.huatuo  # the layout whose answer part is rewarded (the trained one)
+    prompt: str = "Please answer the following multiple-choice question:\n{question}\n{options}"
+    strict: bool = False
+    strict_suffix: str = ""
+    prompting: EvalPrompting = EvalPrompting.plain
+    system_prompt: str | None = None
+    open_prompt: str = "{question}"  # the user turn of an open question (HuatuoGPT-o1's RL: the question)
+    data: RLDataConfig = field(default_factory=RLDataConfig)
+    rewards: dict[str, float] = field(default_factory=lambda: {"mcq": 1.0})  # reward -> weight (REWARDS)
+    overlong_cache_tokens: int | None = None  # `overlong`: DAPO's soft punishment over the last N tokens
+    judge: JudgeConfig = field(
+        default_factory=JudgeConfig
+    )  # `judge`: compares the answer part with the reference
+    num_generations: int = 8  # completions per question (the group)
+    generation_batch_size: int = 64  # completions per optimizer step
+    per_device_batch_size: int = 8  # completions per forward/backward pass on one device
+    max_completion_length: int = 2048
+    temperature: float = 1.0
+    top_p: float = 1.0
+    num_epochs: int = 1  # passes over the questions, each with its own option order
+    max_steps: int = -1
+    learning_rate: float = 1.0e-6
+    lr_scheduler: str = "constant"
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    loss_type: RLLoss = RLLoss.grpo
+    beta: float = 0.0  # KL coefficient (0: no reference model)
+    epsilon: float = 0.2
+    epsilon_high: float | None = None  # null: epsilon (DAPO's clip-higher: 0.28)
+    scale_rewards: RewardScaling = RewardScaling.group
+    mask_truncated_completions: bool = False
+    num_iterations: int = 1  # optimizer passes over each generation batch
+    bf16: bool = True
+    weights_dtype: WeightsDtype = WeightsDtype.float32
+    gradient_checkpointing: bool = True
+    save_steps: int = 50
+    save_total_limit: int | None = 2
+    logging_steps: int = 1
+    report_to: list[Reporter] = field(default_factory=list)
+    generator: RLGenerator = RLGenerator.hf
+    vllm: RLVLLMConfig = field(default_factory=RLVLLMConfig)
+    fsdp: FSDPConfig = field(default_factory=FSDPConfig)
+    grpo_args: dict[str, Any] = field(default_factory=dict)  # any other TRL GRPOConfig keyword
+    # One process (task) per GPU, as train: the world size is gpus x nodes.
+    resources: Resources = field(default_factory=Resources)
+
+
 @dataclass
 class ReportConfig:
     """What `stage=report` shows (read by `meds1/report/`)."""
@@ -560,8 +670,9 @@ class ReportConfig:
 class Config:
     name: str = MISSING  # the experiment's name, set by conf/experiment/<name>.yaml
     description: str = ""
-    stages: list[Stage] = field(default_factory=lambda: list(Stage))
+    stages: list[Stage] = field(default_factory=lambda: [Stage.curate, Stage.train, Stage.eval])
     compare_base: bool = False  # stage=all also evaluates the untrained model, as "<name>-base"
+    compare_sft: bool = False  # stage=all also evaluates the SFT model RL starts from, as "<name>-sft"
     stage: Command = Command.all
     seed: int = 42
     force: bool = False
@@ -574,6 +685,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     curation: CurationConfig = field(default_factory=CurationConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
@@ -618,6 +730,7 @@ def register_configs() -> None:
         ("model", ModelConfig),
         ("curation", CurationConfig),
         ("trainer", TrainerConfig),
+        ("rl", RLConfig),
         ("eval", EvalConfig),
         ("inference", InferenceConfig),
         ("report", ReportConfig),

@@ -25,6 +25,7 @@ from meds1.evaluation.prompts import build_conversation
 from meds1.evaluation.scoring import judge, score
 from meds1.inference import Generation, Sampling, load_backend
 from meds1.models import model_path
+from meds1.pipeline import upstream
 from meds1.stages import completed, record_result
 from meds1.store.workspace import StageWorkspace, require_complete
 
@@ -35,9 +36,12 @@ ENGINE = "engine.json"  # the backend and engine that generated the answers (med
 
 
 def evaluated_model(cfg: Config) -> str:
-    """The fine-tuned model when the experiment trains, else the base model."""
-    if "train" in cfg.stages:
-        return str(require_complete(cfg, "train", "trained model") / "model")
+    """The model the experiment made last (after RL, else after SFT: meds1.pipeline.input_of), else the
+    base model."""
+    made_by = upstream(cfg, "eval")
+    if made_by is not None:
+        what = "RL model" if made_by == "rl" else "trained model"
+        return str(require_complete(cfg, made_by, what) / "model")
     return model_path(cfg.model, cfg.paths.cache)
 
 

@@ -31,7 +31,7 @@ from typing import Any
 from meds1 import pipeline
 from meds1.config.schema import Config
 from meds1.curation.traces.spec import file_digests
-from meds1.pipeline import PIPELINE, STAGES
+from meds1.pipeline import PIPELINE
 
 # Top-level keys whose overrides never change what a stage computes.
 RESULT_NEUTRAL = frozenset(
@@ -66,23 +66,24 @@ def override_section(override: str) -> str:
 
 
 def stage_sections(stages: list[str], stage: str) -> set[str]:
-    """Config sections that can change `stage`'s result, given which stages the experiment runs.
+    """Config sections that can change `stage`'s result, given which stages the experiment runs: its own,
+    the model and seed, and those of the stage whose output it reads (`pipeline.input_of`), recursively.
 
     An experiment without a train stage evaluates the base model, so its eval does not depend on
-    curation or trainer settings.
+    curation or trainer settings; an eval after RL depends on the RL settings too.
     """
     pipeline.get(stage)  # an unknown stage fails here, naming the valid ones
-    if stage == "eval" and "train" not in stages:
-        return {"model", "seed", *STAGE_SECTIONS["eval"]}
-    upstream = STAGES[: STAGES.index(stage) + 1]
-    return {section for s in upstream for section in STAGE_SECTIONS[s]}
+    stages = [str(s) for s in stages]
+    sections = {"model", "seed", *STAGE_SECTIONS[stage]}
+    read = pipeline.input_of(stages, stage)
+    return sections | stage_sections(stages, read) if read else sections
 
 
 def identity_keys(stages: list[str], stage: str) -> set[str]:
-    """Top-level config keys whose values make `stage`'s result: the sections it reads, and for eval the
-    stage list too (it evaluates the trained model only when the experiment trains)."""
+    """Top-level config keys whose values make `stage`'s result: the sections it reads, and for the stages
+    that read a model (eval, rl) the stage list too (which model they read depends on it)."""
     keys = stage_sections(stages, stage)
-    return keys | {"stages"} if stage == "eval" else keys
+    return keys | {"stages"} if stage in ("eval", "rl") else keys
 
 
 def result_view(value):

@@ -21,7 +21,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from meds1.config.rules import derive_batch_sizes
-from meds1.config.schema import KeptCheckpoint, TrainerConfig
+from meds1.config.schema import FSDPConfig, KeptCheckpoint, TrainerConfig
 from meds1.errors import UserError
 from meds1.models import from_pretrained
 from meds1.training import distributed
@@ -105,19 +105,24 @@ def sft_arguments(
             metric_for_best_model="eval_loss",
             greater_is_better=False,
         )
-    if fsdp.enabled:
-        args["fsdp"] = True
-        args["fsdp_config"] = {
-            "version": 2,
-            "reshard_after_forward": fsdp.reshard_after_forward,
-            "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
-            # Empty: transformers wraps the model's `_no_split_modules` (its decoder layer class).
-            "transformer_layer_cls_to_wrap": list(fsdp.layer_classes) or None,
-            "activation_checkpointing": trainer.gradient_checkpointing,
-            "cpu_offload": fsdp.cpu_offload,
-            "state_dict_type": CHECKPOINT_FORMATS[fsdp.checkpoint_format],
-        }
-    return args
+    return args | fsdp_arguments(fsdp, trainer.gradient_checkpointing)
+
+
+def fsdp_arguments(fsdp: FSDPConfig, activation_checkpointing: bool) -> dict:
+    """The Trainer's FSDP2 arguments (none when FSDP is off); RL's trainer takes the same."""
+    if not fsdp.enabled:
+        return {}
+    config = {
+        "version": 2,
+        "reshard_after_forward": fsdp.reshard_after_forward,
+        "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+        # Empty: transformers wraps the model's `_no_split_modules` (its decoder layer class).
+        "transformer_layer_cls_to_wrap": list(fsdp.layer_classes) or None,
+        "activation_checkpointing": activation_checkpointing,
+        "cpu_offload": fsdp.cpu_offload,
+        "state_dict_type": CHECKPOINT_FORMATS[fsdp.checkpoint_format],
+    }
+    return {"fsdp": True, "fsdp_config": config}
 
 
 def split_prompt_completion(example: dict) -> dict:
@@ -188,7 +193,7 @@ def build_trainer(
     )
 
 
-def _weights_checksum(model) -> list[float]:
+def weights_checksum(model) -> list[float]:
     """Sum and sum of squares of every weight: equal on every rank when the replicas are in sync."""
     import torch
 
@@ -199,7 +204,7 @@ def _weights_checksum(model) -> list[float]:
     return total.tolist()
 
 
-def _record_segment(out: Path, segment: dict) -> list[dict]:
+def record_segment(out: Path, segment: dict) -> list[dict]:
     """Append this run's segment (rank 0) and return every segment of the stage so far."""
     path = out / SEGMENTS
     with path.open("a") as f:
@@ -281,7 +286,7 @@ def train_sft(
         "world_size": env.world_size,
         "device": device,
     }
-    segments = distributed.on_main(lambda: _record_segment(out, segment), env)
+    segments = distributed.on_main(lambda: record_segment(out, segment), env)
     if stopper.signum:
         raise guard.preempted(stopper.signum, stopper.step)
 
@@ -291,7 +296,7 @@ def train_sft(
         if reports.exists():
             shutil.move(str(reports), str(out / "reports"))
     replicated = env.is_distributed and not trainer.is_fsdp_enabled
-    checksums = distributed.gather(_weights_checksum(model)) if replicated else []
+    checksums = distributed.gather(weights_checksum(model)) if replicated else []
 
     logs = state.log_history
     best = trainer_cfg.keep == KeptCheckpoint.best_eval_loss

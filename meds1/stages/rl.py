@@ -1,0 +1,154 @@
+"""stage=rl: GRPO on verifiable questions, from the experiment's SFT model (rl.init=train) or `model` (base).
+
+Reads the questions (eval's suite loader), decontaminates them against the eval suite, optionally keeps
+those of a useful pass rate, asks each as eval asks it with options shuffled per question and epoch, and
+trains with TRL's GRPOTrainer on the rewards of `rl.rewards` (meds1.rl). Writes `model/` (the RL model,
+which eval then evaluates), `metrics.json` (the reward `history`, one entry per logged step, and the
+questions' record) and the registry's `results.rl`.
+
+Run it as one process, or one per GPU (torchrun or SLURM tasks) as train: every rank reads the questions
+(a pass-rate filter is computed once, by whichever rank takes its cache's lock first, and read by the
+others) before the process group starts; rank 0 alone takes the stage's lock, prepares and commits its
+partial directory and writes the registry. Settings that cannot work and bad questions stop every rank
+before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from meds1.config.rules import derive_batch_sizes
+from meds1.config.schema import Config, JudgeMethod
+from meds1.errors import UserError
+from meds1.models import model_path
+from meds1.rl import data
+from meds1.rl.grpo import check_options, train_grpo
+from meds1.stages import completed, record_result
+from meds1.store.workspace import StageWorkspace, read_marker, require_complete
+from meds1.training import distributed
+from meds1.training.preemption import Preempted
+
+log = logging.getLogger(__name__)
+
+METRICS = "metrics.json"
+
+
+def starting_model(cfg: Config) -> tuple[str, dict]:
+    """(path of the model RL starts from, what identifies it for caches): the train stage's model made
+    with this config (rl.init=train), else `model`."""
+    if cfg.rl.init == "train":
+        trained = require_complete(cfg, "train", "trained model")
+        marker = read_marker(trained) or {}
+        identity = {"train": marker.get("config_hash"), "finished_at": marker.get("finished_at")}
+        return str(trained / "model"), identity
+    return model_path(cfg.model, cfg.paths.cache), dataclasses.asdict(cfg.model)
+
+
+def prepare_questions(cfg: Config, start: str, identity: dict) -> tuple[list[dict], dict]:
+    """The questions RL trains on and their record (meds1.rl.data)."""
+    questions, skipped = data.load_questions(cfg.rl)
+    questions, removed = data.decontaminate(questions, cfg.rl)
+    if not questions:
+        raise UserError(
+            f"rl.data.suite: every question ({len(removed)}) restates an eval question "
+            "(rl.data.decontamination); "
+            "train RL on other questions"
+        )
+    pass_rates = None
+    if cfg.rl.data.pass_rate.enabled:
+        questions, pass_rates = data.filter_by_pass_rate(questions, cfg, start, identity)
+    log.info(
+        "rl: %d questions (%d removed as eval overlap) x %d epoch(s), %d completions each",
+        len(questions),
+        len(removed),
+        cfg.rl.num_epochs,
+        cfg.rl.num_generations,
+    )
+    return questions, data.data_record(questions, skipped, removed, pass_rates)
+
+
+def preflight_judge(cfg: Config) -> None:
+    """The LLM judge's first request alone, before training, when it is paid for and asked over HTTP."""
+    from meds1.curation.difficulty import JUDGE_CORRECTION, judge_conversation, parse_verdict
+    from meds1.curation.llm import preflight
+
+    judge = cfg.rl.judge
+    if not cfg.rl.rewards.get("judge") or judge.method != JudgeMethod.llm:
+        return
+    reference = "The reference answer."
+    preflight(
+        judge.llm,
+        judge_conversation(judge, "A question.", reference, reference),
+        parse_verdict,
+        "judge",
+        "rl.judge.llm",
+        "rl.judge.max_unusable_fraction",
+        cfg.paths.cache,
+        JUDGE_CORRECTION,
+        cfg.seed,
+    )
+
+
+def run(cfg: Config) -> dict:
+    rl = cfg.rl
+    env = distributed.detect()
+    derive_batch_sizes(rl.generation_batch_size, rl.per_device_batch_size, env.world_size, "rl")
+    check_options(rl, env.world_size)
+    workspace = StageWorkspace(cfg, "rl")
+    if (record := completed(cfg, workspace, main=env.is_main)) is not None:
+        return record
+    start, identity = starting_model(cfg)
+    questions, questions_record = prepare_questions(cfg, start, identity)
+    rows = data.epoch_rows(questions, rl, cfg.seed)
+    try:
+        with distributed.process_group(env), contextlib.ExitStack() as held:
+            partial = distributed.on_main(lambda: held.enter_context(workspace).path, env)
+            distributed.on_main(lambda: preflight_judge(cfg), env)
+            metrics = train_grpo(
+                rl,
+                start,
+                cfg.model.revision if rl.init == "base" else None,
+                cfg.model.dtype,
+                rows,
+                partial,
+                cfg.paths.cache,
+                cfg.seed,
+                env,
+            )
+            metrics["data"] = questions_record
+            metrics["init"] = str(rl.init)
+            record = distributed.on_main(lambda: _commit(cfg, workspace, partial, start, metrics), env)
+    except Preempted as stop:
+        log.warning("rl: %s; the next run resumes from it", stop)
+        stop.hand_over()
+    if env.is_main:
+        log.info(
+            "rl: %d steps, reward %.3f -> %.3f, %.2f s/step on %d process(es)",
+            metrics["global_step"],
+            metrics["first_reward"] or 0.0,
+            metrics["last_reward"] or 0.0,
+            metrics["seconds_per_step"],
+            metrics["world_size"],
+        )
+    return record
+
+
+def _commit(cfg: Config, workspace: StageWorkspace, partial: Path, start: str, metrics: dict) -> dict:
+    """Write metrics.json (with the history), commit the output, record the summary (without it)."""
+    (partial / METRICS).write_text(json.dumps(metrics, indent=2))
+    summary = {key: value for key, value in metrics.items() if key != "history"}
+    record = {
+        "model_path": str(workspace.final / "model"),
+        "init_model": start,
+        "metrics_path": str(workspace.final / METRICS),
+        "metrics": summary,
+    }
+    final = workspace.commit(record)
+    shutil.rmtree(final / "checkpoints", ignore_errors=True)
+    record_result(cfg, "rl", record)
+    return record
