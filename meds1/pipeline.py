@@ -1,11 +1,11 @@
 """The stage table: everything meds1 knows about a stage, in one place, and the chain they form.
 
-Dispatch, `stage=all`, the SLURM plan and jobs, slugs and config hashes, status and the report all read
-this table. A stage's name is its `stage=` value, its directory under `<root>/<slug>/`, its job name and
-the key of its record in results.json (`experiments.<slug>.results.<name>`; med-s1's names for them are
-used only by the med-s1 import/export, meds1/medsone/results.py). Entry points and resource functions are
-named as `module:attribute` strings and imported only when called, so reading the table imports no
-stage code.
+Dispatch, `stage=all`, the SLURM plan and jobs, slugs and config hashes, the config's range checks,
+status and the report all read this table. A stage's name is its `stage=` value, its directory under
+`<root>/<slug>/`, its job name and the key of its record in results.json
+(`experiments.<slug>.results.<name>`; med-s1's names for them are used only by the med-s1 import/export,
+meds1/medsone/results.py). Entry points and resource functions are named as `module:attribute` strings
+and imported only when called, so reading the table imports no stage code.
 
 Adding a stage: add a row here and write its module (a `run(cfg) -> record` function).
 """
@@ -25,19 +25,21 @@ if TYPE_CHECKING:
 class StageSpec:
     name: str
     entry: str  # "module:function" that runs the stage: run(cfg) -> the record it adds to results.json
-    reads: tuple[str, ...]  # config sections that change its result, beyond those of the stage it reads
+    reads: tuple[str, ...]  # config sections that change its result, beyond COMMON_SECTIONS and its input's
     resources: str  # what its job asks for: a config key ("trainer.resources") or a "module:function"(cfg)
     task_per_gpu: bool = False  # its job runs one task per GPU (a distributed process group)
     resumable: bool = False  # requeued on time-out/preemption, it resumes from its partial directory
-    # The stages whose output it reads, by preference: the first of them the experiment runs (see `input_of`)
+    # The stages whose output it reads, by preference: the first of them the experiment runs (`input_stage`)
     inputs: tuple[str, ...] = ()
 
 
+# What every stage reads: the model it starts from and the seed.
+COMMON_SECTIONS = ("model", "seed")
 PIPELINE = (
     StageSpec(
         name="curate",
         entry="meds1.stages.curate:run",
-        reads=("curation", "model", "seed"),
+        reads=("curation",),
         resources="meds1.curation.resources:curate_resources",
     ),
     StageSpec(
@@ -69,6 +71,8 @@ PIPELINE = (
 )
 BY_NAME = {stage.name: stage for stage in PIPELINE}
 STAGES = tuple(BY_NAME)
+# Every config section that some stage's result depends on.
+RESULT_SECTIONS = frozenset({*COMMON_SECTIONS, *(section for stage in PIPELINE for section in stage.reads)})
 # Commands that are not pipeline stages: the whole chain, and the report over the registry.
 COMMAND_ENTRIES = {"all": "meds1.stages.all:run", "report": "meds1.stages.report:run"}
 
@@ -112,14 +116,6 @@ def processes(name: str, resources: Resources) -> int:
     return tasks_per_node(name, resources) * resources.nodes
 
 
-def input_of(stages: list[str], name: str) -> str | None:
-    """The stage whose output stage `name` reads in an experiment running `stages` (None: its first
-    stage, or eval of the untrained model). A stage outside `stages` (`stage=rl` of an experiment that
-    does not list it) reads what it would read in the whole table's chain."""
-    chain = stages if name in stages else STAGES
-    return next((stage for stage in get(name).inputs if stage in chain), None)
-
-
 def base_variant(cfg: Config) -> Config:
     """The same experiment evaluating the untrained model, recorded as `<name>-base`."""
     return dataclasses.replace(
@@ -153,6 +149,15 @@ def command_steps(cfg: Config) -> list[tuple[Config, str]]:
     return steps(cfg) if cfg.stage == "all" else [(cfg, cfg.stage)]
 
 
+def input_stage(stages: list[str], stage: str) -> str | None:
+    """The stage whose output `stage` reads in an experiment running `stages`: the first of its `inputs`
+    the experiment runs (None: its first stage; an eval without train or RL evaluates the base model). A
+    stage outside `stages` (`stage=rl` of an experiment that does not list it) reads what it would in the
+    table's whole chain."""
+    chain = [str(s) for s in stages] if stage in stages else STAGES
+    return next((name for name in get(stage).inputs if name in chain), None)
+
+
 def upstream(cfg: Config, stage: str) -> str | None:
     """The stage whose output `stage` reads in this experiment (None for its first stage)."""
-    return input_of([str(s) for s in cfg.stages], stage)
+    return input_stage(cfg.stages, stage)

@@ -1,4 +1,4 @@
-"""README's fidelity table states the values every shipped experiment composes to; this keeps them equal.
+"""docs/fidelity.md states the values every shipped experiment composes to; this keeps them equal.
 
 In the table's "meds1 default" column each code span `key=value` is a claim about every shipped
 experiment except the demo, and `name,name: key=value` (or `*: key=value`) about the experiments named.
@@ -16,14 +16,15 @@ import yaml
 from meds1.config.compose import CONF_DIR, compose
 from tests.conftest import REPO
 
-SECTION = "## Fidelity to the published sources"
+PAGE = "docs/fidelity.md"
+SECTION = "# Fidelity to the published sources"
 CLAIM = re.compile(r"^(?:(?P<scope>[\w.,*-]+):\s*)?(?P<key>[A-Za-z_][\w.]*)=(?P<value>.*)$")
 SHIPPED = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml") if p.stem != "demo")
 
 
 def table_rows() -> list[list[str]]:
-    text = REPO.joinpath("README.md").read_text()
-    assert SECTION in text, f"README lacks the section {SECTION!r}"
+    text = REPO.joinpath(PAGE).read_text()
+    assert SECTION in text, f"{PAGE} lacks the section {SECTION!r}"
     section = text.split(SECTION, 1)[1].split("\n## ", 1)[0]
     rows = [line.strip().strip("|").split("|") for line in section.splitlines() if line.startswith("|")]
     return [[cell.strip() for cell in row] for row in rows[2:]]  # after the header and its rule
@@ -71,4 +72,4 @@ def test_experiment_composes_to_the_values_readme_states(experiment):
             continue
         expected = yaml.safe_load(value)
         actual = lookup(config, key)
-        assert same(actual, expected), f"README fidelity row {item!r}: {experiment} has {key}={actual!r}"
+        assert same(actual, expected), f"{PAGE} row {item!r}: {experiment} has {key}={actual!r}"

@@ -8,10 +8,11 @@ import pytest
 
 from meds1.config.compose import compose
 from meds1.config.schema import FormatConfig
-from meds1.curation.formatting import LAYOUTS, clean_text, format_rows, to_messages
+from meds1.curation.formatting import clean_text, format_rows, to_messages
 from meds1.evaluation.budget_forcing import MARKERS
 from meds1.evaluation.extract import extract_answer, huatuo_match
 from meds1.evaluation.prompts import build_conversation, question_prompt
+from meds1.layouts import LAYOUTS
 from meds1.models import load_tokenizer
 
 OPTIONS = {"A": "Isoniazid", "B": "Rifampin", "C": "Ethambutol", "D": "Pyrazinamide"}

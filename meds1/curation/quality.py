@@ -18,6 +18,7 @@ from meds1.curation import COT, REQUIRED_COLUMNS
 log = logging.getLogger(__name__)
 
 KEPT, REMOVED = "kept", "removed"
+STATUS_COLUMNS = ["filter_status", "filter_stage", "filter_reason"]  # each row's: why it left, or kept
 # Before " word": where byte-level BPE pre-tokenizers (GPT-2, Llama 3, Qwen 2) always split.
 PIECE_START = re.compile(r"(?<=\S)(?= \S)")
 
@@ -119,16 +120,16 @@ def quality_filter(
     for column in REQUIRED_COLUMNS:
         blank, not_text = _text_problems(frame[column])
         for mask, reason in ((blank, f"missing_{column}"), (not_text, f"not_text_{column}")):
-            mask = mask & (frame["filter_status"] == KEPT)
-            frame.loc[mask, ["filter_status", "filter_stage", "filter_reason"]] = [REMOVED, "quality", reason]
+            remove(frame, mask & (frame["filter_status"] == KEPT), "quality", reason)
     frame["cot_tokens"] = 0
     blank, not_text = _text_problems(frame[COT])
     has_cot = ~blank & ~not_text
     frame.loc[has_cot, "cot_tokens"] = token_lengths(frame.loc[has_cot, COT].tolist(), tokenizer, batch_size)
     truncated = frame["cot_tokens"].isin(truncated_cot_tokens) & (frame["filter_status"] == KEPT)
-    frame.loc[truncated, ["filter_status", "filter_stage", "filter_reason"]] = [
-        REMOVED,
-        "quality",
-        "cot_truncated",
-    ]
+    remove(frame, truncated, "quality", "cot_truncated")
     return frame
+
+
+def remove(rows: pd.DataFrame, which: pd.Index | pd.Series, stage: str, reason: str) -> None:
+    """Mark the rows `which` selects (an index, or a boolean mask) as removed by `stage` for `reason`."""
+    rows.loc[which, STATUS_COLUMNS] = [REMOVED, stage, reason]

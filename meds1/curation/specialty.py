@@ -36,6 +36,7 @@ from meds1.hub import resolve_data_path
 
 UNLABELED = "Unlabeled"
 LABELED, MISSING = "labeled", "missing"
+UNLABELED_REASON = "no_specialty_assigned"  # med-s1's filter reason for a row left without a label
 
 
 def load_taxonomy(path: str) -> list[str]:

@@ -1,1 +1,2 @@
-"""Eval parts: suite loading, prompts, answer extraction, scoring."""
+"""Eval parts: suites (suite_spec: an entry; data: loading), prompts, answering them (generation, budget
+forcing, predictions), answer extraction, scoring, metrics, and re-scoring a predictions file (score)."""

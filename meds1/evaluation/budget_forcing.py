@@ -7,8 +7,8 @@ remains of the budget. Then `answer_prefix` is appended and the answer generated
 `answer_max_tokens`): the answer is forced however the thinking ended. All questions of a chunk go
 through each round together, so vLLM batches them (and its prefix cache reuses the thinking).
 
-The markers are those of the layout the model was trained on (`MARKERS`, as written by
-meds1.curation.formatting), so the forced thinking and answer look like the training answers.
+The markers are those of the layout the model was trained on (meds1.layouts, as meds1.curation.formatting
+writes it), so the forced thinking and answer look like the training answers.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from meds1.config.schema import BudgetForcingConfig
 from meds1.errors import UserError
 from meds1.inference import Backend, Conversation, Generation, LocalBackend, OnResult, Sampling
+from meds1.layouts import LAYOUTS
 
 
 @dataclass
@@ -33,11 +34,10 @@ class Markers:
     answer_prefix: str  # appended after the thinking to force the final answer
 
 
+# The markers of each layout the model may have been trained on.
 MARKERS = {
-    "huatuo": Markers("## Thinking\n\n", "## Final Response", "\n\n## Final Response\n\n"),
-    "s1": Markers("<|im_start|>think\n", "<|im_start|>answer", "\n<|im_start|>answer\nAnswer:"),
-    "think": Markers("<think>\n", "</think>", "\n</think>\n\n"),  # reasoning models' think tags
-    "nemotron": Markers("<think>", "</think>", "</think>Answer:"),  # med-s1's nemotron format
+    name: Markers(layout.think_start, layout.think_end, layout.forced_answer)
+    for name, layout in LAYOUTS.items()
 }
 
 

@@ -1,6 +1,7 @@
 """Load multiple-choice eval suites, in HuatuoGPT-o1's eval_data.json shape or any shape a mapping names.
 
-A suite is a list of entries (`eval.suite`), each a string or a mapping (`meds1.config.schema.SuiteSpec`):
+A suite is a list of entries (`eval.suite`), each a string or a mapping
+(`meds1.evaluation.suite_spec.SuiteSpec`):
 
 - a file: one object `{source: [rows]}`, a flat list of rows (each with `source`, else the file's
   stem is the source), jsonl of such rows, or a .csv / .parquet table; `pkg://meds1/...` names a file
@@ -36,9 +37,8 @@ import string
 from collections import Counter
 from pathlib import Path
 
-from meds1.config.rules import suite_specs
-from meds1.config.schema import SUITE_HUB_SCHEME, SuiteSpec
 from meds1.errors import UserError
+from meds1.evaluation.suite_spec import SUITE_HUB_SCHEME, SuiteSpec, suite_specs
 from meds1.hub import load_hub_dataset, resolve_data_path
 
 log = logging.getLogger(__name__)

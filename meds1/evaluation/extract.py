@@ -31,9 +31,16 @@ import difflib
 import re
 from collections import Counter
 
-FINAL_HEADING = re.compile(r"#+[ \t]*final[ \t]+response\b[^\n]*", re.IGNORECASE)
-THINK_END = "</think>"
-S1_ANSWER = "<|im_start|>answer"  # s1's layout: "<|im_start|>think\n{cot}\n<|im_start|>answer\n{response}"
+from meds1.layouts import LAYOUTS
+
+# Where each layout's answer part starts (meds1.layouts): after its `think_end`, the last one in the text.
+# A heading (huatuo's "## Final Response") is also read at any level, in any case, with more on its line.
+ANSWER_MARKERS = tuple(dict.fromkeys(layout.think_end for layout in LAYOUTS.values() if not layout.heading))
+HEADING_WORDS = [layout.think_end.lstrip("# ").split() for layout in LAYOUTS.values() if layout.heading]
+(FINAL_HEADING,) = (  # the answer section's scan below looks for a markdown heading's "#"
+    re.compile(r"#+[ \t]*" + r"[ \t]+".join(map(re.escape, words)) + r"\b[^\n]*", re.IGNORECASE)
+    for words in HEADING_WORDS
+)
 # The s1 markers decoded without their special token (`<|im_start|>` is one in Qwen's vocabulary):
 # an answer that opens with a "think" line has its answer after the last line reading "answer".
 BARE_S1_THINK = re.compile(r"\s*think[ \t]*\n")
@@ -63,7 +70,7 @@ OPTION_LINE = re.compile(
 def layout_answer_start(text: str) -> int:
     """Where the answer part of an s1-layout or think-tag answer starts (0 when there is neither)."""
     starts = [0]
-    for marker in (S1_ANSWER, THINK_END):
+    for marker in ANSWER_MARKERS:
         found = text.rfind(marker)
         if found != -1:
             starts.append(found + len(marker))

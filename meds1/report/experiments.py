@@ -16,20 +16,12 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from meds1.config.schema import STAGES
 from meds1.errors import UserError
+from meds1.pipeline import RESULT_SECTIONS, STAGES
 from meds1.store import registry
-from meds1.store.identity import (
-    STAGE_SECTIONS,
-    identity_keys,
-    make_slug,
-    scoped_overrides,
-    stage_sections,
-    stage_slug,
-)
+from meds1.store.identity import recorded_model_slug, recorded_sections, recorded_stage_slug, stage_slug
 
 NO_GROUP = "-"
-RESULT_SECTIONS = {section for sections in STAGE_SECTIONS.values() for section in sections}
 
 
 @dataclass
@@ -130,39 +122,17 @@ def config_value(config: dict, key: str):
     return value
 
 
-def used_sections(config: dict) -> set[str] | None:
-    """Config sections that can change the experiment's final result (None when the config is unknown)."""
-    stages = config.get("stages")
-    if not config.get("name") or not stages or stages[-1] not in STAGES:
-        return None
-    return stage_sections(stages, stages[-1])
-
-
-def recorded_slug(config: dict, keys: set[str]) -> str:
-    """The slug a recorded config names from the overrides that change `keys` (by value when the record
-    says what each override changes, else by the override's key, as older meds1 named slugs)."""
-    overrides = config.get("overrides", [])
-    return make_slug(config["name"], scoped_overrides(overrides, config.get("override_scope") or {}, keys))
-
-
-def stage_slug_of(config: dict, stage: str) -> str | None:
-    """Where a recorded config puts `stage`'s outputs (see meds1.store.identity), or None when unknown."""
-    if used_sections(config) is None:
-        return None
-    return recorded_slug(config, identity_keys(config["stages"], stage))
-
-
-def evaluated_model(slug: str, config: dict) -> str:
-    """The slug of the evaluated model: the experiment's slug without eval and inference overrides."""
-    sections = used_sections(config)
-    if sections is None:
-        return config.get("name") or slug
-    return recorded_slug(config, sections - {"eval", "inference"})
+def check_group_by(group_by: str, config: dict, chosen: list[Experiment]) -> None:
+    """`report.group_by` is a key of `config` or of some chosen experiment's recorded config."""
+    if all(config_value(c, group_by) is None for c in [config, *(e.config for e in chosen)]):
+        raise UserError(
+            f"report.group_by: unknown config key {group_by!r} (not in this config nor a chosen experiment)"
+        )
 
 
 def group_of(config: dict, group_by: str) -> str:
     """`group_by`'s value; "-" when absent or when it names a section the experiment does not use."""
-    sections = used_sections(config)
+    sections = recorded_sections(config)
     owner = group_by.split(".")[0]
     if sections is not None and owner in RESULT_SECTIONS and owner not in sections:
         return NO_GROUP
@@ -175,7 +145,7 @@ def linked_slug(entries: dict, slug: str, config: dict, stage: str) -> str | Non
     if (entries.get(slug, {}).get("results") or {}).get(stage):
         return slug
     if stage in config.get("stages", []):
-        linked = stage_slug_of(config, stage)
+        linked = recorded_stage_slug(config, stage)
         if linked and (entries.get(linked, {}).get("results") or {}).get(stage):
             return linked
     return None
@@ -194,7 +164,7 @@ def experiment(data: dict, slug: str, group_by: str) -> Experiment:
         description=entry.get("description", ""),
         config=config,
         group=group_of(config, group_by),
-        model=evaluated_model(slug, config),
+        model=recorded_model_slug(slug, config),
         metrics=evaluation.get("metrics"),
         curation=records["curate"].get("stats") if curation_slug else None,
         curation_slug=curation_slug,

@@ -14,10 +14,10 @@ fixed), so neither is compared.
 
 from __future__ import annotations
 
+from meds1.pipeline import STAGES
 from meds1.report.experiments import Experiment
 from meds1.store.provenance import PACKAGES
 
-STAGES = ("curate", "train", "eval")
 HEADER = ["experiment", "stage", "meds1", "python", *PACKAGES, "device", "slurm", "source"]
 COMPARED = [
     ("meds1 version", ("meds1", "version")),

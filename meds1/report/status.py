@@ -23,7 +23,7 @@ from pathlib import Path
 from rich.table import Table
 
 from meds1.pipeline import STAGES
-from meds1.report.experiments import stage_slug_of
+from meds1.store.identity import recorded_stage_slug
 from meds1.store.registry import JobState, job_state
 from meds1.store.workspace import StageDir
 
@@ -117,7 +117,7 @@ def experiment_status(root: Path, data: dict, slug: str) -> list[StageStatus]:
     for stage in configured or traced or list(STAGES):
         where = slug
         if stage not in traced and any(STAGES.index(s) > STAGES.index(stage) for s in traced):
-            where = stage_slug_of(config, stage) or slug
+            where = recorded_stage_slug(config, stage) or slug
         statuses.append(stage_status(root, where, stage, entries.get(where, {}), experiment=slug))
     return statuses
 

@@ -32,6 +32,7 @@ from meds1.config.schema import Config, EvalConfig, RLConfig
 from meds1.errors import UserError
 from meds1.evaluation.data import LETTERS, question_id, read_entry, suite_record
 from meds1.evaluation.prompts import build_conversation
+from meds1.evaluation.suite_spec import suite_specs
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,6 @@ def load_questions(rl: RLConfig) -> tuple[list[dict], dict]:
 def load_open(entries: list, max_per_source: int | None) -> tuple[list[dict], dict]:
     """Open questions: each row's question and reference answer (the entry's `question` and `answer`
     columns); a file with no usable row stops the load, naming it and those mapping keys."""
-    from meds1.config.rules import suite_specs
-
     try:
         specs = suite_specs(entries, SUITE_KEY)
     except ValueError as problem:

@@ -17,7 +17,6 @@ import time
 from importlib.util import find_spec
 from pathlib import Path
 
-from meds1.config.rules import derive_batch_sizes
 from meds1.config.schema import RLConfig
 from meds1.errors import UserError
 from meds1.rl.data import row_options
@@ -156,9 +155,7 @@ def build_trainer(
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    per_device, accumulation = derive_batch_sizes(
-        rl.generation_batch_size, rl.per_device_batch_size, world_size, "rl"
-    )
+    per_device, accumulation = rl.batch_sizes(world_size)
     functions, weights = reward_functions(rl, cache_dir, seed)
     arguments = grpo_arguments(rl, checkpoints, per_device, accumulation, weights, seed)
     args = GRPOConfig(**arguments, use_cpu=not torch.cuda.is_available())

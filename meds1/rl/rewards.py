@@ -41,25 +41,37 @@ from meds1.evaluation.extract import (
     BOXED,
     CUE,
     FINAL_HEADING,
-    S1_ANSWER,
     VERDICT,
     answer_section,
     extract_answer,
 )
+from meds1.layouts import LAYOUTS, Layout
 
 log = logging.getLogger(__name__)
 
-# Where each layout's thinking opens and ends, as written by meds1.curation.formatting.LAYOUTS (the
-# s1 markers also without their special token: decoded text drops `<|im_start|>` where it is one).
-OPENS = {
-    "huatuo": re.compile(r"^[ \t]*#+[ \t]*thinking\b[^\n]*", re.IGNORECASE | re.MULTILINE),
-    "s1": re.compile(r"<\|im_start\|>think|\A\s*think[ \t]*$", re.MULTILINE),
-    "think": re.compile(r"<think>"),
-    "nemotron": re.compile(r"<think>"),
-}
-THINK_END = re.compile(r"</think>")
+SPECIAL_START = "<|im_start|>"  # s1's markers lose it when decoded where it is a special token (Qwen)
+
+
+def opening(layout: Layout) -> re.Pattern:
+    """Where `layout`'s thinking opens: its `think_start` (a heading at any level and case; a marker
+    also without its special token, as the first line)."""
+    marker = layout.think_start.strip()
+    if layout.heading:
+        words = marker.lstrip("# ").split()
+        return re.compile(
+            r"^[ \t]*#+[ \t]*" + r"[ \t]+".join(map(re.escape, words)) + r"\b[^\n]*", re.I | re.M
+        )
+    pattern = re.escape(marker)
+    if marker.startswith(SPECIAL_START):
+        pattern += r"|\A\s*" + re.escape(marker.removeprefix(SPECIAL_START)) + r"[ \t]*$"
+    return re.compile(pattern, re.MULTILINE)
+
+
+OPENS = {name: opening(layout) for name, layout in LAYOUTS.items()}
 # Layouts whose model writes the opening marker itself (a reasoning model's template may prefill <think>).
-OPENING_WRITTEN = ("huatuo", "s1")
+OPENING_WRITTEN = tuple(
+    name for name, layout in LAYOUTS.items() if not layout.think_start.startswith("<think>")
+)
 # A letter stated after an answer cue, and more letters listed after it ("A or B", "A, C", "A/B").
 STATED = re.compile(r"[\s*_\"'`$]*(?:\(([A-Za-z])\)|([A-Z]))(?![\w'’-])")
 LISTED = re.compile(r"[ \t*]*(?:,|/|&|\bor\b|\band\b)[ \t*]*(?:option[ \t]+)?\(?([A-Z])\)?(?![\w'’-])")
@@ -67,20 +79,19 @@ BOXED_LETTER = re.compile(r"(?<![\w\\])([A-Z])(?!\w)")
 
 
 def _ends(text: str, layout: str) -> list[tuple[int, int]]:
-    """(start, end) of every end-of-thinking marker of `layout` in `text`."""
-    if layout == "huatuo":
+    """(start, end) of every end-of-thinking marker of `layout` in `text` (meds1.layouts `think_end`)."""
+    chosen = LAYOUTS[layout]
+    if chosen.heading:
         found = []
         for heading in FINAL_HEADING.finditer(text):
             line_start = text.rfind("\n", 0, heading.start()) + 1
             if not text[line_start : heading.start()].strip(" \t"):
                 found.append(heading.span())
         return found
-    if layout == "s1":
-        tagged = [m.span() for m in re.finditer(re.escape(S1_ANSWER), text)]
-        if tagged or not BARE_S1_THINK.match(text):
-            return tagged
-        return [m.span() for m in BARE_S1_ANSWER.finditer(text)]
-    return [m.span() for m in THINK_END.finditer(text)]
+    tagged = [m.span() for m in re.finditer(re.escape(chosen.think_end), text)]
+    if tagged or not chosen.think_end.startswith(SPECIAL_START) or not BARE_S1_THINK.match(text):
+        return tagged
+    return [m.span() for m in BARE_S1_ANSWER.finditer(text)]  # s1's markers decoded without <|im_start|>
 
 
 def answer_part(text: str, layout: str) -> str | None:

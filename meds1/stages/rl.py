@@ -22,7 +22,6 @@ import logging
 import shutil
 from pathlib import Path
 
-from meds1.config.rules import derive_batch_sizes
 from meds1.config.schema import Config, JudgeMethod
 from meds1.errors import UserError
 from meds1.models import model_path
@@ -97,7 +96,7 @@ def preflight_judge(cfg: Config) -> None:
 def run(cfg: Config) -> dict:
     rl = cfg.rl
     env = distributed.detect()
-    derive_batch_sizes(rl.generation_batch_size, rl.per_device_batch_size, env.world_size, "rl")
+    rl.batch_sizes(env.world_size)
     check_options(rl, env.world_size)
     workspace = StageWorkspace(cfg, "rl")
     if (record := completed(cfg, workspace, main=env.is_main)) is not None:

@@ -13,7 +13,6 @@ import json
 import logging
 import shutil
 
-from meds1.config.rules import derive_batch_sizes
 from meds1.config.schema import Config
 from meds1.errors import MissingInputError, UserError
 from meds1.models import model_path
@@ -53,7 +52,7 @@ def load_formatted(cfg: Config):
 
 def run(cfg: Config) -> dict:
     env = distributed.detect()
-    derive_batch_sizes(cfg.trainer.global_batch_size, cfg.trainer.per_device_batch_size, env.world_size)
+    cfg.trainer.batch_sizes(env.world_size)
     check_options(cfg.trainer, env.world_size)
     workspace = StageWorkspace(cfg, "train")
     if (record := completed(cfg, workspace, main=env.is_main)) is not None:

@@ -20,7 +20,6 @@ import time
 from importlib.util import find_spec
 from pathlib import Path
 
-from meds1.config.rules import derive_batch_sizes
 from meds1.config.schema import FSDPConfig, KeptCheckpoint, TrainerConfig
 from meds1.errors import UserError
 from meds1.models import from_pretrained
@@ -177,9 +176,7 @@ def build_trainer(
     import torch
     from trl import SFTConfig, SFTTrainer
 
-    per_device, accumulation = derive_batch_sizes(
-        trainer_cfg.global_batch_size, trainer_cfg.per_device_batch_size, world_size
-    )
+    per_device, accumulation = trainer_cfg.batch_sizes(world_size)
     arguments = sft_arguments(trainer_cfg, checkpoints, per_device, accumulation, seed)
     # Without CUDA, accelerate runs several processes as MULTI_CPU (gloo) only when told it is on CPU.
     args = SFTConfig(**arguments, use_cpu=not torch.cuda.is_available())
