@@ -16,7 +16,6 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from meds1 import pipeline
-from meds1.config.schema import REWARDS as REWARD_NAMES
 from meds1.config.schema import (
     BudgetForcingConfig,
     Config,
@@ -37,6 +36,7 @@ from meds1.config.schema import (
     PerturbationConfig,
     QualityConfig,
     Resources,
+    RewardWeights,
     RLConfig,
     RLDataConfig,
     RLInit,
@@ -48,6 +48,7 @@ from meds1.config.schema import (
     TokenLimit,
     TraceConfig,
     TrainerConfig,
+    paid_rewards,
 )
 from meds1.curation.traces.spec import expand, produces_steps
 from meds1.errors import UserError
@@ -164,13 +165,13 @@ RANGES: dict[type, dict[str, Range]] = {
     },
     PassRateConfig: {"samples": AT_LEAST_1, "min": SHARE, "max": SHARE},
     RLDataConfig: {"max_per_source": AT_LEAST_1},
+    RewardWeights: {"mcq": AT_LEAST_0, "format": AT_LEAST_0, "judge": AT_LEAST_0, "overlong": AT_LEAST_0},
     RLVLLMConfig: {
         "gpu_memory_utilization": NONZERO_SHARE,
         "tensor_parallel_size": AT_LEAST_1,
         "max_model_length": AT_LEAST_1,
     },
     RLConfig: {
-        "rewards": AT_LEAST_0,
         "overlong_cache_tokens": AT_LEAST_1,
         "num_generations": Range(2, note="GRPO compares a question's completions with each other"),
         "generation_batch_size": AT_LEAST_1,
@@ -321,7 +322,7 @@ def _trainer_problems(trainer: TrainerConfig) -> Iterator[str]:
 
 
 def _rl_problems(config: Config, templates: list) -> Iterator[str]:
-    """RL starts from a model the experiment has, with rewards that exist and can pay, on batches that hold
+    """RL starts from a model the experiment has, with rewards that can pay, on batches that hold
     whole groups of completions split evenly over the processes (one per GPU)."""
     rl, stages = config.rl, [str(stage) for stage in config.stages]
     if rl.init == RLInit.train and "train" not in stages:
@@ -334,13 +335,10 @@ def _rl_problems(config: Config, templates: list) -> Iterator[str]:
             f"rl.init=base starts RL from `model`, but the experiment's stages {stages} also train a model "
             "it would not use: set rl.init=train, or drop train from stages (stages=[rl,eval])"
         )
-    unknown = sorted(set(rl.rewards) - set(REWARD_NAMES))
-    if unknown:
-        yield f"rl.rewards: unknown reward {unknown[0]!r}; valid: {', '.join(REWARD_NAMES)}"
-    elif not any(weight > 0 for weight in rl.rewards.values()):
-        yield f"rl.rewards={dict(rl.rewards)} pays nothing: give a reward a weight above 0 (rl.rewards.mcq=1)"
-    paid = {name for name, weight in rl.rewards.items() if weight}
-    if paid & {"mcq"} and rl.data.kind == "open":
+    paid = paid_rewards(rl.rewards)
+    if not paid:
+        yield "rl.rewards pays nothing: give a reward a weight above 0 (rl.rewards.mcq=1)"
+    if "mcq" in paid and rl.data.kind == "open":
         yield "rl.rewards.mcq pays for the right option, but rl.data.kind=open has none: use rl.rewards.judge"
     if "overlong" in paid and (rl.overlong_cache_tokens or 0) >= rl.max_completion_length:
         yield (
@@ -483,7 +481,7 @@ def _inference_used(config: Config, stages: set[str]) -> Iterator[tuple[str, Inf
             yield "rl.generator", InferenceConfig(backend=InferenceBackend.vllm)
         if rl.data.pass_rate.enabled:
             yield "rl.data.pass_rate.inference.backend", rl.data.pass_rate.inference
-        if rl.rewards.get("judge") and rl.judge.method == JudgeMethod.llm:
+        if rl.rewards.judge and rl.judge.method == JudgeMethod.llm:
             yield "rl.judge.llm.inference.backend", rl.judge.llm.inference
     if Stage.eval in stages:
         yield "inference.backend", config.inference

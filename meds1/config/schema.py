@@ -7,6 +7,7 @@ Stages receive the composed config as a `Config` object (`OmegaConf.to_object`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -545,7 +546,6 @@ RLLoss = choices("RLLoss", "grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")  
 RewardScaling = choices("RewardScaling", "group", "batch", "none")  # TRL GRPOConfig.scale_rewards
 RLGenerator = choices("RLGenerator", "hf", "vllm")  # what samples the completions while training
 VLLMMode = choices("VLLMMode", "colocate", "server")  # TRL GRPOConfig.vllm_mode
-REWARDS = ("mcq", "format", "judge", "overlong")  # the reward functions of meds1/rl/rewards.py
 
 
 def _hf_inference() -> InferenceConfig:
@@ -574,6 +574,25 @@ class RLDataConfig:
     max_per_source: int | None = None  # the first N usable questions of each source
     decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
     pass_rate: PassRateConfig = field(default_factory=PassRateConfig)
+
+
+@dataclass
+class RewardWeights:
+    """The rewards RL pays, by weight (meds1/rl/rewards.py); TRL optimizes their weighted sum. `mcq` (on
+    multiple-choice questions) and `format` are computed and logged at weight 0 too, so a format reward
+    that climbs while the answers stay wrong shows; `judge` and `overlong` only when paid."""
+
+    mcq: float = 1.0  # the right option, read by eval's strict extractor from the answer part
+    format: float = 0.0  # the layout's whole shape with a readable answer
+    judge: float = 0.0  # the LLM judge: the answer part means the reference answer (open questions)
+    overlong: float = 0.0  # DAPO's soft overlong punishment (rl.overlong_cache_tokens)
+
+
+def paid_rewards(weights: RewardWeights) -> dict[str, float]:
+    """name -> weight of the rewards RL pays (weight above 0)."""
+    return {
+        f.name: getattr(weights, f.name) for f in dataclasses.fields(weights) if getattr(weights, f.name) > 0
+    }
 
 
 @dataclass
@@ -608,7 +627,7 @@ class RLConfig:
     system_prompt: str | None = None
     open_prompt: str = "{question}"  # the user turn of an open question (HuatuoGPT-o1's RL: the question)
     data: RLDataConfig = field(default_factory=RLDataConfig)
-    rewards: dict[str, float] = field(default_factory=lambda: {"mcq": 1.0})  # reward -> weight (REWARDS)
+    rewards: RewardWeights = field(default_factory=RewardWeights)
     overlong_cache_tokens: int | None = None  # `overlong`: DAPO's soft punishment over the last N tokens
     judge: JudgeConfig = field(
         default_factory=JudgeConfig

@@ -258,13 +258,10 @@ def filter_by_pass_rate(
 def sample_pass_rates(questions: list[dict], cfg: Config, model_path: str) -> list[float]:
     """Each question's mean reward over `samples` completions (seeds seed, seed+1, ...)."""
     from meds1.inference import Sampling, load_backend
-    from meds1.rl.rewards import Completion, scorers
+    from meds1.rl.rewards import Completion, scorer
 
     rl = cfg.rl
-    name = "mcq" if rl.data.kind == "mcq" else "judge"
-    score = scorers(dataclasses.replace(rl, rewards={name: 1.0}), rl.layout, cfg.paths.cache, cfg.seed)[name][
-        1
-    ]
+    score = scorer("mcq" if rl.data.kind == "mcq" else "judge", rl, rl.layout, cfg.paths.cache, cfg.seed)
     conversations = [conversation(q, rl) for q in questions]
     rows = [{**q, "options": q["options"]} for q in questions]
     totals = [0.0] * len(questions)

@@ -243,7 +243,7 @@ def train_grpo(
     save_final(trainer, tokenizer, out / "model", save_dtype, rl.weights_dtype, env)
     replicated = env.is_distributed and not trainer.is_fsdp_enabled
     checksums = distributed.gather(weights_checksum(model)) if replicated else []
-    names = list(rl.rewards)
+    names = [function.__name__ for function in trainer.reward_funcs]
     steps = history(state.log_history, names)
     losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
     gpu_seconds = sum(s["runtime_s"] * s["world_size"] for s in segments if s["device"] == "cuda")

@@ -25,6 +25,7 @@ Without a layout (`python -m meds1.rl.reward` with none given), the answer part 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -75,6 +76,7 @@ OPENING_WRITTEN = tuple(
 # A letter stated after an answer cue, and more letters listed after it ("A or B", "A, C", "A/B").
 STATED = re.compile(r"[\s*_\"'`$]*(?:\(([A-Za-z])\)|([A-Z]))(?![\w'’-])")
 LISTED = re.compile(r"[ \t*]*(?:,|/|&|\bor\b|\band\b)[ \t*]*(?:option[ \t]+)?\(?([A-Z])\)?(?![\w'’-])")
+PRONOUN = re.compile(r"I\s+[a-z]")  # "I think": not option I (as eval's extractor reads it)
 BOXED_LETTER = re.compile(r"(?<![\w\\])([A-Z])(?!\w)")
 
 
@@ -112,6 +114,8 @@ def named_letters(answer: str, options: dict[str, str]) -> set[str]:
         stated = STATED.match(answer, cue.end())
         if not stated or (letter := (stated.group(1) or stated.group(2)).upper()) not in options:
             continue
+        if PRONOUN.match(answer, stated.start(2)) if stated.group(2) == "I" else False:
+            continue  # "Answer: I think ..."
         letters.add(letter)
         position = stated.end()
         while (more := LISTED.match(answer, position)) and more.group(1) in options:
@@ -263,23 +267,30 @@ def reply_is_final(verdict: str) -> bool:
 Scorer = Callable[[list[Completion]], list[float]]
 
 
-def scorers(rl: RLConfig, layout: str | None, cache_dir: str, seed: int) -> dict[str, tuple[float, Scorer]]:
-    """name -> (weight, scorer of a batch of completions) for every reward of `rl.rewards`."""
+def scorer(name: str, rl: RLConfig, layout: str | None, cache_dir: str, seed: int) -> Scorer:
+    """The scorer of reward `name` (a field of RewardWeights) for a batch of completions."""
 
     def each(function: Callable[[Completion], float]) -> Scorer:
         return lambda completions: [function(c) for c in completions]
 
-    built: dict[str, Scorer] = {}
-    for name in rl.rewards:
-        if name == "mcq":
-            built[name] = each(functools.partial(mcq, layout=layout))
-        elif name == "format":
-            built[name] = each(functools.partial(format_shape, layout=layout or rl.layout))
-        elif name == "judge":
-            built[name] = Judge(rl.judge, layout, cache_dir, seed)
-        elif name == "overlong":
-            built[name] = each(overlong(rl.max_completion_length, rl.overlong_cache_tokens))
-    return {name: (float(rl.rewards[name]), built[name]) for name in rl.rewards}
+    if name == "mcq":
+        return each(functools.partial(mcq, layout=layout))
+    if name == "format":
+        return each(functools.partial(format_shape, layout=layout or rl.layout))
+    if name == "judge":
+        return Judge(rl.judge, layout, cache_dir, seed)
+    if name == "overlong":
+        return each(overlong(rl.max_completion_length, rl.overlong_cache_tokens))
+    raise ValueError(f"unknown reward {name!r}")
+
+
+def scorers(rl: RLConfig, layout: str | None, cache_dir: str, seed: int) -> dict[str, tuple[float, Scorer]]:
+    """name -> (weight, scorer) of the rewards computed: those paid, and `mcq` (on multiple-choice
+    questions) and `format` also unpaid, for the record (see RewardWeights)."""
+    logged = ("mcq", "format") if rl.data.kind == "mcq" else ("format",)
+    weights = dataclasses.asdict(rl.rewards)
+    names = [name for name, weight in weights.items() if weight > 0 or name in logged]
+    return {name: (float(weights[name]), scorer(name, rl, layout, cache_dir, seed)) for name in names}
 
 
 def total(components: dict[str, float], weights: dict[str, float]) -> float:

@@ -77,7 +77,7 @@ def preflight_judge(cfg: Config) -> None:
     from meds1.curation.llm import preflight
 
     judge = cfg.rl.judge
-    if not cfg.rl.rewards.get("judge") or judge.method != JudgeMethod.llm:
+    if not cfg.rl.rewards.judge or judge.method != JudgeMethod.llm:
         return
     reference = "The reference answer."
     preflight(
