@@ -169,5 +169,5 @@ def test_only_train_runs_under_torchrun(tmp_path):
         env={**os.environ, "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"},
     )
     output = result.stdout + result.stderr
-    assert result.returncode == 1 and "run only stage=train under torchrun" in output
+    assert result.returncode == 1 and "run only stage=train or stage=rl under torchrun" in output
     assert "Traceback" not in output and not (tmp_path / "demo").exists()  # only Hydra's logs

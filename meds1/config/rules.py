@@ -338,9 +338,12 @@ def _rl_problems(config: Config, templates: list) -> Iterator[str]:
     paid = paid_rewards(rl.rewards)
     if not paid:
         yield "rl.rewards pays nothing: give a reward a weight above 0 (rl.rewards.mcq=1)"
+    if "format" in paid and rl.layout is None:
+        yield "rl.rewards.format pays for a layout's shape, but rl.layout=null names none: set rl.layout"
     if "mcq" in paid and rl.data.kind == "open":
         yield "rl.rewards.mcq pays for the right option, but rl.data.kind=open has none: use rl.rewards.judge"
-    if "overlong" in paid and (rl.overlong_cache_tokens or 0) >= rl.max_completion_length:
+    cache = rl.overlong_cache_tokens
+    if "overlong" in paid and not (cache and cache < rl.max_completion_length):
         yield (
             f"rl.rewards.overlong needs rl.overlong_cache_tokens below rl.max_completion_length="
             f"{rl.max_completion_length} (DAPO: 4096 of 20480), not {rl.overlong_cache_tokens}"

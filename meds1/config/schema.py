@@ -619,7 +619,9 @@ class RLConfig:
 
     recipe: str = MISSING
     init: RLInit = RLInit.train
-    layout: FormatLayout = FormatLayout.huatuo  # the layout whose answer part is rewarded (the trained one)
+    # The layout whose answer part is rewarded (the trained one); null: read as eval reads (an untrained
+    # model's answer: after any layout's marker, else the whole text), and no format reward.
+    layout: FormatLayout | None = FormatLayout.huatuo
     prompt: str = "Please answer the following multiple-choice question:\n{question}\n{options}"
     strict: bool = False
     strict_suffix: str = ""
@@ -719,8 +721,8 @@ class SlurmLauncherConfig:
     """`hydra/launcher=slurm`: site settings for every job; GPUs, tasks and nodes come from each stage.
 
     Names follow hydra-submitit-launcher's `submitit_slurm`. Per-stage resources live with the stage
-    (`trainer.resources`, `inference.resources`, `curation.resources`); `per_stage` adds or overrides
-    sbatch parameters for one stage only, e.g. `{curate: {partition: cpu}}`.
+    (`trainer.resources`, `rl.resources`, `inference.resources`, `curation.resources`); `per_stage` adds or
+    overrides sbatch parameters for one stage only, e.g. `{curate: {partition: cpu}}`.
     """
 
     _target_: str = "hydra_plugins.meds1_launcher.launcher.ChainedSlurmLauncher"

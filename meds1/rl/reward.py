@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         cfg = compose(args.overrides)
-        layout = args.layout or str(cfg.rl.layout)
+        layout = args.layout or (str(cfg.rl.layout) if cfg.rl.layout else EVAL_READING)
         scored = score_lines(
             read_lines(args.predictions),
             cfg.rl,

@@ -286,8 +286,10 @@ def scorer(name: str, rl: RLConfig, layout: str | None, cache_dir: str, seed: in
 
 def scorers(rl: RLConfig, layout: str | None, cache_dir: str, seed: int) -> dict[str, tuple[float, Scorer]]:
     """name -> (weight, scorer) of the rewards computed: those paid, and `mcq` (on multiple-choice
-    questions) and `format` also unpaid, for the record (see RewardWeights)."""
-    logged = ("mcq", "format") if rl.data.kind == "mcq" else ("format",)
+    questions) and `format` (with a layout) also unpaid, for the record (see RewardWeights)."""
+    logged = {"mcq"} if rl.data.kind == "mcq" else set()
+    if layout or rl.layout:
+        logged.add("format")
     weights = dataclasses.asdict(rl.rewards)
     names = [name for name, weight in weights.items() if weight > 0 or name in logged]
     return {name: (float(weights[name]), scorer(name, rl, layout, cache_dir, seed)) for name in names}

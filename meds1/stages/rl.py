@@ -48,27 +48,17 @@ def starting_model(cfg: Config) -> tuple[str, dict]:
     return model_path(cfg.model, cfg.paths.cache), dataclasses.asdict(cfg.model)
 
 
-def prepare_questions(cfg: Config, start: str, identity: dict) -> tuple[list[dict], dict]:
-    """The questions RL trains on and their record (meds1.rl.data)."""
+def read_questions(cfg: Config) -> tuple[list[dict], dict, list[dict]]:
+    """The questions of rl.data.suite without those that restate an eval question: (questions, skipped rows
+    per source and reason, removed questions) (meds1.rl.data)."""
     questions, skipped = data.load_questions(cfg.rl)
     questions, removed = data.decontaminate(questions, cfg.rl)
     if not questions:
         raise UserError(
             f"rl.data.suite: every question ({len(removed)}) restates an eval question "
-            "(rl.data.decontamination); "
-            "train RL on other questions"
+            "(rl.data.decontamination); train RL on other questions"
         )
-    pass_rates = None
-    if cfg.rl.data.pass_rate.enabled:
-        questions, pass_rates = data.filter_by_pass_rate(questions, cfg, start, identity)
-    log.info(
-        "rl: %d questions (%d removed as eval overlap) x %d epoch(s), %d completions each",
-        len(questions),
-        len(removed),
-        cfg.rl.num_epochs,
-        cfg.rl.num_generations,
-    )
-    return questions, data.data_record(questions, skipped, removed, pass_rates)
+    return questions, skipped, removed
 
 
 def preflight_judge(cfg: Config) -> None:
@@ -101,8 +91,19 @@ def run(cfg: Config) -> dict:
     workspace = StageWorkspace(cfg, "rl")
     if (record := completed(cfg, workspace, main=env.is_main)) is not None:
         return record
+    questions, skipped, removed = read_questions(cfg)  # bad questions stop here, before any model
     start, identity = starting_model(cfg)
-    questions, questions_record = prepare_questions(cfg, start, identity)
+    pass_rates = None
+    if rl.data.pass_rate.enabled:
+        questions, pass_rates = data.filter_by_pass_rate(questions, cfg, start, identity)
+    log.info(
+        "rl: %d questions (%d removed as eval overlap) x %d epoch(s), %d completions each",
+        len(questions),
+        len(removed),
+        rl.num_epochs,
+        rl.num_generations,
+    )
+    questions_record = data.data_record(questions, skipped, removed, pass_rates)
     rows = data.epoch_rows(questions, rl, cfg.seed)
     try:
         with distributed.process_group(env), contextlib.ExitStack() as held:
