@@ -8,6 +8,11 @@ benchmark runner. Figures are measured against a baseline in the same run:
   what scoring costs relative to I/O on this machine. Outputs are real long chains of thought (the
   HuatuoGPT-o1 SFT sample in ../shared/data, with its own multiple-choice questions) ending in
   answers of the styles models write; without that folder, the shipped demo questions are used.
+- every harness: judge + score with all five accuracies (strict, HuatuoGPT, MedReason, m1, med-s1) of
+  8,381 questions (HuatuoGPT-o1's eval set, its five sources at their sizes) x 3 repeats, against what
+  scoring cost before the harnesses (judge + one HuatuoGPT match per prediction + the same summaries
+  of strict accuracy with their intervals), in the same run; the issue's bound is 2x. Outputs mix the
+  layouts the harnesses cut differently ("## Final Response", "## Final Answer", \\boxed{}, empty).
 - hf throughput: output tokens/s of `HFBackend.generate` (batched, left-padded, longest first) on
   the tiny model vs a naive loop that calls `model.generate` for one prompt at a time.
 """
@@ -98,6 +103,76 @@ def bench_scoring() -> dict:
     }
 
 
+HUATUO_SOURCES = {  # HuatuoGPT-o1's eval_data.json: 8,381 questions
+    "MedMCQA_validation": 4183,
+    "MedQA_USLME_test": 1273,
+    "PubMedQA_test": 1000,
+    "MMLU-Pro_Medical_test": 1535,
+    "GPQA_Medical_test": 390,
+}
+REPEATS = 3
+
+
+def repeated_predictions() -> list[dict]:
+    """8,381 questions x 3 runs, sampled answers differing per run, in several answer layouts."""
+    rng = random.Random(1)
+    pairs = _mcq_with_reasoning()
+    layouts = [
+        "## Thinking\n\n{cot}\n\n## Final Response\n\n{answer}",
+        "## Thinking\n\n{cot}\n\n## Final Answer\n\n{answer}",
+        "<|im_start|>think\n{cot}\n<|im_start|>answer\nAnswer: {answer}",
+        "{answer}",
+    ]
+    questions = [(source, i) for source, count in HUATUO_SOURCES.items() for i in range(count)]
+    rows = []
+    for run in range(REPEATS):
+        for number, (source, i) in enumerate(questions):
+            row, cot = pairs[number % len(pairs)]
+            answer = "" if rng.random() < 0.02 else _answer(row, rng)
+            output = rng.choice(layouts).format(cot=cot, answer=answer)
+            rows.append({**row, "id": f"{source}{i}", "run": run, "source": source, "output": output})
+    return rows
+
+
+def bench_harnesses() -> dict:
+    from meds1.evaluation.harnesses import huatuo_match
+    from meds1.evaluation.scoring import judge, score
+
+    rows = repeated_predictions()
+    started = time.perf_counter()
+    judged = [judge(row) for row in rows]
+    for row in judged:
+        huatuo_match(row["output"], row["options"])
+    sources = {row["source"] for row in judged}
+    for part in [judged, *([r for r in judged if r["source"] == s] for s in sources)]:
+        _strict_summary(part)
+    baseline_s = time.perf_counter() - started
+    started = time.perf_counter()
+    score([judge(row) for row in rows])
+    ours_s = time.perf_counter() - started
+    return {
+        "figure": f"eval: score every harness, {len(rows) // REPEATS} questions x {REPEATS} repeats",
+        "ours": ours_s,
+        "baseline": baseline_s,
+        "ratio": ours_s / baseline_s,
+        "target": "<= 2x (baseline: strict + HuatuoGPT scoring as before the harnesses)",
+        "unit": "s",
+    }
+
+
+def _strict_summary(rows: list[dict]) -> tuple[float, list[float]]:
+    """Strict accuracy and its bootstrap interval over questions, as the summaries compute them."""
+    import numpy as np
+
+    from meds1.evaluation.scoring import bootstrap_ci
+
+    per_question: dict[str, list[bool]] = {}
+    for row in rows:
+        per_question.setdefault(row["id"], []).append(bool(row["correct"]))
+    means = np.array([sum(v) / len(v) for v in per_question.values()])
+    return float(means.mean()), bootstrap_ci(means)
+
+
 def bench_hf_throughput() -> dict:
     import torch
 
@@ -141,7 +216,7 @@ def bench_hf_throughput() -> dict:
 
 
 def run() -> list[dict]:
-    return [bench_scoring(), bench_hf_throughput()]
+    return [bench_scoring(), bench_harnesses(), bench_hf_throughput()]
 
 
 if __name__ == "__main__":

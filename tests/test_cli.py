@@ -53,7 +53,13 @@ def own_configs(tmp_path):
         (["trainer.fsdp.checkpoint_format=zip"], "checkpoint_format='zip': valid: sharded, full"),
         (["inference.backend=tgi"], "inference.backend='tgi': valid: hf, openai, vllm"),
         (["model.build=big"], "model.build='big': valid: tiny"),
-        (["report.metric=f1"], "report.metric='f1': valid: accuracy, accuracy_huatuo"),
+        (
+            ["report.metric=f1"],
+            "report.metric='f1': valid: accuracy, accuracy_huatuo, accuracy_medreason, accuracy_m1, "
+            "accuracy_medsone",
+        ),
+        (["report.adjust=bonferroni"], "report.adjust='bonferroni': valid: holm, bh"),
+        (["report.baselines=[m2]"], "report.baselines: unknown baseline 'm2'; valid: m1, medreason"),
         (["report.outputs=[pdf]"], "report.outputs[0]='pdf': valid: markdown, csv, plots, html"),
         (["curation.n_samples=-1"], "curation.n_samples=-1: must be >= 0"),
         (

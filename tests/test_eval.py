@@ -12,7 +12,8 @@ import pytest
 from meds1.config.schema import EvalConfig
 from meds1.errors import UserError
 from meds1.evaluation.data import load_suite, question_id, suite_record
-from meds1.evaluation.extract import _TextMatcher, extract_answer, huatuo_match
+from meds1.evaluation.extract import extract_answer
+from meds1.evaluation.harnesses import _TextMatcher, huatuo_match
 from meds1.evaluation.predictions import read_predictions
 from meds1.evaluation.prompts import build_conversation
 from meds1.evaluation.scoring import judge, score

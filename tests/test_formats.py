@@ -10,7 +10,8 @@ from meds1.config.compose import compose
 from meds1.config.schema import FormatConfig
 from meds1.curation.formatting import clean_text, format_rows, to_messages
 from meds1.evaluation.budget_forcing import MARKERS
-from meds1.evaluation.extract import extract_answer, huatuo_match
+from meds1.evaluation.extract import extract_answer
+from meds1.evaluation.harnesses import huatuo_match
 from meds1.evaluation.prompts import build_conversation, question_prompt
 from meds1.layouts import LAYOUTS
 from meds1.models import load_tokenizer

@@ -262,6 +262,7 @@ def _problems(config: Config) -> Iterator[str]:
         yield from _rl_problems(config, templates)
     if Stage.eval in config.stages:
         yield from _eval_problems(config)
+    yield from _report_problems(config)
     for key, template, fields in templates:
         try:
             template.format(**dict.fromkeys(fields, ""))
@@ -452,6 +453,16 @@ def _eval_problems(config: Config) -> Iterator[str]:
             "eval.tts: the model was trained with curation.format.assistant_template; set "
             "eval.tts.think_start, eval.tts.think_end and eval.tts.answer_prefix to that template's markers"
         )
+
+
+BASELINES_DIR = Path(__file__).resolve().parent.parent / "data" / "baselines"  # one CSV per source paper
+
+
+def _report_problems(config: Config) -> Iterator[str]:
+    known = sorted(path.stem for path in BASELINES_DIR.glob("*.csv"))
+    for name in config.report.baselines:
+        if name not in known:
+            yield f"report.baselines: unknown baseline {name!r}; valid: {', '.join(known)}"
 
 
 def check_installed(config: Config) -> None:

@@ -56,7 +56,11 @@ WeightsDtype = choices("WeightsDtype", "float32", "bfloat16", "float16")
 KeptCheckpoint = choices("KeptCheckpoint", "last", "best_eval_loss")
 CheckpointFormat = choices("CheckpointFormat", "sharded", "full")
 Reporter = choices("Reporter", "tensorboard", "wandb")
-ReportMetric = choices("ReportMetric", "accuracy", "accuracy_huatuo")
+# strict, then each harness's score (meds1.evaluation.harnesses)
+ReportMetric = choices(
+    "ReportMetric", "accuracy", "accuracy_huatuo", "accuracy_medreason", "accuracy_m1", "accuracy_medsone"
+)
+ReportAdjust = choices("ReportAdjust", "holm", "bh")  # multiplicity: Holm or Benjamini-Hochberg
 ReportOutput = choices("ReportOutput", "markdown", "csv", "plots", "html")
 
 
@@ -683,11 +687,13 @@ class ReportConfig:
     # list of them; empty: all. (Any: a single name is one experiment, where a list type would refuse it.)
     experiments: Any = field(default_factory=list)
     group_by: str = "curation.method"  # config key whose value groups experiments into plot series
-    metric: ReportMetric = ReportMetric.accuracy  # what the plots show: accuracy (strict) or accuracy_huatuo
+    metric: ReportMetric = ReportMetric.accuracy  # what the plots show: accuracy (strict) or a harness's
     outputs: list[ReportOutput] = field(default_factory=lambda: list(ReportOutput))
     out_dir: str = "${paths.root}/report"
     status: bool = True  # print each experiment's stage status (not run/queued/running/done/failed)
     baseline: str | None = None  # an experiment (slug or command line): compare every other one against it
+    baselines: list[str] = field(default_factory=list)  # published results beside them (meds1/data/baselines)
+    adjust: ReportAdjust = ReportAdjust.holm  # the paired p-values' multiplicity adjustment (holm | bh)
     sources: list[str] = field(default_factory=list)  # eval sources (names or globs) shown; empty: all
 
 

@@ -18,18 +18,13 @@ A letter must stand alone: the "C" in "Vitamin C" or "Anti C" is never read as o
 lowercase "a"/"i" followed by a word is an English word, and "I think" is a pronoun. Anything else
 is unparseable (None) and scores as wrong.
 
-`huatuo_match` is a faithful port of HuatuoGPT-o1's `match_choice` (evaluation/scorer.py), so that
-accuracies can be compared with published numbers; it always guesses (its last resort is the
-option most similar to the whole output). HuatuoGPT's scorer knows only its own "## Final Response"
-layout; the port first cuts an s1- or think-tag-layout answer to its answer part the same way, so
-that it does not score the thinking (identical results on HuatuoGPT-layout answers).
+The field's own scorers (HuatuoGPT-o1's, MedReason's, m1's, med-s1's), which always guess, are
+reproduced in `meds1.evaluation.harnesses`.
 """
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections import Counter
 
 from meds1.layouts import LAYOUTS
 
@@ -206,69 +201,3 @@ def _mentions(text: str, body: str) -> list[tuple[int, int]]:
             spans.append((start, end))
         start = text.find(body, start + 1)
     return spans
-
-
-# --- HuatuoGPT-o1 compatibility (a port of evaluation/scorer.py: match_choice) ----------------------
-
-HUATUO_STRICT = re.compile(r"(answer is\s*?)([A-N])", re.S)
-
-
-def huatuo_match(text: str, options: dict[str, str]) -> tuple[str, str]:
-    """(first, last) option letters as HuatuoGPT-o1's scorer reads them; it never abstains."""
-    text = text[layout_answer_start(text) :]  # meds1's addition: s1 and think-tag layouts (module doc)
-    if "## Final Response\n\n" in text:
-        text = text.split("## Final Response\n\n")[-1]
-    matches = list(HUATUO_STRICT.finditer(text))
-    if matches:
-        return matches[0].group(2), matches[-1].group(2)
-    # Theirs: ([\u4e00-\u9fff]|is |是|项|\*|\W|\ |\(|为|^|'|\"|#)(?![aA] )([A..])(\W|[\u4e00-\u9fff]|$).
-    # Every alternative before the letter is a CJK or non-word character ("is " ends in one), so
-    # this equivalent class finds the same letters at the same ends, twice as fast.
-    letters = "ABCDEFGHIJKLMN"[: len(options)]
-    loose = re.compile(r"(?:[\W\u4e00-\u9fff]|^)(?![aA] )([" + letters + r"])(?:\W|[\u4e00-\u9fff]|$)", re.S)
-    matches = list(loose.finditer(text))
-    if matches:
-        return matches[0].group(1), matches[-1].group(1)
-    lowered = text.lower()
-    present = [opt for opt in options if options[opt].lower() in lowered]
-    if present:
-        last = max(present, key=lambda opt: lowered.rindex(options[opt].lower()))
-        # Their "first" also sorts by position descending; kept as is for comparability.
-        first = max(present, key=lambda opt: lowered.index(options[opt].lower()))
-        return first, last
-    matcher = _TextMatcher(None, "", lowered)  # the text's index is built once, reused per option
-    similarity = []
-    for option in options.values():
-        matcher.set_seq1(option.lower())
-        similarity.append(matcher.ratio())
-    best = max(range(len(similarity)), key=lambda i: (similarity[i], i))  # ties: the last, as theirs
-    letter = list(options)[best]
-    return letter, letter
-
-
-class _TextMatcher(difflib.SequenceMatcher):
-    """`difflib.SequenceMatcher` whose index of the second sequence is built from character counts.
-
-    Gives exactly difflib's ratios (same `b2j`, `bjunk`, `bpopular`) in a fraction of the time for
-    long texts: with autojunk most characters of a long text are "popular" and left out of the
-    index, so only the rare ones need their positions listed.
-    """
-
-    def _SequenceMatcher__chain_b(self):  # overrides difflib's private index builder
-        b = self.b
-        counts = Counter(b)
-        self.bjunk = set()
-        self.bpopular = set()
-        if self.autojunk and len(b) >= 200:
-            limit = len(b) // 100 + 1
-            self.bpopular = {char for char, count in counts.items() if count > limit}
-        self.b2j = {char: _positions(b, char) for char in counts if char not in self.bpopular}
-
-
-def _positions(text: str, char: str) -> list[int]:
-    found = []
-    position = text.find(char)
-    while position != -1:
-        found.append(position)
-        position = text.find(char, position + 1)
-    return found

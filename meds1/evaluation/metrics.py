@@ -69,12 +69,15 @@ def decoding(eval_cfg: EvalConfig) -> dict:
 
 def log_table(metrics: dict) -> None:
     log.info(
-        "eval: %-28s %6s %9s %15s %8s %12s %8s",
+        "eval: %-28s %6s %9s %15s %8s %9s %6s %7s %12s %8s",
         "source",
         "n",
         "accuracy",
         "95% CI",
         "huatuo",
+        "medreason",
+        "m1",
+        "med-s1",
         "unparseable",
         "tokens",
     )
@@ -82,12 +85,15 @@ def log_table(metrics: dict) -> None:
         spread = f" ±{m['accuracy_std']:.3f}" if "accuracy_std" in m else ""
         low, high = m["ci95"] or (0.0, 0.0)
         log.info(
-            "eval: %-28s %6d %9.3f %15s %8.3f %12.3f %8.0f%s",
+            "eval: %-28s %6d %9.3f %15s %8.3f %9.3f %6.3f %7.3f %12.3f %8.0f%s",
             source,
             m["n"],
             m["accuracy"] or 0.0,
             f"[{low:.3f}, {high:.3f}]",
             m["accuracy_huatuo"] or 0.0,
+            m["accuracy_medreason"] or 0.0,
+            m["accuracy_m1"] or 0.0,
+            m["accuracy_medsone"] or 0.0,
             m["unparseable"] or 0.0,
             m["mean_output_tokens"] or 0.0,
             spread,

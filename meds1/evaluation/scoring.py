@@ -1,9 +1,9 @@
 """Judge predictions and aggregate them per source and overall.
 
-Every question stays in the denominator: an empty, failed or unparseable answer is wrong. Each
-summary holds `n` (questions), `accuracy` (strict: meds1's extractor), `accuracy_huatuo`
-(HuatuoGPT-o1's scorer: per source, the better of its first-match and last-match accuracies;
-overall, the question-weighted mean of those per-source figures, see `huatuo_accuracy`), `ci95` (a
+Every question stays in the denominator: under meds1's strict rule an empty, failed or unparseable
+answer is wrong. Each summary holds `n` (questions), `accuracy` (strict: meds1's extractor),
+`accuracy_huatuo`, `accuracy_medreason`, `accuracy_m1` and `accuracy_medsone` (the field's scorers, each
+as its own code scores the same outputs, quirks included: meds1.evaluation.harnesses), `ci95` (a
 percentile bootstrap interval of strict accuracy, resampling questions), `unparseable` (share of
 answers the strict extractor could not read) and `mean_output_tokens`. With repeated runs (rows
 carry `run`), accuracies are means over runs, the interval resamples questions with their
@@ -19,7 +19,9 @@ from collections import defaultdict
 
 import numpy as np
 
-from meds1.evaluation.extract import extract_answer, huatuo_match
+from meds1.evaluation import harnesses
+from meds1.evaluation.extract import extract_answer
+from meds1.evaluation.harnesses import METRICS, Marked, Scorer
 
 BOOTSTRAP_SAMPLES = 1000
 BOOTSTRAP_SEED = 0
@@ -31,19 +33,10 @@ def judge(row: dict) -> dict:
     return {**row, "extracted": extracted, "correct": extracted == str(row["answer_idx"]).upper()}
 
 
-def huatuo_correct(row: dict) -> tuple[bool, bool]:
-    """(first-match correct, last-match correct) under HuatuoGPT-o1's scorer; empty output is wrong."""
-    output = row.get("output") or ""
-    if not output.strip():
-        return False, False
-    first, last = huatuo_match(output, row["options"])
-    answer = str(row["answer_idx"]).lower()
-    return first.lower() == answer, last.lower() == answer
-
-
 def score(predictions: list[dict], aggregate: str = "mean", interval: str = "bootstrap") -> dict:
     """{"overall": S, "per_source": {source: S}} from judged prediction rows (see module doc)."""
-    marked = [(row, huatuo_correct(row)) for row in predictions]
+    scorer = Scorer()
+    marked = [(row, scorer.marks(row)) for row in predictions]
     by_source: dict[str, list] = defaultdict(list)
     for row, marks in marked:
         by_source[row["source"]].append((row, marks))
@@ -55,19 +48,17 @@ def score(predictions: list[dict], aggregate: str = "mean", interval: str = "boo
     }
 
 
-def summarize(
-    marked: list[tuple[dict, tuple[bool, bool]]], aggregate: str = "mean", interval: str = "bootstrap"
-) -> dict:
-    """The summary S of judged rows, each paired with its HuatuoGPT (first, last) correctness.
+def summarize(marked: Marked, aggregate: str = "mean", interval: str = "bootstrap") -> dict:
+    """The summary S of judged rows, each paired with its `Marks` under the field's harnesses.
 
     A question's score is its mean correctness over its runs (`mean`), or med-s1's `majority`: 1 when it
     is right in at least half of them (ties count right; som-shahlab/med-s1@d15c393 eval/scorer.py:score).
     `interval`: `bootstrap` resamples question scores; `hierarchical` is med-s1's
     calculate_confidence_interval (questions, then runs within each; see `hierarchical_ci`)."""
     if not marked:
-        return dict.fromkeys(
-            ("accuracy", "accuracy_huatuo", "ci95", "unparseable", "mean_output_tokens"), None
-        ) | {"n": 0}
+        return dict.fromkeys(("accuracy", *METRICS, "ci95", "unparseable", "mean_output_tokens"), None) | {
+            "n": 0
+        }
     rows = [row for row, _ in marked]
     runs: dict[int, list] = defaultdict(list)
     per_question: dict[str, list[bool]] = defaultdict(list)
@@ -85,44 +76,18 @@ def summarize(
         "accuracy": (
             statistics.fmean(accuracy_runs) if aggregate == "mean" and uniform else float(scores.mean())
         ),
-        "accuracy_huatuo": huatuo_over_runs(marked),
+        **harnesses.accuracies(marked),
         "ci95": ci,
         "unparseable": sum(r["extracted"] is None for r in rows) / len(rows),
         "mean_output_tokens": statistics.fmean(float(r.get("output_tokens") or 0) for r in rows),
     }
     if len(runs) > 1 and uniform:
         summary["accuracy_runs"] = accuracy_runs
-        summary["accuracy_huatuo_runs"] = [huatuo_accuracy(run) for _, run in sorted(runs.items())]
+        summary["accuracy_huatuo_runs"] = [
+            harnesses.per_run_better_match(run, "huatuo") for _, run in sorted(runs.items())
+        ]
         summary["accuracy_std"] = statistics.stdev(accuracy_runs)
     return summary
-
-
-def huatuo_over_runs(marked: list[tuple[dict, tuple[bool, bool]]]) -> float:
-    """HuatuoGPT accuracy averaged over runs: per source, the mean over its runs of `huatuo_accuracy`;
-    overall, the question-weighted mean of those (equal to the mean over runs when runs are uniform)."""
-    by_source: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
-    for row, marks in marked:
-        by_source[row["source"]][int(row.get("run", 0))].append((row, marks))
-    total = 0.0
-    for source_runs in by_source.values():
-        means = [huatuo_accuracy(run) for run in source_runs.values()]
-        total += statistics.fmean(means) * len(next(iter(source_runs.values())))
-    return total / sum(len(next(iter(r.values()))) for r in by_source.values())
-
-
-def huatuo_accuracy(marked: list[tuple[dict, tuple[bool, bool]]]) -> float:
-    """HuatuoGPT-o1's accuracy of judged rows, each paired with its (first, last) correctness.
-
-    Its scorer reports each source's better of first-match and last-match accuracy, and no overall
-    figure; over several sources this is the question-weighted mean of those per-source figures (the
-    sum of each source's better count over all questions), never one max over the pooled rows.
-    """
-    first: dict[str, int] = defaultdict(int)
-    last: dict[str, int] = defaultdict(int)
-    for row, (first_right, last_right) in marked:
-        first[row["source"]] += first_right
-        last[row["source"]] += last_right
-    return sum(max(first[source], last[source]) for source in first) / len(marked)
 
 
 def bootstrap_ci(values: np.ndarray, samples: int = BOOTSTRAP_SAMPLES) -> list[float]:

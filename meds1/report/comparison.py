@@ -13,7 +13,7 @@ from pathlib import Path
 
 from meds1.errors import MissingInputError, UserError
 from meds1.report import experiments as registry_view
-from meds1.report import paired, tables
+from meds1.report import multiplicity, paired, tables
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ def compare_with_baseline(
     root: Path,
     group_by: str,
     sources: list[str] = (),
+    adjust: str = "holm",
 ) -> Comparison:
     """Every chosen experiment with eval results against the baseline `name` (see meds1.report.paired),
     per source (those matching `sources`, when given) and overall."""
@@ -71,6 +72,7 @@ def compare_with_baseline(
             log.warning("report: no predictions.jsonl for %s; it is not compared with the baseline", exp.slug)
         rows += found
         (compared if found else unmatched).append(exp)
+    multiplicity.adjust(rows, adjust)  # report.adjust, over every row of the paired table
     decodings = {exp.slug: tables.decoding(exp) for exp in [*compared, *unmatched]}
-    pivot = tables.paired_pivot(rows, name, decodings, [exp.slug for exp in unmatched])
+    pivot = tables.paired_pivot(rows, name, decodings, [exp.slug for exp in unmatched], adjust)
     return Comparison(rows, compared, decodings, pivot)

@@ -45,6 +45,9 @@ class Paired:
     baseline_better: int  # McNemar's b
     experiment_better: int  # McNemar's c
     p_value: float
+    p_adjusted: float | None = None  # over all the report's paired rows (meds1.report.multiplicity)
+    mde: float | None = None  # minimum detectable effect, a share (power 0.8, alpha 0.05)
+    within_noise: bool | None = None  # |difference| < mde
 
 
 def read_answers(path: Path) -> Answers:

@@ -16,8 +16,10 @@ and the PNG bytes, or None when no experiment has the data for it:
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
+from meds1.evaluation import harnesses
 from meds1.report.experiments import Experiment
 
 DPI = 100
@@ -25,6 +27,9 @@ TOP_SPECIALTIES = 20
 FIRST_STAGE, LAST_STAGE = "quality", "selection"
 ALL_ROWS = "all rows"
 MAX_BARS = 10  # experiments or curated sets per bar chart; more are left out, with a note in the title
+LABEL_CHARS = 42  # a legend or tick label longer than this wraps at its separators ("__", ",", " ", "=")
+CHAR_INCHES = 0.075  # the width of one character of a small legend label, for choosing its columns
+LINE_INCHES = 0.19  # the height of one legend line
 CHART_NAMES = ("sample_efficiency", "per_source", "test_time_scaling", "curation_funnel", "specialties")
 TRACE_CHARTS = ("perturbation_rates", "trace_formats")  # the trace study's (drawn when it has data)
 CHART_NAMES += TRACE_CHARTS
@@ -36,6 +41,7 @@ class Chart:
     title: str
     series: dict[str, list[tuple]]  # label -> points (x, y) as drawn
     png: bytes
+    figure: object = field(default=None, repr=False, compare=False)  # the drawn matplotlib Figure
 
 
 def _figure(width: float, height: float):
@@ -96,18 +102,51 @@ def _first(items: dict, what: str) -> tuple[dict, str]:
     return kept, f" (first {MAX_BARS} of {len(items)} {what}; choose with report.experiments)"
 
 
+def wrap(label: str, width: int = LABEL_CHARS) -> str:
+    """`label` on lines of at most `width` characters, broken after "__", ",", " ", "=" or "/" where it can
+    be (a slug has no spaces), else within a word."""
+    lines = [""]
+    for token in re.split(r"(?<=__)|(?<=[, =/])", label):
+        while len(token) > width:
+            if lines[-1]:
+                lines.append("")
+            lines[-1], token = token[:width], token[width:]
+            lines.append("")
+        if lines[-1] and len(lines[-1]) + len(token) > width:
+            lines.append("")
+        lines[-1] += token
+    return "\n".join(line for line in lines if line)
+
+
 def _chart(name: str, title: str, figure, series: dict, grid: str | None = None) -> Chart:
-    """Title, grid and legend (outside, on the right) on the figure's one plot, then the PNG."""
+    """Title, grid and legend on the figure's one plot, then the PNG. The legend sits below the plot,
+    its labels wrapped, in as many columns as fit the figure's width; the figure grows by its height,
+    so long slugs never squeeze the plot nor fall off the edge."""
     ax = figure.axes[0]
     ax.set_title(title)
     if grid:
         ax.grid(axis=grid, alpha=0.3)
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
-    return Chart(name, title, series, _png(figure))
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        wrapped = [wrap(label) for label in labels]
+        widest = max(len(line) for label in wrapped for line in label.split("\n"))
+        columns = max(1, min(len(wrapped), int(figure.get_figwidth() / ((widest + 6) * CHAR_INCHES))))
+        rows = [wrapped[i : i + columns] for i in range(0, len(wrapped), columns)]
+        lines = sum(max(label.count("\n") + 1 for label in row) for row in rows)
+        figure.set_figheight(figure.get_figheight() + LINE_INCHES * (lines + 1))
+        figure.legend(
+            handles, wrapped, loc="outside lower center", ncols=columns, fontsize="small", frameon=False
+        )
+    return Chart(name, title, series, _png(figure), figure)
 
 
 def _metric_label(metric: str) -> str:
-    return "HuatuoGPT-compatible accuracy (%)" if metric == "accuracy_huatuo" else "strict accuracy (%)"
+    harness = metric.removeprefix("accuracy_")
+    return (
+        f"{harnesses.LABELS[harness]} harness accuracy (%)"
+        if harness in harnesses.LABELS
+        else "strict accuracy (%)"
+    )
 
 
 def sample_efficiency(experiments: list[Experiment], metric: str) -> Chart | None:
@@ -396,7 +435,7 @@ def trace_formats(experiments: list[Experiment], metric: str) -> Chart | None:
     if not bars or all(label == "source" for label, *_ in bars):
         return None
     bars.sort(key=lambda bar: -bar[2])
-    labels = [f"{label}\n({slug})" for label, slug, _, _ in bars]
+    labels = [f"{wrap(label)}\n({wrap(slug)})" for label, slug, _, _ in bars]
     figure = _figure(max(10, 0.9 * len(bars)), 5.2)
     ax = figure.add_subplot()
     xs = list(range(len(bars)))

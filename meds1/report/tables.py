@@ -2,8 +2,9 @@
 
 `results.csv` is the tidy form (one line per experiment x source, every number unrounded); the
 Markdown file, the terminal and the HTML page show the same numbers as three pivots, experiments
-down and sources across: strict accuracy with its 95% interval, HuatuoGPT-compatible accuracy, and
-questions per source with the unparseable share. `overall` pools every question of the experiment,
+down and sources across: strict accuracy with its 95% interval, the field's harnesses (HuatuoGPT-o1's,
+MedReason's, m1's and med-s1's scorers on the same answers, one row each), and questions per source
+with the unparseable share. `overall` pools every question of the experiment,
 so it is the average over sources weighted by their number of questions (as the eval stage scores it).
 `decoding` says how the answers were sampled (`T=0.5 p=0.9 2000`: temperature, top_p, max new tokens;
 `greedy 2048`). Metrics written before a field existed simply show "-" for it. With a baseline,
@@ -18,11 +19,13 @@ from pathlib import Path
 
 from rich.table import Table
 
+from meds1.evaluation import harnesses
 from meds1.report import provenance
 from meds1.report.experiments import Experiment
 from meds1.report.paired import Paired
 
 OVERALL = "overall"
+ADJUST_LABELS = {"holm": "Holm", "bh": "Benjamini-Hochberg"}  # report.adjust
 MAX_SOURCE_COLUMNS = 8  # more sources than this: the tables are transposed (sources down, experiments across)
 
 
@@ -39,6 +42,9 @@ class SourceResult:
     accuracy_huatuo: float | None  # HuatuoGPT-compatible: max of first/last match
     huatuo_ci_low: float | None
     huatuo_ci_high: float | None
+    accuracy_medreason: float | None  # the other harnesses: meds1.evaluation.harnesses
+    accuracy_m1: float | None
+    accuracy_medsone: float | None
     unparseable: float | None
     mean_output_tokens: float | None
     train_samples: int | None
@@ -99,6 +105,9 @@ def source_results(experiments: list[Experiment]) -> list[SourceResult]:
                     summary.get("accuracy_std"),
                     summary.get("accuracy_huatuo"),
                     *_interval(summary, "ci95_huatuo"),
+                    summary.get("accuracy_medreason"),
+                    summary.get("accuracy_m1"),
+                    summary.get("accuracy_medsone"),
                     summary.get("unparseable"),
                     summary.get("mean_output_tokens"),
                     exp.train_samples,
@@ -152,6 +161,35 @@ def huatuo_cell(row: SourceResult) -> str:
     return text
 
 
+HARNESS_LABELS = {harnesses.metric(name): label for name, label in harnesses.LABELS.items()}
+HARNESS_NOTE = (
+    "the same answers scored by each paper's own code (HuatuoGPT-o1@2c8d7fc, MedReason@02b51f1, "
+    "m1@c65dfc6, med-s1@d15c393; meds1.evaluation.harnesses). These scorers never abstain: an answer "
+    "they cannot read is given the option most like it (difflib; an empty answer: the last option), so "
+    "a model that writes no usable answer, such as an untrained one, still scores about chance here and "
+    "can rank above a trained model; the strict table counts such answers wrong. overall: HuatuoGPT-o1, "
+    "MedReason and med-s1 weight sources by their questions; m1 averages its sources (its Table 1 Avg.)"
+)
+
+
+def harness_cell(row: SourceResult, field: str) -> str:
+    return huatuo_cell(row) if field == "accuracy_huatuo" else _pct(getattr(row, field))
+
+
+def harness_pivot(
+    by_experiment: dict[str, dict[str, SourceResult]], columns: list[str], group_by: str
+) -> Pivot:
+    """The field's harnesses: one row per experiment and harness, sources across."""
+    body = []
+    for experiment, cells in by_experiment.items():
+        first = next(iter(cells.values()))
+        for field, label in HARNESS_LABELS.items():
+            scores = [harness_cell(cells[c], field) if c in cells else "-" for c in columns]
+            body.append([experiment, first.group, first.decoding, label, *scores])
+    header = ["experiment", group_by, "decoding", "harness", *columns]
+    return Pivot("The field's harnesses, % (same answers)", header, body, HARNESS_NOTE)
+
+
 def count_cell(row: SourceResult) -> str:
     n = "-" if row.n is None else str(row.n)
     return n if row.unparseable is None else f"{n} ({100 * row.unparseable:.0f}%)"
@@ -181,12 +219,7 @@ def pivots(rows: list[SourceResult], group_by: str) -> list[Pivot]:
             [group_by, "decoding"],
             lambda r: [r.group, r.decoding],
         ),
-        pivot(
-            "HuatuoGPT-compatible accuracy, %",
-            huatuo_cell,
-            [group_by, "decoding"],
-            lambda r: [r.group, r.decoding],
-        ),
+        harness_pivot(by_experiment, columns, group_by),
         pivot(
             "Questions (unparseable share)",
             count_cell,
@@ -229,7 +262,9 @@ def _points(value: float) -> str:
     return f"{100 * value:+.1f}"
 
 
-def paired_pivot(rows: list[Paired], baseline: str, decodings: dict[str, str], unmatched: list[str]) -> Pivot:
+def paired_pivot(
+    rows: list[Paired], baseline: str, decodings: dict[str, str], unmatched: list[str], adjust: str = "holm"
+) -> Pivot:
     """The paired comparisons against `baseline`, one row per experiment and source (then overall)."""
     body = [
         [
@@ -244,6 +279,8 @@ def paired_pivot(rows: list[Paired], baseline: str, decodings: dict[str, str], u
             f"{_points(r.difference)} [{_points(r.ci_low)}, {_points(r.ci_high)}]",
             f"{r.baseline_better} / {r.experiment_better}",
             f"{r.p_value:.3g}",
+            "-" if r.p_adjusted is None else f"{r.p_adjusted:.3g}",
+            "-" if r.mde is None else f"{100 * r.mde:.1f}" + (" (within noise)" if r.within_noise else ""),
         ]
         for r in rows
     ]
@@ -251,14 +288,16 @@ def paired_pivot(rows: list[Paired], baseline: str, decodings: dict[str, str], u
         "n: questions both answered (unpaired: answered by one only, left out); runs: eval runs paired by "
         "index; strict accuracy, %; difference: experiment - baseline, points, 95% paired bootstrap over "
         "questions; b / c: questions only the baseline / only the experiment got right (by mean over runs); "
-        "p: McNemar's exact two-sided test"
+        f"p: McNemar's exact two-sided test; adjusted: {ADJUST_LABELS[adjust]} over every row of this table "
+        "(report.adjust); MDE: the smallest difference, in points, these questions detect at the two arms' "
+        "accuracies with power 0.8, alpha 0.05 (meds1.report.multiplicity); within noise: |difference| < MDE"
     )
     if unmatched:
         note += f". Not compared (no questions in common, or no predictions): {', '.join(unmatched)}"
     header = ["experiment", "source", "decoding", "n", "unpaired", "runs", "baseline", "experiment %"]
     return Pivot(
         f"Paired with baseline {baseline} ({decodings[baseline]})",
-        [*header, "difference [95% CI]", "b / c", "McNemar p"],
+        [*header, "difference [95% CI]", "b / c", "McNemar p", "p adjusted", "MDE"],
         body,
         note,
     )

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from meds1.config.schema import Config
 from meds1.errors import MissingInputError
+from meds1.report import baselines, outputs, provenance, status, tables
 from meds1.report import experiments as registry_view
-from meds1.report import outputs, provenance, status, tables
 from meds1.report.comparison import compare_with_baseline
 from meds1.store.registry import registry_path
 
@@ -42,8 +42,14 @@ def run(cfg: Config) -> dict:
     rows = tables.source_results(chosen)
     pivots = tables.pivots(rows, report.group_by)
     pivots += [trace] if (trace := tables.trace_pivot(chosen)) else []
+    published, unmatched = baselines.pivots(list(report.baselines), chosen)  # report.baselines
+    pivots += published
+    for warning in unmatched:
+        log.warning("report: %s", warning)
     comparison = (
-        compare_with_baseline(report.baseline, data, chosen, root, report.group_by, list(report.sources))
+        compare_with_baseline(
+            report.baseline, data, chosen, root, report.group_by, list(report.sources), report.adjust
+        )
         if report.baseline
         else None
     )
