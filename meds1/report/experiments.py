@@ -36,6 +36,7 @@ class Experiment:
     curation_slug: str | None
     predictions: str | None = None  # the eval's predictions.jsonl as recorded
     provenance: dict[str, dict | None] = field(default_factory=dict)  # per stage: what produced it
+    rl: dict | None = None  # the RL stage's record (model_path, init_model, metrics_path, metrics) if any
 
     @property
     def train_samples(self) -> int | None:
@@ -170,6 +171,7 @@ def experiment(data: dict, slug: str, group_by: str) -> Experiment:
         curation_slug=curation_slug,
         predictions=evaluation.get("outputs_path"),
         provenance={stage: record.get("provenance") for stage, record in records.items()},
+        rl=records["rl"] or None,
     )
 
 

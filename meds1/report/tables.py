@@ -262,29 +262,30 @@ def _points(value: float) -> str:
     return f"{100 * value:+.1f}"
 
 
-def paired_pivot(
-    rows: list[Paired], baseline: str, decodings: dict[str, str], unmatched: list[str], adjust: str = "holm"
-) -> Pivot:
-    """The paired comparisons against `baseline`, one row per experiment and source (then overall)."""
-    body = [
-        [
-            r.experiment,
-            r.source,
-            decodings[r.experiment],
-            str(r.n),
-            str(r.unpaired),
-            str(r.runs),
-            _pct(r.baseline_accuracy),
-            _pct(r.accuracy),
-            f"{_points(r.difference)} [{_points(r.ci_low)}, {_points(r.ci_high)}]",
-            f"{r.baseline_better} / {r.experiment_better}",
-            f"{r.p_value:.3g}",
-            "-" if r.p_adjusted is None else f"{r.p_adjusted:.3g}",
-            "-" if r.mde is None else f"{100 * r.mde:.1f}" + (" (within noise)" if r.within_noise else ""),
-        ]
-        for r in rows
+def _paired_cells(r: Paired, decodings: dict[str, str]) -> list[str]:
+    return [
+        r.experiment,
+        r.source,
+        decodings[r.experiment],
+        str(r.n),
+        str(r.unpaired),
+        str(r.runs),
+        _pct(r.baseline_accuracy),
+        _pct(r.accuracy),
+        f"{_points(r.difference)} [{_points(r.ci_low)}, {_points(r.ci_high)}]",
+        f"{r.baseline_better} / {r.experiment_better}",
+        f"{r.p_value:.3g}",
+        "-" if r.p_adjusted is None else f"{r.p_adjusted:.3g}",
+        "-" if r.mde is None else f"{100 * r.mde:.1f}" + (" (within noise)" if r.within_noise else ""),
     ]
-    note = (
+
+
+PAIRED_HEADER = ["experiment", "source", "decoding", "n", "unpaired", "runs", "baseline", "experiment %"]
+PAIRED_HEADER += ["difference [95% CI]", "b / c", "McNemar p", "p adjusted", "MDE"]
+
+
+def _paired_note(adjust: str) -> str:
+    return (
         "n: questions both answered (unpaired: answered by one only, left out); runs: eval runs paired by "
         "index; strict accuracy, %; difference: experiment - baseline, points, 95% paired bootstrap over "
         "questions; b / c: questions only the baseline / only the experiment got right (by mean over runs); "
@@ -292,12 +293,33 @@ def paired_pivot(
         "(report.adjust); MDE: the smallest difference, in points, these questions detect at the two arms' "
         "accuracies with power 0.8, alpha 0.05 (meds1.report.multiplicity); within noise: |difference| < MDE"
     )
+
+
+def paired_pivot(
+    rows: list[Paired], baseline: str, decodings: dict[str, str], unmatched: list[str], adjust: str = "holm"
+) -> Pivot:
+    """The paired comparisons against `baseline`, one row per experiment and source (then overall)."""
+    note = _paired_note(adjust)
     if unmatched:
         note += f". Not compared (no questions in common, or no predictions): {', '.join(unmatched)}"
-    header = ["experiment", "source", "decoding", "n", "unpaired", "runs", "baseline", "experiment %"]
     return Pivot(
         f"Paired with baseline {baseline} ({decodings[baseline]})",
-        [*header, "difference [95% CI]", "b / c", "McNemar p", "p adjusted", "MDE"],
+        list(PAIRED_HEADER),
+        [_paired_cells(r, decodings) for r in rows],
+        note,
+    )
+
+
+def start_pivot(rows: list[Paired], decodings: dict[str, str], unmatched: list[str], adjust: str) -> Pivot:
+    """Each RL model against the model it started from (meds1.report.rl), one row per source and overall."""
+    note = "baseline: the eval of the model RL started from (its SFT model, or the untrained model); "
+    note += _paired_note(adjust)
+    if unmatched:
+        note += f". No eval of the starting model (compare_sft=true evaluates it): {', '.join(unmatched)}"
+    body = [[*_paired_cells(r, decodings)[:2], r.baseline, *_paired_cells(r, decodings)[2:]] for r in rows]
+    return Pivot(
+        "RL against the model it started from",
+        [*PAIRED_HEADER[:2], "started from", *PAIRED_HEADER[2:]],
         body,
         note,
     )
