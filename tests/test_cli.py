@@ -32,8 +32,11 @@ def own_configs(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (["experiment=nope"], "unknown experiment 'nope'; valid: base, demo, med-s1-1k"),
-        (["stage=deploy"], "stage='deploy': valid: curate, train, eval, all, report"),
+        (
+            ["experiment=nope"],
+            "unknown experiment 'nope'; valid: alphamed, base, demo, demo-rl, huatuo-o1-rl",
+        ),
+        (["stage=deploy"], "stage='deploy': valid: curate, train, rl, eval, all, report"),
         (
             ["model=gpt9"],
             "unknown model 'gpt9'; valid: huatuo-o1-8b, llama3.1-8b, nemotron-nano-8b, qwen2.5-7b, qwq-32b, "

@@ -79,9 +79,7 @@ def test_bad_settings_are_one_line_at_compose(overrides, message):
 
 def test_rl_settings_are_checked_only_where_rl_runs():
     assert check_overrides(["experiment=demo", "rl.num_generations=3"]) is None
-    assert "rl.num_generations=3 does not divide" in check_overrides(
-        ["experiment=demo", "stage=rl", "rl.num_generations=3"]
-    )
+    assert "rl.num_generations=3 does not divide" in check_overrides([DEMO_RL, "rl.num_generations=3"])
 
 
 def test_questions_without_options_stop_the_stage_naming_the_file_and_the_mapping(

@@ -258,7 +258,7 @@ def _problems(config: Config) -> Iterator[str]:
         yield from _curation_problems(config.curation, templates)
     if Stage.train in config.stages:
         yield from _trainer_problems(config.trainer)
-    if Stage.rl in config.stages or config.stage == Stage.rl:
+    if Stage.rl in config.stages:
         yield from _rl_problems(config, templates)
     if Stage.eval in config.stages:
         yield from _eval_problems(config)

@@ -30,16 +30,10 @@ MAX_BARS = 10  # experiments or curated sets per bar chart; more are left out, w
 LABEL_CHARS = 42  # a legend or tick label longer than this wraps at its separators ("__", ",", " ", "=")
 CHAR_INCHES = 0.075  # the width of one character of a small legend label, for choosing its columns
 LINE_INCHES = 0.19  # the height of one legend line
-CHART_NAMES = (
-    "sample_efficiency",
-    "per_source",
-    "test_time_scaling",
-    "curation_funnel",
-    "specialties",
-    "reward_curve",
-)
+CHART_NAMES = ("sample_efficiency", "per_source", "test_time_scaling", "curation_funnel", "specialties")
 TRACE_CHARTS = ("perturbation_rates", "trace_formats")  # the trace study's (drawn when it has data)
-CHART_NAMES += TRACE_CHARTS
+RL_CHARTS = ("reward_curve",)  # RL runs' (drawn when some chosen experiment has an RL history)
+CHART_NAMES += TRACE_CHARTS + RL_CHARTS
 
 
 @dataclass
