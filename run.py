@@ -4,10 +4,12 @@ The flow: check the command line (one line per mistake), let Hydra compose the c
 `dispatch` builds the typed config and submits it to SLURM, prints its plan, or runs the stage here.
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
-from meds1.config.cli import check_command_line
+from meds1.config.cli import check_command_line, quote_names
 from meds1.config.schema import register_configs
 from meds1.launch.dispatch import dispatch
 
@@ -20,5 +22,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = quote_names(sys.argv[1:])  # slugs with "=" in report.experiments / report.baseline
     check_command_line()
     main()

@@ -16,6 +16,10 @@ MEDS1_BENCH_MAX_NEW_TOKENS (default 2048), MEDS1_BENCH_DP (engines; default 1).
 `MEDS1_BENCH_MODEL=random-8b` needs nothing downloaded: a Llama-3.1-8B-shaped model with random weights
 (bench/random_llama.py; vLLM's dummy loader), 8,192 prompts (the suite's questions, repeated as needed;
 the shipped demo questions when the suite folder is absent), every answer exactly 500 tokens (ignore_eos).
+
+`MEDS1_BENCH_BACKEND=hf` (with MEDS1_BENCH_MODEL=DIR, a saved model) measures meds1's hf backend on the
+GPU instead, where vLLM is not installed: 128 suite prompts, 64 per generate(), up to 256 new tokens,
+against the same backend answering prompts one at a time (bench/accept_gpu.py's eval_hf part).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import sys
 import tempfile
 import time
 import unittest
+from importlib.util import find_spec
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,24 +41,29 @@ FLOOR_S = 3.2 * 60  # one H100, 8,381 questions, ~500 output tokens each
 FLOOR_QUESTIONS = 8381
 FLOOR_MEAN_TOKENS = 500
 TARGET_S = 4 * 60
+HF_PROMPTS = 128
+HF_BATCH = 64
+HF_NEW_TOKENS = 256
+HF_SINGLE = 4
 
 
-def unavailable() -> str | None:
+def unavailable(backend: str = "vllm") -> str | None:
     try:
         import torch
     except ImportError:
         return "torch is not installed"
     if not torch.cuda.is_available():
         return "no CUDA GPU"
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
+    if backend == "vllm" and find_spec("vllm") is None:
         return "vLLM is not installed (pip install -e '.[vllm]')"
     return None
 
 
 def run() -> list[dict]:
-    reason = unavailable()
+    backend = os.environ.get("MEDS1_BENCH_BACKEND", "vllm")
+    if backend not in ("vllm", "hf"):
+        raise SystemExit(f"bench_eval_gpu: MEDS1_BENCH_BACKEND={backend}: vllm or hf")
+    reason = unavailable(backend)
     if reason:
         raise unittest.SkipTest(reason)
     from meds1.config.compose import compose
@@ -62,6 +72,13 @@ def run() -> list[dict]:
 
     data = os.environ.get("MEDS1_EVAL_DATA", str(REPO.parent / "shared" / "data" / "eval"))
     model = os.environ.get("MEDS1_BENCH_MODEL", "meta-llama/Llama-3.1-8B-Instruct")
+    if backend == "hf":
+        if not Path(data).exists():
+            data = "pkg://meds1/data/demo_eval.json"
+        cfg = compose(["experiment=base", "inference=hf", f"model.path={model}", "inference.dtype=bfloat16"])
+        rows, _ = load_suite([data])
+        conversations = [build_conversation(rows[i % len(rows)], cfg.eval) for i in range(HF_PROMPTS)]
+        return hf_rows(cfg, model, conversations)
     overrides = ["experiment=base", "inference=vllm", f"model.path={model}"]
     overrides.append(f"inference.data_parallel_size={os.environ.get('MEDS1_BENCH_DP', '1')}")
     if model == RANDOM_MODEL:
@@ -113,6 +130,42 @@ def generate(
     finally:
         backend.close()
     return load_s, wall_s, tokens
+
+
+def hf_rows(cfg, model: str, conversations: list) -> list[dict]:
+    """meds1's hf backend on the GPU: output tokens/s with HF_BATCH prompts per generate(), against the
+    same backend answering the first HF_SINGLE of them one at a time; greedy, up to HF_NEW_TOKENS each."""
+    from meds1.inference import Sampling, load_backend
+
+    backend = load_backend(cfg.inference, cfg.model, model)
+    sampling = Sampling(max_new_tokens=HF_NEW_TOKENS)
+
+    def tokens_per_second(batch_size: int, prompts: list) -> float:
+        backend.batch_size = batch_size
+        started = time.perf_counter()
+        generations = backend.generate(prompts, sampling)
+        return sum(g.output_tokens for g in generations) / (time.perf_counter() - started)
+
+    try:
+        backend.generate(conversations[:2], Sampling(max_new_tokens=8))  # CUDA context, kernels, allocator
+        batched = tokens_per_second(HF_BATCH, conversations)
+        single = tokens_per_second(1, conversations[:HF_SINGLE])
+    finally:
+        backend.close()
+    what = (
+        f"{len(conversations)} suite prompts, {HF_BATCH} per generate(), <= {HF_NEW_TOKENS} new tokens, "
+        f"{Path(model).name}; stand-in for vLLM"
+    )
+    return [
+        {
+            "figure": f"eval gpu: hf backend output tokens/s ({what}; baseline: one prompt at a time)",
+            "ours": round(batched, 1),
+            "baseline": round(single, 1),
+            "ratio": round(batched / single, 2),
+            "target": "reported (the vLLM figure is bench_eval_gpu.py's)",
+            "unit": "tokens/s",
+        }
+    ]
 
 
 def throughput_rows(questions: int, tokens: int, wall_s: float, load_s: float, model: str) -> list[dict]:

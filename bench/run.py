@@ -16,13 +16,16 @@ read are left blank. Exit status 1 when a benchmark fails or returns malformed r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -121,6 +124,40 @@ def run_child(path: Path, out: Path) -> None:
     out.write_text(json.dumps(result))
 
 
+def run_group(command: list[str], timeout: float | None = None, tee: Path | None = None, **popen) -> int:
+    """Run `command` in a process group of its own and return its exit status. At a timeout (raising
+    subprocess.TimeoutExpired), an interrupt, or its end, every process left in the group is killed, so no
+    GPU worker (torchrun's, vLLM's) outlives it. `tee`: its output goes to this file as well as to stdout."""
+    if tee:
+        popen.update(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(command, start_new_session=True, **popen)
+    timed_out = threading.Event()
+
+    def kill_group(at_timeout: bool = False) -> None:
+        if at_timeout:
+            timed_out.set()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+    timer = threading.Timer(timeout, kill_group, [True]) if timeout else None
+    try:
+        if timer:
+            timer.start()
+        if tee:
+            with tee.open("w") as log:
+                for line in process.stdout:
+                    sys.stdout.write(line)
+                    log.write(line)
+        code = process.wait()
+    finally:
+        if timer:
+            timer.cancel()
+        kill_group()
+    if timed_out.is_set():
+        raise subprocess.TimeoutExpired(command, timeout)
+    return code
+
+
 def run_benchmark(topic: str, path: Path, timeout: float | None) -> dict:
     env = {
         **os.environ,
@@ -130,9 +167,7 @@ def run_benchmark(topic: str, path: Path, timeout: float | None) -> dict:
         out = Path(tmp) / "result.json"
         start = time.perf_counter()
         try:
-            subprocess.run(
-                [sys.executable, __file__, "--child", str(path), str(out)], env=env, cwd=REPO, timeout=timeout
-            )
+            run_group([sys.executable, __file__, "--child", str(path), str(out)], timeout, env=env, cwd=REPO)
         except subprocess.TimeoutExpired:
             return {"benchmark": topic, "error": f"timed out after {timeout:.0f} s", "seconds": timeout}
         result = json.loads(out.read_text()) if out.exists() else {"error": "the benchmark process died"}
@@ -157,7 +192,7 @@ def print_table(results: list[dict]) -> None:
         )
     for result in results:
         name = result["benchmark"]
-        if "rows" not in result:
+        if "skipped" in result or "error" in result:  # an error may follow rows measured before it
             problem = (
                 f"skipped: {result['skipped']}"
                 if "skipped" in result

@@ -13,5 +13,10 @@ class StageBusyError(UserError):
     """Another process is running the same stage of the same experiment."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a stage; the message says what was kept and the command that resumes (exit 130).
+    Still a KeyboardInterrupt, so no `except Exception` on the way up swallows it."""
+
+
 class OutputConflictError(UserError):
     """A complete output made with another config is where this run would write (or read) it."""

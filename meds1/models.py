@@ -18,7 +18,7 @@ from filelock import FileLock
 
 from meds1.config.schema import ModelConfig, TinyModelSpec
 from meds1.errors import UserError
-from meds1.hub import resolve_data_path
+from meds1.hub import reading, resolve_data_path
 
 log = logging.getLogger(__name__)
 
@@ -135,12 +135,7 @@ def load_tokenizer(model: ModelConfig, cache_dir: str):
 
 def from_pretrained(loader, path: str, **arguments):
     """`loader.from_pretrained(path, **arguments)` (a transformers Auto class); a model that is neither on
-    disk nor downloadable (offline, no access, a misspelt id) is one line that names the fix."""
-    try:
+    disk nor downloadable (offline, no access, a misspelt id) is one line that names the fix (meds1.hub;
+    a curation LLM's loader renames `model.path` to its own key)."""
+    with reading(path, "model.path", revision=arguments.get("revision")):
         return loader.from_pretrained(path, **arguments)
-    except (OSError, ValueError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise UserError(
-            f"cannot load model {path!r} (model.path): {reason} To run without the hub, download it where "
-            "the hub is reachable (`hf download ID --local-dir DIR`) and set model.path=DIR"
-        ) from None

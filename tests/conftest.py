@@ -19,10 +19,42 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("MEDS1_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+def cap_threads() -> None:
+    """Give each pytest-xdist worker its share of the cores, for torch here and for every process a test
+    starts (they inherit the environment): two torch processes that each take every core of a 2-core
+    machine slow each other ~10x."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = str(max(1, len(os.sched_getaffinity(0)) // workers))
+        os.environ.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+
+
+cap_threads()  # before anything imports torch
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by marker
+def pytest_collection_modifyitems(config, items):
+    """The slow tier (`pytest -m slow`) holds what starts a vLLM engine or needs a SLURM cluster too."""
+    for item in items:
+        if item.get_closest_marker("vllm") or item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.slow)
+
+
+def shared_models_dir(tmp_path_factory) -> Path:
+    """One folder for the tiny model across the session's xdist workers (it is built under a lock)."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "models"
+
+
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory) -> Path:
-    """One cache for the whole session, so the tiny model is built once."""
-    return tmp_path_factory.mktemp("cache")
+    """One cache for the session (per xdist worker), whose `models/` all workers share, so the tiny model
+    is built once."""
+    cache = tmp_path_factory.mktemp("cache")
+    models = shared_models_dir(tmp_path_factory)
+    models.mkdir(exist_ok=True)
+    (cache / "models").symlink_to(models, target_is_directory=True)
+    return cache
 
 
 @pytest.fixture

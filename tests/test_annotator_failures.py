@@ -5,6 +5,7 @@ for marked rows, `transformers serve` with the tiny model (real noise), and a cl
 listening). Requests are counted at the server.
 """
 
+import dataclasses
 import socket
 import subprocess
 import sys
@@ -13,11 +14,9 @@ import pandas as pd
 import pytest
 
 from meds1.config.compose import compose
-from meds1.config.schema import InferenceConfig, LLMConfig
+from meds1.config.schema import InferenceConfig
 from meds1.curation.cache import AnnotationCache
-from meds1.curation.llm import preflight
-from meds1.curation.source import fingerprint, load_source
-from meds1.curation.specialty import labels_spec, load_taxonomy
+from meds1.curation.specialty import is_labeled_or_tried
 from meds1.curation.unusable import check_usable
 from meds1.errors import UserError
 from meds1.stages import curate
@@ -321,135 +320,21 @@ def test_a_dry_run_sends_nothing(server, tmp_path):
     assert server.requests == []
 
 
-def test_preflight_asks_only_endpoints():
-    local = LLMConfig(inference=InferenceConfig(backend="hf"))
-    assert (
-        preflight(local, [{"role": "user", "content": "q"}], None, "judge", "k.llm", "k.max", "/tmp") is None
-    )
+def test_a_preflight_is_owed_to_an_endpoint_that_has_not_answered_under_its_key(tmp_path):
+    from meds1.curation.annotators import LABELER, annotators
+    from meds1.curation.llm import owed_request
 
-
-# --- limits in the stage -------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("bad", "stops"), [(1, False), (2, True)])
-def test_labeler_limit_exactly_at_and_just_above(bad, stops, server, tmp_path, make_config):
-    marks = {row: "[nonsense]" for row in range(ROWS - bad, ROWS)}
-    cfg = make_config(*labeler(server.base_url), f"curation.source.path={source(tmp_path, marks)}")
-    if not stops:
-        stats = curate.run(cfg)["stats"]
-        assert stats["specialty_status"] == {"labeled": ROWS - 1, "unparseable": 1}
-        assert any("specialty: 1 of 20 rows got no label" in w for w in stats["warnings"])
-        return
-    with pytest.raises(
-        UserError,
-        match=r"^specialty labeler: 2 of 20 rows unusable \(unparseable 2\), above "
-        r"curation.specialty.max_unusable_fraction=0.05; e.g. unparseable: 'the the of and zebra'; "
-        r"all replies are kept in .*/annotations/specialties/\w+; fix the specialty labeler or accept this: "
-        r"curation.specialty.max_unusable_fraction=0.1$",
-    ):
-        curate.run(cfg)
-    assert server.count("[nonsense]") == 2 * 3  # each unusable row was asked `attempts` times
-
-
-@pytest.mark.parametrize(("bad", "stops"), [(1, False), (2, True)])
-def test_judge_limit_exactly_at_and_just_above(bad, stops, server, tmp_path, make_config):
-    marks = {row: "[nonsense]" for row in range(ROWS - bad, ROWS)}
-    cfg = make_config(*difficulty(server.base_url), f"curation.source.path={source(tmp_path, marks)}")
-    if not stops:
-        stats = curate.run(cfg)["stats"]
-        assert stats["verdicts"] == {"incorrect": ROWS - 1, "unparseable": 1}
-        return
-    with pytest.raises(
-        UserError,
-        match=r"^judge: 2 of 20 rows unusable \(unparseable 2\), above "
-        r"curation.difficulty.judge.max_unusable_fraction=0.05; e.g. unparseable: 'the the of and zebra'; "
-        r".*accept this: "
-        r"curation.difficulty.judge.max_unusable_fraction=0.1$",
-    ):
-        curate.run(cfg)
-
-
-@pytest.mark.parametrize(("bad", "stops"), [(1, False), (2, True)])
-def test_base_model_limit_exactly_at_and_just_above(bad, stops, server, tmp_path, make_config):
-    marks = {row: "[fail-answer]" for row in range(ROWS - bad, ROWS)}
-    cfg = make_config(*difficulty(server.base_url), f"curation.source.path={source(tmp_path, marks)}")
-    if not stops:
-        stats = curate.run(cfg)["stats"]
-        assert stats["verdicts"] == {"incorrect": ROWS - 1, "no_answer": 1}
-        return
-    with pytest.raises(
-        UserError,
-        match=r"^base model: 2 of 20 rows unusable \(failed 2\), above "
-        r"curation.difficulty.max_unusable_fraction=0.05; e.g. failed: 'HTTP 400: .*scripted error 400'; "
-        r".*accept this: "
-        r"curation.difficulty.max_unusable_fraction=0.1$",
-    ):
-        curate.run(cfg)
-    assert server.count(JUDGE) == 1  # only the judge's pre-flight: no row was judged
-
-
-def test_a_rerun_after_a_partly_failed_run_asks_again_only_for_the_failures(server, tmp_path, make_config):
-    """3 labeler requests fail (the limit stops the stage); unparseable replies are kept; once the endpoint
-    answers, the rerun reuses every good and unparseable label and asks only for the 3 failed rows."""
-    failing = {17: "[fail]", 18: "[fail]", 19: "[fail]", 16: "[nonsense]"}
-    path = source(tmp_path, failing)
-    cfg = make_config(*labeler(server.base_url), f"curation.source.path={path}")
-    with pytest.raises(UserError, match=r"4 of 20 rows unusable \(failed 3, unparseable 1\).*HTTP 400"):
-        curate.run(cfg)
-    assert server.count() == 1 + ROWS + 2  # pre-flight, every row, 2 more attempts for the unparseable one
-    rows = load_source(cfg.curation.source)
-    cache = AnnotationCache(
-        cfg.paths.cache,
-        "specialties",
-        labels_spec(cfg, load_taxonomy(cfg.curation.specialty.taxonomy), fingerprint(rows)),
-    )
-    kept = cache.load()
-    assert kept.loc[16, "specialty_status"] == "unparseable" and kept.loc[16, "specialty_reply"] == NONSENSE
-
-    server.answer = lambda path, prompt: answer(path, prompt.replace("[fail]", ""))  # the endpoint is fixed
-    server.requests.clear()
-    stats = curate.run(make_config(*labeler(server.base_url), f"curation.source.path={path}"))["stats"]
-    assert server.count() == 1 + 3  # a pre-flight and the 3 failed rows
-    assert server.count("[fail]") == 4
-    assert (
-        stats["annotations"]["specialty"]["reused"] == 17
-        and stats["annotations"]["specialty"]["computed"] == 3
-    )
-    assert stats["specialty_status"] == {"labeled": 19, "unparseable": 1}
-
-
-# --- the real server's noise ---------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_real_noise_stops_the_labeler_and_the_judge_at_their_first_request(
-    openai_server, tmp_path, make_config
-):
-    url, model, _ = openai_server
-    common = [f"curation.source.path={source(tmp_path)}"]
-    with pytest.raises(
-        UserError, match=r"^the specialty labeler's reply to its first request is unusable after 3"
-    ):
-        curate.run(
-            make_config(
-                *labeler(
-                    url,
-                    f"curation.specialty.llm.model.path={model}",
-                    "curation.specialty.llm.max_new_tokens=8",
-                ),
-                *common,
-            )
-        )
-    with pytest.raises(UserError, match=r"^the judge's reply to its first request is unusable after 3"):
-        curate.run(
-            make_config(
-                "experiment=demo",
-                "curation.difficulty.enabled=true",
-                "curation.difficulty.max_new_tokens=3",
-                "curation.difficulty.judge.method=llm",
-                f"curation.difficulty.judge.llm.inference.base_url={url}",
-                f"curation.difficulty.judge.llm.model.path={model}",
-                "curation.difficulty.judge.llm.max_new_tokens=8",
-                *common,
-            )
-        )
+    cfg = compose(["experiment=med-s1-1k"])
+    endpoint = annotators(cfg)[LABELER]
+    local = dataclasses.replace(endpoint, inference=InferenceConfig(backend="hf"))
+    cache = AnnotationCache(tmp_path, "specialties", {"k": 1})
+    answered = is_labeled_or_tried
+    assert owed_request(local, cache, [3, 4], answered) is None  # a local model is not asked alone
+    assert owed_request(endpoint, cache, [], answered) is None  # nothing to ask
+    assert owed_request(endpoint, cache, [3, 4], answered) == 3
+    cache.write_chunk(pd.DataFrame({"row_id": [3], "specialty_status": ["failed"]}))
+    assert owed_request(endpoint, cache, [3, 4], answered) == 4  # never asked comes first
+    cache.write_chunk(pd.DataFrame({"row_id": [4], "specialty_status": ["failed"]}))
+    assert owed_request(endpoint, cache, [3, 4], answered) == 3  # every one failed: the endpoint was dead
+    cache.write_chunk(pd.DataFrame({"row_id": [9], "specialty_status": ["unparseable"]}))
+    assert owed_request(endpoint, cache, [3, 4], answered) is None  # it answered (if badly): none owed

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from meds1.config.cli import check_overrides
+from meds1.config.cli import check_overrides, quote_names
 from tests.conftest import REPO
 
 OWN_EXPERIMENT = """# @package _global_
@@ -110,6 +110,48 @@ def test_bad_settings_are_named_with_the_valid_choices(overrides, expected):
 )
 def test_good_settings_pass(overrides):
     assert check_overrides(overrides) is None
+
+
+@pytest.mark.parametrize(
+    ("typed", "read"),
+    [
+        (
+            "report.experiments=[demo__curation.n_samples=40]",
+            "report.experiments=['demo__curation.n_samples=40']",
+        ),
+        (
+            "report.experiments=[demo__seed=1,base,med-s1-*]",
+            "report.experiments=['demo__seed=1','base','med-s1-*']",
+        ),
+        (
+            "report.experiments=['demo__seed=1',base]",
+            "report.experiments=['demo__seed=1',base]",
+        ),  # quoted: kept
+        ("report.experiments=demo__seed=1", "report.experiments='demo__seed=1'"),
+        (
+            "report.baseline=med-s1-1k__curation.n_samples=5000",
+            "report.baseline='med-s1-1k__curation.n_samples=5000'",
+        ),
+        (
+            'report.baseline="med-s1-1k__curation.n_samples=5000"',
+            'report.baseline="med-s1-1k__curation.n_samples=5000"',
+        ),
+        ("report.experiments=[demo,base]", "report.experiments=[demo,base]"),
+        ("curation.n_samples=a=b", "curation.n_samples=a=b"),  # not a name: Hydra's error stands
+    ],
+)
+def test_slugs_with_an_equals_sign_need_no_inner_quotes(typed, read):
+    assert quote_names([typed]) == [read]
+    if typed.startswith("report."):
+        assert check_overrides(["stage=report", typed]) is None
+
+
+def test_deleting_one_item_of_a_list_is_one_line():
+    problem = check_overrides(["experiment=base", "eval=m1", "~eval.suite.4"])
+    assert problem == (
+        "~eval.suite.4: Hydra deletes keys, not the items of a list: set eval.suite to the list without it "
+        "(docs/evaluation.md: leaving a source out)"
+    )
 
 
 @pytest.mark.parametrize(

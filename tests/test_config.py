@@ -184,11 +184,13 @@ def test_eval_decodes_as_huatuogpt_by_default_and_greedy_on_request():
 def test_bad_suite_entries_fail_at_compose(override, message):
     with pytest.raises(UserError, match=message):
         compose(["experiment=base", override])
-    with pytest.raises(UserError, match=message.replace("eval.suite", "curation.decontamination.suite")):
-        compose(["experiment=med-s1-1k", "stage=curate", override])
+    decontamination = message.replace("eval.suite", "curation.decontamination.suite")
+    with pytest.raises(UserError, match=decontamination):
+        own = "curation.decontamination." + override.removeprefix("eval.")
+        compose(["experiment=med-s1-1k", "stage=curate", own])
 
 
-def test_named_suites_compose_and_decontamination_follows_them():
+def test_named_suites_compose_and_decontamination_keeps_its_own():
     m1 = compose(["experiment=med-s1-1k", "eval=m1"])
     names = [entry["name"] for entry in m1.eval.suite if isinstance(entry, dict)]
     assert len(m1.eval.suite) == 11 and names == [
@@ -199,6 +201,9 @@ def test_named_suites_compose_and_decontamination_follows_them():
         "MedXpertQA",
         "NEJM",
     ]
-    assert m1.curation.decontamination.suite == m1.eval.suite
+    default = compose(["experiment=med-s1-1k"])
+    assert m1.curation.decontamination.suite == default.curation.decontamination.suite == default.eval.suite
+    demo = compose(["experiment=demo", "eval.suite=[mine.json]"])
+    assert demo.curation.decontamination.suite == compose(["experiment=demo"]).eval.suite
     gpqa = compose(["experiment=base", "eval=gpqa-diamond"]).eval.suite[0]
     assert (gpqa["config"], gpqa["split"], gpqa["answer"]) == ("gpqa_diamond", "train", "Correct Answer")

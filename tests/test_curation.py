@@ -280,7 +280,8 @@ def test_source_rejects_malformed_files_and_unknown_hub_datasets(tmp_path):
     with pytest.raises(UserError, match=r"unsupported source file type '\.csv'"):
         (tmp_path / "rows.csv").write_text("a,b\n")
         load_source(SourceConfig(path=str(tmp_path / "rows.csv")))
-    with pytest.raises(UserError, match="could not load hub dataset .*revision abc123"):
+    hub_failure = r"cannot load '.*no-such-dataset' \(curation.source.name\): .*--revision abc123"
+    with pytest.raises(UserError, match=hub_failure):
         load_source(SourceConfig(name=str(tmp_path / "no-such-dataset"), revision="abc123"))
     with pytest.raises(UserError, match="needs a `path`"):
         load_source(SourceConfig())

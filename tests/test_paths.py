@@ -102,16 +102,25 @@ def test_a_group_choice_that_changes_the_config_names_the_slug(make_config):
 
 
 def test_an_override_names_every_stage_whose_resolved_config_it_changes(make_config):
-    # The demo curation's decontamination suite is `${eval.suite}`: another eval suite curates anew (and
-    # so would RL, whose questions are decontaminated against it too).
-    plain = make_config("experiment=demo", "stage=curate")
-    mine = make_config("experiment=demo", "stage=curate", "eval.suite=[my_eval.json]")
+    # A curation checked against `${eval.suite}` (the user's choice): another eval suite curates anew (and
+    # so would RL, whose questions are checked against the eval suite by default).
+    follows = "curation.decontamination.suite=${eval.suite}"
+    plain = make_config("experiment=demo", "stage=curate", follows)
+    mine = make_config("experiment=demo", "stage=curate", follows, "eval.suite=[my_eval.json]")
     assert mine.override_scope["eval.suite=[my_eval.json]"] == ["curation", "eval", "rl"]
     assert mine.curation.decontamination.suite == ["my_eval.json"]
     for stage in ("curate", "train", "eval"):
         assert stage_dir(mine, stage) != stage_dir(plain, stage)
-        assert stage_slug(mine, stage).startswith("demo__eval.suite=-my_eval.json-")
-    assert stage_slug(plain, "curate") == "demo"
+        assert "__eval.suite=-my_eval.json-" in stage_slug(mine, stage)
+
+
+def test_another_eval_suite_evaluates_the_model_already_trained(make_config):
+    plain = make_config("experiment=demo")
+    other = make_config("experiment=demo", "stage=eval", "eval.suite=[medbullets_op4.jsonl]")
+    assert other.override_scope["eval.suite=[medbullets_op4.jsonl]"] == ["eval"]
+    for stage in ("curate", "train"):
+        assert stage_dir(other, stage) == stage_dir(plain, stage)
+    assert stage_slug(other, "eval").startswith("demo__eval.suite=-medbullets_op4.jsonl-")
 
 
 @pytest.mark.parametrize(
@@ -128,6 +137,13 @@ def test_an_override_names_every_stage_whose_resolved_config_it_changes(make_con
         "trainer.resources.gpus=4",
         "inference.api_key=not-a-result",
         "report.group_by=seed",
+        "inference.base_url=http://node-2:8000/v1",
+        "inference.max_concurrency=3",
+        "inference.served_model=other",
+        "curation.trace.llm.inference.timeout_s=5",
+        "curation.trace.llm.inference.max_retries=9",
+        "curation.trace.llm.inference.requests_per_minute=60",
+        "curation.trace.llm.model.path=other-model",
     ],
 )
 def test_a_stage_slug_changes_exactly_when_its_config_hash_does(make_config, override):
@@ -196,9 +212,53 @@ def test_distinct_override_lists_give_distinct_slugs():
         ({"b": {"c": None}}, {"b": {}}),
         ({"b": 1}, {"b": "1"}),
         ({"b": {"hf_token": "s", "d": 1}}, {"b": {"hf_token": "t", "d": 2}}),
+        (
+            {"inference": {"base_url": "a", "served_model": "m"}},
+            {"inference": {"base_url": "b", "served_model": "m"}},
+        ),
+        (
+            {"inference": {"base_url": "a", "served_model": "m"}},
+            {"inference": {"base_url": "a", "served_model": "n"}},
+        ),
+        ({"base_url": "a"}, {"base_url": "b"}),  # not an inference setting: a result value
     ],
 )
 def test_what_names_a_slug_is_what_is_hashed(before, after):
     from meds1.store.identity import result_differs, result_view
 
     assert result_differs(before, after) == (result_view(before) != result_view(after))
+
+
+def test_where_an_endpoint_lives_is_not_what_the_experiment_is(make_config):
+    from meds1.store.identity import result_differs
+
+    plain = make_config("experiment=demo")
+    moved = make_config(
+        "experiment=demo",
+        "curation.trace.llm.inference.base_url=http://127.0.0.1:8765/v1",
+        "inference.base_url=http://node-2:8000/v1",
+        "inference.max_concurrency=64",
+        "inference.timeout_s=600",
+    )
+    assert len(moved.overrides) == 7 and all(moved.override_scope[o] == [] for o in moved.overrides[1:5])
+    for stage in ("curate", "train", "eval"):
+        assert stage_slug(moved, stage) == stage_slug(plain, stage) == "demo"
+        assert config_hash(moved, stage) == config_hash(plain, stage)
+    assert result_differs({"served_model": "a"}, {"served_model": "b"}, "inference")
+
+
+def test_a_sweep_too_long_for_a_name_keeps_what_varies_readable():
+    overrides = ["curation.trace.perturbation.rate=0.33", "curation.trace.transforms=[step]"]
+    slugs = {
+        kind: make_slug("demo", [*overrides[:1], f"curation.trace.perturbation.type={kind}", *overrides[1:]])
+        for kind in ("skip", "shuffle", "add_irrelevant", "collapse_consecutive", "answer")
+    }
+    for kind, slug in slugs.items():
+        assert slug.startswith(f"demo__perturbation.rate=0.33__perturbation.type={kind}__trace.transforms=")
+        assert len(slug) <= 120 and safe_name(slug) == slug
+    assert len(set(slugs.values())) == 5
+    path = "curation.source.path=/home/someone/projects/medical-data/2025/rows_fixed_v2.jsonl"
+    long = make_slug("demo", [path, "curation.n_samples=40", "trainer.learning_rate=1e-5"])
+    assert long.startswith("demo__source.path=rows_fixed_v2.jsonl-")
+    assert "__curation.n_samples=40__trainer.learning_rate=1e-5-" in long
+    assert make_slug("demo", ["curation.n_samples=40"]) == "demo__curation.n_samples=40"  # short: as before

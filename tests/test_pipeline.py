@@ -14,17 +14,20 @@ from meds1.launch.resources import tasks_per_node
 REPO = Path(__file__).resolve().parent.parent
 # Lower layers never import higher ones: entry/plugin -> cli/launch/stages -> domain -> core. The core has
 # layers of its own: errors and provenance; the stage table and the schema (which name each other's types);
-# the rules, the registry; paths; slugs and stage directories; compose on top (so the schema never reaches
-# back to what composes it).
+# the rules, the registry; paths; slugs and stage directories; compose (so the schema never reaches back to
+# what composes it).
 LAYERS = {
     "meds1.errors": 0,
-    "meds1.hub": 0,
     "meds1.layouts": 0,
     "meds1.store.provenance": 0,
+    "meds1.store.content": 1,
     "meds1.pipeline": 1,
     "meds1.config.schema": 1,
     "meds1.curation.traces.spec": 1,
+    "meds1.curation.pool": 1,
+    "meds1.curation.annotators": 1,
     "meds1.evaluation.suite_spec": 1,
+    "meds1.hub": 1,
     "meds1.config.rules": 2,
     "meds1.store.identity": 2,
     "meds1.store.registry": 3,

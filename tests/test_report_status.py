@@ -153,7 +153,8 @@ def test_rich_view_names_every_state(make_config):
 
 def test_report_shows_a_first_run_before_any_result(make_config, capsys):
     cfg = make_config("experiment=random-1k")
-    with pytest.raises(RuntimeError), StageWorkspace(cfg, "curate"):
+    with pytest.raises(RuntimeError), StageWorkspace(cfg, "curate") as workspace:
+        (workspace.path / "chunk-0").write_text("kept")  # work a rerun picks up
         raise RuntimeError("killed")
     assert not (Path(cfg.paths.root) / "results.json").exists()
     result = report.run(make_config("stage=report", "report.outputs=[]"))

@@ -132,6 +132,77 @@ def test_vllm_installed_passes():
     rules.check_installed(compose(["experiment=demo", "inference=vllm"]))
 
 
+# Trace settings and whether they ask the trace LLM anything (the `none` transform and the perturbations
+# without a prompt do not; a transform with calls, `restore` and the prompted perturbations do).
+TRACE_CASES = [
+    (["curation.trace.transforms=[none]"], False),
+    (["curation.trace.transforms=[]"], False),
+    (["curation.trace.transforms=[step]"], True),
+    (["curation.trace.restore=true"], True),
+    (["curation.trace.transforms=[cot-step]", "curation.trace.perturbation.type=shuffle"], True),
+]
+
+
+@pytest.mark.parametrize(("trace", "asks"), TRACE_CASES, ids=str)
+def test_one_table_of_annotators_for_the_rules_the_resources_and_the_preflights(trace, asks, monkeypatch):
+    """A local trace LLM needs vLLM and GPUs exactly when the trace settings ask it anything; an endpoint
+    needs its address exactly then (before, `transforms=[none]` with a vllm backend was refused without
+    vLLM, and `restore=true` alone passed compose and stopped at its pre-flight: `base_url is not set`)."""
+    from meds1.curation.annotators import TRACE_LLM, annotators
+    from meds1.curation.resources import curate_resources
+
+    without_vllm(monkeypatch)
+    local = [
+        "experiment=random-1k",
+        "stage=curate",
+        *trace,
+        "curation.trace.llm.inference.backend=vllm",
+        "curation.trace.llm.inference.resources.gpus=2",
+    ]
+    cfg = compose(local)
+    assert annotators(cfg)[TRACE_LLM].asked == asks
+    assert curate_resources(cfg).gpus == (2 if asks else 0)
+    if asks:
+        with pytest.raises(UserError, match="^curation.trace.llm.inference.backend=vllm needs vLLM"):
+            rules.check_installed(cfg)
+    else:
+        rules.check_installed(cfg)
+    unset = ["experiment=demo", "stage=curate", *trace]  # the demo's trace LLM has no base_url
+    if not asks:
+        compose(unset)
+        return
+    with pytest.raises(
+        UserError,
+        match=r"^curation.trace.llm.inference.base_url is not set \(the endpoint serving gemini-2.0-flash\)$",
+    ):
+        compose(unset)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["curation.specialty.method=llm"], "curation.specialty.llm.inference"),
+        (
+            ["curation.difficulty.enabled=true", "curation.difficulty.judge.method=llm"],
+            "curation.difficulty.judge.llm.inference",
+        ),
+        (["curation.difficulty.enabled=true", "inference=openai"], "inference"),
+    ],
+)
+def test_every_annotator_asked_over_an_endpoint_needs_its_address_at_compose(overrides, key):
+    with pytest.raises(UserError, match=rf"^{key}.base_url is not set \(the endpoint serving "):
+        compose(["experiment=demo", *overrides, f"{key}.base_url=null"])
+    compose(["experiment=base", *overrides, f"{key}.base_url=null"])  # an experiment that does not curate
+
+
+def test_restore_alone_without_an_endpoint_fails_its_dry_run_in_one_line(tmp_path):
+    result = run_py("experiment=demo", "stage=curate", "curation.trace.restore=true", "dry_run=true")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "meds1: curation.trace.llm.inference.base_url is not set (the endpoint serving gemini-2.0-flash)"
+    ]
+
+
 def run_py(*args: str, code: str | None = None) -> subprocess.CompletedProcess:
     """`python run.py ARGS`, or `python -c CODE ARGS`."""
     command = [sys.executable, "run.py", *args] if code is None else [sys.executable, "-c", code, *args]

@@ -131,5 +131,5 @@ def test_a_token_limit_needs_its_tokenizer(tmp_path):
         compose(["experiment=random-1k", "curation.source.token_limit.max_tokens=10"])
     Dataset.from_dict(nejmcr_rows()).save_to_disk(str(tmp_path / "n"))
     unreadable = preset("nejmcr", path=str(tmp_path / "n"), token_limit=TokenLimit(5, "/nowhere"))
-    with pytest.raises(UserError, match=r"^could not load curation.source.token_limit.tokenizer /nowhere"):
+    with pytest.raises(UserError, match=r"^cannot load '/nowhere' \(curation.source.token_limit.tokenizer\)"):
         load_source(unreadable)

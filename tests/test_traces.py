@@ -22,12 +22,13 @@ from meds1.curation.traces.chain import transform_traces
 from meds1.curation.traces.spec import (
     apply_post,
     failed_check,
-    file_digests,
     load_perturbation_spec,
     load_transform,
     shipped_transforms,
+    trace_files,
 )
 from meds1.errors import OutputConflictError, UserError
+from meds1.stages import curate
 from meds1.store.identity import config_hash
 from tests.canned_llm import CannedLLMServer, canned_reply
 from tests.conftest import REPO
@@ -500,7 +501,7 @@ def test_a_trace_llm_answering_nonsense_stops_at_its_first_request_unless_accept
         result = transform_traces(demo_rows, loose)
         assert own.requests == len(demo_rows)  # the rejected reply was cached: the rerun reuses it
     assert result.records["trace_status"].eq("rejected: trace: min_steps=1").all()
-    assert result.stats["requests"]["preflight"] == 1  # a request never asked: the second row's
+    assert result.stats["requests"]["preflight"] == 0  # the endpoint answered under this key: none owed
 
 
 def test_a_user_transform_from_a_yaml_file(tmp_path, demo_rows, trace_config):
@@ -540,18 +541,16 @@ def test_an_edited_transform_file_changes_every_later_stages_config_hash(tmp_pat
     spec.write_text(SHOUT.replace("WORDS", "upper"))
     cfg = trace_config(f"curation.trace.transforms=[step,{spec}]", "curation.trace.restore=true")
     before = {stage: config_hash(cfg, stage) for stage in ("curate", "train")}
-    assert file_digests(cfg.curation.trace).keys() == {"step", str(spec), "perturbation/restore"}
+    assert trace_files(cfg.curation.trace).keys() == {"step", str(spec), "perturbation/restore"}
     assert {stage: config_hash(cfg, stage) for stage in before} == before  # the same text, the same hash
     spec.write_text(SHOUT.replace("WORDS", "lower"))
     after = {stage: config_hash(cfg, stage) for stage in before}
     assert all(after[stage] != before[stage] for stage in before)
-    assert file_digests(trace_config().curation.trace) == {}  # no chain: the hashes from before stay
+    assert trace_files(trace_config().curation.trace) == {}  # no chain: the hashes from before stay
 
 
 @pytest.mark.slow
 def test_curate_never_reuses_an_output_made_with_an_older_transform_file(tmp_path, make_config, server):
-    from meds1.stages import curate
-
     spec = tmp_path / "shout.yaml"
     spec.write_text(SHOUT.replace("WORDS", "upper"))
     overrides = curate_overrides(server, f"curation.trace.transforms=[{spec}]")
@@ -559,7 +558,8 @@ def test_curate_never_reuses_an_output_made_with_an_older_transform_file(tmp_pat
     assert curate.run(make_config(*overrides)) == first  # the same text: the output is reused
     loud = pd.read_parquet(first["curated_path"])
     spec.write_text(SHOUT.replace("WORDS", "lower"))
-    with pytest.raises(OutputConflictError, match="holds a complete output made with another config"):
+    edited = rf"was made from another version of curation.trace.transforms\[{spec}\] \({spec}\)"
+    with pytest.raises(OutputConflictError, match=edited):
         curate.run(make_config(*overrides))
     quiet = pd.read_parquet(curate.run(make_config(*overrides, "force=true"))["curated_path"])
     assert loud["Complex_CoT"].str.startswith("## STEP 1:").all()
@@ -684,8 +684,6 @@ def curate_overrides(server, *extra: str) -> list[str]:
 
 @pytest.mark.slow
 def test_curate_records_every_stage_per_row_and_trains_on_the_final_trace(make_config, server):
-    from meds1.stages import curate
-
     cfg = make_config(
         *curate_overrides(
             server,
@@ -723,21 +721,55 @@ def test_curate_records_every_stage_per_row_and_trains_on_the_final_trace(make_c
 def test_curate_without_a_trace_trains_on_the_answer_alone(make_config, server):
     from datasets import load_from_disk
 
-    from meds1.stages import curate
-
     record = curate.run(make_config(*curate_overrides(server, "curation.trace.transforms=[none]")))
     texts = load_from_disk(record["dataset_path"])["text"]
     assert texts and all("## Final Response\n\n" in t and "## Thinking" not in t for t in texts)
     assert record["stats"]["traces"]["requests"] == {"requests": 0, "reused": 0, "sent": 0, "preflight": 0}
 
 
+@pytest.mark.slow
+def test_a_cached_sweep_sends_nothing_and_every_request_sent_is_recorded(
+    tmp_path, model_cache, tiny_model_dir
+):
+    """Points of a perturbation sweep share their step rewrites. The first point's pre-flight goes before
+    annotation, for a source row that may not be selected; the later points find the endpoint answered
+    under the key, owe no pre-flight and send nothing (before, each sent one request for a row outside
+    the selection that no record counted). Every request the server saw is in some point's record."""
+    rows = pd.read_json(DEMO, lines=True).dropna().head(20)
+    rows.to_json(tmp_path / "rows.jsonl", orient="records", lines=True)
+    cache = tmp_path / "cache"  # an annotation cache of its own (the endpoint never answered there)
+    cache.mkdir()
+    (cache / "models").symlink_to(model_cache / "models")  # the session's tiny model
+    with CannedLLMServer() as own:
+        records = []
+        for kind in ("skip", "shuffle", "add_irrelevant"):
+            overrides = curate_overrides(
+                own,
+                f"curation.source.path={tmp_path / 'rows.jsonl'}",
+                "curation.trace.transforms=[step]",
+                f"curation.trace.perturbation.type={kind}",
+            )
+            before = own.requests
+            paths = [f"paths.root={tmp_path}", f"paths.cache={cache}"]
+            records.append(curate.run(compose([*overrides, *paths])))
+            sent = records[-1]["stats"]["traces"]["requests"]["sent"]
+            assert own.requests - before == sent, kind
+    first, *later = (record["stats"] for record in records)
+    assert first["preflights"] == {"trace LLM": 1} and first["traces"]["requests"]["preflight"] == 1
+    assert first["traces"]["requests"]["sent"] in (5, 6)  # 6 when the pre-flight's row was not selected
+    for stats in later:
+        assert stats["preflights"] == {}
+        assert stats["traces"]["requests"] == {"requests": 5, "reused": 5, "sent": 0, "preflight": 0}
+
+
 def test_the_preflight_picks_a_request_never_asked_and_retries_a_dead_endpoint_alone(tmp_path):
     """A failed request is no pre-flight while the endpoint answered others under the key (a row's own
     failure would stop every rerun), but is when every request under it failed (the endpoint was dead)."""
+    from meds1.curation.annotators import TRACE_LLM, annotators
     from meds1.curation.traces.requests import TraceLLM, request_id
 
-    llm_cfg = compose(["experiment=random-1k", "curation.trace.transforms=[step]"]).curation.trace.llm
-    llm = TraceLLM(llm_cfg, str(tmp_path), seed=0, chunk_rows=10)
+    trace = annotators(compose(["experiment=random-1k", "curation.trace.transforms=[step]"]))[TRACE_LLM]
+    llm = TraceLLM(trace, str(tmp_path), seed=0, chunk_rows=10)
     cache = llm.cache("template", None)
     prompts = ["first", "second"]
 

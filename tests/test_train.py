@@ -1,6 +1,7 @@
 """Training settings: batch arithmetic, process placement, SFT/FSDP arguments, and bad input."""
 
 import json
+import logging
 import os
 import signal
 import time
@@ -18,7 +19,7 @@ from meds1.store.workspace import stage_dir
 from meds1.training import distributed
 from meds1.training.distributed import DistributedEnv, detect
 from meds1.training.preemption import Preempted, PreemptionGuard
-from meds1.training.sft import check_options, last_checkpoint, sft_arguments
+from meds1.training.sft import SEGMENTS, check_options, last_checkpoint, log_start, sft_arguments
 
 
 def batch_sizes(global_batch: int, per_device: int, world: int) -> tuple[int, int]:
@@ -218,6 +219,28 @@ def test_guard_records_a_signal_and_restores_the_handlers():
     assert signal.getsignal(signal.SIGUSR2) is before
 
 
+def test_ctrl_c_while_training_checkpoints_first_and_a_second_ctrl_c_stops_at_once():
+    before = signal.getsignal(signal.SIGINT)
+    with PreemptionGuard() as guard:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)
+        assert guard.agreed_signal() == signal.SIGINT  # recorded: the step ends, a checkpoint is saved
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_run_without_a_checkpoint_to_resume_says_it_starts_over_and_why(tmp_path, caplog):
+    (tmp_path / SEGMENTS).write_text('{"from_step": 0, "to_step": 7, "runtime_s": 3.0}\n')
+    with caplog.at_level(logging.INFO, logger="meds1.training.sft"):
+        log_start(None, tmp_path, save_steps=100)
+    assert caplog.messages == [
+        "train: starting over from step 0: the 1 earlier run(s) here stopped at step 7, before any "
+        "checkpoint was saved (every trainer.save_steps=100 steps)"
+    ]
+
+
 def test_hand_over_calls_the_previous_handler_or_exits_with_128_plus_the_signal():
     calls = []
     with pytest.raises(SystemExit) as stop:
@@ -297,8 +320,10 @@ def test_model_that_cannot_be_loaded_is_named(make_config, tmp_path):
     chat = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
     cfg = make_config("experiment=demo", "stage=train", "model.build=null", f"model.path={not_a_model}")
     fake_curate_output(cfg, [chat] * 4)  # exactly one batch: trained on
-    with pytest.raises(UserError, match=f"cannot load model '{not_a_model}' \\(model.path\\)"):
+    unrecognized = f"^cannot load '{not_a_model}' \\(model.path\\): ValueError: Unrecognized model"
+    with pytest.raises(UserError, match=unrecognized) as error:
         train.run(cfg)
+    assert "hf download" not in str(error.value)  # a local directory: nothing to download
     missing = make_config("experiment=demo", "stage=train", "model.build=null", "model.path=/no/such/model")
     fake_curate_output(missing, [chat] * 4)
     with pytest.raises(UserError, match="model path /no/such/model does not exist"):
@@ -383,3 +408,20 @@ def test_fp32_trained_weights_are_saved_in_the_model_dtype(make_config):
     assert dtypes == {"torch.bfloat16"}
     assert not list(saved.parent.glob("*.cast")) and (saved / "tokenizer_config.json").exists()
     assert AutoModelForCausalLM.from_pretrained(saved, dtype="auto").dtype == torch.bfloat16
+
+
+@pytest.mark.slow
+def test_a_run_shorter_than_the_logging_interval_logs_the_loss_its_record_holds(make_config, caplog):
+    from tests.test_train_masking import conversations
+
+    cfg = make_config("experiment=demo", "stage=train", "trainer.max_steps=2")
+    assert cfg.trainer.logging_steps > 2
+    fake_curate_output(cfg, conversations("huatuo", None, n=4))
+    with caplog.at_level(logging.INFO, logger="meds1.stages.train"):
+        metrics = train.run(cfg)["metrics"]
+    assert metrics["first_loss"] is None and metrics["last_loss"] is None  # no step was logged
+    [line] = [message for message in caplog.messages if message.startswith("train: 2 steps")]
+    assert line.startswith(
+        f"train: 2 steps, mean loss {metrics['train_loss']:.3f} (no step logged: the run is shorter than "
+        f"trainer.logging_steps={cfg.trainer.logging_steps}), "
+    )

@@ -1,4 +1,5 @@
-"""Training that is killed, preempted or spread over two processes ends where an uninterrupted run ends.
+"""Training that is killed, preempted, interrupted (Ctrl-C) or spread over two processes ends where an
+uninterrupted run ends.
 
 Two processes run as torchrun starts them, then as SLURM starts tasks (SLURM_* variables, no torchrun).
 
@@ -6,6 +7,7 @@ The tiny model on 40 curated demo rows, global batch 4, 2 epochs: 20 optimizer s
 """
 
 import json
+import logging
 import math
 import os
 import random
@@ -22,6 +24,7 @@ import psutil
 import pytest
 
 from meds1.config.compose import compose
+from meds1.errors import Interrupted
 from meds1.stages import curate, train
 from meds1.store.identity import stage_slug
 from meds1.store.workspace import stage_dir
@@ -110,6 +113,96 @@ def test_killed_run_resumes_from_its_last_checkpoint(fresh_run):
     final = stage_dir(cfg, "train")
     assert (final / "_COMPLETE.json").exists() and (final / "model" / "model.safetensors").exists()
     assert not (final / "checkpoints").exists()
+
+
+def test_ctrl_c_keeps_a_checkpoint_in_one_line_and_its_command_resumes_counting_both_runs(fresh_run):
+    """Ctrl-C before any scheduled checkpoint (save_steps beyond the run): one line naming the checkpoint it
+    saved and the command that resumes, exit 130; that command resumes from that step, and the record's
+    runtime counts both runs."""
+    import re
+    import shlex
+
+    _, overrides = fresh_run
+    overrides = [*overrides, "trainer.save_steps=100"]
+    cfg = compose(overrides)
+    process = subprocess.Popen(
+        [sys.executable, "run.py", "stage=train", *overrides],
+        cwd=REPO,
+        env=SINGLE_THREAD,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal starts it
+    )
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "'loss'" in line:  # a step was logged (logging_steps=1): training runs
+            process.send_signal(signal.SIGINT)
+            break
+    lines += process.stdout.read().splitlines()
+    assert process.wait(timeout=600) == 130, "".join(lines[-20:])
+    [error] = [line for line in lines if re.search(r"\[ERROR\]|Traceback|KeyboardInterrupt", line)]
+    line = r"train: interrupted \(Ctrl-C\) at step (\d+); its checkpoint is kept in (\S+), and `(.+)` resumes"
+    said = re.search(line + " from it$", error.strip())
+    assert said, error
+    step, checkpoint, command = int(said[1]), Path(said[2]), said[3]
+    assert 1 <= step < STEPS and checkpoint == partial_checkpoints(cfg) / f"checkpoint-{step}"
+    assert (checkpoint / "trainer_state.json").exists() and saved_steps(cfg) == [step]
+    assert_not_complete(cfg)
+
+    python, *arguments = shlex.split(command)
+    assert python == "python" and arguments[:3] == ["run.py", "experiment=demo", "stage=train"]
+    rerun = subprocess.run(
+        [sys.executable, *arguments], cwd=REPO, env=SINGLE_THREAD, capture_output=True, text=True, timeout=900
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"train: resuming from step {step} ({checkpoint})" in rerun.stdout + rerun.stderr
+    results = json.loads((Path(cfg.paths.root) / "results.json").read_text())
+    metrics = results["experiments"][stage_slug(cfg, "train")]["results"]["train"]["metrics"]
+    assert metrics["resumed_from"] == step and metrics["global_step"] == STEPS and metrics["segments"] == 2
+    segments = (stage_dir(cfg, "train") / "segments.jsonl").read_text().splitlines()
+    runs = [json.loads(segment) for segment in segments]
+    assert [(run["from_step"], run["to_step"]) for run in runs] == [(0, step), (step, STEPS)]
+    assert metrics["total_runtime_s"] == pytest.approx(sum(run["runtime_s"] for run in runs), abs=0.02)
+    assert metrics["total_runtime_s"] > metrics["train_runtime_s"] == runs[1]["runtime_s"]
+
+
+class CtrlC(logging.Handler):
+    """Presses Ctrl-C when training starts, and again when meds1 says it will checkpoint first."""
+
+    def emit(self, record):
+        if any(text in record.getMessage() for text in ("Running training", "SIGINT received")):
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_twice_stops_at_once_and_the_rerun_says_it_starts_over_counting_the_cut_run(fresh_run, caplog):
+    cfg, overrides = fresh_run
+    cfg = compose([*overrides, "trainer.save_steps=100"])
+    loggers = [logging.getLogger("transformers.trainer"), logging.getLogger("meds1.training.preemption")]
+    level = loggers[0].level
+    loggers[0].setLevel(logging.INFO)
+    for logger in loggers:
+        logger.addHandler(CtrlC())
+    try:
+        with pytest.raises(Interrupted, match=r"^train: interrupted \(Ctrl-C\); the work it kept is in "):
+            train.run(cfg)
+    finally:
+        loggers[0].setLevel(level)
+        for logger in loggers:
+            logger.handlers = [h for h in logger.handlers if not isinstance(h, CtrlC)]
+    [cut] = [json.loads(line) for line in (partial_checkpoints(cfg).parent / "segments.jsonl").open()]
+    assert cut["from_step"] == 0 and cut["runtime_s"] > 0 and saved_steps(cfg) == []
+
+    with caplog.at_level(logging.INFO, logger="meds1"):
+        metrics = train.run(cfg)["metrics"]
+    assert (
+        f"train: starting over from step 0: the 1 earlier run(s) here stopped at step {cut['to_step']}, "
+        "before any checkpoint was saved (every trainer.save_steps=100 steps)"
+    ) in caplog.messages
+    assert metrics["resumed_from"] is None and metrics["global_step"] == STEPS and metrics["segments"] == 2
+    both = metrics["train_runtime_s"] + cut["runtime_s"]
+    assert metrics["total_runtime_s"] == pytest.approx(both, abs=0.02)
 
 
 class HandedOver(Exception):

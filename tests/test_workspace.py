@@ -4,9 +4,16 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from meds1.errors import MissingInputError, OutputConflictError, StageBusyError
+from meds1.errors import Interrupted, MissingInputError, OutputConflictError, StageBusyError
 from meds1.store.identity import config_hash
-from meds1.store.workspace import MARKER, StageDir, StageWorkspace, read_marker, require_complete
+from meds1.store.workspace import (
+    MARKER,
+    StageDir,
+    StageWorkspace,
+    read_marker,
+    require_complete,
+    stage_command,
+)
 
 
 def test_commit_moves_complete_output_into_place(make_config):
@@ -16,7 +23,8 @@ def test_commit_moves_complete_output_into_place(make_config):
         assert not ws.final.exists()
         ws.commit(record := {"n": 1})
     assert (ws.final / "data.txt").read_text() == "rows"
-    assert set(record) == {"n", "provenance"}  # the record that also goes to results.json
+    assert set(record) == {"n", "provenance", "identity"}  # the record that also goes to results.json
+    assert record["identity"] == {"slug": "random-1k", "hash": ws.hash, "input": None}
     assert read_marker(ws.final)["record"] == record
     assert not ws.partial.exists()
     assert StageWorkspace(cfg, "curate").completed_record() == record
@@ -88,7 +96,8 @@ def test_a_marker_says_which_experiment_made_it_and_when(make_config):
     assert marker["experiment"] == {"name": "random-1k", "overrides": ["seed=3"]}  # not the trainer's
     directory = StageDir.of(cfg, "curate")
     finished = datetime.fromisoformat(marker["finished_at"])
-    assert directory.complete(ws.hash) and not directory.complete("other")
+    other = StageWorkspace(make_config("experiment=random-1k", "seed=4"), "curate").identity
+    assert directory.complete(ws.identity) and not directory.complete(other)
     assert directory.finished_since(finished - timedelta(seconds=1), ws.hash)
     assert not directory.finished_since(finished + timedelta(seconds=1), ws.hash)
     # Times written with another offset compare as times, not as text.
@@ -108,6 +117,37 @@ def test_interrupted_stage_leaves_no_complete_output_and_resumes(make_config):
         assert (again.path / "chunk-0").read_text() == "done"  # same config: resume
     with StageWorkspace(make_config("experiment=random-1k", "force=true"), "curate") as fresh:
         assert not (fresh.path / "chunk-0").exists()  # force: restart clean
+
+
+def test_a_stage_that_fails_before_keeping_work_leaves_no_partial_output(make_config):
+    """A failed input check: nothing for a rerun to pick up, so no stage looks interrupted."""
+    cfg = make_config("experiment=random-1k")
+    with pytest.raises(MissingInputError), StageWorkspace(cfg, "curate") as ws:
+        (ws.path / "empty-folder").mkdir()
+        raise MissingInputError("curation.source.path nope.jsonl does not exist")
+    assert not ws.partial.exists() and not StageDir.of(cfg, "curate").interrupted
+    with StageWorkspace(cfg, "curate"):  # the lock was released
+        pass
+
+
+def test_ctrl_c_in_a_stage_says_what_it_kept_and_the_command_that_continues(make_config):
+    cfg = make_config("experiment=random-1k", "stage=curate")
+    command = stage_command(cfg, "curate")
+    assert command.startswith("python run.py experiment=random-1k stage=curate paths.root=")
+    with pytest.raises(Interrupted) as stopped, StageWorkspace(cfg, "curate") as ws:
+        (ws.path / "chunk-0").write_text("done")
+        raise KeyboardInterrupt
+    assert str(stopped.value) == (
+        f"curate: interrupted (Ctrl-C); the work it kept is in {ws.partial}, "
+        f"and `{command}` continues from it"
+    )
+    assert (ws.partial / "chunk-0").exists() and StageDir.of(cfg, "curate").interrupted
+    (ws.partial / "chunk-0").unlink()
+    with pytest.raises(Interrupted) as stopped, StageWorkspace(cfg, "curate"):
+        raise KeyboardInterrupt
+    said = f"curate: interrupted (Ctrl-C) before it kept any work; `{command}` reruns it"
+    assert str(stopped.value) == said
+    assert not ws.partial.exists()
 
 
 def test_partial_from_another_config_is_discarded(make_config):

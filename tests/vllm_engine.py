@@ -9,7 +9,7 @@ import pytest
 
 from meds1.config.schema import InferenceConfig, ModelConfig
 from meds1.inference import load_backend
-from tests.conftest import shipped_tiny_model
+from tests.conftest import shared_models_dir, shipped_tiny_model
 
 
 def require_vllm() -> None:
@@ -26,7 +26,7 @@ def require_vllm() -> None:
 
 
 def model_dir(tmp_path_factory) -> str:
-    return str(shipped_tiny_model(tmp_path_factory.mktemp("models")))  # head size 32: CUDA and CPU serve it
+    return str(shipped_tiny_model(shared_models_dir(tmp_path_factory)))  # head 32: CUDA and CPU serve it
 
 
 def start(model_dir: str, **settings):

@@ -129,11 +129,18 @@ def check_overrides(
     from omegaconf.errors import OmegaConfBaseException
 
     parser = OverridesParser.create()
+    overrides = quote_names(overrides)  # as run.py passes them on
     for line in overrides:
         try:
             parser.parse_override(line)
         except HydraException as error:
             return f"cannot parse {line!r}: {str(error).splitlines()[0]}"
+        key = line.partition("=")[0]
+        if line.startswith("~") and key.rpartition(".")[2].isdigit():  # Hydra fails on it with a traceback
+            return (
+                f"{line}: Hydra deletes keys, not the items of a list: set {key[1:].rpartition('.')[0]} "
+                "to the list without it (docs/evaluation.md: leaving a source out)"
+            )
     try:
         hydra = _create_hydra(config_dir, primary_dir)
         mode = RunMode.MULTIRUN if multirun else RunMode.RUN
@@ -185,6 +192,45 @@ def _job_configs(hydra, master: DictConfig):
     for batch in points:
         for point in batch:
             yield composer.compose(point)
+
+
+NAME_KEYS = ("report.experiments", "report.baseline")  # take slugs, which hold "=" (`demo__seed=1`)
+
+
+def quote_names(overrides: list[str]) -> list[str]:
+    """The overrides with the slugs given to `report.experiments` and `report.baseline` quoted where
+    Hydra's grammar would refuse them bare (`report.experiments=[demo__curation.n_samples=40]`: an "="
+    inside a value), so they work with or without inner quotes; everything else as it is."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+
+    def parses(line: str) -> bool:
+        try:
+            parser.parse_override(line)
+        except HydraException:
+            return False
+        return True
+
+    def quoted(name: str) -> str:
+        name = name.strip()
+        if len(name) > 1 and name[0] == name[-1] and name[0] in "'\"":
+            return name
+        return f'"{name}"' if "'" in name else f"'{name}'"
+
+    fixed = []
+    for line in overrides:
+        key, equals, value = line.partition("=")
+        if key.lstrip("+") in NAME_KEYS and equals and not parses(line):
+            inner = value.strip()
+            if inner.startswith("[") and inner.endswith("]"):
+                value = "[" + ",".join(quoted(name) for name in inner[1:-1].split(",") if name.strip()) + "]"
+            else:
+                value = quoted(inner)
+            line = f"{key}={value}" if parses(f"{key}={value}") else line
+        fixed.append(line)
+    return fixed
 
 
 def check_command_line(argv: list[str] | None = None) -> None:

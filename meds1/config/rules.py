@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
@@ -21,7 +21,6 @@ from meds1.config.schema import (
     Config,
     CurationConfig,
     CurationMethod,
-    CurationPool,
     DecontaminationConfig,
     DifficultyConfig,
     EmbeddingConfig,
@@ -50,6 +49,7 @@ from meds1.config.schema import (
     TrainerConfig,
     paid_rewards,
 )
+from meds1.curation.annotators import Annotator, annotators, rl_judge
 from meds1.curation.traces.spec import expand, produces_steps
 from meds1.errors import UserError
 from meds1.evaluation.suite_spec import suite_specs
@@ -256,6 +256,7 @@ def _problems(config: Config) -> Iterator[str]:
     yield from _range_problems(config)
     if Stage.curate in config.stages:
         yield from _curation_problems(config.curation, templates)
+        yield from _endpoint_problems(annotators(config).values())
     if Stage.train in config.stages:
         yield from _trainer_problems(config.trainer)
     if Stage.rl in config.stages:
@@ -381,6 +382,7 @@ def _rl_problems(config: Config, templates: list) -> Iterator[str]:
         templates.append(("rl.open_prompt", rl.open_prompt, ("question",)))
     if "judge" in paid and rl.judge.method == JudgeMethod.llm:
         templates.append(("rl.judge.prompt", rl.judge.prompt, ("question", "answer", "reference")))
+    yield from _endpoint_problems([rl_judge(config)])
 
 
 def _curation_problems(curation: CurationConfig, templates: list) -> Iterator[str]:
@@ -420,6 +422,15 @@ def _curation_problems(curation: CurationConfig, templates: list) -> Iterator[st
             ("curation.format.assistant_template", curation.format.assistant_template, ("cot", "response"))
         )
     yield from _trace_problems(curation.trace)
+
+
+def _endpoint_problems(asked: Iterable[Annotator]) -> Iterator[str]:
+    """Every model asked over an endpoint needs its address (a local one needs none)."""
+    for annotator in asked:
+        if annotator.asked and annotator.endpoint and not annotator.inference.base_url:
+            yield (
+                f"{annotator.inference_key}.base_url is not set (the endpoint serving {annotator.model.path})"
+            )
 
 
 def _trace_problems(trace: TraceConfig) -> Iterator[str]:
@@ -469,34 +480,36 @@ def check_installed(config: Config) -> None:
     """Raise a UserError if a backend the command's stages load is not installed (found, not imported).
 
     Checked where the stages run (before any of them starts), not at compose: a machine that only plans
-    or submits (a laptop, a login node) need not have vLLM."""
+    or submits (a laptop, a login node) need not have vLLM; its plan flags it (`missing_backends`)."""
     stages = {stage for _, stage in pipeline.command_steps(config)}
-    for key, inference in _inference_used(config, stages):
-        if inference.backend == InferenceBackend.vllm and find_spec("vllm") is None:
-            raise UserError(f"{key}=vllm needs vLLM: {VLLM_INSTALL}")
+    if missing := missing_backends(config, stages):
+        raise UserError(f"{missing[0]}=vllm needs vLLM: {VLLM_INSTALL}")
+
+
+def missing_backends(config: Config, stages: set[str]) -> list[str]:
+    """The keys of the vLLM backends that `stages` would load and this machine has not installed."""
+    keys = dict.fromkeys(
+        key
+        for key, inference in _inference_used(config, stages)
+        if inference.backend == InferenceBackend.vllm
+    )
+    return list(keys) if keys and find_spec("vllm") is None else []
 
 
 def _inference_used(config: Config, stages: set[str]) -> Iterator[tuple[str, InferenceConfig]]:
     """(key, inference config) of every backend that `stages` would load."""
-    curation = config.curation
     if Stage.curate in stages:
-        difficulty = curation.difficulty.enabled and curation.pool == CurationPool.filtered
-        if difficulty:
-            yield "inference.backend", config.inference  # the base model answers the questions
-        if difficulty and curation.difficulty.judge.method == JudgeMethod.llm:
-            yield "curation.difficulty.judge.llm.inference.backend", curation.difficulty.judge.llm.inference
-        if curation.specialty.method == SpecialtyMethod.llm:
-            yield "curation.specialty.llm.inference.backend", curation.specialty.llm.inference
-        if curation.trace.transforms or curation.trace.perturbation.type is not None:
-            yield "curation.trace.llm.inference.backend", curation.trace.llm.inference
+        for annotator in annotators(config).values():
+            if annotator.asked:
+                yield f"{annotator.inference_key}.backend", annotator.inference
     if Stage.rl in stages:
         rl = config.rl
         if rl.generator == "vllm":
             yield "rl.generator", InferenceConfig(backend=InferenceBackend.vllm)
         if rl.data.pass_rate.enabled:
             yield "rl.data.pass_rate.inference.backend", rl.data.pass_rate.inference
-        if rl.rewards.judge and rl.judge.method == JudgeMethod.llm:
-            yield "rl.judge.llm.inference.backend", rl.judge.llm.inference
+        if (judge := rl_judge(config)).asked:
+            yield f"{judge.inference_key}.backend", judge.inference
     if Stage.eval in stages:
         yield "inference.backend", config.inference
 

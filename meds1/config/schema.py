@@ -11,6 +11,7 @@ import dataclasses
 import functools
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -19,6 +20,8 @@ from omegaconf import MISSING
 from meds1.errors import UserError
 from meds1.layouts import LAYOUTS
 from meds1.pipeline import COMMAND_ENTRIES, STAGES  # the stage table
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the YAML tree these types describe
 
 COMMANDS = (*STAGES, *COMMAND_ENTRIES)
 
@@ -286,7 +289,7 @@ class DecontaminationConfig:
     """Drop training rows that restate an eval question (reason `eval_overlap`)."""
 
     enabled: bool = True
-    suite: list[Any] = field(default_factory=list)  # SuiteSpec entries; the YAML sets ${eval.suite}
+    suite: list[Any] = field(default_factory=list)  # SuiteSpec entries: what the rows are checked against
     columns: list[str] = field(default_factory=lambda: ["Question"])  # the row's texts compared
     method: DecontaminationMethod = DecontaminationMethod.tfidf
     threshold: float = 0.65  # tfidf: cosine to one eval question at or above which a row is removed

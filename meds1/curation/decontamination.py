@@ -31,6 +31,7 @@ import pandas as pd
 
 from meds1.config.schema import DecontaminationConfig, DecontaminationMethod
 from meds1.errors import UserError
+from meds1.hub import HubReadError
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,8 @@ def eval_questions(
 
     try:
         rows, _ = load_suite(list(decontamination.suite), key=f"{key}.suite")
+    except HubReadError:
+        raise  # names its entry and the local copy already
     except UserError as error:
         raise UserError(
             f"decontamination needs the eval suite: {error}. Point MEDS1_EVAL_DATA at it, set "
@@ -121,24 +124,7 @@ def nearest_eval_questions(
             f"{key}.columns {missing} are not columns of the rows; valid: {', '.join(map(str, rows.columns))}"
         )
     reference = eval_questions(decontamination, key)
-    questions = [row["question"] for row in reference]
-    method = decontamination.method
-    best = np.zeros(len(rows))
-    nearest = np.full(len(rows), -1)
-    for column in decontamination.columns:
-        texts = rows[column].fillna("").astype(str).tolist()
-        if method == DecontaminationMethod.tfidf:
-            scores, found = tfidf_scores(texts, questions)
-        else:
-            scores, found = ngram_scores(texts, questions, decontamination.ngram)
-        better = scores > best
-        best[better], nearest[better] = scores[better], found[better]
-    if method == DecontaminationMethod.tfidf:
-        mask, rule = best >= decontamination.threshold, f"cosine >= {decontamination.threshold:g}"
-    else:
-        share = decontamination.ngram_share
-        mask = (best >= share) & (best > 0)
-        rule = f"{decontamination.ngram}-gram share >= {share:g}" if share else "any shared n-gram"
+    best, nearest, mask = nearest_questions(rows, reference, decontamination)
     hit = nearest >= 0
     matches.loc[hit, "overlap_score"] = best[hit].round(4)
     matches.loc[hit, "overlap_source"] = [reference[i]["source"] for i in nearest[hit]]
@@ -148,8 +134,49 @@ def nearest_eval_questions(
         int(mask.sum()),
         len(rows),
         len(reference),
-        method.value,
+        decontamination.method.value,
         ", ".join(decontamination.columns),
-        rule,
+        rule(decontamination),
     )
     return matches.astype({"overlap_score": float}), mask
+
+
+def nearest_questions(
+    rows: pd.DataFrame, reference: list[dict], decontamination: DecontaminationConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(best score, index of the nearest of `reference`'s questions or -1, whether it is close enough to
+    count as a restatement) for each row, over the compared columns."""
+    questions = [row["question"] for row in reference]
+    best = np.zeros(len(rows))
+    nearest = np.full(len(rows), -1)
+    for column in decontamination.columns:
+        texts = rows[column].fillna("").astype(str).tolist()
+        if decontamination.method == DecontaminationMethod.tfidf:
+            scores, found = tfidf_scores(texts, questions)
+        else:
+            scores, found = ngram_scores(texts, questions, decontamination.ngram)
+        better = scores > best
+        best[better], nearest[better] = scores[better], found[better]
+    if decontamination.method == DecontaminationMethod.tfidf:
+        return best, nearest, best >= decontamination.threshold
+    return best, nearest, (best >= decontamination.ngram_share) & (best > 0)
+
+
+def rule(decontamination: DecontaminationConfig) -> str:
+    """The rule that counts a row as restating a question, as text (`cosine >= 0.65`)."""
+    if decontamination.method == DecontaminationMethod.tfidf:
+        return f"cosine >= {decontamination.threshold:g}"
+    share = decontamination.ngram_share
+    return f"{decontamination.ngram}-gram share >= {share:g}" if share else "any shared n-gram"
+
+
+def restating_rows(rows: pd.DataFrame, questions: list[dict], decontamination: DecontaminationConfig) -> dict:
+    """{source: rows} how many of `rows` restate a question of each source of `questions` (eval rows), by
+    the decontamination rule; each source compared on its own, as if it were the whole suite."""
+    by_source: dict[str, list[dict]] = {}
+    for question in questions:
+        by_source.setdefault(question["source"], []).append(question)
+    return {
+        source: int(nearest_questions(rows, reference, decontamination)[2].sum())
+        for source, reference in by_source.items()
+    }

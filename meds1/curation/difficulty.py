@@ -12,7 +12,8 @@ last three are recorded as such, never silently counted as hard; `drop_unjudged`
 those rows stay in the pool. More rows without a base-model answer than
 `curation.difficulty.max_unusable_fraction`, or without a usable verdict of the `llm` judge than
 `curation.difficulty.judge.max_unusable_fraction`, stop the stage (meds1/curation/unusable.py); so
-does a base model or judge over `openai` whose first request fails (`preflight_difficulty`).
+does a base model or judge over `openai` whose first request fails (`preflight_base_model`,
+`preflight_judge`).
 
 Judges:
 - `llm`: any model through an inference backend (default: med-s1's verify_answer prompt,
@@ -37,22 +38,24 @@ import pandas as pd
 from meds1.config.schema import (
     Config,
     DifficultyConfig,
-    InferenceBackend,
     JudgeConfig,
     JudgeMethod,
     PromptFormat,
 )
 from meds1.curation import QUESTION
-from meds1.curation.cache import AnnotationCache, annotate, missing
+from meds1.curation.annotators import Annotator
+from meds1.curation.cache import AnnotationCache, annotate
 from meds1.curation.llm import (
     FAILED,
     OK,
     UNPARSEABLE,
+    Reply,
     ask,
-    check_endpoint_hint,
+    check_first_reply,
     check_not_all_failed,
     llm_spec,
-    load_llm,
+    load_model,
+    owed_request,
     preflight,
 )
 from meds1.curation.unusable import check_usable
@@ -146,43 +149,38 @@ def _check_reference(pool: pd.DataFrame, judge: JudgeConfig) -> None:
         )
 
 
-def preflight_difficulty(pool: pd.DataFrame, cfg: Config, source_fingerprint: str) -> int:
-    """The first request of each annotator of the filter that will ask an endpoint (the base model or
-    the judge over `openai`, with rows not cached yet), sent before any annotation; returns how many
-    were sent. The judge is asked to compare a row's reference with itself."""
-    difficulty, judge = cfg.curation.difficulty, cfg.curation.difficulty.judge
-    _check_reference(pool, judge)
-    ids = pool["row_id"].tolist()
-    answers_cache = AnnotationCache(cfg.paths.cache, "answers", answers_spec(cfg, source_fingerprint))
-    sent = 0
-    remote_base = cfg.inference.backend == InferenceBackend.openai
-    if remote_base and (todo := missing(answers_cache, ids, is_answered)):
-        question = pool.set_index("row_id").at[todo[0], QUESTION]
-        (generation,) = ask_base_model(_load_base_model(cfg), [question], difficulty, cfg.seed)
-        if generation.error is not None:
-            raise UserError(
-                f"the first request to the base model failed: {generation.error}; "
-                + check_endpoint_hint("inference")
-            )
-        sent += 1
-    verdicts_cache = AnnotationCache(cfg.paths.cache, "verdicts", verdicts_spec(judge, answers_cache.key))
-    llm_judge = judge.method == JudgeMethod.llm and judge.llm.inference.backend == InferenceBackend.openai
-    if llm_judge and (todo := missing(verdicts_cache, ids, is_judged)):
-        row = pool.set_index("row_id").loc[todo[0]]
-        reference = str(row[judge.reference_column])
-        preflight(
-            judge.llm,
-            judge_conversation(judge, row[QUESTION], reference, reference),
-            parse_verdict if judge.max_unusable_fraction < 1 else None,
-            "judge",
-            f"{JUDGE_KEY}.llm",
-            f"{JUDGE_KEY}.max_unusable_fraction",
-            cfg.paths.cache,
-            JUDGE_CORRECTION,
-            cfg.seed,
-        )
-        sent += 1
-    return sent
+def preflight_base_model(base: Annotator, pool: pd.DataFrame, cfg: Config, source_fingerprint: str) -> int:
+    """The base model's first question, sent alone before any annotation when a pre-flight is owed
+    (meds1.curation.llm.owed_request); returns the requests sent (0 or 1)."""
+    _check_reference(pool, cfg.curation.difficulty.judge)  # before anything is sent
+    cache = AnnotationCache(cfg.paths.cache, "answers", answers_spec(cfg, source_fingerprint))
+    row = owed_request(base, cache, pool["row_id"].tolist(), is_answered)
+    if row is None:
+        return 0
+    backend = load_model(base.model, base.inference, cfg.paths.cache)
+    try:
+        question = pool.set_index("row_id").at[row, QUESTION]
+        (generation,) = ask_base_model(backend, [question], cfg.curation.difficulty, cfg.seed)
+    finally:
+        backend.close()
+    check_first_reply(base, Reply.of(generation.text, generation.error))
+    return 1
+
+
+def preflight_judge(judge: Annotator, pool: pd.DataFrame, cfg: Config, source_fingerprint: str) -> int:
+    """The `llm` judge's first request, sent alone before any annotation when a pre-flight is owed: a
+    row's reference compared with itself (no base-model answer exists yet). Returns the requests sent."""
+    config = cfg.curation.difficulty.judge
+    _check_reference(pool, config)
+    answers_key = AnnotationCache(cfg.paths.cache, "answers", answers_spec(cfg, source_fingerprint)).key
+    cache = AnnotationCache(cfg.paths.cache, "verdicts", verdicts_spec(config, answers_key))
+    row = owed_request(judge, cache, pool["row_id"].tolist(), is_judged)
+    if row is None:
+        return 0
+    question, reference = pool.set_index("row_id").loc[row, [QUESTION, config.reference_column]]
+    conversation = judge_conversation(config, question, str(reference), str(reference))
+    reply = preflight(judge, conversation, parse_verdict, cfg.paths.cache, JUDGE_CORRECTION, cfg.seed)
+    return reply.attempts
 
 
 def annotate_difficulty(
@@ -198,7 +196,7 @@ def annotate_difficulty(
     chunk = cfg.curation.annotation_chunk
 
     answers_cache = AnnotationCache(cfg.paths.cache, "answers", answers_spec(cfg, source_fingerprint))
-    base_model = functools.cache(lambda: _load_base_model(cfg))
+    base_model = functools.cache(lambda: load_model(cfg.model, cfg.inference, cfg.paths.cache))
 
     def compute_answers(ids: list[int]) -> pd.DataFrame:
         generations = ask_base_model(base_model(), by_id.loc[ids, QUESTION].tolist(), difficulty, cfg.seed)
@@ -232,7 +230,9 @@ def annotate_difficulty(
     judge = difficulty.judge
     verdicts_cache = AnnotationCache(cfg.paths.cache, "verdicts", verdicts_spec(judge, answers_cache.key))
     judge_model = functools.cache(
-        lambda: load_llm(judge.llm, cfg.paths.cache, "curation.difficulty.judge.llm")
+        lambda: load_model(
+            judge.llm.model, judge.llm.inference, cfg.paths.cache, "curation.difficulty.judge.llm.model.path"
+        )
     )
 
     def compute_verdicts(ids: list[int]) -> pd.DataFrame:
@@ -283,13 +283,6 @@ def ask_base_model(
     if difficulty.prompt_format == PromptFormat.raw:
         return backend.complete_raw(prompts, sampling)
     return backend.generate([[{"role": "user", "content": p}] for p in prompts], sampling)
-
-
-def _load_base_model(cfg: Config):
-    from meds1.inference import load_backend
-    from meds1.models import model_path
-
-    return load_backend(cfg.inference, cfg.model, model_path(cfg.model, cfg.paths.cache))
 
 
 def judge_conversation(judge: JudgeConfig, question: str, answer: str, reference: str) -> Conversation:

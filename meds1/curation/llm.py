@@ -1,4 +1,5 @@
-"""Ask a model for a parseable reply: the judge's Yes/No and the labeler's `SPECIALTY: NNN`.
+"""Ask a model for a parseable reply (the judge's Yes/No, the labeler's `SPECIALTY: NNN`), and the one
+pre-flight of every annotator (meds1/curation/annotators.py), the trace LLM's included.
 
 A reply that cannot be parsed is answered with a correction turn (without one, the same conversation
 is asked again with the next seed) up to `attempts` times, in batches (one backend call per round). A
@@ -6,19 +7,29 @@ request the backend could not complete (it has already retried with backoff) is 
 (and asked again by the next run); a reply still unparseable after every attempt as `unparseable`.
 Nothing here raises for a bad reply; only when every request of a sizeable batch fails -- a wrong URL,
 key or model name, not a hiccup -- does the run stop, with the error, rather than record thousands of
-failures. Before that, `preflight` sends an annotator's first request alone, so a broken endpoint or a
-model that does not answer as asked stops the stage in seconds, not after a night of retries.
+failures.
+
+Before that, an annotator's first request goes alone (a pre-flight), so a broken endpoint or a model
+that does not answer as asked stops the stage in seconds, not after a night of retries. A pre-flight is
+owed only while the endpoint has not answered under the annotator's cache key (`owed_request`): once it
+has, a cached rerun sends nothing, and a row's own failure (a refusal, a too-long text) never stops a
+rerun. `check_first_reply` stops the stage on a failed or unusable first reply.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from meds1.config.schema import InferenceBackend, LLMConfig
+import pandas as pd
+
+from meds1.config.schema import InferenceConfig, LLMConfig, ModelConfig
+from meds1.curation.annotators import Annotator
+from meds1.curation.cache import AnnotationCache, kept
 from meds1.curation.unusable import cut
 from meds1.errors import UserError
+from meds1.hub import HubReadError
 from meds1.inference import Backend, Conversation, Generation, Sampling
 
 OK, UNPARSEABLE, FAILED = "ok", "unparseable", "failed"
@@ -27,20 +38,32 @@ ALL_FAILED_MIN = 8  # a batch at least this large in which every request failed 
 
 @dataclass
 class Reply:
+    """What an annotator's request came back with."""
+
     value: str | None  # the parsed value (None unless status is "ok")
     status: str  # ok | unparseable | failed
     text: str  # the last reply, or the backend's error for a failed request
-    attempts: int
+    attempts: int = 1
+    problem: str | None = None  # why an unusable reply is unusable, when a check says (else: unparseable)
+
+    @classmethod
+    def of(cls, text: str, error: str | None = None) -> Reply:
+        """A reply any text will do for (a base-model answer, a trace request): ok, or failed with `error`."""
+        return cls(None, FAILED, error) if error is not None else cls(text, OK, text)
 
 
-def load_llm(llm: LLMConfig, cache_dir: str, key: str) -> Backend:
-    """The backend serving `llm`; `key` (e.g. curation.difficulty.judge.llm) names it in errors."""
+def load_model(
+    model: ModelConfig, inference: InferenceConfig, cache_dir: str, model_key: str = "model.path"
+) -> Backend:
+    """The backend serving `model` as `inference` says (an annotator's `model` and `inference`);
+    `model_key` names the setting of `model.path` in a hub error."""
     from meds1.inference import load_backend
     from meds1.models import model_path
 
-    if llm.inference.backend == "openai" and not llm.inference.base_url:
-        raise UserError(f"{key}.inference.base_url is not set (the endpoint serving {llm.model.path})")
-    return load_backend(llm.inference, llm.model, model_path(llm.model, cache_dir))
+    try:
+        return load_backend(inference, model, model_path(model, cache_dir))
+    except HubReadError as error:
+        raise error.named(model_key) from None
 
 
 def llm_spec(llm: LLMConfig, prompt: str) -> dict:
@@ -73,38 +96,64 @@ def check_not_all_failed(generations: list[Generation], what: str, inference_key
         )
 
 
+def owed_request(
+    annotator: Annotator,
+    cache: AnnotationCache,
+    wanted: Sequence[int],
+    answered: Callable[[pd.DataFrame], pd.Series],
+) -> int | None:
+    """The request (an id of `wanted`, the rows about to be asked) that `annotator`'s pre-flight sends,
+    or None when none is owed: only an endpoint is pre-flown, and only while no reply cached under its
+    key is `answered` (see the module docstring). The first of `wanted` never asked goes, else the first
+    (every one of them failed before: the endpoint was dead)."""
+    if not annotator.endpoint or not len(wanted):
+        return None
+    cached = cache.load()
+    if len(kept(cached, answered)):
+        return None
+    return next((i for i in wanted if i not in cached.index), wanted[0])
+
+
+def check_first_reply(annotator: Annotator, reply: Reply, request: str = "") -> None:
+    """Stop the stage when `annotator`'s first request failed (refused connection, auth error, unknown
+    model), or when its reply is unusable (`unparseable`) and `annotator.limit` does not accept every
+    unusable reply. `request` names the request, where the annotator sends several kinds."""
+    if reply.status == FAILED:
+        raise UserError(
+            f"the first request to the {annotator.name} failed: {reply.text}; "
+            + check_endpoint_hint(annotator.inference_key)
+        )
+    if reply.status == UNPARSEABLE and annotator.limit < 1:
+        where = f" ({request})" if request else ""
+        why = f": {reply.problem}" if reply.problem else f" after {reply.attempts} attempt(s)"
+        raise UserError(
+            f"the {annotator.name}'s reply to its first request{where} is unusable{why}: {cut(reply.text)}; "
+            f"check {annotator.key} (model name, endpoint) and {annotator.prompt}, "
+            f"or accept {annotator.unusable}: {annotator.limit_key}=1"
+        )
+
+
 def preflight(
-    llm: LLMConfig,
+    annotator: Annotator,
     conversation: Conversation,
-    parse: Callable[[str], str | None] | None,
-    what: str,
-    key: str,
-    accept_key: str,
+    parse: Callable[[str], str | None],
     cache_dir: str,
     correction: str | None = None,
     seed: int = 0,
-) -> Reply | None:
-    """Send an annotator's first conversation alone, before annotating; stop the stage if it fails.
-
-    `key` names the LLM's config (e.g. curation.specialty.llm). A failed request (refused connection,
-    auth error, unknown model) stops the stage; so does a reply `parse` cannot use after `llm.attempts`
-    (None: any reply will do), naming `accept_key`, the annotator's limit on unusable replies. Only
-    the `openai` backend makes requests; a local model is not asked (None).
-    """
-    if llm.inference.backend != InferenceBackend.openai:
-        return None
-    backend = load_llm(llm, cache_dir, key)
-    (reply,) = ask(backend, [conversation], parse or (lambda text: text), correction, llm, seed, what, key)
-    if reply.status == FAILED:
-        raise UserError(
-            f"the first request to the {what} failed: {reply.text}; {check_endpoint_hint(f'{key}.inference')}"
+) -> Reply:
+    """Send a judge's or labeler's first conversation alone, before annotating (see `check_first_reply`);
+    any reply will do when its limit accepts every unusable one."""
+    model_key = f"{annotator.key}.model.path" if annotator.llm is not None else "model.path"
+    backend = load_model(annotator.model, annotator.inference, cache_dir, model_key)
+    if annotator.limit >= 1:
+        parse = str
+    try:
+        (reply,) = ask(
+            backend, [conversation], parse, correction, annotator.llm, seed, annotator.name, annotator.key
         )
-    if reply.status == UNPARSEABLE:
-        raise UserError(
-            f"the {what}'s reply to its first request is unusable after {reply.attempts} attempt(s): "
-            f"{cut(reply.text)}; check {key} (model name, endpoint) and its prompt, "
-            f"or accept unusable replies: {accept_key}=1"
-        )
+    finally:
+        backend.close()
+    check_first_reply(annotator, reply)
     return reply
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 from meds1.config.schema import SourceConfig, TokenLimit
 from meds1.curation import REQUIRED_COLUMNS
 from meds1.errors import UserError
-from meds1.hub import load_hub_dataset, resolve_data_path
+from meds1.hub import load_hub_dataset, reading, resolve_data_path
 
 log = logging.getLogger(__name__)
 
@@ -142,13 +142,8 @@ def drop_long_rows(frame: pd.DataFrame, limit: TokenLimit) -> tuple[pd.DataFrame
     the tokenizer's default encoding, special tokens included)."""
     from transformers import AutoTokenizer
 
-    try:
+    with reading(limit.tokenizer, "curation.source.token_limit.tokenizer", revision=limit.revision):
         tokenizer = AutoTokenizer.from_pretrained(limit.tokenizer, revision=limit.revision)
-    except OSError as exc:
-        raise UserError(
-            f"could not load curation.source.token_limit.tokenizer {limit.tokenizer} "
-            f"(revision {limit.revision}): {str(exc).splitlines()[0]}"
-        ) from None
     texts = (
         frame["Question"].astype(str)
         + " "
@@ -202,9 +197,10 @@ def _read_file(path: str, skip_malformed: bool) -> pd.DataFrame:
 
 
 def _read_hub(source: SourceConfig) -> tuple[pd.DataFrame, str | None]:
-    """(the hub dataset at the pinned revision, the commit it was read at: meds1.hub; provenance
-    records it)."""
-    try:
+    """(the hub dataset (or a local copy in its layout) at the pinned revision, the commit it was read at:
+    meds1.hub; provenance records it)."""
+    hub = {"repo_type": "dataset", "revision": source.revision, "files": source.data_files}
+    with reading(source.name, "curation.source.name", **hub):
         dataset, commit = load_hub_dataset(
             source.name,
             source.config,
@@ -213,13 +209,6 @@ def _read_hub(source: SourceConfig) -> tuple[pd.DataFrame, str | None]:
             source.data_files,
             "curation.source.revision=<commit>",
         )
-    except Exception as exc:  # network, auth, unknown name/config/split/revision: all say the same to a user
-        raise UserError(
-            f"could not load hub dataset {source.name} (config {source.config}, files {source.data_files}, "
-            f"split {source.split}, revision {source.revision}): {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}. To run without the hub, save the rows to a "
-            "parquet/json/jsonl file and set curation.source.path=FILE"
-        ) from None
     return dataset.to_pandas(), commit
 
 

@@ -12,7 +12,7 @@ som-shahlab/med-s1@92b9b79 `data/Medical_Specialties_and_Subspecialties.txt`) or
 - `none`: no labels (selection methods other than s1 need none).
 `specialty_status` records how each label came about: labeled, unparseable, failed or missing. What
 happens to unlabeled rows (`unlabeled`: drop or domain) is the curate stage's business. The `llm`
-labeler stops the stage when its first request fails (`preflight_specialty`), or when it leaves more
+labeler stops the stage when its first request fails (`preflight_labeler`), or when it leaves more
 rows unlabeled than `curation.specialty.max_unusable_fraction` (meds1/curation/unusable.py).
 """
 
@@ -27,9 +27,10 @@ import pandas as pd
 
 from meds1.config.schema import Config, SpecialtyConfig, SpecialtyMethod
 from meds1.curation import QUESTION
-from meds1.curation.cache import AnnotationCache, annotate, missing
+from meds1.curation.annotators import Annotator
+from meds1.curation.cache import AnnotationCache, annotate
 from meds1.curation.embedding import embed, load_embedder, question_embeddings
-from meds1.curation.llm import FAILED, OK, ask, llm_spec, load_llm, preflight
+from meds1.curation.llm import FAILED, OK, ask, llm_spec, load_model, owed_request, preflight
 from meds1.curation.unusable import check_usable
 from meds1.errors import UserError
 from meds1.hub import resolve_data_path
@@ -91,32 +92,24 @@ def is_labeled_or_tried(cached: pd.DataFrame) -> pd.Series:
     return cached["specialty_status"] != FAILED
 
 
-def preflight_specialty(pool: pd.DataFrame, cfg: Config, source_fingerprint: str) -> int:
-    """The `llm` labeler's first request over `openai`, sent before any annotation when some rows of
-    `pool` are not labeled yet; returns how many requests were sent (0 or 1)."""
+def preflight_labeler(labeler: Annotator, pool: pd.DataFrame, cfg: Config, source_fingerprint: str) -> int:
+    """The `llm` labeler's first request, sent alone before any annotation when a pre-flight is owed
+    (meds1.curation.llm.owed_request); returns the requests sent."""
     specialty = cfg.curation.specialty
-    if specialty.method != SpecialtyMethod.llm or not len(pool):
-        return 0
     taxonomy = load_taxonomy(specialty.taxonomy)
     cache = AnnotationCache(cfg.paths.cache, "specialties", labels_spec(cfg, taxonomy, source_fingerprint))
-    todo = missing(cache, pool["row_id"].tolist(), is_labeled_or_tried)
-    if not todo:
+    row = owed_request(labeler, cache, pool["row_id"].tolist(), is_labeled_or_tried)
+    if row is None:
         return 0
-    question = pool.set_index("row_id").at[todo[0], QUESTION]
     reply = preflight(
-        specialty.llm,
-        labeler_conversation(question, numbered(taxonomy), specialty),
-        (lambda text: parse_specialty(text, taxonomy, specialty.code_pattern))
-        if specialty.max_unusable_fraction < 1
-        else None,
-        "specialty labeler",
-        f"{KEY}.llm",
-        f"{KEY}.max_unusable_fraction",
+        labeler,
+        labeler_conversation(pool.set_index("row_id").at[row, QUESTION], numbered(taxonomy), specialty),
+        lambda text: parse_specialty(text, taxonomy, specialty.code_pattern),
         cfg.paths.cache,
         specialty.correction,
         cfg.seed,
     )
-    return int(reply is not None)
+    return reply.attempts
 
 
 def annotate_specialties(
@@ -131,7 +124,14 @@ def annotate_specialties(
     by_id = pool.set_index("row_id")
 
     if specialty.method == "llm":
-        backend = functools.cache(lambda: load_llm(specialty.llm, cfg.paths.cache, f"{KEY}.llm"))
+        backend = functools.cache(
+            lambda: load_model(
+                specialty.llm.model,
+                specialty.llm.inference,
+                cfg.paths.cache,
+                "curation.specialty.llm.model.path",
+            )
+        )
 
         def compute(ids: list[int]) -> pd.DataFrame:
             return label_with_llm(by_id.loc[ids, QUESTION], taxonomy, specialty, backend(), cfg.seed)

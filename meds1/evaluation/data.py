@@ -38,8 +38,8 @@ from collections import Counter
 from pathlib import Path
 
 from meds1.errors import UserError
-from meds1.evaluation.suite_spec import SUITE_HUB_SCHEME, SuiteSpec, suite_specs
-from meds1.hub import load_hub_dataset, resolve_data_path
+from meds1.evaluation.suite_spec import SUITE_FILE_SUFFIXES, SUITE_HUB_SCHEME, SuiteSpec, suite_specs
+from meds1.hub import load_hub_dataset, reading, resolve_data_path
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,6 @@ def question_id(source: str, question: str, options: dict[str, str]) -> str:
 
 
 TABLE_SUFFIXES = (".csv", ".parquet")  # tables as benchmarks ship them (GPQA's gpqa_diamond.csv)
-FILE_SUFFIXES = (".json", ".jsonl", *TABLE_SUFFIXES)
 
 
 def _read_table(file: Path) -> list[dict]:
@@ -113,21 +112,28 @@ def _read_file(file: Path) -> list[dict]:
     raise UserError(f"eval file {file} holds neither an object {{source: [rows]}} nor a list of rows")
 
 
-def _read_hub(spec: SuiteSpec) -> tuple[list[dict], str | None]:
+def _read_hub(spec: SuiteSpec, key: str, local: str) -> tuple[list[dict], str | None]:
     """(rows of the hub dataset `spec.path` (hf://OWNER/NAME) at `spec.revision`, the commit they were
-    read at: meds1.hub)."""
+    read at: meds1.hub). A failed read names `key` and the `local` copy to set it to."""
     name = spec.path[len(SUITE_HUB_SCHEME) :]
     pin_key = "`revision: <commit>` in its eval.suite entry"
-    dataset, commit = load_hub_dataset(name, spec.config, spec.split, spec.revision, spec.data_files, pin_key)
+    hub = {"repo_type": "dataset", "revision": spec.revision, "files": spec.data_files}
+    with reading(spec.path, key, local=local, **hub):
+        dataset, commit = load_hub_dataset(
+            name, spec.config, spec.split, spec.revision, spec.data_files, pin_key
+        )
     source = f"{name.rstrip('/').split('/')[-1]}_{spec.split}"
     return [{"source": source, **row} for row in dataset.to_list()], commit
 
 
-def read_entry(spec: SuiteSpec) -> list[tuple[str, list, str | None]]:
+def read_entry(spec: SuiteSpec, key: str, entry) -> list[tuple[str, list, str | None]]:
     """(label, raw rows, hub commit or None) for each file of one suite entry (a file, directory or hub
-    dataset)."""
+    dataset); `key` names the entry, `entry` is it as written (a string or a mapping)."""
     if spec.path.startswith(SUITE_HUB_SCHEME):
-        return [(spec.path, *_read_hub(spec))]
+        if isinstance(entry, str):  # the local copy keeps the URI's parameters
+            query = entry.partition("?")[2]
+            return [(spec.path, *_read_hub(spec, key, "hf://{dir}" + (f"?{query}" if query else "")))]
+        return [(spec.path, *_read_hub(spec, f"{key}.path", "hf://{dir}"))]
     path = resolve_data_path(spec.path)
     if spec.data_files:
         files = [path / name for name in _as_list(spec.data_files)]
@@ -135,15 +141,14 @@ def read_entry(spec: SuiteSpec) -> list[tuple[str, list, str | None]]:
         if absent:
             raise UserError(f"eval file {absent[0]} does not exist (data_files of {spec.path})")
     elif path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in FILE_SUFFIXES)
+        files = sorted(p for p in path.iterdir() if p.suffix in SUITE_FILE_SUFFIXES)
         if not files:
-            raise UserError(f"eval suite directory {path} holds no {', '.join(FILE_SUFFIXES)} files")
+            raise UserError(f"eval suite directory {path} holds no {', '.join(SUITE_FILE_SUFFIXES)} files")
     elif path.is_file():
         files = [path]
     else:
-        raise UserError(
-            f"eval file {spec.path} does not exist (eval.suite; the default suite reads $MEDS1_EVAL_DATA)"
-        )
+        hint = "; the default suite reads $MEDS1_EVAL_DATA" if key.startswith("eval.suite") else ""
+        raise UserError(f"file {spec.path} does not exist ({key}{hint})")
     return [(file.name, _read_file(file), None) for file in files]
 
 
@@ -258,8 +263,8 @@ def load_suite(
         raise UserError(str(problem)) from None
     rows: list[dict] = []
     skipped: dict[str, Counter] = {}
-    for spec in specs:
-        for label, raw_rows, commit in read_entry(spec):
+    for index, (entry, spec) in enumerate(zip(entries, specs, strict=True)):
+        for label, raw_rows, commit in read_entry(spec, f"{key}[{index}]", entry):
             file_rows = _normalize_file(label, raw_rows, spec, skipped)
             for row in file_rows if commit else ():
                 row["revision"] = commit

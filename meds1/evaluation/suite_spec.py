@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 from meds1.config.schema import AnswerFormat
 
 SUITE_HUB_SCHEME = "hf://"
+SUITE_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")  # the files a suite folder's entry reads
 
 
 @dataclass

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from meds1 import pipeline
 from meds1.config.rules import check_installed, to_config
 from meds1.config.schema import Config, SlurmLauncherConfig
-from meds1.errors import UserError
+from meds1.errors import Interrupted, UserError
 
 log = logging.getLogger("meds1")
 
@@ -36,12 +36,17 @@ def dispatch(cfg: DictConfig) -> dict | list:
 
 def exit_on_user_error(function, *args):
     """`function(*args)`; a UserError (a bad setting, a missing input) becomes one logged line and exit
-    status 1."""
+    status 1, Ctrl-C one line and 130 (a stage's workspace says what it kept: `Interrupted`)."""
     try:
         return function(*args)
     except UserError as error:
         log.error("%s", error)
         sys.exit(1)
+    except KeyboardInterrupt as error:
+        if not isinstance(error, Interrupted):
+            error = "interrupted (Ctrl-C) while no stage was working: nothing partial was kept"
+        log.error("%s", error)
+        sys.exit(130)
 
 
 def run_command(config: Config, hydra) -> dict | list:

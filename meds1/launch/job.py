@@ -16,7 +16,7 @@ import submitit
 from meds1 import pipeline
 from meds1.config.schema import Config
 from meds1.store import registry
-from meds1.store.identity import config_hash, stage_slug
+from meds1.store.identity import StageIdentity, stage_slug
 from meds1.store.registry import JobState, registry_path
 from meds1.store.workspace import StageDir
 
@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 
 
 def finished(cfg: Config, stage: str) -> bool:
-    """Whether `stage` has a completion marker for this config."""
-    return StageDir.of(cfg, stage).complete(config_hash(cfg, stage))
+    """Whether `stage` has a completion marker for this config and the files it read."""
+    return StageDir.of(cfg, stage).complete(StageIdentity(cfg, stage))
 
 
 def one_line(error: BaseException) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from meds1 import pipeline
+from meds1.config.rules import VLLM_INSTALL, missing_backends
 from meds1.config.schema import Config, SlurmLauncherConfig
 from meds1.launch.resources import describe, sbatch_parameters, submitit_folder
 from meds1.store import registry
@@ -43,6 +44,7 @@ class Step:
     log_path: str | None = None
     state: str | None = None  # once waited for: done or failed (see launch.queue)
     error: str | None = None
+    not_installed: list[str] = field(default_factory=list)  # keys of the vLLM backends this machine lacks
 
     @property
     def output(self) -> Path:
@@ -74,6 +76,7 @@ class Planner:
             step.action, step.job_id = QUEUED, job_id
         else:
             step.after = self._dependency(cfg, stage)
+            step.not_installed = missing_backends(cfg, {stage})
             if self.launcher is not None:
                 step.parameters = sbatch_parameters(cfg, stage, self.launcher)
                 step.folder = submitit_folder(cfg, self.launcher)
@@ -154,6 +157,8 @@ def format_plan(steps: list[Step], *, submitted: bool) -> str:
             after = step.after
             waits = f"job {after.job_id}" if after.job_id else numbers[id(after)]
             lines.append(f"       after:     {waits} ({after.stage} of {after.slug}) succeeds")
+        for key in step.not_installed if step.action == SUBMIT else ():
+            lines.append(f"       needs:     vLLM ({key}=vllm): not installed here; {VLLM_INSTALL}")
         if step.action == SUBMIT and step.parameters:
             lines.append(f"       resources: {describe(step.parameters)}")
             if step.log_path:

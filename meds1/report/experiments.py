@@ -2,8 +2,9 @@
 
 A registry entry is keyed by a stage slug, so one experiment's stages may live in different entries:
 an eval-only override shares the trained model's entries, a learning-rate sweep shares one
-curation. `Experiment` links an entry to the curation it trained on, names the model it evaluated,
-and reads the `report.group_by` value from its recorded config.
+curation. `Experiment` links an entry to the model it evaluated and the curation that model was trained
+on as the records name them (meds1.store.identity.recorded_chain), and reads the `report.group_by` value
+from its recorded config.
 """
 
 from __future__ import annotations
@@ -17,9 +18,15 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from meds1.errors import UserError
-from meds1.pipeline import RESULT_SECTIONS, STAGES
+from meds1.pipeline import RESULT_SECTIONS
 from meds1.store import registry
-from meds1.store.identity import recorded_model_slug, recorded_sections, recorded_stage_slug, stage_slug
+from meds1.store.identity import (
+    recorded_chain,
+    recorded_eval_overrides,
+    recorded_model_slug,
+    recorded_sections,
+    stage_slug,
+)
 
 NO_GROUP = "-"
 
@@ -30,13 +37,15 @@ class Experiment:
     description: str
     config: dict  # the resolved config recorded with the results ({} when unknown)
     group: str  # the value of `report.group_by` ("-" when the experiment has none)
-    model: str  # what was evaluated: the slug without eval/inference overrides
+    model: str  # what was evaluated: the trained model's slug, or the base model's experiment slug
     metrics: dict | None  # eval metrics: overall, per_source, optional tts
     curation: dict | None  # stats of the curated set this experiment trained on
     curation_slug: str | None
     predictions: str | None = None  # the eval's predictions.jsonl as recorded
     provenance: dict[str, dict | None] = field(default_factory=dict)  # per stage: what produced it
     rl: dict | None = None  # the RL stage's record (model_path, init_model, metrics_path, metrics) if any
+    trained: bool = False  # it evaluated a fine-tuned model (not the base model)
+    eval_overrides: list[str] = field(default_factory=list)  # what sets its eval apart from its model's
 
     @property
     def train_samples(self) -> int | None:
@@ -141,37 +150,34 @@ def group_of(config: dict, group_by: str) -> str:
     return NO_GROUP if value in (None, {}) else str(value)
 
 
-def linked_slug(entries: dict, slug: str, config: dict, stage: str) -> str | None:
-    """The entry holding `stage`'s record: this one, or where the recorded config puts that stage."""
-    if (entries.get(slug, {}).get("results") or {}).get(stage):
-        return slug
-    if stage in config.get("stages", []):
-        linked = recorded_stage_slug(config, stage)
-        if linked and (entries.get(linked, {}).get("results") or {}).get(stage):
-            return linked
-    return None
-
-
 def experiment(data: dict, slug: str, group_by: str) -> Experiment:
     entries = data["experiments"]
     entry = entries.get(slug, {})
     config = entry.get("config") or {}
-    linked = {stage: linked_slug(entries, slug, config, stage) for stage in STAGES}
+    linked = recorded_chain(entries, slug)
     records = {stage: entries[where]["results"][stage] if where else {} for stage, where in linked.items()}
-    curation_slug = linked["curate"]
     evaluation = (entry.get("results") or {}).get("eval") or {}
+    named = evaluation.get("identity") or {}
+    if "input" in named:  # the eval names the model it evaluated
+        trained = named["input"] is not None
+        model = named["input"]["slug"] if trained else recorded_model_slug(slug, config)
+    else:
+        stages = config.get("stages", [])
+        trained, model = "train" in stages or "rl" in stages, recorded_model_slug(slug, config)
     return Experiment(
         slug=slug,
         description=entry.get("description", ""),
         config=config,
         group=group_of(config, group_by),
-        model=recorded_model_slug(slug, config),
+        model=model,
         metrics=evaluation.get("metrics"),
-        curation=records["curate"].get("stats") if curation_slug else None,
-        curation_slug=curation_slug,
+        curation=records["curate"].get("stats") if linked["curate"] else None,
+        curation_slug=linked["curate"],
         predictions=evaluation.get("outputs_path"),
         provenance={stage: record.get("provenance") for stage, record in records.items()},
         rl=records["rl"] or None,
+        trained=trained,
+        eval_overrides=recorded_eval_overrides(config) if trained else [],
     )
 
 

@@ -4,7 +4,8 @@ Each function takes the chosen experiments and returns a `Chart` holding the ser
 and the PNG bytes, or None when no experiment has the data for it:
 
 - sample efficiency: accuracy vs number of training rows, one line per `report.group_by` value
-  (the s1 figure); experiments that were not fine-tuned are drawn as dashed reference lines;
+  (the s1 figure; an eval with settings of its own, e.g. `eval.max_new_tokens=512`, draws its own line);
+  evals of a base model (as their records name it) are dashed reference lines;
 - per-source bars: accuracy per eval source and overall for every chosen experiment;
 - test-time scaling: accuracy vs mean thinking tokens, one line per evaluated model;
 - curation funnel: rows left after each filter, per curated set;
@@ -157,9 +158,10 @@ def sample_efficiency(experiments: list[Experiment], metric: str) -> Chart | Non
         y, interval = _score((exp.metrics or {}).get("overall"), metric)
         if y is None or exp.tts:
             continue
-        if exp.train_samples:
-            points.setdefault(exp.group, []).append((exp.train_samples, y, interval, None))
-        elif exp.curation_slug is None:
+        if exp.train_samples:  # an eval with settings of its own is a series of its own
+            series = f"{exp.group} ({' '.join(exp.eval_overrides)})" if exp.eval_overrides else exp.group
+            points.setdefault(series, []).append((exp.train_samples, y, interval, None))
+        elif not exp.trained:
             references[exp.slug] = y
     if not points:
         return None

@@ -258,6 +258,27 @@ def skipped_pivot(experiments: list[Experiment]) -> Pivot | None:
     return Pivot("Skipped eval rows", ["experiment", "source", "rows", "reasons"], body, note)
 
 
+def overlap_pivot(experiments: list[Experiment]) -> Pivot | None:
+    """Training rows (the eval's `metrics.overlap`) and RL questions (`metrics.rl_overlap`) that restate
+    questions of eval sources they were not checked against, per experiment and source; None when every
+    source was checked."""
+    body = []
+    for exp in experiments:
+        for key, what in (("overlap", "curated rows"), ("rl_overlap", "RL questions")):
+            overlap = (exp.metrics or {}).get(key) or {}
+            for source, counts in sorted((overlap.get("sources") or {}).items()):
+                share = f"{counts['training_rows']} of {overlap['training_rows']}"
+                rule = f"{overlap['method']} {overlap['rule']}"
+                body.append([exp.slug, source, str(counts["questions"]), what, share, rule])
+    note = (
+        "eval sources the model's training data was not decontaminated against (curation.decontamination."
+        "suite, rl.data.decontamination.suite): how many of its rows restate one of their questions, by the "
+        "decontamination rule; a number above 0 may be inflated by contamination"
+    )
+    header = ["experiment", "source", "questions", "training data", "rows restating them", "rule"]
+    return Pivot("Training rows that restate eval questions", header, body, note) if body else None
+
+
 def _points(value: float) -> str:
     return f"{100 * value:+.1f}"
 

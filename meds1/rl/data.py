@@ -33,6 +33,7 @@ from meds1.errors import UserError
 from meds1.evaluation.data import LETTERS, question_id, read_entry, suite_record
 from meds1.evaluation.prompts import build_conversation
 from meds1.evaluation.suite_spec import suite_specs
+from meds1.hub import HubReadError
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ def load_questions(rl: RLConfig) -> tuple[list[dict], dict]:
 
     try:
         rows, skipped = load_suite(list(rl.data.suite), rl.data.max_per_source, key=SUITE_KEY)
+    except HubReadError:
+        raise  # names its entry and the local copy already
     except UserError as error:
         raise UserError(f"{SUITE_KEY}: {error}") from None
     for row in rows:
@@ -64,8 +67,8 @@ def load_open(entries: list, max_per_source: int | None) -> tuple[list[dict], di
         raise UserError(str(problem)) from None
     questions: list[dict] = []
     skipped: dict[str, Counter] = {}
-    for spec in specs:
-        for label, raw_rows, _ in read_entry(spec):
+    for index, (entry, spec) in enumerate(zip(entries, specs, strict=True)):
+        for label, raw_rows, _ in read_entry(spec, f"{SUITE_KEY}[{index}]", entry):
             usable = [q for raw in raw_rows if (q := open_question(raw, spec, label, skipped)) is not None]
             if not usable:
                 fields = sorted({str(k) for raw in raw_rows[:20] if isinstance(raw, dict) for k in raw})

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -28,8 +27,10 @@ from meds1.training.sft import (
     fsdp_arguments,
     last_checkpoint,
     load_model,
+    log_start,
     record_segment,
     save_final,
+    train_attempt,
     weights_checksum,
 )
 
@@ -149,8 +150,10 @@ def build_trainer(
     seed: int,
     world_size: int = 1,
     callbacks: list | None = None,
+    revision: str | None = None,
 ):
-    """A GRPOTrainer on the epoch rows (meds1.rl.data.epoch_rows) configured from the recipe."""
+    """A GRPOTrainer on the epoch rows (meds1.rl.data.epoch_rows) configured from the recipe; `revision`:
+    the hub revision of the starting model, from which TRL loads its KL reference (by the model's name)."""
     import torch
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
@@ -158,6 +161,8 @@ def build_trainer(
     per_device, accumulation = rl.batch_sizes(world_size)
     functions, weights = reward_functions(rl, cache_dir, seed)
     arguments = grpo_arguments(rl, checkpoints, per_device, accumulation, weights, seed)
+    if revision and rl.beta:
+        arguments["model_init_kwargs"] = {"revision": revision}  # TRL's reference model, not the policy
     args = GRPOConfig(**arguments, use_cpu=not torch.cuda.is_available())
     return GRPOTrainer(
         model=model,
@@ -208,35 +213,25 @@ def train_grpo(
     """GRPO from the model at `model_path` on `rows`, resuming from the last checkpoint under `out`; rank 0
     saves out/model in `save_dtype` and returns the metrics, with `history`.
 
-    Raises `Preempted` (on every rank, after a checkpoint) if a SIGUSR2/SIGTERM arrived during training.
+    Raises `Preempted` (on every rank, after a checkpoint) if a SIGUSR2/SIGTERM/SIGINT (Ctrl-C) arrived
+    during training.
     """
-    import torch
-
     env = env or distributed.DistributedEnv()
     checkpoints = out / "checkpoints"
     resume = distributed.on_main(lambda: last_checkpoint(checkpoints), env)
-    if resume:
-        log.info("rl: resuming from %s", resume)
+    if env.is_main:
+        log_start(resume, out, rl.save_steps, "rl")
     model, tokenizer = load_model(model_path, revision, rl.weights_dtype, None)
     with PreemptionGuard() as guard:
         stopper = stop_on_signal_callback(guard)
         trainer = build_trainer(
-            rl, model, tokenizer, rows, checkpoints, cache_dir, seed, env.world_size, [stopper]
+            rl, model, tokenizer, rows, checkpoints, cache_dir, seed, env.world_size, [stopper], revision
         )
         start_step = json.loads((resume / "trainer_state.json").read_text())["global_step"] if resume else 0
-        started = time.monotonic()
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        runtime = time.monotonic() - started
+        _, this_run = train_attempt(trainer, resume, start_step, out, env)
+    runtime, device = this_run["runtime_s"], this_run["device"]
     state = trainer.state
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    segment = {
-        "from_step": start_step,
-        "to_step": state.global_step,
-        "runtime_s": round(runtime, 2),
-        "world_size": env.world_size,
-        "device": device,
-    }
-    segments = distributed.on_main(lambda: record_segment(out, segment), env)
+    segments = distributed.on_main(lambda: record_segment(out, this_run), env)
     if stopper.signum:
         raise guard.preempted(stopper.signum, stopper.step)
 

@@ -50,6 +50,7 @@ from meds1.layouts import LAYOUTS, Layout
 
 log = logging.getLogger(__name__)
 
+JUDGE_KEY = "rl.judge.llm"
 SPECIAL_START = "<|im_start|>"  # s1's markers lose it when decoded where it is a special token (Qwen)
 
 
@@ -193,15 +194,16 @@ class Judge:
     """
 
     def __init__(self, judge: JudgeConfig, layout: str | None, cache_dir: str, seed: int):
-        from meds1.curation.cache import AnnotationCache
-        from meds1.curation.llm import llm_spec, load_llm
+        from meds1.curation.llm import load_model
 
         self.judge, self.layout, self.seed = judge, layout, seed
-        self.backend = functools.cache(lambda: load_llm(judge.llm, cache_dir, "rl.judge.llm"))
+        self.backend = functools.cache(
+            lambda: load_model(judge.llm.model, judge.llm.inference, cache_dir, f"{JUDGE_KEY}.model.path")
+        )
         self.cache = None
         self.known: dict[int, str] = {}
         if judge.method == JudgeMethod.llm:
-            self.cache = AnnotationCache(cache_dir, "rl-verdicts", llm_spec(judge.llm, judge.prompt))
+            self.cache = verdict_cache(judge, cache_dir)
             cached = self.cache.load()
             self.known = dict(zip(cached.index, cached["verdict"], strict=True)) if len(cached) else {}
 
@@ -245,7 +247,7 @@ class Judge:
             self.judge.llm,
             self.seed,
             "judge",
-            "rl.judge.llm",
+            JUDGE_KEY,
         )
         verdicts = [reply.value if reply.status == OK else reply.status for reply in replies]
         self.known.update(zip(todo, verdicts, strict=True))
@@ -255,6 +257,14 @@ class Judge:
         if kept:
             with self.cache.lock:
                 self.cache.write_chunk(pd.DataFrame(kept, columns=["row_id", "verdict"]))
+
+
+def verdict_cache(judge: JudgeConfig, cache_dir: str):
+    """The `judge` reward's verdicts: an AnnotationCache keyed by the judge's model, prompt and sampling."""
+    from meds1.curation.cache import AnnotationCache
+    from meds1.curation.llm import llm_spec
+
+    return AnnotationCache(cache_dir, "rl-verdicts", llm_spec(judge.llm, judge.prompt))
 
 
 def reply_is_final(verdict: str) -> bool:

@@ -2,10 +2,10 @@
 selected rows' traces (meds1/curation/traces), format.
 
 `curation.pool` decides which filters define the rows selection draws from (`meds1/curation/pool.py`).
-Before any annotation, each annotator that will ask an endpoint sends one request (a broken endpoint
-stops the stage in seconds; the trace LLM's goes when its chain starts, after selection); an annotator
-that leaves too many rows unusable stops it before selection (`meds1/curation/unusable.py`), and so does
-a selection of 0 rows.
+Before any annotation, each annotator that asks an endpoint sends its first request alone when a
+pre-flight is owed (`meds1/curation/preflight.py`: a broken endpoint stops the stage in seconds); an
+annotator that leaves too many rows unusable stops it before selection (`meds1/curation/unusable.py`),
+and so does a selection of 0 rows.
 
 Writes `filtered.parquet` (every row with `filter_status/filter_stage/filter_reason` and its
 annotations; selected rows also with their trace after each `curation.trace` stage and its status),
@@ -20,14 +20,15 @@ import logging
 
 from meds1.config.schema import Config
 from meds1.curation.decontamination import nearest_eval_questions
-from meds1.curation.difficulty import CORRECT, UNJUDGED, annotate_difficulty, preflight_difficulty
+from meds1.curation.difficulty import CORRECT, UNJUDGED, annotate_difficulty
 from meds1.curation.embedding import question_embeddings
 from meds1.curation.formatting import format_rows
 from meds1.curation.pool import pool_filters
+from meds1.curation.preflight import preflight_annotators
 from meds1.curation.quality import KEPT, quality_filter, remove
 from meds1.curation.sampling import select
 from meds1.curation.source import COMMIT, DROPPED_ROWS, MALFORMED_LINES, fingerprint, load_source
-from meds1.curation.specialty import LABELED, UNLABELED_REASON, annotate_specialties, preflight_specialty
+from meds1.curation.specialty import LABELED, UNLABELED_REASON, annotate_specialties
 from meds1.curation.stats import curation_stats, log_summary, nothing_selected
 from meds1.curation.traces import chain as traces
 from meds1.models import load_tokenizer
@@ -59,14 +60,10 @@ def run(cfg: Config) -> dict:
             rows = rows.join(matches)
             remove(rows, kept[overlap], "decontamination", "eval_overlap")
 
-        preflight_pool = rows[rows["filter_status"] == KEPT]
-        preflights = preflight_difficulty(preflight_pool, cfg, source) if "difficulty" in filters else 0
-        if curation.specialty.method != "none":
-            preflights += preflight_specialty(preflight_pool, cfg, source)
-        if curation.trace.transforms:
-            preflights += traces.preflight_traces(preflight_pool, cfg)
+        trace_llm = traces.trace_llm(cfg)
+        preflights = preflight_annotators(rows[rows["filter_status"] == KEPT], cfg, source, trace_llm)
         if preflights:
-            log.info("curate: %d annotator(s) answered their first request; annotating", preflights)
+            log.info("curate: %d annotator(s) answered their first request; annotating", len(preflights))
 
         if "difficulty" in filters:
             judged, annotations["difficulty"] = annotate_difficulty(
@@ -109,7 +106,7 @@ def run(cfg: Config) -> dict:
         curated = pool.iloc[chosen]
         trace_stats = None
         if traces.requested(curation.trace):
-            traced = traces.transform_traces(curated, cfg)
+            traced = traces.transform_traces(curated, cfg, trace_llm)
             rows = rows.join(traced.records)
             for reason, index in traced.dropped.items():
                 remove(rows, index, "trace", reason)
@@ -127,6 +124,7 @@ def run(cfg: Config) -> dict:
         stats = curation_stats(rows, curated, cfg, filters, annotations)
         stats["source_malformed_lines"] = malformed_lines
         stats["source_dropped"] = source_dropped
+        stats["preflights"] = preflights
         if trace_stats is not None:
             stats["traces"] = trace_stats
         final = workspace.final

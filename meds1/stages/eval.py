@@ -7,7 +7,8 @@ is answered k times with seeds seed, seed+1, ... (`eval.repeats_per_source` sets
 med-s1's DEFAULT_REPETITIONS did); with `eval.tts.enabled` (`eval=tts`) answers go
 through s1 budget forcing. Writes `predictions.jsonl`, `metrics.json`, a per-source table in the
 log, and the metrics into the registry; `metrics.inference` names the backend and engine (with its
-version) that generated the answers.
+version) that generated the answers; for a trained model, `metrics.overlap` counts the training rows that
+restate questions of the sources its curation was not checked against (meds1/evaluation/overlap.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from meds1.config.schema import Config
 from meds1.evaluation import generation
 from meds1.evaluation.data import load_suite, suite_record
 from meds1.evaluation.metrics import build_metrics, check_failures, log_table
+from meds1.evaluation.overlap import rl_overlap, training_overlap
 from meds1.evaluation.predictions import write_predictions
 from meds1.models import model_path
 from meds1.pipeline import upstream
@@ -40,6 +42,13 @@ def evaluated_model(cfg: Config) -> str:
     return model_path(cfg.model, cfg.paths.cache)
 
 
+def trained_on_curation(cfg: Config) -> bool:
+    """Whether the evaluated model was fine-tuned on the experiment's curated rows (the SFT model, or an RL
+    model that started from it)."""
+    made_by = upstream(cfg, "eval")
+    return made_by == "train" or (made_by == "rl" and cfg.rl.init == "train")
+
+
 def run(cfg: Config) -> dict:
     workspace = StageWorkspace(cfg, "eval")
     if (record := completed(cfg, workspace)) is not None:
@@ -53,6 +62,10 @@ def run(cfg: Config) -> dict:
         check_failures(predictions, cfg.eval.max_failures, file)
         metrics = build_metrics(predictions, cfg, model, skipped, generation.engine(workspace.path))
         metrics["suite"] = suite_record(rows)
+        if trained_on_curation(cfg):  # what its training rows were checked against
+            metrics["overlap"] = training_overlap(cfg, rows)
+        if upstream(cfg, "eval") == "rl":  # what its RL questions were checked against
+            metrics["rl_overlap"] = rl_overlap(cfg, rows)
         write_predictions(file, predictions)
         (workspace.path / "metrics.json").write_text(json.dumps(metrics, indent=2))
         final = workspace.final

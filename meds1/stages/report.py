@@ -58,10 +58,11 @@ def run(cfg: Config) -> dict:
     warnings = provenance.differences(compared) + provenance.suite_differences(compared)
     for warning in warnings:
         log.warning("report: provenance of compared experiments: %s", warning)
-    skipped = tables.skipped_pivot(chosen)
+    skipped, overlap = tables.skipped_pivot(chosen), tables.overlap_pivot(chosen)
     sections = [comparison.pivot] if comparison else []
     if started := rl.start_comparison(data, chosen, root, report.group_by, report.adjust):
         sections.append(started)  # each RL model against the model it started from
+    sections += [overlap] if overlap else []
     sections += [skipped] if skipped else []
     stage_status = status.statuses(root, data, slugs) if report.status else None
     outputs.show(pivots if rows else [], sections, chosen, stage_status, root)

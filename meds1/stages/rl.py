@@ -1,10 +1,11 @@
 """stage=rl: GRPO on verifiable questions, from the experiment's SFT model (rl.init=train) or `model` (base).
 
-Reads the questions (eval's suite loader), decontaminates them against the eval suite, optionally keeps
-those of a useful pass rate, asks each as eval asks it with options shuffled per question and epoch, and
-trains with TRL's GRPOTrainer on the rewards of `rl.rewards` (meds1.rl). Writes `model/` (the RL model,
-which eval then evaluates), `metrics.json` (the reward `history`, one entry per logged step, and the
-questions' record) and the registry's `results.rl`.
+Reads the questions (eval's suite loader), decontaminates them against the eval suite (by default the one
+the curation is checked against), optionally keeps those of a useful pass rate, asks each as eval asks it
+with options shuffled per question and epoch, and trains with TRL's GRPOTrainer on the rewards of
+`rl.rewards` (meds1.rl). Writes `model/` (the RL model, which eval then evaluates), `metrics.json` (the
+reward `history`, one entry per logged step, and the questions' record), `questions.jsonl` (the questions
+trained on) and the registry's `results.rl`. Ctrl-C checkpoints and stops as train does.
 
 Run it as one process, or one per GPU (torchrun or SLURM tasks) as train: every rank reads the questions
 (a pass-rate filter is computed once, by whichever rank takes its cache's lock first, and read by the
@@ -22,12 +23,13 @@ import logging
 import shutil
 from pathlib import Path
 
-from meds1.config.schema import Config, JudgeMethod
+from meds1.config.schema import Config
 from meds1.errors import UserError
+from meds1.evaluation.overlap import RL_QUESTIONS
 from meds1.models import model_path
 from meds1.rl import data
 from meds1.rl.grpo import check_options, train_grpo
-from meds1.stages import completed, record_result
+from meds1.stages import completed, record_result, stop_training
 from meds1.store.workspace import StageWorkspace, read_marker, require_complete
 from meds1.training import distributed
 from meds1.training.preemption import Preempted
@@ -62,25 +64,19 @@ def read_questions(cfg: Config) -> tuple[list[dict], dict, list[dict]]:
 
 
 def preflight_judge(cfg: Config) -> None:
-    """The LLM judge's first request alone, before training, when it is paid for and asked over HTTP."""
+    """The LLM judge's first request alone, before training, when the `judge` reward asks an endpoint that
+    has not answered under its cache key yet (as curation's pre-flights: meds1.curation.llm)."""
+    from meds1.curation.annotators import rl_judge
     from meds1.curation.difficulty import JUDGE_CORRECTION, judge_conversation, parse_verdict
     from meds1.curation.llm import preflight
+    from meds1.rl.rewards import verdict_cache
 
-    judge = cfg.rl.judge
-    if not cfg.rl.rewards.judge or judge.method != JudgeMethod.llm:
-        return
+    judge = rl_judge(cfg)
+    if not (judge.asked and judge.endpoint) or len(verdict_cache(cfg.rl.judge, cfg.paths.cache).load()):
+        return  # a local model, or an endpoint that answered before (only final verdicts are cached)
     reference = "The reference answer."
-    preflight(
-        judge.llm,
-        judge_conversation(judge, "A question.", reference, reference),
-        parse_verdict,
-        "judge",
-        "rl.judge.llm",
-        "rl.judge.max_unusable_fraction",
-        cfg.paths.cache,
-        JUDGE_CORRECTION,
-        cfg.seed,
-    )
+    conversation = judge_conversation(cfg.rl.judge, "A question.", reference, reference)
+    preflight(judge, conversation, parse_verdict, cfg.paths.cache, JUDGE_CORRECTION, cfg.seed)
 
 
 def run(cfg: Config) -> dict:
@@ -122,10 +118,11 @@ def run(cfg: Config) -> dict:
             )
             metrics["data"] = questions_record
             metrics["init"] = str(rl.init)
-            record = distributed.on_main(lambda: _commit(cfg, workspace, partial, start, metrics), env)
+            record = distributed.on_main(
+                lambda: _commit(cfg, workspace, partial, start, metrics, questions), env
+            )
     except Preempted as stop:
-        log.warning("rl: %s; the next run resumes from it", stop)
-        stop.hand_over()
+        stop_training(cfg, workspace, stop)
     if env.is_main:
         log.info(
             "rl: %d steps, reward %.3f -> %.3f, %.2f s/step on %d process(es)",
@@ -138,9 +135,17 @@ def run(cfg: Config) -> dict:
     return record
 
 
-def _commit(cfg: Config, workspace: StageWorkspace, partial: Path, start: str, metrics: dict) -> dict:
-    """Write metrics.json (with the history), commit the output, record the summary (without it)."""
+def _commit(
+    cfg: Config, workspace: StageWorkspace, partial: Path, start: str, metrics: dict, questions: list[dict]
+) -> dict:
+    """Write metrics.json (with the history) and the questions trained on (as decontamination reads them:
+    an eval on a benchmark they were not checked against counts those restating its questions), commit the
+    output, record the summary (without the history)."""
     (partial / METRICS).write_text(json.dumps(metrics, indent=2))
+    with (partial / RL_QUESTIONS).open("w") as out:
+        for question in questions:
+            row = {key: question[key] for key in ("id", "source", "question")}
+            out.write(json.dumps({**row, "answer": question["reference"]}, ensure_ascii=False) + "\n")
     summary = {key: value for key, value in metrics.items() if key != "history"}
     record = {
         "model_path": str(workspace.final / "model"),

@@ -16,7 +16,7 @@ import shutil
 from meds1.config.schema import Config
 from meds1.errors import MissingInputError, UserError
 from meds1.models import model_path
-from meds1.stages import completed, record_result
+from meds1.stages import completed, record_result, stop_training
 from meds1.store.workspace import StageWorkspace, require_complete, stage_command
 from meds1.training import distributed
 from meds1.training.preemption import Preempted
@@ -68,18 +68,27 @@ def run(cfg: Config) -> dict:
             record = {"model_path": str(workspace.final / "model"), "base_model": base, "metrics": metrics}
             distributed.on_main(lambda: _commit(cfg, workspace, record), env)
     except Preempted as stop:
-        log.warning("train: %s; the next run resumes from it", stop)
-        stop.hand_over()
+        stop_training(cfg, workspace, stop)
     if env.is_main:
         log.info(
-            "train: %d steps, loss %.3f -> %.3f, %.0f tokens/s on %d process(es)",
+            "train: %d steps, %s, %.0f tokens/s on %d process(es)",
             metrics["global_step"],
-            metrics["first_loss"] or float("nan"),
-            metrics["last_loss"] or float("nan"),
+            loss_summary(metrics, cfg.trainer.logging_steps),
             metrics["tokens_per_second"] or 0,
             metrics["world_size"],
         )
     return record
+
+
+def loss_summary(metrics: dict, logging_steps: int) -> str:
+    """The losses the record holds, in words: the first and last logged, or the mean when no step was
+    logged (a run shorter than the logging interval)."""
+    if metrics["first_loss"] is None:
+        return (
+            f"mean loss {metrics['train_loss']:.3f} (no step logged: the run is shorter than "
+            f"trainer.logging_steps={logging_steps})"
+        )
+    return f"loss {metrics['first_loss']:.3f} -> {metrics['last_loss']:.3f}"
 
 
 def _commit(cfg: Config, workspace: StageWorkspace, record: dict) -> None:

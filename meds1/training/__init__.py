@@ -1,1 +1,2 @@
-"""SFT wiring (TRL SFTTrainer) and batch-size arithmetic."""
+"""SFT wiring (TRL SFTTrainer: `sft`), the process group from torchrun or SLURM (`distributed`), and
+checkpointing on preemption or Ctrl-C (`preemption`)."""

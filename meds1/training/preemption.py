@@ -1,7 +1,8 @@
-"""Checkpoint on preemption or time-out, then hand the signal back.
+"""Checkpoint on preemption, time-out or Ctrl-C, then hand the signal back.
 
 SLURM (through submitit) warns a job with SIGUSR2 before its time limit or preemption, and SIGTERM ends
-it. While training runs, `PreemptionGuard` only records such a signal. After every optimizer step the
+it; Ctrl-C sends SIGINT (a second Ctrl-C stops at once, losing the steps since the last checkpoint).
+While training runs, `PreemptionGuard` only records such a signal. After every optimizer step the
 ranks agree (all-reduce of the signal number) on whether any of them got one, so all of them stop at the
 same step, save the same checkpoint and stop. `hand_over` then calls the handler installed before ours
 (submitit's, which requeues the job) or exits with 128 + the signal number. The stage is never marked
@@ -20,7 +21,7 @@ from meds1.training.distributed import any_rank
 
 log = logging.getLogger(__name__)
 
-SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
 
 
 class Preempted(Exception):
@@ -41,7 +42,7 @@ class Preempted(Exception):
 
 
 class PreemptionGuard:
-    """Records SIGUSR2/SIGTERM while training; restores the previous handlers on exit."""
+    """Records SIGUSR2/SIGTERM/SIGINT while training; restores the previous handlers on exit."""
 
     def __init__(self, signals: tuple[int, ...] = SIGNALS):
         self.signals = signals
@@ -49,13 +50,16 @@ class PreemptionGuard:
         self.previous: dict[int, object] = {}
 
     def _record(self, signum: int, frame: FrameType | None) -> None:
-        if not self.received:
-            log.warning("%s received: checkpointing at the next step", signal.Signals(signum).name)
-        self.received = signum
+        if signum == signal.SIGINT == self.received:
+            raise KeyboardInterrupt  # Ctrl-C twice: stop now
+        first, self.received = not self.received, signum
+        if first:
+            again = " (Ctrl-C again stops at once)" if signum == signal.SIGINT else ""
+            log.warning("%s received: checkpointing at the next step%s", signal.Signals(signum).name, again)
 
     def __enter__(self) -> PreemptionGuard:
         if threading.current_thread() is not threading.main_thread():
-            log.warning("training outside the main thread: SIGUSR2/SIGTERM will not checkpoint first")
+            log.warning("training outside the main thread: SIGUSR2/SIGTERM/SIGINT will not checkpoint first")
             return self
         for signum in self.signals:
             self.previous[signum] = signal.signal(signum, self._record)

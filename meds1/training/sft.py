@@ -209,6 +209,55 @@ def record_segment(out: Path, segment: dict) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def log_start(resume: Path | None, out: Path, save_steps: int, section: str = "trainer") -> None:
+    """Say where training starts: from a checkpoint's step, or over from step 0 and why (`section`: the
+    config section whose save_steps it was, trainer or rl)."""
+    stage = "train" if section == "trainer" else section
+    if resume:
+        step = json.loads((resume / "trainer_state.json").read_text())["global_step"]
+        log.info("%s: resuming from step %d (%s)", stage, step, resume)
+        return
+    earlier = out / SEGMENTS
+    if earlier.exists():
+        runs = [json.loads(line) for line in earlier.read_text().splitlines() if line.strip()]
+        log.info(
+            "%s: starting over from step 0: the %d earlier run(s) here stopped at step %d, before any "
+            "checkpoint was saved (every %s.save_steps=%d steps)",
+            stage,
+            len(runs),
+            max(run["to_step"] for run in runs),
+            section,
+            save_steps,
+        )
+
+
+def train_attempt(trainer, resume: Path | None, start_step: int, out: Path, env) -> tuple[object, dict]:
+    """(trainer.train()'s result, this attempt's segment: steps, seconds, processes, device), resuming from
+    `resume`. An attempt cut short (Ctrl-C twice, an error) still records its segment (rank 0), so the
+    time it spent counts in total_runtime_s, before the error goes on."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    started = time.monotonic()
+
+    def segment() -> dict:
+        return {
+            "from_step": start_step,
+            "to_step": trainer.state.global_step,
+            "runtime_s": round(time.monotonic() - started, 2),
+            "world_size": env.world_size,
+            "device": device,
+        }
+
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except BaseException:
+        if env.is_main:  # no collective: other ranks may be gone
+            record_segment(out, segment())
+        raise
+    return result, segment()
+
+
 def save_in_dtype(model_dir: Path, dtype: str) -> None:
     """Rewrite the saved model's weights and config in `dtype` (e.g. fp32-trained weights, served in bf16)."""
     from transformers import AutoModelForCausalLM
@@ -248,15 +297,14 @@ def train_sft(
     """Train on `dataset`, resuming from the last checkpoint under `out`; rank 0 saves out/model in
     `save_dtype` (the weights train in `trainer_cfg.weights_dtype`).
 
-    Raises `Preempted` (on every rank, after a checkpoint) if a SIGUSR2/SIGTERM arrived during training.
+    Raises `Preempted` (on every rank, after a checkpoint) if a SIGUSR2/SIGTERM/SIGINT (Ctrl-C) arrived
+    during training.
     """
-    import torch
-
     env = env or distributed.DistributedEnv()
     checkpoints = out / "checkpoints"
     resume = distributed.on_main(lambda: last_checkpoint(checkpoints), env)
-    if resume:
-        log.info("train: resuming from %s", resume)
+    if env.is_main:
+        log_start(resume, out, trainer_cfg.save_steps)
     train_rows, eval_rows = split_validation(dataset, trainer_cfg.validation_fraction, seed)
     model, tokenizer = load_model(
         model_path, revision, trainer_cfg.weights_dtype, trainer_cfg.attn_implementation
@@ -271,19 +319,11 @@ def train_sft(
             resumed_state = json.loads((resume / "trainer_state.json").read_text())
             start_step = resumed_state["global_step"]
             tokens_before = resumed_state.get("num_input_tokens_seen") or 0
-        started = time.monotonic()
-        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        runtime = time.monotonic() - started
+        result, this_run = train_attempt(trainer, resume, start_step, out, env)
+    runtime = this_run["runtime_s"]
+    device = this_run["device"]
     state = trainer.state
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    segment = {
-        "from_step": start_step,
-        "to_step": state.global_step,
-        "runtime_s": round(runtime, 2),
-        "world_size": env.world_size,
-        "device": device,
-    }
-    segments = distributed.on_main(lambda: record_segment(out, segment), env)
+    segments = distributed.on_main(lambda: record_segment(out, this_run), env)
     if stopper.signum:
         raise guard.preempted(stopper.signum, stopper.step)
 

@@ -4,21 +4,21 @@ Each call is asked for every row still `ok`, all rows at once (so the backend's 
 a row's outcome is `ok` with the values it writes, `rejected: <call>: <check>` (a reply that fails a
 check, or an empty input) or `failed: <error>` (the request failed after the backend's retries).
 
-The chain's first request to an endpoint goes alone (`preflight`): a dead endpoint, a wrong key or model
-name, or a reply the call's post-processing and checks reject stops the stage before the batch is sent.
+A call's first request to an endpoint goes alone when a pre-flight is owed (`preflight`): a dead endpoint,
+a wrong key or model name, or a reply the call's post-processing and checks reject stops the stage before
+the batch is sent.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import pandas as pd
 
-from meds1.curation.llm import check_endpoint_hint
-from meds1.curation.traces.requests import LLM_KEY, TraceLLM
+from meds1.curation.llm import FAILED, UNPARSEABLE, check_first_reply
+from meds1.curation.traces.requests import TraceLLM
 from meds1.curation.traces.spec import Call, Input, Transform, apply_post, failed_check
-from meds1.curation.unusable import cut
-from meds1.errors import UserError
 
 OK = "ok"
 
@@ -45,24 +45,18 @@ def _resolve(spec: Input, row: pd.Series, replies: dict[str, str], tables: dict)
 def preflight(
     transform: Transform, call: Call, prompts: list[str], inputs: list[dict], llm: TraceLLM
 ) -> None:
-    """Send the chain's first request alone when it has one to send (TraceLLM.first_unanswered); stop
-    the stage if it fails, or if the call rejects the reply (unless `llm.accept_unusable`)."""
+    """Send a request of `prompts` alone when a pre-flight is owed (TraceLLM.first_unanswered); stop the
+    stage if it fails, or if the call rejects the reply (meds1.curation.llm.check_first_reply)."""
     prompt = llm.first_unanswered(prompts, call.prompt, call.max_new_tokens)
     if prompt is None:
         return
-    reply = llm.preflight(prompt, call.prompt, call.max_new_tokens, f"trace {transform.name}: {call.name}")
-    if reply.error is not None:
-        raise UserError(
-            f"the first request to the trace LLM failed: {reply.error}; "
-            + check_endpoint_hint(f"{LLM_KEY}.inference")
-        )
-    text = apply_post(call.post, reply.text)
-    if not llm.accept_unusable and (bad := failed_check(call.checks, text, inputs[prompts.index(prompt)])):
-        raise UserError(
-            f"the trace LLM's reply to its first request ({transform.name}: {call.name}) is unusable: {bad}: "
-            f"{cut(reply.text)}; check {LLM_KEY} (model name, endpoint) and the transform's prompt, "
-            "or accept untransformed rows: curation.trace.max_failed_fraction=1"
-        )
+    request = f"{transform.name}: {call.name}"
+    reply = llm.preflight(prompt, call.prompt, call.max_new_tokens, f"trace {request}")
+    if reply.status != FAILED:
+        bad = failed_check(call.checks, apply_post(call.post, reply.text), inputs[prompts.index(prompt)])
+        if bad:
+            reply = dataclasses.replace(reply, value=None, status=UNPARSEABLE, problem=bad)
+    check_first_reply(llm.annotator, reply, request)
 
 
 def render(
@@ -100,8 +94,8 @@ def run_transform(transform: Transform, rows: pd.DataFrame, llm: TraceLLM) -> li
         preflight(transform, call, prompts, inputs, llm)
         replies = llm.ask(prompts, call.prompt, call.max_new_tokens, f"trace {transform.name}: {call.name}")
         for i, values, reply in zip(live, inputs, replies, strict=True):
-            if reply.error is not None:
-                outcomes[i].status = f"failed: {reply.error}"
+            if reply.status == FAILED:
+                outcomes[i].status = f"failed: {reply.text}"
                 continue
             text = apply_post(call.post, reply.text)
             if bad := failed_check(call.checks, text, values):

@@ -13,9 +13,9 @@ its previous trace (`on_failure=keep`, med-s1's behaviour for an empty result) o
 set (`drop`). More than `max_failed_fraction` of the rows not ok stops the stage with the counts and one
 example, rather than training a "step" model on mostly untransformed traces.
 
-Before any annotator runs, `preflight_traces` asks the chain's first LLM transform for one source row,
-so a dead trace endpoint stops curate in seconds rather than after hours of annotation (its reply is
-cached, and reused should that row be selected).
+Before any annotator runs, `preflight_traces` sends the chain's first request for one source row when a
+pre-flight is owed (meds1.curation.llm.owed_request), so a dead trace endpoint stops curate in seconds
+rather than after hours of annotation (its reply is cached, and reused should that row be selected).
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from meds1.config.schema import Config, InferenceBackend, PerturbationConfig, TraceConfig
+from meds1.config.schema import Config, PerturbationConfig, TraceConfig
 from meds1.curation import COT, QUESTION, RESPONSE
+from meds1.curation.annotators import TRACE_LLM, annotators
 from meds1.curation.traces import perturb
 from meds1.curation.traces.calls import OK, Outcome, preflight, render, run_transform
 from meds1.curation.traces.requests import TraceLLM
@@ -203,45 +204,47 @@ PREFLIGHT_ROWS = 100  # source rows whose requests the early pre-flight picks fr
 
 
 def trace_llm(cfg: Config) -> TraceLLM:
-    trace = cfg.curation.trace
-    return TraceLLM(
-        trace.llm,
-        cfg.paths.cache,
-        cfg.seed,
-        cfg.curation.annotation_chunk,
-        accept_unusable=trace.max_failed_fraction >= 1,
-    )
+    return TraceLLM(annotators(cfg)[TRACE_LLM], cfg.paths.cache, cfg.seed, cfg.curation.annotation_chunk)
 
 
-def preflight_traces(pool: pd.DataFrame, cfg: Config) -> int:
-    """The chain's first LLM request for a row of `pool` (the source rows that passed the quality
-    filter), sent alone when the trace LLM is an endpoint (calls.preflight: the first of the first
-    PREFLIGHT_ROWS rows' requests that is not cached); it stops curate if the endpoint is dead or its
-    reply unusable. Returns the requests sent (0 or 1)."""
-    trace = cfg.curation.trace
+def first_request(trace: TraceConfig) -> Transform | None:
+    """The transform whose first call is the chain's first LLM request, when that request is made from
+    the source rows as they are: the first transform (if it calls the LLM), else `restore` alone."""
     transforms = expand(trace.transforms)
-    check_columns(transforms, pool.columns)
-    first = next((t for t in transforms if t.calls), None)
-    if first is None or trace.llm.inference.backend != InferenceBackend.openai or not len(pool):
+    if transforms:
+        return transforms[0] if transforms[0].calls else None
+    return load_perturbation_spec("restore") if trace.restore else None
+
+
+def preflight_traces(pool: pd.DataFrame, cfg: Config, llm: TraceLLM) -> int:
+    """The chain's first LLM request for a row of `pool` (the source rows that passed the quality
+    filter), sent alone when a pre-flight is owed (calls.preflight: the first of the first
+    PREFLIGHT_ROWS rows' requests that is not cached); it stops curate if the endpoint is dead or its
+    reply unusable. Returns the requests sent (0 or 1), which `llm.counts` records."""
+    trace = cfg.curation.trace
+    check_columns(expand(trace.transforms), pool.columns)
+    first = first_request(trace)
+    if first is None or not len(pool):
         return 0
     records = [row for _, row in pool.head(PREFLIGHT_ROWS).iterrows()]
     call = first.calls[0]
     _, prompts, inputs = render(first, call, records, [Outcome() for _ in records])
-    llm = trace_llm(cfg)
+    before = llm.counts["preflight"]
     try:
         preflight(first, call, prompts, inputs, llm)
     finally:
         llm.close()
-    return llm.counts["preflight"]
+    return llm.counts["preflight"] - before
 
 
-def transform_traces(curated: pd.DataFrame, cfg: Config) -> TraceResult:
-    """Apply `curation.trace` to the selected rows (see the module docstring)."""
+def transform_traces(curated: pd.DataFrame, cfg: Config, llm: TraceLLM | None = None) -> TraceResult:
+    """Apply `curation.trace` to the selected rows (see the module docstring); `llm` is the stage's trace
+    LLM, whose counts include its early pre-flight."""
     trace = cfg.curation.trace
     transforms = expand(trace.transforms)
     check_columns(transforms, curated.columns)
     chain = Chain(curated, trace)
-    llm = trace_llm(cfg)
+    llm = llm or trace_llm(cfg)
     try:
         for transform in transforms:
             rows = chain.rows()

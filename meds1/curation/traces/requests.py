@@ -9,33 +9,22 @@ annotation cache (meds1/curation/cache.py) in chunks of `curation.annotation_chu
 most one chunk, and a failed request (after the backend's retries) is recorded, not cached, so the next
 run asks again.
 
-Before the chain sends its first batch, `first_unanswered` picks one request for the pre-flight
-(calls.py): the first of a call's requests never asked under its key. A request that failed before is
-asked again, but not as the pre-flight when the endpoint answered under this key already: a row's own
-failure (a refusal, a too-long text) would otherwise stop every rerun. When every request under the key
-failed (a dead endpoint), the first of them is the pre-flight.
+Before the chain sends a batch, `first_unanswered` picks the request a pre-flight sends alone, if one
+is owed (meds1.curation.llm.owed_request: while the endpoint has not answered under the request's key;
+one per run). `counts` records every request sent, the pre-flight's included.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-from dataclasses import dataclass
 
 import pandas as pd
 
-from meds1.config.schema import InferenceBackend, LLMConfig
+from meds1.curation.annotators import Annotator
 from meds1.curation.cache import AnnotationCache, annotate
-from meds1.curation.llm import check_not_all_failed, load_llm
+from meds1.curation.llm import Reply, check_not_all_failed, load_model, owed_request
 from meds1.inference import Sampling
-
-LLM_KEY = "curation.trace.llm"
-
-
-@dataclass
-class Reply:
-    text: str
-    error: str | None = None
 
 
 def request_id(prompt: str) -> int:
@@ -44,25 +33,27 @@ def request_id(prompt: str) -> int:
 
 
 class TraceLLM:
-    """Asks `curation.trace.llm`, loading its backend only when a request is not cached."""
+    """Asks the trace LLM (`curation.trace.llm`), loading its backend only when a request is not cached.
 
-    def __init__(
-        self, llm: LLMConfig, cache_dir: str, seed: int, chunk_rows: int, accept_unusable: bool = False
-    ):
-        self.llm = llm
-        self.accept_unusable = accept_unusable  # a pre-flight reply the checks reject does not stop
+    `counts`: `requests` the chain asked (each distinct text once per call), `reused` of them answered
+    by an earlier run, `sent` every request that went to the endpoint (pre-flights included) and
+    `preflight` the pre-flights."""
+
+    def __init__(self, annotator: Annotator, cache_dir: str, seed: int, chunk_rows: int):
+        self.annotator = annotator
+        self.llm = annotator.llm
         self.seed = seed
         self.chunk_rows = chunk_rows
         self.spec = {
-            "model": dataclasses.asdict(llm.model),
-            "temperature": llm.temperature,
-            "top_p": llm.top_p,
+            "model": dataclasses.asdict(self.llm.model),
+            "temperature": self.llm.temperature,
+            "top_p": self.llm.top_p,
             "seed": seed,
         }
         self.cache_dir = cache_dir
         self._backend = None
         self.counts = {"requests": 0, "reused": 0, "sent": 0, "preflight": 0}
-        self.preflown: set[int] = set()  # the pre-flight's request until its batch reuses it
+        self.preflown: set[int] = set()  # a pre-flight's request until its batch reuses it
 
     def cache(self, template: str, max_new_tokens: int | None) -> AnnotationCache:
         """Each template's requests are a cache key of their own, so a key stays small and jobs of
@@ -73,16 +64,14 @@ class TraceLLM:
         )
 
     def first_unanswered(self, prompts: list[str], template: str, max_new_tokens: int | None) -> str | None:
-        """The request for the chain's pre-flight, while no pre-flight was sent and the LLM is an
-        endpoint (`openai`): the first of `prompts` never asked under this key, else (all were asked)
-        the first, if the endpoint never answered under this key; otherwise None."""
-        if self.counts["preflight"] or self.llm.inference.backend != InferenceBackend.openai or not prompts:
+        """The request of `prompts` a pre-flight sends alone, or None: one is owed while no pre-flight
+        went this run and the endpoint has not answered under this key (`owed_request`)."""
+        if self.counts["preflight"]:
             return None
-        cached = self.cache(template, max_new_tokens).load()
-        never_asked = next((p for p in prompts if request_id(p) not in cached.index), None)
-        if never_asked is not None or not len(cached) or cached["error"].isna().any():
-            return never_asked
-        return prompts[0]
+        by_id = {request_id(p): p for p in prompts}
+        cache = self.cache(template, max_new_tokens)
+        chosen = owed_request(self.annotator, cache, list(by_id), lambda cached: cached["error"].isna())
+        return None if chosen is None else by_id[chosen]
 
     def preflight(self, prompt: str, template: str, max_new_tokens: int | None, desc: str) -> Reply:
         """Ask `prompt` alone (cached like any request: its batch reuses the reply)."""
@@ -106,9 +95,12 @@ class TraceLLM:
         def compute(batch: list[int]) -> pd.DataFrame:
             conversations = [[{"role": "user", "content": unique[i]}] for i in batch]
             if self._backend is None:
-                self._backend = load_llm(self.llm, self.cache_dir, LLM_KEY)
+                self._backend = load_model(
+                    self.llm.model, self.llm.inference, self.cache_dir, "curation.trace.llm.model.path"
+                )
+            self.counts["sent"] += len(batch)
             generations = self._backend.generate(conversations, sampling)
-            check_not_all_failed(generations, "trace LLM", f"{LLM_KEY}.inference")
+            check_not_all_failed(generations, self.annotator.name, self.annotator.inference_key)
             return pd.DataFrame(
                 {
                     "row_id": batch,
@@ -127,13 +119,12 @@ class TraceLLM:
             final=lambda cached: cached["error"].isna(),
         )
         if count:
-            early = len(self.preflown.intersection(unique))  # sent this run, by the pre-flight
+            early = len(self.preflown.intersection(unique))  # sent this run, by a pre-flight
             self.preflown.difference_update(unique)
             self.counts["requests"] += len(unique)
             self.counts["reused"] += info["reused"] - early
-            self.counts["sent"] += info["computed"] + early
         by_id = {
-            i: Reply(text or "", error if isinstance(error, str) else None)
+            i: Reply.of(text or "", error if isinstance(error, str) else None)
             for i, text, error in zip(replies.index, replies["reply"], replies["error"], strict=True)
         }
         return [by_id[i] for i in ids]

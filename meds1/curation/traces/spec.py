@@ -22,7 +22,6 @@ text and YAML, so `meds1/config/rules.py` checks a config's transforms at compos
 
 from __future__ import annotations
 
-import hashlib
 import re
 import string
 from dataclasses import dataclass, field
@@ -203,11 +202,11 @@ def load_transform(name: str) -> Transform:
     return parse_transform(path)
 
 
-def file_digests(trace: TraceConfig) -> dict[str, str]:
-    """A digest of every transform and perturbation YAML file a trace chain reads (shipped or the user's,
-    chained ones too), by name; {} without a chain. The stages' config hash includes it
-    (meds1/store/identity.py `config_hash`), so an edited file makes a new output instead of reusing one
-    made with the old text."""
+def trace_files(trace: TraceConfig) -> dict[str, Path]:
+    """Every transform and perturbation YAML file a trace chain reads (shipped or the user's, chained ones
+    too), by name; {} without a chain. Their content is part of the stages' identity
+    (meds1/store/identity.py), so an edited file makes a new output instead of reusing one made with the
+    old text."""
     paths: dict[str, Path] = {}
     pending = list(trace.transforms)
     while pending:
@@ -215,11 +214,22 @@ def file_digests(trace: TraceConfig) -> dict[str, str]:
         if name not in paths:
             paths[name] = transform_path(name)
             pending += load_transform(name).chain
+    for spec in prompted_perturbations(trace):
+        paths[f"perturbation/{spec}"] = PERTURBATION_DIR / f"{spec}.yaml"
+    return paths
+
+
+def prompted_perturbations(trace: TraceConfig) -> list[str]:
+    """The perturbation and `restore` steps of `trace` that ask the LLM (those with a prompt file:
+    collapse_consecutive, answer, restore; skip, shuffle and add_irrelevant have none)."""
     perturbation = trace.perturbation.type
-    for spec in [str(perturbation)] * (perturbation is not None) + ["restore"] * trace.restore:
-        if (path := PERTURBATION_DIR / f"{spec}.yaml").is_file():  # skip, shuffle...: no prompt
-            paths[f"perturbation/{spec}"] = path
-    return {name: hashlib.sha256(path.read_bytes()).hexdigest()[:16] for name, path in paths.items()}
+    steps = [str(perturbation)] * (perturbation is not None) + ["restore"] * trace.restore
+    return [step for step in steps if (PERTURBATION_DIR / f"{step}.yaml").is_file()]
+
+
+def calls_llm(trace: TraceConfig) -> bool:
+    """Whether `trace` asks the trace LLM anything: a transform with calls, or a prompted perturbation."""
+    return any(t.calls for t in expand(trace.transforms)) or bool(prompted_perturbations(trace))
 
 
 def load_perturbation_spec(name: str) -> Transform:
