@@ -274,3 +274,33 @@ def test_the_pass_rate_filter_keeps_questions_strictly_inside_the_range_and_cach
     assert again == kept and stats["reused"] == 30 and calls == [30]  # cached, not sampled again
     other_model = data.filter_by_pass_rate(questions, cfg, "model", {"path": "another"})[1]
     assert other_model["computed"] == 30  # another model: its own pass rates
+
+
+# --- TRL's GRPOConfig from the recipe -------------------------------------------------------------------
+
+
+def test_each_preset_and_the_vllm_settings_reach_grpo_config(make_config, tmp_path):
+    from meds1.rl.grpo import grpo_arguments
+
+    def arguments(*overrides: str) -> dict:
+        cfg = make_config("experiment=med-s1-1k-grpo", *overrides)
+        per_device, accumulation = cfg.rl.batch_sizes(8)
+        return grpo_arguments(cfg.rl, tmp_path, per_device, accumulation, [1.0], cfg.seed)
+
+    grpo = arguments()
+    assert (grpo["loss_type"], grpo["beta"], grpo["scale_rewards"]) == ("grpo", 0.04, "group")
+    assert grpo["use_vllm"] and grpo["vllm_mode"] == "colocate" and grpo["vllm_gpu_memory_utilization"] == 0.3
+    assert grpo["per_device_train_batch_size"] * grpo["gradient_accumulation_steps"] * 8 == 64
+    assert not grpo["shuffle_dataset"] and grpo["num_train_epochs"] == 1  # the rows hold every epoch
+    dapo = arguments("rl=dapo")
+    assert (dapo["loss_type"], dapo["beta"], dapo["epsilon_high"]) == ("dapo", 0.0, 0.28)
+    assert dapo["mask_truncated_completions"] and dapo["num_generations"] == 16
+    dr = arguments("rl=dr-grpo")
+    assert (dr["loss_type"], dr["scale_rewards"], dr["beta"]) == ("dr_grpo", "none", 0.0)
+    server = arguments("rl.vllm.mode=server", "rl.vllm.server_base_url=http://node:8000")
+    assert server["vllm_mode"] == "server" and server["vllm_server_base_url"] == "http://node:8000"
+    fsdp = arguments("rl.fsdp.enabled=true")
+    assert fsdp["fsdp"] is True and fsdp["fsdp_config"]["version"] == 2
+    assert not fsdp["gradient_checkpointing"]  # FSDP checkpoints activations itself
+    assert "use_vllm" not in arguments("rl.generator=hf")
+    assert arguments("+rl.grpo_args.top_entropy_quantile=0.2")["top_entropy_quantile"] == 0.2
