@@ -100,3 +100,17 @@ def test_an_rl_run_without_the_eval_of_its_starting_model_is_not_paired(make_con
         (1, 0.0),
         (2, 0.5),
     ]  # one run: each reward too
+
+
+def test_the_rl_model_is_paired_with_the_eval_of_its_start_asked_as_its_own_eval(make_config):
+    cfg = make_config("experiment=demo-rl", "eval.max_new_tokens=128")
+    sft = pipeline.sft_variant(cfg)
+    start = str(stage_dir(cfg, "train") / "model")
+    evaluated(pipeline.sft_variant(make_config("experiment=demo-rl")), start, 0.4, seed=0)  # 384 tokens
+    evaluated(sft, start, 0.4, seed=1)  # asked as the RL model's eval: 128 tokens
+    rl_run(cfg, [0.1, 0.3])
+    evaluated(cfg, str(stage_dir(cfg, "rl") / "model"), 0.7, seed=2)
+    data = registry_view.load_registry(registry_path(cfg))
+    chosen = registry_view.experiments(data, [stage_slug(cfg, "eval")], "rl.beta")
+    pivot = rl.start_comparison(data, chosen, Path(cfg.paths.root), "rl.beta")
+    assert {row[2] for row in pivot.body} == {stage_slug(sft, "eval")}  # not demo-rl-sft's 384 tokens

@@ -43,6 +43,29 @@ def same_model(a: str | None, b: str | None) -> bool:
     return bool(a and b) and (a == b or os.path.realpath(a) == os.path.realpath(b))
 
 
+def starting_eval(
+    data: dict, exp: registry_view.Experiment, group_by: str
+) -> registry_view.Experiment | None:
+    """The eval of the model RL started from, asked as `exp`'s eval was (the same eval and inference
+    settings) where the registry holds one, else any eval of that model (None: none)."""
+    evals = [
+        slug
+        for slug, entry in sorted(data["experiments"].items())
+        if same_model(
+            ((entry.get("results") or {}).get("eval") or {}).get("metrics", {}).get("model"),
+            exp.rl.get("init_model"),
+        )
+    ]
+
+    def asked(config: dict) -> tuple:
+        return tuple(json.dumps(config.get(key), sort_keys=True) for key in ("eval", "inference"))
+
+    entries = data["experiments"]
+    alike = [slug for slug in evals if asked(entries[slug].get("config") or {}) == asked(exp.config)]
+    chosen = (alike or evals)[:1]
+    return registry_view.experiment(data, chosen[0], group_by) if chosen else None
+
+
 def start_comparison(
     data: dict, chosen: list[registry_view.Experiment], root: Path, group_by: str, adjust: str = "holm"
 ) -> tables.Pivot | None:
@@ -56,17 +79,7 @@ def start_comparison(
             or not same_model(exp.metrics.get("model"), exp.rl.get("model_path"))
         ):
             continue
-        start = next(
-            (
-                registry_view.experiment(data, slug, group_by)
-                for slug, entry in sorted(data["experiments"].items())
-                if same_model(
-                    ((entry.get("results") or {}).get("eval") or {}).get("metrics", {}).get("model"),
-                    exp.rl.get("init_model"),
-                )
-            ),
-            None,
-        )
+        start = starting_eval(data, exp, group_by)
         files = [registry_view.predictions_file(e, root) if e else None for e in (exp, start)]
         if start is None or None in files:
             unmatched.append(exp.slug)
