@@ -12,6 +12,7 @@ import pytest
 
 from meds1 import pipeline
 from meds1.config.cli import check_overrides
+from meds1.config.compose import compose
 from meds1.config.schema import SlurmLauncherConfig
 from meds1.errors import MissingInputError, UserError
 from meds1.evaluation.prompts import build_conversation
@@ -79,6 +80,9 @@ def test_bad_settings_are_one_line_at_compose(overrides, message):
 
 def test_rl_settings_are_checked_only_where_rl_runs():
     assert check_overrides(["experiment=demo", "rl.num_generations=3"]) is None
+    with pytest.raises(UserError) as raised:  # stage=rl of an experiment without it: one line, when run
+        data.load_questions(compose(["experiment=demo", "stage=rl"]).rl)
+    assert str(raised.value).startswith("rl.data.suite is empty: name at least one")
     assert "rl.num_generations=3 does not divide" in check_overrides([DEMO_RL, "rl.num_generations=3"])
 
 

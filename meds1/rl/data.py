@@ -52,7 +52,8 @@ def load_questions(rl: RLConfig) -> tuple[list[dict], dict]:
     except HubReadError:
         raise  # names its entry and the local copy already
     except UserError as error:
-        raise UserError(f"{SUITE_KEY}: {error}") from None
+        said = str(error)
+        raise UserError(said if said.startswith(SUITE_KEY) else f"{SUITE_KEY}: {said}") from None
     for row in rows:
         row.update(kind="mcq", reference=row["options"][row["answer_idx"]])
     return rows, skipped
