@@ -241,6 +241,22 @@ def test_eval_reads_the_rl_model_and_its_identity_includes_rls(make_config, tiny
     assert pipeline.load("meds1.stages.eval:evaluated_model")(sft).endswith("demo-rl/train/model")
 
 
+def test_the_sft_models_eval_names_the_train_output_it_read_under_its_own_slug(make_config, tiny_model_dir):
+    """`<name>-sft` evaluates its experiment's SFT model, made under `<name>`: its record says so, so the
+    report links that eval to the curation the model was trained on."""
+    cfg = make_config(DEMO_RL)
+    fake_train_output(cfg, tiny_model_dir)
+    sft = pipeline.sft_variant(cfg)
+    with StageWorkspace(sft, "eval") as workspace:
+        workspace.commit(record := {})
+    assert record["identity"]["input"] == {
+        "stage": "train",
+        "slug": "demo-rl",
+        "hash": config_hash(cfg, "train"),
+    }
+    assert record["identity"]["slug"] == "demo-rl-sft"
+
+
 def test_rl_refuses_a_train_output_made_with_another_config(make_config, tiny_model_dir, monkeypatch):
     cfg = make_config(DEMO_RL, "stage=rl")
     fake_train_output(cfg, tiny_model_dir)

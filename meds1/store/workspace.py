@@ -312,6 +312,9 @@ class StageWorkspace:
         """
         record["provenance"] = provenance.collect(source)
         record["identity"] = self.identity.record()
+        read = record["identity"]["input"]
+        if read is not None and (found := complete_output(self.cfg, read["stage"])) is not None:
+            read["slug"] = found.parent.name  # where it was read: another slug's output made so (a variant's)
         experiment = {"name": self.cfg.name, "overrides": slug_overrides(self.cfg, self.stage)}
         marker = {
             "config_hash": self.hash,
