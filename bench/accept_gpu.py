@@ -18,8 +18,8 @@ of --budget seconds (a part with less than 30 s left is skipped, saying so):
    not installed, and is not the vLLM figure.
 3. eval_vllm: vLLM on the 8B shape with dummy weights, 8,192 suite-length prompts of 500 output tokens:
    minutes per 8k questions, goal <= 4 (bench/bench_eval_gpu.py); skipped, saying why, without vLLM.
-4. rl: `run.py experiment=demo-rl stage=all` (a few GRPO steps of the tiny model) on the GPU, once the
-   rl stage exists; skipped, saying so, before.
+4. rl: bench/bench_rl.py on the GPU: seconds per GRPO step of the tiny model against an SFT step, the
+   completion tokens/s TRL generates inside GRPO against meds1's hf backend, and with TRL's colocated vLLM.
 5. tests: `pytest -m gpu` (`-m "gpu or vllm"` where vLLM is installed); its log goes to DIR/pytest.log.
 
 After each part, DIR/results.json holds the machine and every result so far (default DIR:
@@ -166,12 +166,9 @@ def eval_vllm(seconds: float, work: Path, out: Path) -> dict:
 
 
 def rl(seconds: float, work: Path, out: Path) -> dict:
-    from meds1.pipeline import STAGES
-
-    if "rl" not in STAGES:
-        return {"benchmark": "rl", "skipped": "stage=rl is not in this checkout (issue 25): no GRPO steps"}
-    command = [sys.executable, "run.py", "experiment=demo-rl", "stage=all", f"paths.root={work / 'rl'}"]
-    return exit_status("rl", "python run.py experiment=demo-rl stage=all", command, seconds, out / "rl.log")
+    """bench/bench_rl.py on the GPU: a GRPO step against an SFT step, generation inside GRPO against the hf
+    backend, and TRL's colocated vLLM generation (the GPU figure)."""
+    return run_benchmark("rl (tiny model, GRPO on the GPU)", BENCH / "bench_rl.py", timeout=seconds)
 
 
 def tests(seconds: float, work: Path, out: Path) -> dict:

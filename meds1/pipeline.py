@@ -29,6 +29,8 @@ class StageSpec:
     resources: str  # what its job asks for: a config key ("trainer.resources") or a "module:function"(cfg)
     task_per_gpu: bool = False  # its job runs one task per GPU (a distributed process group)
     resumable: bool = False  # requeued on time-out/preemption, it resumes from its partial directory
+    # The stages whose output it reads, by preference: the first of them the experiment runs (`input_stage`)
+    inputs: tuple[str, ...] = ()
 
 
 # What every stage reads: the model it starts from and the seed.
@@ -47,6 +49,16 @@ PIPELINE = (
         resources="trainer.resources",
         task_per_gpu=True,
         resumable=True,
+        inputs=("curate",),
+    ),
+    StageSpec(
+        name="rl",
+        entry="meds1.stages.rl:run",
+        reads=("rl",),
+        resources="rl.resources",
+        task_per_gpu=True,
+        resumable=True,
+        inputs=("train",),  # rl.init=train; with rl.init=base it starts from `model` (no train stage)
     ),
     StageSpec(
         name="eval",
@@ -54,6 +66,7 @@ PIPELINE = (
         reads=("eval", "inference"),
         resources="inference.resources",
         resumable=True,
+        inputs=("rl", "train"),  # the model the experiment made last; without either, `model`
     ),
 )
 BY_NAME = {stage.name: stage for stage in PIPELINE}
@@ -110,9 +123,22 @@ def base_variant(cfg: Config) -> Config:
     )
 
 
+def sft_variant(cfg: Config) -> Config:
+    """The same experiment without its RL stage, evaluating the SFT model RL starts from: `<name>-sft`."""
+    return dataclasses.replace(
+        cfg,
+        name=f"{cfg.name}-sft",
+        stages=[stage for stage in cfg.stages if stage != "rl"],
+        description=f"{cfg.name}'s SFT model, before RL",
+    )
+
+
 def steps(cfg: Config) -> list[tuple[Config, str]]:
-    """(config, stage) in run order: the experiment's stages, then the untrained model's eval if asked."""
+    """(config, stage) in run order: the experiment's stages, then the evals of the models it started
+    from, if asked: the SFT model RL starts from (`compare_sft`), the untrained model (`compare_base`)."""
     chain = [(cfg, stage) for stage in cfg.stages]
+    if cfg.compare_sft and "rl" in cfg.stages and "train" in cfg.stages:
+        chain.append((sft_variant(cfg), "eval"))
     if cfg.compare_base:
         chain.append((base_variant(cfg), "eval"))
     return chain
@@ -124,16 +150,14 @@ def command_steps(cfg: Config) -> list[tuple[Config, str]]:
 
 
 def input_stage(stages: list[str], stage: str) -> str | None:
-    """The stage whose output `stage` reads: the one before it in the table, except that an experiment
-    that does not train evaluates the base model (its eval reads no stage's output)."""
-    index = STAGES.index(get(stage).name)
-    if index == 0 or (stage == "eval" and "train" not in stages):
-        return None
-    return STAGES[index - 1]
+    """The stage whose output `stage` reads in an experiment running `stages`: the first of its `inputs`
+    the experiment runs (None: its first stage; an eval without train or RL evaluates the base model). A
+    stage outside `stages` (`stage=rl` of an experiment that does not list it) reads what it would in the
+    table's whole chain."""
+    chain = [str(s) for s in stages] if stage in stages else STAGES
+    return next((name for name in get(stage).inputs if name in chain), None)
 
 
 def upstream(cfg: Config, stage: str) -> str | None:
     """The stage whose output `stage` reads in this experiment (None for its first stage)."""
-    order = cfg.stages if stage in cfg.stages else list(STAGES)
-    index = order.index(stage)
-    return order[index - 1] if index > 0 else None
+    return input_stage(cfg.stages, stage)

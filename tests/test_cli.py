@@ -32,8 +32,11 @@ def own_configs(tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (["experiment=nope"], "unknown experiment 'nope'; valid: base, demo, med-s1-1k"),
-        (["stage=deploy"], "stage='deploy': valid: curate, train, eval, all, report"),
+        (
+            ["experiment=nope"],
+            "unknown experiment 'nope'; valid: alphamed, base, demo, demo-rl, huatuo-o1-rl",
+        ),
+        (["stage=deploy"], "stage='deploy': valid: curate, train, rl, eval, all, report"),
         (
             ["model=gpt9"],
             "unknown model 'gpt9'; valid: huatuo-o1-8b, llama3.1-8b, nemotron-nano-8b, qwen2.5-7b, qwq-32b, "
@@ -220,5 +223,5 @@ def test_only_train_runs_under_torchrun(tmp_path):
         env={**os.environ, "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"},
     )
     output = result.stdout + result.stderr
-    assert result.returncode == 1 and "run only stage=train under torchrun" in output
+    assert result.returncode == 1 and "run only stage=train or stage=rl under torchrun" in output
     assert "Traceback" not in output and not (tmp_path / "demo").exists()  # only Hydra's logs

@@ -30,7 +30,7 @@ def test_every_experiment_composes_for_every_stage(experiment, stage):
     cfg = compose([f"experiment={experiment}", f"stage={stage}"])
     assert cfg.name == experiment
     assert cfg.stage == stage
-    assert set(cfg.stages) <= {"curate", "train", "eval"}
+    assert set(cfg.stages) <= {"curate", "train", "rl", "eval"}
     assert cfg.trainer.global_batch_size > 0 and cfg.trainer.learning_rate > 0
 
 

@@ -5,7 +5,7 @@ Each command is checked as run.py checks it before anything runs (the whole comm
 sweep point built and validated: what `--cfg job` does first). A command that runs or submits stages
 needing no earlier output (the demo, `stage=all`, `stage=curate`, SLURM submissions) then runs through
 run.py in this process as a dry run, with its outputs under a temp root: the plan is built (SLURM's too)
-and nothing runs or is submitted. `stage=train`, `eval` and `report` need outputs that are absent here,
+and nothing runs or is submitted. `stage=train`, `rl`, `eval` and `report` need outputs that are absent here,
 so the check is theirs. Only paths are adapted: `paths.root`, and an own `--config-dir` made as the docs
 say to make it.
 """
@@ -28,7 +28,7 @@ PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 INLINE = re.compile(r"`([^`]*\brun\.py\b[^`]*)`")
 ASSIGNMENT = re.compile(r"^[A-Z_][A-Z0-9_]*=")
 # Stages whose inputs are earlier outputs: absent here, so these commands are checked, not dry-run.
-NEEDS_OUTPUTS = ("train", "eval", "report")
+NEEDS_OUTPUTS = ("train", "rl", "eval", "report")
 
 
 def code_lines(text: str):

@@ -102,11 +102,12 @@ def test_a_group_choice_that_changes_the_config_names_the_slug(make_config):
 
 
 def test_an_override_names_every_stage_whose_resolved_config_it_changes(make_config):
-    # A curation checked against `${eval.suite}` (the user's choice): another eval suite curates anew.
+    # A curation checked against `${eval.suite}` (the user's choice): another eval suite curates anew (and
+    # so would RL, whose questions are checked against the eval suite by default).
     follows = "curation.decontamination.suite=${eval.suite}"
     plain = make_config("experiment=demo", "stage=curate", follows)
     mine = make_config("experiment=demo", "stage=curate", follows, "eval.suite=[my_eval.json]")
-    assert mine.override_scope["eval.suite=[my_eval.json]"] == ["curation", "eval"]
+    assert mine.override_scope["eval.suite=[my_eval.json]"] == ["curation", "eval", "rl"]
     assert mine.curation.decontamination.suite == ["my_eval.json"]
     for stage in ("curate", "train", "eval"):
         assert stage_dir(mine, stage) != stage_dir(plain, stage)

@@ -38,6 +38,8 @@ LAYERS = {
     "meds1.inference": 6,
     "meds1.evaluation": 6,
     "meds1.training": 6,
+    "meds1.rl.reward": 7,  # a command line (python -m meds1.rl.reward): it checks its overrides as run.py
+    "meds1.rl": 6,
     "meds1.report": 6,
     "meds1.medsone": 6,
     "meds1.stages": 7,
@@ -97,7 +99,7 @@ def test_imports_point_down_the_layers():
 def test_no_stage_or_plugin_imports_the_command_line_module():
     graph = imports()
     users = [m for m, targets in graph.items() if "meds1.config.cli" in targets]
-    assert users == ["run"]
+    assert users == ["meds1.rl.reward", "run"]  # the command lines: run.py and the reward scorer
 
 
 def test_import_graph_has_no_cycles_at_module_level():
@@ -126,7 +128,7 @@ def test_every_stage_row_resolves(make_config):
         assert callable(pipeline.load(stage.entry))
         assert isinstance(pipeline.resources(cfg, stage.name), Resources)
         assert set(stage.reads) <= {f.name for f in Config.__dataclass_fields__.values()}
-    assert COMMANDS == ("curate", "train", "eval", "all", "report")
+    assert COMMANDS == ("curate", "train", "rl", "eval", "all", "report")
 
 
 def test_the_chain_and_what_each_stage_waits_for(make_config):
@@ -137,9 +139,26 @@ def test_the_chain_and_what_each_stage_waits_for(make_config):
         ("demo", "eval"),
         ("demo-base", "eval"),
     ]
-    assert [pipeline.upstream(cfg, s) for s in pipeline.STAGES] == [None, "curate", "train"]
+    assert [pipeline.upstream(cfg, s) for s in ("curate", "train", "eval")] == [None, "curate", "train"]
     base = pipeline.base_variant(cfg)
     assert pipeline.upstream(base, "eval") is None  # the untrained model's eval reads no stage
+
+
+def test_the_chain_with_rl_evaluates_the_rl_model_and_the_sft_model_it_started_from(make_config):
+    cfg = make_config("experiment=demo-rl")
+    assert [(c.name, s) for c, s in pipeline.steps(cfg)] == [
+        ("demo-rl", "curate"),
+        ("demo-rl", "train"),
+        ("demo-rl", "rl"),
+        ("demo-rl", "eval"),
+        ("demo-rl-sft", "eval"),
+    ]
+    assert [pipeline.upstream(cfg, s) for s in cfg.stages] == [None, "curate", "train", "rl"]
+    sft = pipeline.sft_variant(cfg)
+    assert sft.stages == ["curate", "train", "eval"] and pipeline.upstream(sft, "eval") == "train"
+    without_sft = make_config("experiment=demo-rl", "stages=[rl,eval]", "rl.init=base")
+    assert pipeline.upstream(without_sft, "rl") is None and pipeline.upstream(without_sft, "eval") == "rl"
+    assert [s for _, s in pipeline.steps(without_sft)] == ["rl", "eval"]  # no SFT model to compare
 
 
 def test_a_new_row_is_sized_and_submitted_from_the_table(make_config, monkeypatch):
@@ -154,5 +173,5 @@ def test_a_new_row_is_sized_and_submitted_from_the_table(make_config, monkeypatc
     parameters = sbatch_parameters(cfg, "judge", SlurmLauncherConfig())
     assert (parameters["job_name"], parameters["ntasks_per_node"]) == ("meds1-demo-judge", 2)
     assert tasks_per_node("eval", Resources(gpus=2)) == 1
-    with pytest.raises(ValueError, match="unknown stage 'nope'; valid: curate, train, eval"):
+    with pytest.raises(ValueError, match="unknown stage 'nope'; valid: curate, train, rl, eval"):
         pipeline.get("nope")

@@ -45,7 +45,7 @@ def test_update_keeps_other_stages_and_experiments(tmp_path):
 
 
 def test_unknown_stage_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="unknown stage 'training'; valid: curate, train, eval"):
+    with pytest.raises(ValueError, match="unknown stage 'training'; valid: curate, train, rl, eval"):
         registry.update(tmp_path / "r.json", "a", "training", {})
 
 

@@ -172,7 +172,7 @@ def assert_png(data: bytes) -> tuple[int, int]:
     return image.size
 
 
-UNTRACED_CHARTS = [n for n in plots.CHART_NAMES if n not in plots.TRACE_CHARTS]  # no trace study here
+UNTRACED_CHARTS = [n for n in plots.CHART_NAMES if n not in plots.TRACE_CHARTS + plots.RL_CHARTS]  # none here
 
 
 def test_stage_writes_every_output(full_report):

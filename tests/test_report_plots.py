@@ -3,6 +3,7 @@ squeezed."""
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import pytest
@@ -43,7 +44,20 @@ def experiment(
     )
 
 
-def long_named_experiments() -> list[Experiment]:
+def rl_run(slug: str, directory, rewards: list[float]) -> Experiment:
+    """An RL experiment whose metrics.json holds a reward history (mcq and format each step)."""
+    history = [
+        {"step": step, "reward": r, "rewards": {"mcq": r / 2, "format": r}}
+        for step, r in enumerate(rewards, 1)
+    ]
+    path = directory / f"{len(list(directory.iterdir()))}.json"
+    path.write_text(json.dumps({"history": history}))
+    exp = experiment(slug, 0.4, None)
+    exp.rl = {"metrics_path": str(path)}
+    return exp
+
+
+def long_named_experiments(directory) -> list[Experiment]:
     found = [experiment(f"{LONG},curation.n_samples={n}", 0.3 + n / 10000, n) for n in (40, 400, 1000)]
     found.append(experiment(f"{LONG}-base-model-not-fine-tuned", 0.25, None))
     found += [
@@ -62,14 +76,15 @@ def long_named_experiments() -> list[Experiment]:
             f"{LONG}__eval.tts.budget=512", 0.31, None, tts={"budget": 512, "mean_thinking_tokens": 400}
         )
     )
+    found += [rl_run(f"{LONG}-grpo,rl.beta={beta}", directory, [0.1, 0.2, 0.15, 0.3]) for beta in (0, 0.04)]
     return found
 
 
 @pytest.mark.parametrize("metric", ["accuracy", "accuracy_m1"])
-def test_every_plot_keeps_long_names_inside_the_figure(metric):
+def test_every_plot_keeps_long_names_inside_the_figure(metric, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. "constrained_layout not applied because axes sizes collapsed"
-        charts = plots.charts(long_named_experiments(), metric)
+        charts = plots.charts(long_named_experiments(tmp_path), metric)
     assert {chart.name for chart in charts} == set(plots.CHART_NAMES)
     for chart in charts:
         figure = chart.figure

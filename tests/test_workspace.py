@@ -134,6 +134,8 @@ def test_ctrl_c_in_a_stage_says_what_it_kept_and_the_command_that_continues(make
     cfg = make_config("experiment=random-1k", "stage=curate")
     command = stage_command(cfg, "curate")
     assert command.startswith("python run.py experiment=random-1k stage=curate paths.root=")
+    dry = make_config("experiment=random-1k", "stage=train", "dry_run=true")
+    assert "dry_run" not in stage_command(dry, "curate")  # the command that makes it, not another plan
     with pytest.raises(Interrupted) as stopped, StageWorkspace(cfg, "curate") as ws:
         (ws.path / "chunk-0").write_text("done")
         raise KeyboardInterrupt

@@ -55,8 +55,8 @@ def check_launcher_key(key: str) -> str | None:
     name = key.removeprefix("hydra.launcher.")
     if name.split(".")[0] in STAGE_RESOURCE_KEYS:
         return (
-            f"{key}: meds1 takes resources from each stage: set trainer.resources, inference.resources "
-            "(eval) or curation.resources (gpus, nodes, cpus, mem_gb, time_min)"
+            f"{key}: meds1 takes resources from each stage: set trainer.resources, rl.resources, "
+            "inference.resources (eval) or curation.resources (gpus, nodes, cpus, mem_gb, time_min)"
         )
     problem = check_key(name, SlurmLauncherConfig)
     return problem and problem.replace(repr(name), repr(key)).replace("the top level", "hydra.launcher")

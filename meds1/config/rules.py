@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
@@ -28,11 +28,18 @@ from meds1.config.schema import (
     InferenceBackend,
     InferenceConfig,
     JudgeConfig,
+    JudgeMethod,
     KeptCheckpoint,
     LLMConfig,
+    PassRateConfig,
     PerturbationConfig,
     QualityConfig,
     Resources,
+    RewardWeights,
+    RLConfig,
+    RLDataConfig,
+    RLInit,
+    RLVLLMConfig,
     SpecialtyConfig,
     SpecialtyMethod,
     Stage,
@@ -40,8 +47,9 @@ from meds1.config.schema import (
     TokenLimit,
     TraceConfig,
     TrainerConfig,
+    paid_rewards,
 )
-from meds1.curation.annotators import annotators
+from meds1.curation.annotators import Annotator, annotators, rl_judge
 from meds1.curation.traces.spec import expand, produces_steps
 from meds1.errors import UserError
 from meds1.evaluation.suite_spec import suite_specs
@@ -155,6 +163,35 @@ RANGES: dict[type, dict[str, Range]] = {
         "validation_fraction": Range(0, 1, high_open=True, note="0: none"),
         "eval_steps": AT_LEAST_1,
     },
+    PassRateConfig: {"samples": AT_LEAST_1, "min": SHARE, "max": SHARE},
+    RLDataConfig: {"max_per_source": AT_LEAST_1},
+    RewardWeights: {"mcq": AT_LEAST_0, "format": AT_LEAST_0, "judge": AT_LEAST_0, "overlong": AT_LEAST_0},
+    RLVLLMConfig: {
+        "gpu_memory_utilization": NONZERO_SHARE,
+        "tensor_parallel_size": AT_LEAST_1,
+        "max_model_length": AT_LEAST_1,
+    },
+    RLConfig: {
+        "overlong_cache_tokens": AT_LEAST_1,
+        "num_generations": Range(2, note="GRPO compares a question's completions with each other"),
+        "generation_batch_size": AT_LEAST_1,
+        "per_device_batch_size": AT_LEAST_1,
+        "max_completion_length": AT_LEAST_1,
+        "temperature": POSITIVE,
+        "top_p": NONZERO_SHARE,
+        "num_epochs": AT_LEAST_1,
+        "max_steps": Range(1, also=-1, note="-1: as many as num_epochs take"),
+        "learning_rate": POSITIVE,
+        "warmup_ratio": BELOW_1,
+        "weight_decay": AT_LEAST_0,
+        "beta": AT_LEAST_0,
+        "epsilon": POSITIVE,
+        "epsilon_high": POSITIVE,
+        "num_iterations": AT_LEAST_1,
+        "save_steps": AT_LEAST_1,
+        "save_total_limit": AT_LEAST_1,
+        "logging_steps": AT_LEAST_1,
+    },
     BudgetForcingConfig: {
         "budget": AT_LEAST_1,
         "num_ignore": AT_LEAST_0,
@@ -220,9 +257,11 @@ def _problems(config: Config) -> Iterator[str]:
     yield from _range_problems(config)
     if Stage.curate in config.stages:
         yield from _curation_problems(config.curation, templates)
-        yield from _endpoint_problems(config)
+        yield from _endpoint_problems(annotators(config).values())
     if Stage.train in config.stages:
         yield from _trainer_problems(config.trainer)
+    if Stage.rl in config.stages:
+        yield from _rl_problems(config, templates)
     if Stage.eval in config.stages:
         yield from _eval_problems(config)
     yield from _report_problems(config)
@@ -285,6 +324,68 @@ def _trainer_problems(trainer: TrainerConfig) -> Iterator[str]:
         )
 
 
+def _rl_problems(config: Config, templates: list) -> Iterator[str]:
+    """RL starts from a model the experiment has, with rewards that can pay, on batches that hold
+    whole groups of completions split evenly over the processes (one per GPU)."""
+    rl, stages = config.rl, [str(stage) for stage in config.stages]
+    if rl.init == RLInit.train and "train" not in stages:
+        yield (
+            f"rl.init=train starts RL from the experiment's SFT model, but its stages {stages} have no "
+            "train: add it (stages=[curate,train,rl,eval]) or set rl.init=base (RL from `model`, no SFT)"
+        )
+    if rl.init == RLInit.base and "train" in stages:
+        yield (
+            f"rl.init=base starts RL from `model`, but the experiment's stages {stages} also train a model "
+            "it would not use: set rl.init=train, or drop train from stages (stages=[rl,eval])"
+        )
+    paid = paid_rewards(rl.rewards)
+    if not paid:
+        yield "rl.rewards pays nothing: give a reward a weight above 0 (rl.rewards.mcq=1)"
+    if "format" in paid and rl.layout is None:
+        yield "rl.rewards.format pays for a layout's shape, but rl.layout=null names none: set rl.layout"
+    if "mcq" in paid and rl.data.kind == "open":
+        yield "rl.rewards.mcq pays for the right option, but rl.data.kind=open has none: use rl.rewards.judge"
+    cache = rl.overlong_cache_tokens
+    if "overlong" in paid and not (cache and cache < rl.max_completion_length):
+        yield (
+            f"rl.rewards.overlong needs rl.overlong_cache_tokens below rl.max_completion_length="
+            f"{rl.max_completion_length} (DAPO: 4096 of 20480), not {rl.overlong_cache_tokens}"
+        )
+    if rl.generation_batch_size % rl.num_generations:
+        yield (
+            f"rl.num_generations={rl.num_generations} does not divide rl.generation_batch_size="
+            f"{rl.generation_batch_size} (completions per step: questions x num_generations)"
+        )
+    world = pipeline.processes("rl", rl.resources)
+    try:
+        rl.batch_sizes(world)
+    except UserError as error:
+        yield (
+            f"{error}: rl.resources asks for {rl.resources.gpus} GPU(s) x {rl.resources.nodes} node(s), "
+            "one process per GPU"
+        )
+    if rl.data.pass_rate.enabled and rl.data.pass_rate.min >= rl.data.pass_rate.max:
+        pass_rate = rl.data.pass_rate
+        yield f"rl.data.pass_rate.min={pass_rate.min} must be below rl.data.pass_rate.max={pass_rate.max}"
+    if not rl.data.suite:
+        yield "rl.data.suite is empty: name the questions RL trains on (files, folders, hf://, mappings)"
+    yield from _suite_problems(rl.data.suite, "rl.data.suite")
+    if rl.data.decontamination.enabled:
+        yield from _suite_problems(rl.data.decontamination.suite, "rl.data.decontamination.suite")
+    if rl.data.kind == "mcq":
+        if "{options}" not in rl.prompt:
+            yield (
+                "rl.prompt has no {options}: the model would be paid for a letter whose option it never saw; "
+                "rl.prompt is eval's prompt (${eval.prompt}) unless set"
+            )
+        templates.append(("rl.prompt", rl.prompt, ("question", "options")))
+    else:
+        templates.append(("rl.open_prompt", rl.open_prompt, ("question",)))
+    if "judge" in paid and rl.judge.method == JudgeMethod.llm:
+        templates.append(("rl.judge.prompt", rl.judge.prompt, ("question", "answer", "reference")))
+    yield from _endpoint_problems([rl_judge(config)])
+
+
 def _curation_problems(curation: CurationConfig, templates: list) -> Iterator[str]:
     decontamination, difficulty, specialty = curation.decontamination, curation.difficulty, curation.specialty
     limit = curation.source.token_limit
@@ -324,9 +425,9 @@ def _curation_problems(curation: CurationConfig, templates: list) -> Iterator[st
     yield from _trace_problems(curation.trace)
 
 
-def _endpoint_problems(config: Config) -> Iterator[str]:
-    """Every model the curation asks over an endpoint needs its address (a local one needs none)."""
-    for annotator in annotators(config).values():
+def _endpoint_problems(asked: Iterable[Annotator]) -> Iterator[str]:
+    """Every model asked over an endpoint needs its address (a local one needs none)."""
+    for annotator in asked:
         if annotator.asked and annotator.endpoint and not annotator.inference.base_url:
             yield (
                 f"{annotator.inference_key}.base_url is not set (the endpoint serving {annotator.model.path})"
@@ -402,6 +503,14 @@ def _inference_used(config: Config, stages: set[str]) -> Iterator[tuple[str, Inf
         for annotator in annotators(config).values():
             if annotator.asked:
                 yield f"{annotator.inference_key}.backend", annotator.inference
+    if Stage.rl in stages:
+        rl = config.rl
+        if rl.generator == "vllm":
+            yield "rl.generator", InferenceConfig(backend=InferenceBackend.vllm)
+        if rl.data.pass_rate.enabled:
+            yield "rl.data.pass_rate.inference.backend", rl.data.pass_rate.inference
+        if (judge := rl_judge(config)).asked:
+            yield f"{judge.inference_key}.backend", judge.inference
     if Stage.eval in stages:
         yield "inference.backend", config.inference
 

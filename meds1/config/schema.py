@@ -7,6 +7,7 @@ Stages receive the composed config as a `Config` object (`OmegaConf.to_object`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -448,20 +449,23 @@ class TrainerConfig:
     def batch_sizes(self, world_size: int) -> tuple[int, int]:
         """(per-device batch, gradient accumulation steps) giving exactly `global_batch_size` per step
         over `world_size` processes; a UserError when it cannot."""
-        if self.global_batch_size % world_size:
-            raise UserError(
-                f"trainer.global_batch_size={self.global_batch_size} is not divisible by the world size "
-                f"{world_size}"
-            )
-        per_rank = self.global_batch_size // world_size
-        per_device = min(self.per_device_batch_size, per_rank)
-        if per_rank % per_device:
-            raise UserError(
-                f"trainer.per_device_batch_size={self.per_device_batch_size} does not divide the "
-                f"{per_rank} rows each of {world_size} process(es) takes per step "
-                f"(global batch {self.global_batch_size})"
-            )
-        return per_device, per_rank // per_device
+        return split_batch(self.global_batch_size, self.per_device_batch_size, world_size, "trainer", "rows")
+
+
+def split_batch(total: int, per_device: int, world_size: int, section: str, unit: str) -> tuple[int, int]:
+    """(per-device batch, gradient accumulation steps) giving exactly `total` `unit`s per optimizer step
+    over `world_size` processes; a UserError naming `section`'s settings when it cannot."""
+    total_key = "generation_batch_size" if section == "rl" else "global_batch_size"
+    if total % world_size:
+        raise UserError(f"{section}.{total_key}={total} is not divisible by the world size {world_size}")
+    per_rank = total // world_size
+    per_device_batch = min(per_device, per_rank)
+    if per_rank % per_device_batch:
+        raise UserError(
+            f"{section}.per_device_batch_size={per_device} does not divide the {per_rank} {unit} each of "
+            f"{world_size} process(es) takes per step (global batch {total})"
+        )
+    return per_device_batch, per_rank // per_device_batch
 
 
 @dataclass
@@ -543,6 +547,143 @@ class InferenceConfig:
     resources: Resources = field(default_factory=Resources)
 
 
+RLInit = choices(
+    "RLInit", "train", "base"
+)  # the model RL starts from: the experiment's SFT model, or `model`
+RLData = choices("RLData", "mcq", "open")  # multiple-choice questions, or open questions with a reference
+RLLoss = choices("RLLoss", "grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")  # TRL GRPOConfig.loss_type
+RewardScaling = choices("RewardScaling", "group", "batch", "none")  # TRL GRPOConfig.scale_rewards
+RLGenerator = choices("RLGenerator", "hf", "vllm")  # what samples the completions while training
+VLLMMode = choices("VLLMMode", "colocate", "server")  # TRL GRPOConfig.vllm_mode
+
+
+def _hf_inference() -> InferenceConfig:
+    return InferenceConfig(backend=InferenceBackend.hf)
+
+
+@dataclass
+class PassRateConfig:
+    """open-r1's pass-rate filter: `samples` completions per question from the model RL starts from (at
+    rl.temperature, rl.top_p, rl.max_completion_length), scored by `mcq`; a question is kept when the share
+    it gets right is strictly between `min` and `max` (cached like every annotation)."""
+
+    enabled: bool = False
+    samples: int = 8
+    min: float = 0.1
+    max: float = 0.9
+    inference: InferenceConfig = field(default_factory=_hf_inference)  # the backend that samples them
+
+
+@dataclass
+class RLDataConfig:
+    """The questions RL trains on, read by the eval suite loader (files, folders, hf://, mappings)."""
+
+    suite: list[Any] = field(default_factory=list)  # SuiteSpec entries, as eval.suite
+    kind: RLData = RLData.mcq  # open: `question` and a reference answer (`answer`, as text), for `judge`
+    max_per_source: int | None = None  # the first N usable questions of each source
+    decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
+    pass_rate: PassRateConfig = field(default_factory=PassRateConfig)
+
+
+@dataclass
+class RewardWeights:
+    """The rewards RL pays, by weight (meds1/rl/rewards.py); TRL optimizes their weighted sum. `mcq` (on
+    multiple-choice questions) and `format` are computed and logged at weight 0 too, so a format reward
+    that climbs while the answers stay wrong shows; `judge` and `overlong` only when paid."""
+
+    mcq: float = 1.0  # the right option, read by eval's strict extractor from the answer part
+    format: float = 0.0  # the layout's whole shape with a readable answer
+    judge: float = 0.0  # the LLM judge: the answer part means the reference answer (open questions)
+    overlong: float = 0.0  # DAPO's soft overlong punishment (rl.overlong_cache_tokens)
+
+
+def paid_rewards(weights: RewardWeights) -> dict[str, float]:
+    """name -> weight of the rewards RL pays (weight above 0)."""
+    return {
+        f.name: getattr(weights, f.name) for f in dataclasses.fields(weights) if getattr(weights, f.name) > 0
+    }
+
+
+@dataclass
+class RLVLLMConfig:
+    """vLLM generation while training (rl.generator=vllm, GPUs): colocated with each training process, or
+    a `trl vllm-serve` server (mode=server) on other GPUs."""
+
+    mode: VLLMMode = VLLMMode.colocate
+    gpu_memory_utilization: float = 0.3  # colocate: the share of each GPU vLLM takes
+    tensor_parallel_size: int = 1  # colocate
+    max_model_length: int | None = None  # default: the model's
+    enable_sleep_mode: bool = False  # colocate: offload vLLM's weights and cache during the optimizer step
+    server_base_url: str | None = None  # server: e.g. http://node:8000
+
+
+@dataclass
+class RLConfig:
+    """Reinforcement learning with verifiable rewards (TRL's GRPOTrainer), between train and eval.
+
+    `generation_batch_size` completions (questions x num_generations) make one optimizer step; the
+    per-device batch and gradient accumulation are derived from the number of processes. The prompt
+    settings are eval's (the YAMLs interpolate them), so RL trains what eval measures.
+    """
+
+    recipe: str = MISSING
+    init: RLInit = RLInit.train
+    # The layout whose answer part is rewarded (the trained one); null: read as eval reads (an untrained
+    # model's answer: after any layout's marker, else the whole text), and no format reward.
+    layout: FormatLayout | None = FormatLayout.huatuo
+    prompt: str = "Please answer the following multiple-choice question:\n{question}\n{options}"
+    strict: bool = False
+    strict_suffix: str = ""
+    prompting: EvalPrompting = EvalPrompting.plain
+    system_prompt: str | None = None
+    open_prompt: str = "{question}"  # the user turn of an open question (HuatuoGPT-o1's RL: the question)
+    data: RLDataConfig = field(default_factory=RLDataConfig)
+    rewards: RewardWeights = field(default_factory=RewardWeights)
+    overlong_cache_tokens: int | None = None  # `overlong`: DAPO's soft punishment over the last N tokens
+    judge: JudgeConfig = field(
+        default_factory=JudgeConfig
+    )  # `judge`: compares the answer part with the reference
+    num_generations: int = 8  # completions per question (the group)
+    generation_batch_size: int = 64  # completions per optimizer step
+    per_device_batch_size: int = 8  # completions per forward/backward pass on one device
+    max_completion_length: int = 2048
+    temperature: float = 1.0
+    top_p: float = 1.0
+    num_epochs: int = 1  # passes over the questions, each with its own option order
+    max_steps: int = -1
+    learning_rate: float = 1.0e-6
+    lr_scheduler: str = "constant"
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    loss_type: RLLoss = RLLoss.grpo
+    beta: float = 0.0  # KL coefficient (0: no reference model)
+    epsilon: float = 0.2
+    epsilon_high: float | None = None  # null: epsilon (DAPO's clip-higher: 0.28)
+    scale_rewards: RewardScaling = RewardScaling.group
+    mask_truncated_completions: bool = False
+    num_iterations: int = 1  # optimizer passes over each generation batch
+    bf16: bool = True
+    weights_dtype: WeightsDtype = WeightsDtype.float32
+    gradient_checkpointing: bool = True
+    save_steps: int = 50
+    save_total_limit: int | None = 2
+    logging_steps: int = 1
+    report_to: list[Reporter] = field(default_factory=list)
+    generator: RLGenerator = RLGenerator.hf
+    vllm: RLVLLMConfig = field(default_factory=RLVLLMConfig)
+    fsdp: FSDPConfig = field(default_factory=FSDPConfig)
+    grpo_args: dict[str, Any] = field(default_factory=dict)  # any other TRL GRPOConfig keyword
+    # One process (task) per GPU, as train: the world size is gpus x nodes.
+    resources: Resources = field(default_factory=Resources)
+
+    def batch_sizes(self, world_size: int) -> tuple[int, int]:
+        """(per-device batch, gradient accumulation steps) giving exactly `generation_batch_size`
+        completions per optimizer step over `world_size` processes; a UserError when it cannot."""
+        return split_batch(
+            self.generation_batch_size, self.per_device_batch_size, world_size, "rl", "completions"
+        )
+
+
 @dataclass
 class ReportConfig:
     """What `stage=report` shows (read by `meds1/report/`)."""
@@ -565,8 +706,9 @@ class ReportConfig:
 class Config:
     name: str = MISSING  # the experiment's name, set by conf/experiment/<name>.yaml
     description: str = ""
-    stages: list[Stage] = field(default_factory=lambda: list(Stage))
+    stages: list[Stage] = field(default_factory=lambda: [Stage.curate, Stage.train, Stage.eval])
     compare_base: bool = False  # stage=all also evaluates the untrained model, as "<name>-base"
+    compare_sft: bool = False  # stage=all also evaluates the SFT model RL starts from, as "<name>-sft"
     stage: Command = Command.all
     seed: int = 42
     force: bool = False
@@ -579,6 +721,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     curation: CurationConfig = field(default_factory=CurationConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
@@ -589,8 +732,8 @@ class SlurmLauncherConfig:
     """`hydra/launcher=slurm`: site settings for every job; GPUs, tasks and nodes come from each stage.
 
     Names follow hydra-submitit-launcher's `submitit_slurm`. Per-stage resources live with the stage
-    (`trainer.resources`, `inference.resources`, `curation.resources`); `per_stage` adds or overrides
-    sbatch parameters for one stage only, e.g. `{curate: {partition: cpu}}`.
+    (`trainer.resources`, `rl.resources`, `inference.resources`, `curation.resources`); `per_stage` adds or
+    overrides sbatch parameters for one stage only, e.g. `{curate: {partition: cpu}}`.
     """
 
     _target_: str = "hydra_plugins.meds1_launcher.launcher.ChainedSlurmLauncher"
@@ -623,6 +766,7 @@ def register_configs() -> None:
         ("model", ModelConfig),
         ("curation", CurationConfig),
         ("trainer", TrainerConfig),
+        ("rl", RLConfig),
         ("eval", EvalConfig),
         ("inference", InferenceConfig),
         ("report", ReportConfig),

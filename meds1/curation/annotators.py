@@ -1,5 +1,5 @@
 """The models a curation asks, in one table: the base model (difficulty filter), the judge, the
-specialty labeler and the trace LLM.
+specialty labeler and the trace LLM; and the judge RL's `judge` reward asks (`rl_judge`).
 
 The config rules read it (a backend that must be installed, an endpoint that must be named), so do
 the curate job's resources (the GPUs of a model it runs itself: meds1/curation/resources.py) and the
@@ -23,6 +23,7 @@ from meds1.curation.pool import pool_filters
 from meds1.curation.traces.spec import calls_llm
 
 BASE_MODEL, JUDGE, LABELER, TRACE_LLM = "base model", "judge", "specialty labeler", "trace LLM"
+RL_JUDGE = "RL judge"
 
 
 @dataclass(frozen=True)
@@ -98,3 +99,19 @@ def annotators(cfg: Config) -> dict[str, Annotator]:
         ),
     ]
     return {annotator.name: annotator for annotator in table}
+
+
+def rl_judge(cfg: Config) -> Annotator:
+    """The judge of RL's `judge` reward (rl.judge: the difficulty filter's judge section), asked only while
+    that reward is computed with an LLM."""
+    judge = cfg.rl.judge
+    return Annotator(
+        RL_JUDGE,
+        "rl.judge.llm",
+        judge.llm.model,
+        judge.llm.inference,
+        cfg.rl.rewards.judge > 0 and judge.method == JudgeMethod.llm,
+        "rl.judge.max_unusable_fraction",
+        judge.max_unusable_fraction,
+        judge.llm,
+    )

@@ -90,38 +90,40 @@ def tfidf_scores(texts: list[str], reference: list[str]) -> tuple[np.ndarray, np
     return scores, nearest
 
 
-def eval_questions(decontamination: DecontaminationConfig) -> list[dict]:
-    """Every question of every chosen suite entry, read as the eval reads it (mappings included)."""
+def eval_questions(
+    decontamination: DecontaminationConfig, key: str = "curation.decontamination"
+) -> list[dict]:
+    """Every question of every chosen suite entry, read as the eval reads it (mappings included); `key`
+    names the decontamination settings in errors (rl.data.decontamination for RL's questions)."""
     from meds1.evaluation.data import load_suite
 
     try:
-        rows, _ = load_suite(list(decontamination.suite), key="curation.decontamination.suite")
+        rows, _ = load_suite(list(decontamination.suite), key=f"{key}.suite")
     except HubReadError:
         raise  # names its entry and the local copy already
     except UserError as error:
         raise UserError(
             f"decontamination needs the eval suite: {error}. Point MEDS1_EVAL_DATA at it, set "
-            "curation.decontamination.suite, or turn it off with curation.decontamination.enabled=false"
+            f"{key}.suite, or turn it off with {key}.enabled=false"
         ) from None
     return rows
 
 
 def nearest_eval_questions(
-    rows: pd.DataFrame, decontamination: DecontaminationConfig
+    rows: pd.DataFrame, decontamination: DecontaminationConfig, key: str = "curation.decontamination"
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Each row's nearest eval question over the compared columns (`MATCH_COLUMNS`, indexed like
     `rows`) and a mask: True where it is close enough to remove the row."""
     matches = pd.DataFrame(index=rows.index, columns=list(MATCH_COLUMNS))
     if not decontamination.suite:
-        log.warning("decontamination: no eval files configured (curation.decontamination.suite); skipped")
+        log.warning("decontamination: no eval files configured (%s.suite); skipped", key)
         return matches, np.zeros(len(rows), dtype=bool)
     missing = [c for c in decontamination.columns if c not in rows.columns]
     if missing:
         raise UserError(
-            f"curation.decontamination.columns {missing} are not source columns; "
-            f"valid: {', '.join(map(str, rows.columns))}"
+            f"{key}.columns {missing} are not columns of the rows; valid: {', '.join(map(str, rows.columns))}"
         )
-    reference = eval_questions(decontamination)
+    reference = eval_questions(decontamination, key)
     best, nearest, mask = nearest_questions(rows, reference, decontamination)
     hit = nearest >= 0
     matches.loc[hit, "overlap_score"] = best[hit].round(4)

@@ -148,9 +148,8 @@ def read_entry(spec: SuiteSpec, key: str, entry) -> list[tuple[str, list, str | 
     elif path.is_file():
         files = [path]
     else:
-        raise UserError(
-            f"eval file {spec.path} does not exist (eval.suite; the default suite reads $MEDS1_EVAL_DATA)"
-        )
+        hint = "; the default suite reads $MEDS1_EVAL_DATA" if key.startswith("eval.suite") else ""
+        raise UserError(f"file {spec.path} does not exist ({key}{hint})")
     return [(file.name, _read_file(file), None) for file in files]
 
 

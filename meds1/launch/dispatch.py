@@ -76,10 +76,12 @@ def run_command(config: Config, hydra) -> dict | list:
             f"meds1 dry run: nothing run. Plan ({len(steps)} steps):\n{format_plan(steps, submitted=False)}"
         )
         return steps
-    if config.stage != "train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    distributed = [stage.name for stage in pipeline.PIPELINE if stage.task_per_gpu]
+    if config.stage not in distributed and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError(
             f"stage={config.stage} runs in one process, but torchrun started {os.environ['WORLD_SIZE']}: "
-            "run only stage=train under torchrun (every process would repeat the other stages)"
+            f"run only stage={' or stage='.join(distributed)} under torchrun (every process would repeat "
+            "the other stages)"
         )
     check_installed(config)
     return pipeline.run(config, config.stage)

@@ -83,6 +83,13 @@ class Planner:
         self.steps[key] = step
         return step
 
+    def _same_config(self, stage: str, config_hash: str) -> Step | None:
+        """A planned step of `stage` with this config hash under another slug: a variant's input (the SFT
+        model an experiment's `<name>-sft` eval reads is its own experiment's train step)."""
+        return next(
+            (s for s in self.steps.values() if (s.stage, s.config_hash) == (stage, config_hash)), None
+        )
+
     def _queued_job(self, step: Step) -> str | None:
         """The id of this stage's job from an earlier submission if it is still queued or running."""
         if step.cfg.force:
@@ -108,7 +115,7 @@ class Planner:
         if before is None:
             return None
         key = (stage_slug(cfg, before), before)
-        planned = self.steps.get(key)
+        planned = self.steps.get(key) or self._same_config(before, config_hash(cfg, before))
         if planned is None:
             if complete_output(cfg, before) is not None:
                 return None

@@ -43,6 +43,7 @@ class Experiment:
     curation_slug: str | None
     predictions: str | None = None  # the eval's predictions.jsonl as recorded
     provenance: dict[str, dict | None] = field(default_factory=dict)  # per stage: what produced it
+    rl: dict | None = None  # the RL stage's record (model_path, init_model, metrics_path, metrics) if any
     trained: bool = False  # it evaluated a fine-tuned model (not the base model)
     eval_overrides: list[str] = field(default_factory=list)  # what sets its eval apart from its model's
 
@@ -161,7 +162,8 @@ def experiment(data: dict, slug: str, group_by: str) -> Experiment:
         trained = named["input"] is not None
         model = named["input"]["slug"] if trained else recorded_model_slug(slug, config)
     else:
-        trained, model = "train" in config.get("stages", []), recorded_model_slug(slug, config)
+        stages = config.get("stages", [])
+        trained, model = "train" in stages or "rl" in stages, recorded_model_slug(slug, config)
     return Experiment(
         slug=slug,
         description=entry.get("description", ""),
@@ -173,6 +175,7 @@ def experiment(data: dict, slug: str, group_by: str) -> Experiment:
         curation_slug=linked["curate"],
         predictions=evaluation.get("outputs_path"),
         provenance={stage: record.get("provenance") for stage, record in records.items()},
+        rl=records["rl"] or None,
         trained=trained,
         eval_overrides=recorded_eval_overrides(config) if trained else [],
     )

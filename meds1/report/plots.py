@@ -33,7 +33,8 @@ CHAR_INCHES = 0.075  # the width of one character of a small legend label, for c
 LINE_INCHES = 0.19  # the height of one legend line
 CHART_NAMES = ("sample_efficiency", "per_source", "test_time_scaling", "curation_funnel", "specialties")
 TRACE_CHARTS = ("perturbation_rates", "trace_formats")  # the trace study's (drawn when it has data)
-CHART_NAMES += TRACE_CHARTS
+RL_CHARTS = ("reward_curve",)  # RL runs' (drawn when some chosen experiment has an RL history)
+CHART_NAMES += TRACE_CHARTS + RL_CHARTS
 
 
 @dataclass
@@ -325,10 +326,38 @@ def charts(experiments: list[Experiment], metric: str) -> list[Chart]:
         thinking_tokens(experiments, metric),
         curation_funnel(experiments),
         specialties(experiments),
+        reward_curve(experiments),
         perturbation_rates(experiments, metric),
         trace_formats(experiments, metric),
     ]
     return [chart for chart in drawn if chart is not None]
+
+
+def reward_curve(experiments: list[Experiment]) -> Chart | None:
+    """Each RL run's reward per logged step (a sweep's runs side by side); with one run, also each
+    reward's mean, so a format reward that climbs while mcq stays flat shows."""
+    from meds1.report.rl import runs
+
+    found = runs(experiments)
+    if not found:
+        return None
+    found, left_out = _first(found, "RL runs")
+    figure = _figure(8, 4.5)
+    ax = figure.add_subplot()
+    series = {}
+    for label, steps in found.items():
+        xs = [entry["step"] for entry in steps]
+        curves = {label: [entry["reward"] for entry in steps]}
+        if len(found) == 1:
+            names = steps[0].get("rewards") or {}
+            curves |= {f"{label}: {name}": [entry["rewards"].get(name) for entry in steps] for name in names}
+        for name, ys in curves.items():
+            style = {} if name == label else {"linestyle": "--", "alpha": 0.7}
+            ax.plot(xs, ys, marker="o" if len(xs) <= 30 else None, label=name, **style)
+            series[name] = list(zip(xs, ys, strict=True))
+    ax.set_xlabel("RL step")
+    ax.set_ylabel("reward (mean over the step's completions)")
+    return _chart("reward_curve", "RL reward per step" + left_out, figure, series, grid="y")
 
 
 # --- the trace study (med-s1's perturbation figure, accuracy per trace format) ---------------------

@@ -304,21 +304,23 @@ def skipped_pivot(experiments: list[Experiment]) -> Pivot | None:
 
 
 def overlap_pivot(experiments: list[Experiment]) -> Pivot | None:
-    """Training rows that restate questions of eval sources the curation was not checked against (the
-    eval's `metrics.overlap`), per experiment and source; None when every source was checked."""
+    """Training rows (the eval's `metrics.overlap`) and RL questions (`metrics.rl_overlap`) that restate
+    questions of eval sources they were not checked against, per experiment and source; None when every
+    source was checked."""
     body = []
     for exp in experiments:
-        overlap = (exp.metrics or {}).get("overlap") or {}
-        for source, counts in sorted((overlap.get("sources") or {}).items()):
-            share = f"{counts['training_rows']} of {overlap['training_rows']}"
-            rule = f"{overlap['method']} {overlap['rule']}"
-            body.append([exp.slug, source, str(counts["questions"]), share, rule])
+        for key, what in (("overlap", "curated rows"), ("rl_overlap", "RL questions")):
+            overlap = (exp.metrics or {}).get(key) or {}
+            for source, counts in sorted((overlap.get("sources") or {}).items()):
+                share = f"{counts['training_rows']} of {overlap['training_rows']}"
+                rule = f"{overlap['method']} {overlap['rule']}"
+                body.append([exp.slug, source, str(counts["questions"]), what, share, rule])
     note = (
-        "eval sources the model's training rows were not decontaminated against "
-        "(curation.decontamination.suite): how many training rows restate one of their questions, by the "
+        "eval sources the model's training data was not decontaminated against (curation.decontamination."
+        "suite, rl.data.decontamination.suite): how many of its rows restate one of their questions, by the "
         "decontamination rule; a number above 0 may be inflated by contamination"
     )
-    header = ["experiment", "source", "questions", "training rows restating them", "rule"]
+    header = ["experiment", "source", "questions", "training data", "rows restating them", "rule"]
     return Pivot("Training rows that restate eval questions", header, body, note) if body else None
 
 
@@ -326,29 +328,30 @@ def _points(value: float) -> str:
     return f"{100 * value:+.1f}"
 
 
-def paired_pivot(
-    rows: list[Paired], baseline: str, decodings: dict[str, str], unmatched: list[str], adjust: str = "holm"
-) -> Pivot:
-    """The paired comparisons against `baseline`, one row per experiment and source (then overall)."""
-    body = [
-        [
-            r.experiment,
-            r.source,
-            decodings[r.experiment],
-            str(r.n),
-            str(r.unpaired),
-            str(r.runs),
-            _pct(r.baseline_accuracy),
-            _pct(r.accuracy),
-            f"{_points(r.difference)} [{_points(r.ci_low)}, {_points(r.ci_high)}]",
-            f"{r.baseline_better} / {r.experiment_better}",
-            f"{r.p_value:.3g}",
-            "-" if r.p_adjusted is None else f"{r.p_adjusted:.3g}",
-            "-" if r.mde is None else f"{100 * r.mde:.1f}" + (" (within noise)" if r.within_noise else ""),
-        ]
-        for r in rows
+def _paired_cells(r: Paired, decodings: dict[str, str]) -> list[str]:
+    return [
+        r.experiment,
+        r.source,
+        decodings[r.experiment],
+        str(r.n),
+        str(r.unpaired),
+        str(r.runs),
+        _pct(r.baseline_accuracy),
+        _pct(r.accuracy),
+        f"{_points(r.difference)} [{_points(r.ci_low)}, {_points(r.ci_high)}]",
+        f"{r.baseline_better} / {r.experiment_better}",
+        f"{r.p_value:.3g}",
+        "-" if r.p_adjusted is None else f"{r.p_adjusted:.3g}",
+        "-" if r.mde is None else f"{100 * r.mde:.1f}" + (" (within noise)" if r.within_noise else ""),
     ]
-    note = (
+
+
+PAIRED_HEADER = ["experiment", "source", "decoding", "n", "unpaired", "runs", "baseline", "experiment %"]
+PAIRED_HEADER += ["difference [95% CI]", "b / c", "McNemar p", "p adjusted", "MDE"]
+
+
+def _paired_note(adjust: str) -> str:
+    return (
         "n: questions both answered (unpaired: answered by one only, left out); runs: eval runs paired by "
         "index; strict accuracy, %; difference: experiment - baseline, points, 95% paired bootstrap over "
         "questions (then their runs, with repeats); b / c: questions only the baseline / only the "
@@ -357,12 +360,33 @@ def paired_pivot(
         "(report.adjust); MDE: the smallest difference, in points, these questions detect at the two arms' "
         "accuracies with power 0.8, alpha 0.05 (meds1.report.multiplicity); within noise: |difference| < MDE"
     )
+
+
+def paired_pivot(
+    rows: list[Paired], baseline: str, decodings: dict[str, str], unmatched: list[str], adjust: str = "holm"
+) -> Pivot:
+    """The paired comparisons against `baseline`, one row per experiment and source (then overall)."""
+    note = _paired_note(adjust)
     if unmatched:
         note += f". Not compared (no questions in common, or no predictions): {', '.join(unmatched)}"
-    header = ["experiment", "source", "decoding", "n", "unpaired", "runs", "baseline", "experiment %"]
     return Pivot(
         f"Paired with baseline {baseline} ({decodings[baseline]})",
-        [*header, "difference [95% CI]", "b / c", "McNemar p", "p adjusted", "MDE"],
+        list(PAIRED_HEADER),
+        [_paired_cells(r, decodings) for r in rows],
+        note,
+    )
+
+
+def start_pivot(rows: list[Paired], decodings: dict[str, str], unmatched: list[str], adjust: str) -> Pivot:
+    """Each RL model against the model it started from (meds1.report.rl), one row per source and overall."""
+    note = "baseline: the eval of the model RL started from (its SFT model, or the untrained model); "
+    note += _paired_note(adjust)
+    if unmatched:
+        note += f". No eval of the starting model (compare_sft=true evaluates it): {', '.join(unmatched)}"
+    body = [[*_paired_cells(r, decodings)[:2], r.baseline, *_paired_cells(r, decodings)[2:]] for r in rows]
+    return Pivot(
+        "RL against the model it started from",
+        [*PAIRED_HEADER[:2], "started from", *PAIRED_HEADER[2:]],
         body,
         note,
     )

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 def run(cfg: Config) -> dict:
     records = {}
     for variant, stage in pipeline.steps(cfg):
-        key = stage if variant is cfg else f"base_{stage}"
+        key = stage if variant is cfg else f"{variant.name.removeprefix(cfg.name + '-')}_{stage}"  # base_eval
         log.info("=== %s: stage %s ===", stage_slug(variant, stage), stage)
         records[key] = pipeline.run(variant, stage)
     pipeline.run(cfg, "report")

@@ -18,14 +18,14 @@ from __future__ import annotations
 import json
 import logging
 
-from meds1 import pipeline
 from meds1.config.schema import Config
 from meds1.evaluation import generation, permutations
 from meds1.evaluation.data import load_suite, suite_record
 from meds1.evaluation.metrics import build_metrics, check_failures, log_table
-from meds1.evaluation.overlap import training_overlap
+from meds1.evaluation.overlap import rl_overlap, training_overlap
 from meds1.evaluation.predictions import write_predictions
 from meds1.models import model_path
+from meds1.pipeline import upstream
 from meds1.stages import completed, record_result
 from meds1.store.workspace import StageWorkspace, require_complete
 
@@ -35,10 +35,20 @@ PREDICTIONS = "predictions.jsonl"
 
 
 def evaluated_model(cfg: Config) -> str:
-    """The fine-tuned model when the experiment trains, else the base model."""
-    if pipeline.input_stage(cfg.stages, "eval") == "train":
-        return str(require_complete(cfg, "train", "trained model") / "model")
+    """The model the experiment made last (after RL, else after SFT: meds1.pipeline.input_stage), else
+    the base model."""
+    made_by = upstream(cfg, "eval")
+    if made_by is not None:
+        what = "RL model" if made_by == "rl" else "trained model"
+        return str(require_complete(cfg, made_by, what) / "model")
     return model_path(cfg.model, cfg.paths.cache)
+
+
+def trained_on_curation(cfg: Config) -> bool:
+    """Whether the evaluated model was fine-tuned on the experiment's curated rows (the SFT model, or an RL
+    model that started from it)."""
+    made_by = upstream(cfg, "eval")
+    return made_by == "train" or (made_by == "rl" and cfg.rl.init == "train")
 
 
 def run(cfg: Config) -> dict:
@@ -55,8 +65,10 @@ def run(cfg: Config) -> dict:
         check_failures(predictions, cfg.eval.max_failures, file)
         metrics = build_metrics(predictions, cfg, model, skipped, generation.engine(workspace.path))
         metrics["suite"] = suite_record(rows)
-        if pipeline.input_stage(cfg.stages, "eval") == "train":  # what its training rows were checked against
+        if trained_on_curation(cfg):  # what its training rows were checked against
             metrics["overlap"] = training_overlap(cfg, rows)
+        if upstream(cfg, "eval") == "rl":  # what its RL questions were checked against
+            metrics["rl_overlap"] = rl_overlap(cfg, rows)
         write_predictions(file, predictions)
         (workspace.path / "metrics.json").write_text(json.dumps(metrics, indent=2))
         final = workspace.final

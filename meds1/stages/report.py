@@ -4,7 +4,8 @@ Writes under `report.out_dir` (default `<root>/report/`): results.md, results.cs
 and index.html, and prints the tables, each experiment's provenance and the status of every stage to
 the terminal. With `report.baseline=<experiment>` it also compares every other chosen experiment with
 the baseline on the questions both answered (meds1.report.paired; paired.csv), reading their eval
-predictions; without a baseline no predictions file is read. Compared experiments whose recorded
+predictions. An RL experiment is compared with the model it started from the same way, when that model's
+eval is in the registry, and its reward curve is drawn (meds1.report.rl). Compared experiments whose recorded
 provenance differs get a warning (log and results.md).
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from meds1.config.schema import Config
 from meds1.errors import MissingInputError
-from meds1.report import baselines, outputs, provenance, status, tables
+from meds1.report import baselines, outputs, provenance, rl, status, tables
 from meds1.report import experiments as registry_view
 from meds1.report.comparison import compare_with_baseline
 from meds1.store.registry import registry_path
@@ -60,6 +61,8 @@ def run(cfg: Config) -> dict:
         log.warning("report: provenance of compared experiments: %s", warning)
     skipped, overlap = tables.skipped_pivot(chosen), tables.overlap_pivot(chosen)
     sections = [comparison.pivot] if comparison else []
+    if started := rl.start_comparison(data, chosen, root, report.group_by, report.adjust):
+        sections.append(started)  # each RL model against the model it started from
     sections += [overlap] if overlap else []
     sections += [skipped] if skipped else []
     stage_status = status.statuses(root, data, slugs) if report.status else None

@@ -12,12 +12,11 @@ import contextlib
 import json
 import logging
 import shutil
-import signal
 
 from meds1.config.schema import Config
-from meds1.errors import Interrupted, MissingInputError, UserError
+from meds1.errors import MissingInputError, UserError
 from meds1.models import model_path
-from meds1.stages import completed, record_result
+from meds1.stages import completed, record_result, stop_training
 from meds1.store.workspace import StageWorkspace, require_complete, stage_command
 from meds1.training import distributed
 from meds1.training.preemption import Preempted
@@ -69,14 +68,7 @@ def run(cfg: Config) -> dict:
             record = {"model_path": str(workspace.final / "model"), "base_model": base, "metrics": metrics}
             distributed.on_main(lambda: _commit(cfg, workspace, record), env)
     except Preempted as stop:
-        if stop.signum == signal.SIGINT:
-            checkpoint = workspace.partial / "checkpoints" / f"checkpoint-{stop.step}"
-            raise Interrupted(
-                f"train: interrupted (Ctrl-C) at step {stop.step}; its checkpoint is kept in {checkpoint}, "
-                f"and `{stage_command(cfg, cfg.stage)}` resumes from it"
-            ) from None
-        log.warning("train: %s; the next run resumes from it", stop)
-        stop.hand_over()
+        stop_training(cfg, workspace, stop)
     if env.is_main:
         log.info(
             "train: %d steps, %s, %.0f tokens/s on %d process(es)",

@@ -3,8 +3,8 @@ directory, the hash its completion marker holds, and what its record keeps of th
 
 A stage's outputs live in `<root>/<slug>/<stage>/`. `identity_keys` is the one rule that says which
 top-level config keys a stage's result depends on: the sections it reads (`meds1.pipeline`: the model
-and seed, its own sections, and those of the stage whose output it reads), and for eval the stage list
-(it evaluates the trained model only when the experiment trains). Both names derive from those keys:
+and seed, its own sections, and those of the stage whose output it reads), and for eval and RL the stage
+list (which model they read depends on it). Both names derive from those keys:
 
 - the slug is the experiment name plus the command-line overrides that change them, by value:
   `Config.override_scope` holds, for each override that changes the composed config, the top-level keys
@@ -29,10 +29,10 @@ changed the text (`/`, spaces, quotes, brackets), a digest of the text is append
 name keeps what varies readable (`readable_slug`).
 
 The hash also covers the content of the local files those keys make the stage read (`read_paths`:
-sources, suites, the taxonomy, transform files, local model folders; digests by meds1.store.content), so an
-edited file never lets an old output stand in. A stage's record names its identity and the output it read
-(`StageIdentity.record`); the report and the status view read recorded slugs through the `recorded_*`
-functions here, so they name them by the same rules.
+sources, suites (RL's questions among them), the taxonomy, transform files, local model folders; digests
+by meds1.store.content), so an edited file never lets an old output stand in. A stage's record names its
+identity and the output it read (`StageIdentity.record`); the report and the status view read recorded
+slugs through the `recorded_*` functions here, so they name them by the same rules.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from meds1 import pipeline
-from meds1.config.schema import Config, CurationConfig, ModelConfig, SpecialtyMethod
+from meds1.config.schema import Config, CurationConfig, ModelConfig, RLConfig, SpecialtyMethod
 from meds1.curation.traces.spec import trace_files
 from meds1.evaluation.suite_spec import SUITE_FILE_SUFFIXES, SUITE_HUB_SCHEME
 from meds1.hub import PACKAGE_SCHEME, resolve_data_path
@@ -89,7 +89,7 @@ def stage_sections(stages: list[str], stage: str) -> set[str]:
     and seed, the stage's own sections and those of the stage whose output it reads (`meds1.pipeline`).
 
     An experiment without a train stage evaluates the base model, so its eval does not depend on
-    curation or trainer settings.
+    curation or trainer settings; an eval after RL depends on the RL settings too.
     """
     before = pipeline.input_stage(stages, stage)  # an unknown stage fails here, naming the valid ones
     upstream = stage_sections(stages, before) if before else set(pipeline.COMMON_SECTIONS)
@@ -97,11 +97,11 @@ def stage_sections(stages: list[str], stage: str) -> set[str]:
 
 
 def identity_keys(stages: list[str], stage: str) -> set[str]:
-    """Top-level config keys whose values make `stage`'s result: the sections it reads, and for eval the
-    stage list too (it evaluates the trained model only when the experiment trains). Its slug names the
-    overrides that change them; its hash is taken over them."""
+    """Top-level config keys whose values make `stage`'s result: the sections it reads, and for the stages
+    that read a model (eval, rl) the stage list too (which model they read depends on it). Its slug names
+    the overrides that change them; its hash is taken over them."""
     keys = stage_sections(stages, stage)
-    return keys | {"stages"} if stage == "eval" else keys
+    return keys | {"stages"} if stage in ("eval", "rl") else keys
 
 
 def reading_stage(stages: list[str], stage: str, keys: list[str]) -> str:
@@ -294,7 +294,7 @@ DATA, SUITE, MODEL = "data", "suite", "model"  # how a read path is digested (me
 
 def read_paths(cfg: Config, keys: set[str]) -> list[tuple[str, str, str]]:
     """(config key, path as configured, how it is digested) of every local file or folder that the
-    config `keys` (sections) make a stage read: the curation source, the eval and decontamination suites,
+    config `keys` (sections) make a stage read: the curation source, the eval, RL and decontamination suites,
     the specialty taxonomy, transform and perturbation files, and local model, tokenizer and embedding
     folders. Hub datasets and models are identified by their revision, which is part of the config."""
     found = []
@@ -302,6 +302,8 @@ def read_paths(cfg: Config, keys: set[str]) -> list[tuple[str, str, str]]:
         found += _model_path("model.path", cfg.model)
     if "curation" in keys:
         found += _curation_paths(cfg.curation)
+    if "rl" in keys:
+        found += _rl_paths(cfg.rl)
     if "eval" in keys:
         found += _suite_paths(cfg.eval.suite, "eval.suite")
     return found
@@ -343,6 +345,14 @@ def _curation_paths(curation: CurationConfig) -> list[tuple[str, str, str]]:
         key = f"curation.trace.perturbation[{spec}]" if spec != name else f"curation.trace.transforms[{name}]"
         found.append((key, str(path), DATA))
     return found
+
+
+def _rl_paths(rl: RLConfig) -> list[tuple[str, str, str]]:
+    """RL's questions, the suite they are decontaminated against, and a local judge model."""
+    found = _suite_paths(rl.data.suite, "rl.data.suite")
+    if rl.data.decontamination.enabled:
+        found += _suite_paths(rl.data.decontamination.suite, "rl.data.decontamination.suite")
+    return found + _model_path("rl.judge.llm.model.path", rl.judge.llm.model)
 
 
 def _suite_paths(entries: list, key: str) -> list[tuple[str, str, str]]:
@@ -548,12 +558,15 @@ def recorded_chain(entries: dict, slug: str) -> dict[str, str | None]:
 
 
 def recorded_eval_overrides(config: dict) -> list[str]:
-    """The overrides that name a recorded eval's slug but not its trained model's: what sets the eval
-    apart from the other evals of that model ([] when the config is unknown)."""
-    if recorded_sections(config) is None or "train" not in config["stages"]:
+    """The overrides that name a recorded eval's slug but not its trained model's (the SFT or RL model):
+    what sets the eval apart from the other evals of that model ([] when the config is unknown)."""
+    if recorded_sections(config) is None:
+        return []
+    made_by = pipeline.input_stage(config["stages"], "eval")
+    if made_by is None:
         return []
     overrides, scope = config.get("overrides", []), config.get("override_scope") or {}
-    model = scoped_overrides(overrides, scope, identity_keys(config["stages"], "train"))
+    model = scoped_overrides(overrides, scope, identity_keys(config["stages"], made_by))
     return [
         o
         for o in scoped_overrides(overrides, scope, identity_keys(config["stages"], "eval"))

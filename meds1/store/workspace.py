@@ -312,6 +312,9 @@ class StageWorkspace:
         """
         record["provenance"] = provenance.collect(source)
         record["identity"] = self.identity.record()
+        read = record["identity"]["input"]
+        if read is not None and (found := complete_output(self.cfg, read["stage"])) is not None:
+            read["slug"] = found.parent.name  # where it was read: another slug's output made so (a variant's)
         experiment = {"name": self.cfg.name, "overrides": slug_overrides(self.cfg, self.stage)}
         marker = {
             "config_hash": self.hash,
@@ -347,11 +350,13 @@ def config_dir_arguments() -> list[str]:
 
 def stage_command(cfg: Config, stage: str, *extra: str) -> str:
     """The command line that runs `stage` of this experiment with the same overrides (and `extra`),
-    shell-quoted so it survives copy and paste (`'eval.suite=[a.json,b.json]'`, values with spaces)."""
+    shell-quoted so it survives copy and paste (`'eval.suite=[a.json,b.json]'`, values with spaces); it
+    runs the stage, so a dry run's `dry_run=true` is left out."""
     # The experiment as typed (its file), which may set another name than the file's.
     typed = [o for o in cfg.overrides if override_section(o) == "experiment"]
     experiment = typed[-1] if typed else f"experiment={cfg.name}"
-    kept = [o for o in cfg.overrides if override_section(o) not in ("stage", "experiment", "force")]
+    dropped = ("stage", "experiment", "force", "dry_run")
+    kept = [o for o in cfg.overrides if override_section(o) not in dropped]
     arguments = [*config_dir_arguments(), experiment, f"stage={stage}", *kept, *extra]
     return " ".join(["python run.py", *(shlex.quote(a) for a in arguments)])
 

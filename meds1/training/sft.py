@@ -20,7 +20,7 @@ import time
 from importlib.util import find_spec
 from pathlib import Path
 
-from meds1.config.schema import KeptCheckpoint, TrainerConfig
+from meds1.config.schema import FSDPConfig, KeptCheckpoint, TrainerConfig
 from meds1.errors import UserError
 from meds1.models import from_pretrained
 from meds1.training import distributed
@@ -104,19 +104,24 @@ def sft_arguments(
             metric_for_best_model="eval_loss",
             greater_is_better=False,
         )
-    if fsdp.enabled:
-        args["fsdp"] = True
-        args["fsdp_config"] = {
-            "version": 2,
-            "reshard_after_forward": fsdp.reshard_after_forward,
-            "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
-            # Empty: transformers wraps the model's `_no_split_modules` (its decoder layer class).
-            "transformer_layer_cls_to_wrap": list(fsdp.layer_classes) or None,
-            "activation_checkpointing": trainer.gradient_checkpointing,
-            "cpu_offload": fsdp.cpu_offload,
-            "state_dict_type": CHECKPOINT_FORMATS[fsdp.checkpoint_format],
-        }
-    return args
+    return args | fsdp_arguments(fsdp, trainer.gradient_checkpointing)
+
+
+def fsdp_arguments(fsdp: FSDPConfig, activation_checkpointing: bool) -> dict:
+    """The Trainer's FSDP2 arguments (none when FSDP is off); RL's trainer takes the same."""
+    if not fsdp.enabled:
+        return {}
+    config = {
+        "version": 2,
+        "reshard_after_forward": fsdp.reshard_after_forward,
+        "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+        # Empty: transformers wraps the model's `_no_split_modules` (its decoder layer class).
+        "transformer_layer_cls_to_wrap": list(fsdp.layer_classes) or None,
+        "activation_checkpointing": activation_checkpointing,
+        "cpu_offload": fsdp.cpu_offload,
+        "state_dict_type": CHECKPOINT_FORMATS[fsdp.checkpoint_format],
+    }
+    return {"fsdp": True, "fsdp_config": config}
 
 
 def split_prompt_completion(example: dict) -> dict:
@@ -185,7 +190,7 @@ def build_trainer(
     )
 
 
-def _weights_checksum(model) -> list[float]:
+def weights_checksum(model) -> list[float]:
     """Sum and sum of squares of every weight: equal on every rank when the replicas are in sync."""
     import torch
 
@@ -196,7 +201,7 @@ def _weights_checksum(model) -> list[float]:
     return total.tolist()
 
 
-def _record_segment(out: Path, segment: dict) -> list[dict]:
+def record_segment(out: Path, segment: dict) -> list[dict]:
     """Append this run's segment (rank 0) and return every segment of the stage so far."""
     path = out / SEGMENTS
     with path.open("a") as f:
@@ -204,22 +209,53 @@ def _record_segment(out: Path, segment: dict) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def log_start(resume: Path | None, out: Path, save_steps: int) -> None:
-    """Say where training starts: from a checkpoint's step, or over from step 0 and why."""
+def log_start(resume: Path | None, out: Path, save_steps: int, section: str = "trainer") -> None:
+    """Say where training starts: from a checkpoint's step, or over from step 0 and why (`section`: the
+    config section whose save_steps it was, trainer or rl)."""
+    stage = "train" if section == "trainer" else section
     if resume:
         step = json.loads((resume / "trainer_state.json").read_text())["global_step"]
-        log.info("train: resuming from step %d (%s)", step, resume)
+        log.info("%s: resuming from step %d (%s)", stage, step, resume)
         return
     earlier = out / SEGMENTS
     if earlier.exists():
         runs = [json.loads(line) for line in earlier.read_text().splitlines() if line.strip()]
         log.info(
-            "train: starting over from step 0: the %d earlier run(s) here stopped at step %d, before any "
-            "checkpoint was saved (every trainer.save_steps=%d steps)",
+            "%s: starting over from step 0: the %d earlier run(s) here stopped at step %d, before any "
+            "checkpoint was saved (every %s.save_steps=%d steps)",
+            stage,
             len(runs),
             max(run["to_step"] for run in runs),
+            section,
             save_steps,
         )
+
+
+def train_attempt(trainer, resume: Path | None, start_step: int, out: Path, env) -> tuple[object, dict]:
+    """(trainer.train()'s result, this attempt's segment: steps, seconds, processes, device), resuming from
+    `resume`. An attempt cut short (Ctrl-C twice, an error) still records its segment (rank 0), so the
+    time it spent counts in total_runtime_s, before the error goes on."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    started = time.monotonic()
+
+    def segment() -> dict:
+        return {
+            "from_step": start_step,
+            "to_step": trainer.state.global_step,
+            "runtime_s": round(time.monotonic() - started, 2),
+            "world_size": env.world_size,
+            "device": device,
+        }
+
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except BaseException:
+        if env.is_main:  # no collective: other ranks may be gone
+            record_segment(out, segment())
+        raise
+    return result, segment()
 
 
 def save_in_dtype(model_dir: Path, dtype: str) -> None:
@@ -261,10 +297,9 @@ def train_sft(
     """Train on `dataset`, resuming from the last checkpoint under `out`; rank 0 saves out/model in
     `save_dtype` (the weights train in `trainer_cfg.weights_dtype`).
 
-    Raises `Preempted` (on every rank, after a checkpoint) if a SIGUSR2/SIGTERM arrived during training.
+    Raises `Preempted` (on every rank, after a checkpoint) if a SIGUSR2/SIGTERM/SIGINT (Ctrl-C) arrived
+    during training.
     """
-    import torch
-
     env = env or distributed.DistributedEnv()
     checkpoints = out / "checkpoints"
     resume = distributed.on_main(lambda: last_checkpoint(checkpoints), env)
@@ -284,28 +319,11 @@ def train_sft(
             resumed_state = json.loads((resume / "trainer_state.json").read_text())
             start_step = resumed_state["global_step"]
             tokens_before = resumed_state.get("num_input_tokens_seen") or 0
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        started = time.monotonic()
-
-        def segment() -> dict:
-            return {
-                "from_step": start_step,
-                "to_step": trainer.state.global_step,
-                "runtime_s": round(time.monotonic() - started, 2),
-                "world_size": env.world_size,
-                "device": device,
-            }
-
-        try:
-            result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        except BaseException:
-            if env.is_main:  # an attempt cut short still spent its time (no collective: ranks may be gone)
-                _record_segment(out, segment())
-            raise
-        this_run = segment()
+        result, this_run = train_attempt(trainer, resume, start_step, out, env)
     runtime = this_run["runtime_s"]
+    device = this_run["device"]
     state = trainer.state
-    segments = distributed.on_main(lambda: _record_segment(out, this_run), env)
+    segments = distributed.on_main(lambda: record_segment(out, this_run), env)
     if stopper.signum:
         raise guard.preempted(stopper.signum, stopper.step)
 
@@ -315,7 +333,7 @@ def train_sft(
         if reports.exists():
             shutil.move(str(reports), str(out / "reports"))
     replicated = env.is_distributed and not trainer.is_fsdp_enabled
-    checksums = distributed.gather(_weights_checksum(model)) if replicated else []
+    checksums = distributed.gather(weights_checksum(model)) if replicated else []
 
     logs = state.log_history
     best = trainer_cfg.keep == KeptCheckpoint.best_eval_loss
