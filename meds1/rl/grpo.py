@@ -24,10 +24,9 @@ from meds1.training import distributed
 from meds1.training.preemption import PreemptionGuard, stop_on_signal_callback
 from meds1.training.sft import (
     REPORTERS,
+    find_resume,
     fsdp_arguments,
-    last_checkpoint,
     load_model,
-    log_start,
     record_segment,
     save_final,
     train_attempt,
@@ -217,10 +216,7 @@ def train_grpo(
     during training.
     """
     env = env or distributed.DistributedEnv()
-    checkpoints = out / "checkpoints"
-    resume = distributed.on_main(lambda: last_checkpoint(checkpoints), env)
-    if env.is_main:
-        log_start(resume, out, rl.save_steps, "rl")
+    checkpoints, resume = find_resume(out, rl.save_steps, env, "rl")
     model, tokenizer = load_model(model_path, revision, rl.weights_dtype, None)
     with PreemptionGuard() as guard:
         stopper = stop_on_signal_callback(guard)

@@ -209,6 +209,16 @@ def record_segment(out: Path, segment: dict) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def find_resume(out: Path, save_steps: int, env, section: str = "trainer") -> tuple[Path, Path | None]:
+    """The checkpoints folder under `out` and the last checkpoint in it (None: start over), found and
+    logged by rank 0 and shared with every rank."""
+    checkpoints = out / "checkpoints"
+    resume = distributed.on_main(lambda: last_checkpoint(checkpoints), env)
+    if env.is_main:
+        log_start(resume, out, save_steps, section)
+    return checkpoints, resume
+
+
 def log_start(resume: Path | None, out: Path, save_steps: int, section: str = "trainer") -> None:
     """Say where training starts: from a checkpoint's step, or over from step 0 and why (`section`: the
     config section whose save_steps it was, trainer or rl)."""
@@ -301,10 +311,7 @@ def train_sft(
     during training.
     """
     env = env or distributed.DistributedEnv()
-    checkpoints = out / "checkpoints"
-    resume = distributed.on_main(lambda: last_checkpoint(checkpoints), env)
-    if env.is_main:
-        log_start(resume, out, trainer_cfg.save_steps)
+    checkpoints, resume = find_resume(out, trainer_cfg.save_steps, env)
     train_rows, eval_rows = split_validation(dataset, trainer_cfg.validation_fraction, seed)
     model, tokenizer = load_model(
         model_path, revision, trainer_cfg.weights_dtype, trainer_cfg.attn_implementation
