@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -146,3 +150,36 @@ def openai_server(tiny_model_dir, tmp_path_factory):
     base_url, process = start_openai_server(tiny_model_dir, tmp_path_factory.mktemp("server") / "serve.log")
     yield base_url, str(tiny_model_dir), process
     stop_process(process)
+
+
+def ctrl_c_after_a_step(process: subprocess.Popen, logged: str, stage: str) -> tuple[int, Path, list[str]]:
+    """Ctrl-C (SIGINT) to a `run.py` process once it logs a step (`logged`: a key of its step log). It must
+    exit 130 with one error line naming the checkpoint it kept and the command that resumes from it; returns
+    (step, checkpoint, that command's arguments after `python`)."""
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if f"'{logged}'" in line:
+            process.send_signal(signal.SIGINT)
+            break
+    lines += process.stdout.read().splitlines()
+    assert process.wait(timeout=600) == 130, "".join(lines[-20:])
+    [error] = [line for line in lines if re.search(r"\[ERROR\]|Traceback|KeyboardInterrupt", line)]
+    said = re.search(
+        rf"{stage}: interrupted \(Ctrl-C\) at step (\d+); its checkpoint is kept in (\S+), "
+        r"and `(.+)` resumes from it$",
+        error.strip(),
+    )
+    assert said, error
+    python, *arguments = shlex.split(said[3])
+    assert python == "python", said[3]
+    return int(said[1]), Path(said[2]), arguments
+
+
+def run_as_printed(arguments: list[str], env: dict) -> str:
+    """A `python ARGUMENTS` command meds1 printed, run with this interpreter; its output (it must succeed)."""
+    done = subprocess.run(
+        [sys.executable, *arguments], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout + done.stderr

@@ -28,7 +28,7 @@ from meds1.stages import rl as rl_stage
 from meds1.stages import train
 from meds1.store.identity import stage_slug
 from meds1.store.workspace import stage_dir
-from tests.conftest import REPO
+from tests.conftest import REPO, ctrl_c_after_a_step, run_as_printed
 from tests.test_train import fake_curate_output
 
 pytestmark = pytest.mark.slow
@@ -144,36 +144,17 @@ def test_a_killed_rl_run_resumes_from_its_last_checkpoint(fresh):
 def test_ctrl_c_keeps_a_checkpoint_in_one_line_and_its_command_resumes(fresh):
     """Ctrl-C in RL as in train (the same attempt and ending, meds1.stages.stop_training): a checkpoint at
     the current step, one line naming it and the command that resumes, exit 130; that command resumes."""
-    import re
-    import shlex
-
     _, overrides = fresh
     overrides = [*overrides, "rl.save_steps=100"]  # no scheduled checkpoint: Ctrl-C's is the only one
     cfg = compose(overrides)
     process = run_py(overrides, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if "'reward'" in line:  # a step was logged (logging_steps=1): GRPO runs
-            process.send_signal(signal.SIGINT)
-            break
-    lines += process.stdout.read().splitlines()
-    assert process.wait(timeout=600) == 130, "".join(lines[-20:])
-    [error] = [line for line in lines if re.search(r"\[ERROR\]|Traceback|KeyboardInterrupt", line)]
-    line = r"rl: interrupted \(Ctrl-C\) at step (\d+); its checkpoint is kept in (\S+), and `(.+)` resumes"
-    said = re.search(line + " from it$", error.strip())
-    assert said, error
-    step, checkpoint, command = int(said[1]), Path(said[2]), said[3]
+    step, checkpoint, arguments = ctrl_c_after_a_step(process, "reward", "rl")  # logging_steps=1
     assert 1 <= step < 4 and checkpoint == partial_checkpoints(cfg) / f"checkpoint-{step}"
     assert (checkpoint / "trainer_state.json").exists() and not stage_dir(cfg, "rl").exists()
 
-    python, *arguments = shlex.split(command)
-    assert python == "python" and arguments[:3] == ["run.py", "experiment=demo-rl", "stage=rl"]
-    rerun = subprocess.run(
-        [sys.executable, *arguments], cwd=REPO, env=SINGLE_THREAD, capture_output=True, text=True, timeout=900
-    )
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert f"rl: resuming from step {step} ({checkpoint})" in rerun.stdout + rerun.stderr
+    assert arguments[:3] == ["run.py", "experiment=demo-rl", "stage=rl"]
+    output = run_as_printed(arguments, SINGLE_THREAD)
+    assert f"rl: resuming from step {step} ({checkpoint})" in output
     metrics = json.loads((stage_dir(cfg, "rl") / "metrics.json").read_text())
     assert metrics["resumed_from"] == step and metrics["global_step"] == 4 and metrics["segments"] == 2
 

@@ -28,7 +28,7 @@ from meds1.errors import Interrupted
 from meds1.stages import curate, train
 from meds1.store.identity import stage_slug
 from meds1.store.workspace import stage_dir
-from tests.conftest import REPO
+from tests.conftest import REPO, ctrl_c_after_a_step, run_as_printed
 
 pytestmark = pytest.mark.slow
 
@@ -119,9 +119,6 @@ def test_ctrl_c_keeps_a_checkpoint_in_one_line_and_its_command_resumes_counting_
     """Ctrl-C before any scheduled checkpoint (save_steps beyond the run): one line naming the checkpoint it
     saved and the command that resumes, exit 130; that command resumes from that step, and the record's
     runtime counts both runs."""
-    import re
-    import shlex
-
     _, overrides = fresh_run
     overrides = [*overrides, "trainer.save_steps=100"]
     cfg = compose(overrides)
@@ -134,30 +131,14 @@ def test_ctrl_c_keeps_a_checkpoint_in_one_line_and_its_command_resumes_counting_
         text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal starts it
     )
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if "'loss'" in line:  # a step was logged (logging_steps=1): training runs
-            process.send_signal(signal.SIGINT)
-            break
-    lines += process.stdout.read().splitlines()
-    assert process.wait(timeout=600) == 130, "".join(lines[-20:])
-    [error] = [line for line in lines if re.search(r"\[ERROR\]|Traceback|KeyboardInterrupt", line)]
-    line = r"train: interrupted \(Ctrl-C\) at step (\d+); its checkpoint is kept in (\S+), and `(.+)` resumes"
-    said = re.search(line + " from it$", error.strip())
-    assert said, error
-    step, checkpoint, command = int(said[1]), Path(said[2]), said[3]
+    step, checkpoint, arguments = ctrl_c_after_a_step(process, "loss", "train")  # logging_steps=1
     assert 1 <= step < STEPS and checkpoint == partial_checkpoints(cfg) / f"checkpoint-{step}"
     assert (checkpoint / "trainer_state.json").exists() and saved_steps(cfg) == [step]
     assert_not_complete(cfg)
 
-    python, *arguments = shlex.split(command)
-    assert python == "python" and arguments[:3] == ["run.py", "experiment=demo", "stage=train"]
-    rerun = subprocess.run(
-        [sys.executable, *arguments], cwd=REPO, env=SINGLE_THREAD, capture_output=True, text=True, timeout=900
-    )
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert f"train: resuming from step {step} ({checkpoint})" in rerun.stdout + rerun.stderr
+    assert arguments[:3] == ["run.py", "experiment=demo", "stage=train"]
+    output = run_as_printed(arguments, SINGLE_THREAD)
+    assert f"train: resuming from step {step} ({checkpoint})" in output
     results = json.loads((Path(cfg.paths.root) / "results.json").read_text())
     metrics = results["experiments"][stage_slug(cfg, "train")]["results"]["train"]["metrics"]
     assert metrics["resumed_from"] == step and metrics["global_step"] == STEPS and metrics["segments"] == 2
