@@ -256,20 +256,15 @@ def load_suite(
     """(rows with `id` and `source`, {source: {skip reason: rows}} for the rows left out)."""
     if not entries:
         raise UserError(f"{key} is empty: name at least one eval file, directory or hf:// dataset")
-    try:
-        specs = suite_specs(list(entries), key)
-    except ValueError as problem:
-        raise UserError(str(problem)) from None
     rows: list[dict] = []
     skipped: dict[str, Counter] = {}
-    for index, (entry, spec) in enumerate(zip(entries, specs, strict=True)):
-        for label, raw_rows, commit in read_entry(spec, f"{key}[{index}]", entry):
-            file_rows = _normalize_file(label, raw_rows, spec, skipped)
-            for row in file_rows if commit else ():
-                row["revision"] = commit
-            rows += file_rows
+    for spec, label, raw_rows, commit in read_suite(entries, key):
+        file_rows = _normalize_file(label, raw_rows, spec, skipped)
+        for row in file_rows if commit else ():
+            row["revision"] = commit
+        rows += file_rows
     if max_per_source is not None:
-        rows = _first_per_source(rows, max_per_source)
+        rows = first_per_source(rows, max_per_source)
     seen: Counter = Counter()
     for row in rows:
         base = row["id"]
@@ -278,6 +273,18 @@ def load_suite(
     for source, reasons in skipped.items():
         log.warning("eval: %s: skipped %d unusable rows: %s", source, sum(reasons.values()), dict(reasons))
     return rows, {source: dict(reasons) for source, reasons in skipped.items()}
+
+
+def read_suite(entries: list, key: str):
+    """Each file of each suite entry as (its spec, label, raw rows, commit read or None); a bad entry is one
+    line naming `key[index]`."""
+    try:
+        specs = suite_specs(list(entries), key)
+    except ValueError as problem:
+        raise UserError(str(problem)) from None
+    for index, (entry, spec) in enumerate(zip(entries, specs, strict=True)):
+        for label, raw_rows, commit in read_entry(spec, f"{key}[{index}]", entry):
+            yield spec, label, raw_rows, commit
 
 
 def _normalize_file(label: str, raw_rows: list, spec: SuiteSpec, skipped: dict[str, Counter]) -> list[dict]:
@@ -371,7 +378,8 @@ def suite_record(rows: list[dict]) -> dict[str, dict]:
     return record
 
 
-def _first_per_source(rows: list[dict], limit: int) -> list[dict]:
+def first_per_source(rows: list[dict], limit: int) -> list[dict]:
+    """The first `limit` rows of each source, in order."""
     taken: Counter = Counter()
     kept = []
     for row in rows:

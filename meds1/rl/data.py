@@ -30,9 +30,8 @@ import pandas as pd
 
 from meds1.config.schema import Config, EvalConfig, RLConfig
 from meds1.errors import UserError
-from meds1.evaluation.data import LETTERS, question_id, read_entry, suite_record
+from meds1.evaluation.data import LETTERS, first_per_source, question_id, read_suite, suite_record
 from meds1.evaluation.prompts import build_conversation
-from meds1.evaluation.suite_spec import suite_specs
 from meds1.hub import HubReadError
 
 log = logging.getLogger(__name__)
@@ -62,32 +61,21 @@ def load_questions(rl: RLConfig) -> tuple[list[dict], dict]:
 def load_open(entries: list, max_per_source: int | None) -> tuple[list[dict], dict]:
     """Open questions: each row's question and reference answer (the entry's `question` and `answer`
     columns); a file with no usable row stops the load, naming it and those mapping keys."""
-    try:
-        specs = suite_specs(entries, SUITE_KEY)
-    except ValueError as problem:
-        raise UserError(str(problem)) from None
     questions: list[dict] = []
     skipped: dict[str, Counter] = {}
-    for index, (entry, spec) in enumerate(zip(entries, specs, strict=True)):
-        for label, raw_rows, _ in read_entry(spec, f"{SUITE_KEY}[{index}]", entry):
-            usable = [q for raw in raw_rows if (q := open_question(raw, spec, label, skipped)) is not None]
-            if not usable:
-                fields = sorted({str(k) for raw in raw_rows[:20] if isinstance(raw, dict) for k in raw})
-                raise UserError(
-                    f"{SUITE_KEY}: {label}: none of {len(raw_rows)} rows has an open question and a "
-                    f"reference answer in columns {spec.question!r} and {spec.answer!r} (fields: "
-                    f"{', '.join(fields[:8])}); map them, e.g. {{path: {spec.path}, question: COLUMN, "
-                    "answer: COLUMN}"
-                )
-            questions += usable
+    for spec, label, raw_rows, _ in read_suite(entries, SUITE_KEY):
+        usable = [q for raw in raw_rows if (q := open_question(raw, spec, label, skipped)) is not None]
+        if not usable:
+            fields = sorted({str(k) for raw in raw_rows[:20] if isinstance(raw, dict) for k in raw})
+            raise UserError(
+                f"{SUITE_KEY}: {label}: none of {len(raw_rows)} rows has an open question and a "
+                f"reference answer in columns {spec.question!r} and {spec.answer!r} (fields: "
+                f"{', '.join(fields[:8])}); map them, e.g. {{path: {spec.path}, question: COLUMN, "
+                "answer: COLUMN}"
+            )
+        questions += usable
     if max_per_source is not None:
-        taken: Counter = Counter()
-        kept = []
-        for question in questions:
-            taken[question["source"]] += 1
-            if taken[question["source"]] <= max_per_source:
-                kept.append(question)
-        questions = kept
+        questions = first_per_source(questions, max_per_source)
     return questions, {source: dict(reasons) for source, reasons in skipped.items()}
 
 
